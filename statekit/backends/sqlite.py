@@ -1,0 +1,441 @@
+"""``sqlite:///path``: the embedded default, one file, no server.
+
+- WAL journal; ``synchronous=FULL`` by default, so a commit that returned is on
+  disk (``?synchronous=normal`` trades the last commits on power loss for speed).
+- Several processes may write one file: each append is one ``BEGIN IMMEDIATE``
+  transaction (CAS check, version rows, head rows), waiting up to
+  ``busy_timeout`` seconds for another writer.
+- ``watch`` polls the global commit sequence, so it sees other processes' commits.
+- sqlite3 is blocking: all calls run on two private threads (one writer
+  connection, one reader connection), never on the event loop.
+
+URL forms: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, with
+optional ``?synchronous=full|normal&busy_timeout=30&poll_interval=0.05``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Self, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+from statekit.backend import Backend, Capability, Health, Record, Write, check_expect
+from statekit.codec import dumps, from_micros, loads, prefix_end, to_micros
+from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
+from statekit.hookspecs import hookimpl
+from statekit.host import BackendRegistry
+
+__all__ = ["SqliteBackend"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+# Each migration takes the schema from its index to index + 1. Never edit a shipped one.
+MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        """
+    CREATE TABLE sk_versions (
+        seq     INTEGER PRIMARY KEY AUTOINCREMENT,  -- global commit order, for watch
+        key     TEXT    NOT NULL,
+        version INTEGER NOT NULL,
+        kind    TEXT    NOT NULL,
+        data    TEXT,                               -- JSON, NULL = tombstone
+        meta    TEXT    NOT NULL,
+        at      INTEGER NOT NULL                    -- microseconds since the epoch, UTC
+    )""",
+        "CREATE UNIQUE INDEX sk_versions_key_version ON sk_versions (key, version)",
+        """
+    CREATE TABLE sk_heads (
+        key     TEXT    PRIMARY KEY,
+        version INTEGER NOT NULL,
+        kind    TEXT    NOT NULL,
+        live    INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    ),
+]
+
+SELECT_HEAD = "SELECT version, live FROM sk_heads WHERE key = ?"
+INSERT_VERSION = (
+    "INSERT INTO sk_versions (key, version, kind, data, meta, at) VALUES (?, ?, ?, ?, ?, ?)"
+)
+UPSERT_HEAD = (
+    "INSERT INTO sk_heads (key, version, kind, live) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET "
+    "version = excluded.version, kind = excluded.kind, live = excluded.live"
+)
+COLUMNS = "key, version, kind, data, meta, at"
+
+_SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
+
+
+def _row_record(row: tuple[Any, ...]) -> Record:
+    key, version, kind, data, meta, at = row
+    value = None if data is None else loads(data, key=key, backend="sqlite")
+    meta_value = loads(meta, key=key, backend="sqlite")
+    assert isinstance(meta_value, dict)
+    return Record(key, version, kind, value, meta_value, from_micros(at))
+
+
+def _range(prefix: str) -> tuple[str, str]:
+    # Text comparison in SQLite is by UTF-8 bytes, the same order as code points.
+    return prefix, prefix_end(prefix) or "\U0010ffff" * 2
+
+
+class SqliteBackend(Backend):
+    """The embedded default backend. See the module docstring for its guarantees."""
+
+    name = "sqlite"
+    capabilities = frozenset(
+        {
+            Capability.ATOMIC_BATCH,
+            Capability.COMPARE_AND_SET,
+            Capability.WATCH,
+            Capability.HISTORY,
+            Capability.DURABLE,
+        }
+    )
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "full",
+        busy_timeout: float = 30.0,
+        poll_interval: float = 0.05,
+    ) -> None:
+        self.path = Path(path)
+        if synchronous.lower() not in _SYNC_MODES:
+            raise ConfigError(
+                f"sqlite synchronous={synchronous!r}; use one of {', '.join(_SYNC_MODES)}",
+                source="url",
+            )
+        self.synchronous = _SYNC_MODES[synchronous.lower()]
+        self.busy_timeout = busy_timeout
+        self.poll_interval = poll_interval
+        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="statekit-sqlite-w")
+        self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="statekit-sqlite-r")
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(cls, url: str) -> Self:
+        parts = urlsplit(url)
+        if parts.netloc:
+            raise ConfigError(
+                f"sqlite URL {url!r} has a host part; write sqlite:///relative.db "
+                "or sqlite:////absolute/path.db",
+                source="url",
+            )
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if not path or path == ":memory:":
+            raise ConfigError(
+                f"sqlite URL {url!r} names no file; use memory:// for a store in memory",
+                source="url",
+            )
+        options = dict(parse_qsl(parts.query))
+        unknown = set(options) - {"synchronous", "busy_timeout", "poll_interval"}
+        if unknown:
+            raise ConfigError(f"unknown sqlite URL options: {', '.join(sorted(unknown))}")
+        try:
+            backend = cls(
+                path,
+                synchronous=options.get("synchronous", "full"),
+                busy_timeout=float(options.get("busy_timeout", 30)),
+                poll_interval=float(options.get("poll_interval", 0.05)),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"bad sqlite URL option in {url!r}: {exc}", source="url") from exc
+        try:
+            await backend._run_writer(backend._setup_writer)
+            await backend._run_reader(backend._setup_reader)
+        except BaseException:
+            await backend.aclose()
+            raise
+        return backend
+
+    # -- threads and error translation (the one place sqlite3 errors become statekit's) --
+
+    def _translate(self, exc: sqlite3.Error) -> StatekitError:
+        text = str(exc)
+        where = f"sqlite {self.path}"
+        if isinstance(exc, sqlite3.OperationalError) and (
+            "locked" in text or "busy" in text
+        ):
+            return BackendUnavailable(f"{where}: {text} (another writer held it too long)",
+                                      backend=self.name)
+        if "unable to open" in text:
+            return BackendError(f"{where}: cannot open the file ({text}); does its folder exist "
+                                "and is it writable?", backend=self.name)
+        if "disk I/O" in text or "full" in text:
+            return BackendUnavailable(f"{where}: {text}", backend=self.name)
+        return BackendError(f"{where}: {type(exc).__name__}: {text}", backend=self.name)
+
+    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise BackendError(f"sqlite {self.path}: the backend is closed", backend=self.name)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(pool, fn, *args)
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        except RuntimeError as exc:  # the executor was shut down under us
+            raise BackendError(f"sqlite {self.path}: the backend is closed",
+                               backend=self.name) from exc
+
+    async def _run_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._run(self._writer_thread, fn, *args)
+
+    async def _run_reader(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._run(self._reader_thread, fn, *args)
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=True
+        )
+        con.execute(f"PRAGMA synchronous = {self.synchronous}")
+        return con
+
+    def _setup_writer(self) -> None:
+        con = self._writer = self._connect()
+        deadline = time.monotonic() + self.busy_timeout
+        while True:  # switching to WAL needs a moment alone with the file
+            try:
+                mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        if str(mode).lower() != "wal":
+            raise BackendError(f"sqlite {self.path}: could not switch to WAL (got {mode})",
+                               backend=self.name)
+        self._migrate(con)
+
+    def _migrate(self, con: sqlite3.Connection) -> None:
+        # BEGIN IMMEDIATE: two processes opening a new file at once migrate one after the other.
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            current = con.execute("PRAGMA user_version").fetchone()[0]
+            if current > SCHEMA_VERSION:
+                raise BackendError(
+                    f"sqlite {self.path}: schema version {current} was written by a newer "
+                    f"statekit (this one knows {SCHEMA_VERSION}); upgrade statekit",
+                    backend=self.name,
+                )
+            for version in range(current, SCHEMA_VERSION):
+                for statement in MIGRATIONS[version]:
+                    con.execute(statement)
+            if current != SCHEMA_VERSION:
+                con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def _setup_reader(self) -> None:
+        self._reader = self._connect()
+
+    # -- the contract --------------------------------------------------------------
+
+    def _append_sync(self, writes: Sequence[Write], at: int) -> list[tuple[int, str]]:
+        con = self._writer
+        assert con is not None
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            versions = []
+            for w in writes:
+                row = con.execute(SELECT_HEAD, (w.key,)).fetchone()
+                head, live = row if row else (0, 0)
+                check_expect(w, head, not live, backend=self.name)
+                versions.append(head + 1)
+            rows = [
+                (w.key, v, w.kind, None if w.data is None else dumps(w.data), dumps(dict(w.meta)))
+                for w, v in zip(writes, versions, strict=True)
+            ]
+            if len(rows) == 1:
+                key, version, kind, data, meta = rows[0]
+                con.execute(INSERT_VERSION, (key, version, kind, data, meta, at))
+                con.execute(UPSERT_HEAD, (key, version, kind, data is not None))
+            else:
+                con.executemany(INSERT_VERSION, [(*r, at) for r in rows])
+                con.executemany(UPSERT_HEAD, [(k, v, kind, d is not None)
+                                              for k, v, kind, d, _ in rows])
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        return [(v, r[4]) for v, r in zip(versions, rows, strict=True)]
+
+    async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
+        stamped = await self._run_writer(self._append_sync, writes, to_micros(at))
+        return [
+            Record(w.key, version, w.kind, w.data, dict(w.meta), at)
+            for w, (version, _) in zip(writes, stamped, strict=True)
+        ]
+
+    def _read_sync(
+        self, key: str, after: int, before: int | None, limit: int | None, newest_first: bool
+    ) -> list[Record]:
+        assert self._reader is not None
+        rows = self._reader.execute(
+            f"SELECT {COLUMNS} FROM sk_versions WHERE key = ? AND version > ? AND version < ? "
+            f"ORDER BY version {'DESC' if newest_first else 'ASC'} LIMIT ?",
+            (key, after, before if before is not None else 2**62, limit if limit else -1),
+        ).fetchall()
+        return [_row_record(r) for r in rows]
+
+    async def read(
+        self,
+        key: str,
+        *,
+        after: int = 0,
+        before: int | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Record]:
+        return await self._run_reader(self._read_sync, key, after, before, limit, newest_first)
+
+    def _latest_sync(self, keys: Sequence[str]) -> dict[str, Record]:
+        assert self._reader is not None
+        found: dict[str, Record] = {}
+        for start in range(0, len(keys), 500):  # stay under SQLite's variable limit
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._reader.execute(
+                f"SELECT v.key, v.version, v.kind, v.data, v.meta, v.at FROM sk_heads h "
+                f"JOIN sk_versions v ON v.key = h.key AND v.version = h.version "
+                f"WHERE h.key IN ({marks})",
+                tuple(chunk),
+            ).fetchall()
+            found.update((r[0], _row_record(r)) for r in rows)
+        return found
+
+    async def latest(self, keys: Sequence[str]) -> dict[str, Record]:
+        if not keys:
+            return {}
+        return await self._run_reader(self._latest_sync, keys)
+
+    def _scan_sync(
+        self, low: str, first: bool, high: str, kind: str | None, page: int
+    ) -> list[Record]:
+        assert self._reader is not None
+        kind_clause = " AND h.kind = ?" if kind is not None else ""
+        rows = self._reader.execute(
+            f"SELECT v.key, v.version, v.kind, v.data, v.meta, v.at FROM sk_heads h "
+            f"JOIN sk_versions v ON v.key = h.key AND v.version = h.version "
+            f"WHERE h.live = 1 AND h.key {'>=' if first else '>'} ? AND h.key < ?{kind_clause} "
+            "ORDER BY h.key LIMIT ?",
+            (low, high, *((kind,) if kind is not None else ()), page),
+        ).fetchall()
+        return [_row_record(r) for r in rows]
+
+    async def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:
+        cursor, high = _range(prefix)
+        first = True
+        # Pages by key, so no read transaction is held open while the caller works.
+        while True:
+            page = await self._run_reader(self._scan_sync, cursor, first, high, kind, 500)
+            for record in page:
+                yield record
+            if len(page) < 500:
+                return
+            cursor, first = page[-1].key, False
+
+    def _prune_sync(self, key: str, before_version: int) -> int:
+        con = self._writer
+        assert con is not None
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            cur = con.execute(
+                "DELETE FROM sk_versions WHERE key = ? AND version < ? "
+                "AND version < (SELECT version FROM sk_heads WHERE key = ?)",
+                (key, before_version, key),
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        return cur.rowcount
+
+    async def prune(self, key: str, before_version: int) -> int:
+        return await self._run_writer(self._prune_sync, key, before_version)
+
+    def _last_seq_sync(self) -> int:
+        assert self._reader is not None
+        return int(self._reader.execute("SELECT COALESCE(MAX(seq), 0) FROM sk_versions")
+                   .fetchone()[0])
+
+    def _changes_sync(self, seq: int, low: str, high: str) -> list[tuple[int, Record]]:
+        assert self._reader is not None
+        rows = self._reader.execute(
+            f"SELECT seq, {COLUMNS} FROM sk_versions WHERE seq > ? AND key >= ? AND key < ? "
+            "ORDER BY seq LIMIT 500",
+            (seq, low, high),
+        ).fetchall()
+        return [(r[0], _row_record(r[1:])) for r in rows]
+
+    async def watch(self, prefix: str = "") -> AsyncIterator[Record]:
+        start = await self._run_reader(self._last_seq_sync)
+        return self._follow(prefix, start)
+
+    async def _follow(self, prefix: str, seq: int) -> AsyncIterator[Record]:
+        low, high = _range(prefix)
+        while True:
+            changes = await self._run_reader(self._changes_sync, seq, low, high)
+            for seq, record in changes:  # noqa: B020 - seq advances with what was delivered
+                yield record
+            if not changes:
+                await asyncio.sleep(self.poll_interval)
+
+    def _health_sync(self) -> dict[str, Any]:
+        assert self._reader is not None
+        con = self._reader
+        return {
+            "path": str(self.path.resolve()),
+            "journal_mode": con.execute("PRAGMA journal_mode").fetchone()[0],
+            "synchronous": self.synchronous,
+            "schema_version": con.execute("PRAGMA user_version").fetchone()[0],
+            "keys": con.execute("SELECT COUNT(*) FROM sk_heads").fetchone()[0],
+            "sqlite_version": sqlite3.sqlite_version,
+        }
+
+    async def health(self) -> Health:
+        started = time.perf_counter()
+        detail = await self._run_reader(self._health_sync)
+        return Health(True, (time.perf_counter() - started) * 1000, detail)
+
+    def _close_sync(self, con: sqlite3.Connection | None) -> None:
+        if con is not None:
+            con.close()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        for pool, con in ((self._writer_thread, self._writer), (self._reader_thread, self._reader)):
+            try:
+                await loop.run_in_executor(pool, self._close_sync, con)
+            except sqlite3.Error:  # closing is best effort; the file is consistent anyway
+                pass
+            pool.shutdown(wait=False)
+        self._writer = self._reader = None
+        self._closed = True
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "path": str(self.path), "synchronous": self.synchronous}
+
+
+@hookimpl
+def statekit_register_backends(registry: BackendRegistry) -> None:
+    """The built-in ``sqlite:///path`` backend, the embedded default."""
+    registry.add("sqlite", SqliteBackend)

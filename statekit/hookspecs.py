@@ -1,0 +1,57 @@
+"""The hooks a statekit plugin can implement.
+
+Hooks are synchronous and do no I/O: they *register* things into a registry
+object passed to them; the I/O lives in async methods of what they register.
+A plugin is a module (or object) with functions marked ``@statekit.hookimpl``,
+found through the ``statekit`` entry-point group::
+
+    [project.entry-points.statekit]
+    postgres = "statekit_postgres.plugin"
+
+Call hooks only through :class:`statekit.host.PluginHost`'s typed methods.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from statekit.host import BackendRegistry, ValidatorRegistry
+
+__all__ = ["hookimpl", "hookspec"]
+
+hookspec = pluggy.HookspecMarker("statekit")
+hookimpl = pluggy.HookimplMarker("statekit")
+
+
+@hookspec
+def statekit_register_backends(registry: BackendRegistry) -> None:
+    """Register storage backends, one per URL scheme.
+
+    Called once per :class:`~statekit.host.PluginHost`, the first time a backend
+    is looked up (``statekit.open``, ``statekit plugins``, ``doctor``).
+
+    :param registry: call ``registry.add(scheme, BackendClass)`` for each URL
+        scheme the plugin serves, e.g. ``registry.add("postgresql", PostgresBackend)``.
+        ``BackendClass`` subclasses :class:`statekit.backend.Backend`.
+        Registering a scheme another plugin already registered is a
+        :class:`~statekit.errors.PluginError` reported against this plugin.
+    :return: nothing; the registry is the result.
+    """
+
+
+@hookspec
+def statekit_register_validators(registry: ValidatorRegistry) -> None:
+    """Register validators that check values of a ``kind`` before they are stored.
+
+    Called once per :class:`~statekit.host.PluginHost`, when a store is opened.
+    Validators run in the core before ``append``; a failing one raises
+    :class:`~statekit.errors.ValidationError` and nothing is written.
+
+    :param registry: call ``registry.add(kind, fn)`` with ``fn(key, data)`` that
+        raises (ValidationError, or ValueError which statekit wraps) on bad data,
+        or ``registry.add_model(kind, PydanticModel)`` to validate with a model.
+    :return: nothing; the registry is the result.
+    """

@@ -1,0 +1,303 @@
+"""The plugin host: owns the pluggy PluginManager and exposes one typed method per hook.
+
+Nothing is loaded at import time and there is no global host: create a
+:class:`PluginHost` (``statekit.open`` makes one for you) and pass it around.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import pluggy
+import pydantic
+
+from statekit import hookspecs
+from statekit.backend import JSON, Backend
+from statekit.codec import check_kind
+from statekit.errors import PluginError, ValidationError
+
+__all__ = [
+    "KNOWN_SCHEMES",
+    "BackendRegistry",
+    "PluginHost",
+    "PluginInfo",
+    "ValidatorRegistry",
+]
+
+log = logging.getLogger("statekit.host")
+
+ENTRY_POINT_GROUP = "statekit"
+
+KNOWN_SCHEMES: dict[str, str] = {
+    "postgresql": "statekit-postgres",
+    "postgres": "statekit-postgres",
+    "redis": "statekit-redis",
+    "rediss": "statekit-redis",
+    "mongodb": "statekit-mongodb",
+    "mongodb+srv": "statekit-mongodb",
+    "influxdb": "statekit-influxdb",
+    "file": "statekit-file",
+}
+"""URL schemes of the project's own plugin distributions, for 'pip install ...' hints."""
+
+Validator = Callable[[str, JSON], None]
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass
+class PluginInfo:
+    """What ``statekit plugins`` shows about one plugin."""
+
+    name: str
+    distribution: str
+    version: str
+    builtin: bool
+    backends: list[str] = field(default_factory=list)
+    validators: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "builtin": self.builtin,
+            "backends": self.backends,
+            "validators": self.validators,
+            "error": self.error,
+        }
+
+
+class BackendRegistry:
+    """Passed to ``statekit_register_backends``: URL scheme -> Backend class."""
+
+    def __init__(self) -> None:
+        self._classes: dict[str, type[Backend]] = {}
+        self._owners: dict[str, str] = {}
+        self._current: str = "?"
+
+    def add(self, scheme: str, backend: type[Backend]) -> None:
+        """Serve URLs of ``scheme`` with ``backend`` (a Backend subclass)."""
+        scheme = scheme.lower()
+        if not (isinstance(backend, type) and issubclass(backend, Backend)):
+            raise PluginError(
+                f"plugin {self._current!r} registered {backend!r} for {scheme!r}, "
+                "which is not a statekit.backend.Backend subclass",
+                plugin=self._current,
+            )
+        if scheme in self._classes:
+            raise PluginError(
+                f"plugin {self._current!r} registered scheme {scheme!r}, already served by "
+                f"plugin {self._owners[scheme]!r}; block one of them",
+                plugin=self._current,
+            )
+        self._classes[scheme] = backend
+        self._owners[scheme] = self._current
+
+    def get(self, scheme: str) -> type[Backend] | None:
+        """The backend class for ``scheme``, or None."""
+        return self._classes.get(scheme.lower())
+
+    def schemes(self) -> list[str]:
+        """Every registered scheme, sorted."""
+        return sorted(self._classes)
+
+    def owned_by(self, plugin: str) -> list[str]:
+        return sorted(s for s, owner in self._owners.items() if owner == plugin)
+
+
+class ValidatorRegistry:
+    """Passed to ``statekit_register_validators``: kind -> validators."""
+
+    def __init__(self) -> None:
+        self._validators: dict[str, list[Validator]] = {}
+        self._owners: dict[str, list[str]] = {}
+        self._current: str = "?"
+
+    def add(self, kind: str, validator: Validator) -> None:
+        """Run ``validator(key, data)`` before any value of ``kind`` is stored."""
+        check_kind(kind)
+        self._validators.setdefault(kind, []).append(validator)
+        self._owners.setdefault(self._current, []).append(kind)
+
+    def add_model(self, kind: str, model: type[pydantic.BaseModel]) -> None:
+        """Validate values of ``kind`` with a pydantic model."""
+
+        def validate(key: str, data: JSON) -> None:
+            try:
+                model.model_validate(data)
+            except pydantic.ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in err['loc']) or '$'}: {err['msg']}"
+                    for err in exc.errors(include_input=False)
+                )
+                raise ValidationError(
+                    f"{kind} {key!r} is invalid: {problems}", key=key, reason=problems
+                ) from exc
+
+        self.add(kind, validate)
+
+    def validate(self, kind: str, key: str, data: JSON) -> None:
+        """Run every validator of ``kind``; raise ValidationError on the first failure."""
+        for validator in self._validators.get(kind, ()):
+            try:
+                validator(key, data)
+            except ValidationError:
+                raise
+            except (ValueError, TypeError) as exc:
+                raise ValidationError(f"{kind} {key!r} is invalid: {exc}", key=key) from exc
+
+    def kinds(self) -> list[str]:
+        return sorted(self._validators)
+
+    def owned_by(self, plugin: str) -> list[str]:
+        return sorted(set(self._owners.get(plugin, [])))
+
+
+def _builtin_plugins() -> list[tuple[str, ModuleType]]:
+    from statekit.backends import memory, sqlite
+
+    return [("memory", memory), ("sqlite", sqlite)]
+
+
+class PluginHost:
+    """Loads plugins and calls their hooks.
+
+    :param autoload: load plugins from the ``statekit`` entry-point group.
+        Default: on, unless ``STATEKIT_DISABLE_PLUGIN_AUTOLOAD`` is set true.
+    :param blocked: plugin names never to load (built-ins included), added to
+        those in ``STATEKIT_BLOCKED_PLUGINS`` (comma separated).
+    :param plugins: extra plugin objects to register (name, module or object),
+        e.g. a test's own plugin.
+    """
+
+    def __init__(
+        self,
+        *,
+        autoload: bool | None = None,
+        blocked: Iterable[str] = (),
+        plugins: Iterable[tuple[str, object]] = (),
+    ) -> None:
+        if autoload is None:
+            autoload = not _truthy(os.environ.get("STATEKIT_DISABLE_PLUGIN_AUTOLOAD"))
+        env_blocked = os.environ.get("STATEKIT_BLOCKED_PLUGINS", "")
+        self.blocked = frozenset(
+            {b.strip() for b in env_blocked.split(",") if b.strip()} | set(blocked)
+        )
+        self._pm = pluggy.PluginManager("statekit")
+        self._pm.add_hookspecs(hookspecs)
+        self._infos: dict[str, PluginInfo] = {}
+        self._backends: BackendRegistry | None = None
+        self._validators: ValidatorRegistry | None = None
+
+        version = metadata.version("statekit")
+        for name, module in _builtin_plugins():
+            self._register(name, module, PluginInfo(name, "statekit", version, builtin=True))
+        for name, plugin in plugins:
+            self._register(name, plugin, PluginInfo(name, "(in process)", "", builtin=False))
+        if autoload:
+            self._load_entry_points()
+
+    def _register(self, name: str, plugin: object, info: PluginInfo) -> None:
+        if name in self.blocked:
+            self._pm.set_blocked(name)
+            return
+        self._pm.register(plugin, name=name)
+        self._infos[name] = info
+
+    def _load_entry_points(self) -> None:
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist.name if ep.dist else "?"
+            version = ep.dist.version if ep.dist else "?"
+            if ep.name in self.blocked or ep.name in self._infos:
+                continue
+            info = PluginInfo(ep.name, dist, version, builtin=False)
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # any import failure of a third-party plugin
+                info.error = f"failed to import {ep.value}: {type(exc).__name__}: {exc}"
+                log.warning("statekit plugin %r (%s) not loaded: %s", ep.name, dist, info.error)
+                self._infos[ep.name] = info
+                continue
+            try:
+                self._register(ep.name, plugin, info)
+            except ValueError as exc:  # pluggy: already registered, or a bad hookimpl
+                info.error = f"failed to register: {exc}"
+                self._infos[ep.name] = info
+
+    def _call_each(
+        self, hook_name: str, registry: BackendRegistry | ValidatorRegistry
+    ) -> None:
+        """Call one registration hook plugin by plugin, so that a failing plugin
+        is reported by name and what each plugin registered is known."""
+        plugins = self._pm.list_name_plugin()
+        for name, plugin in plugins:
+            if plugin is None:
+                continue
+            others = [p for n, p in plugins if n != name and p is not None]
+            caller = self._pm.subset_hook_caller(hook_name, remove_plugins=others)
+            registry._current = name
+            try:
+                caller(registry=registry)
+            except Exception as exc:  # a plugin's hook failing must not take the host down
+                message = str(exc) if isinstance(exc, PluginError) else (
+                    f"{hook_name} failed: {type(exc).__name__}: {exc}"
+                )
+                log.warning("statekit plugin %r: %s", name, message)
+                self._infos[name].error = message
+            finally:
+                registry._current = "?"
+
+    def backends(self) -> BackendRegistry:
+        """Every registered backend (``statekit_register_backends``, called once)."""
+        if self._backends is None:
+            registry = BackendRegistry()
+            self._call_each("statekit_register_backends", registry)
+            self._backends = registry
+        return self._backends
+
+    def validators(self) -> ValidatorRegistry:
+        """Every registered validator (``statekit_register_validators``, called once)."""
+        if self._validators is None:
+            registry = ValidatorRegistry()
+            self._call_each("statekit_register_validators", registry)
+            self._validators = registry
+        return self._validators
+
+    def plugins(self) -> list[PluginInfo]:
+        """Every plugin seen, with what it registered and any error, by name."""
+        backends, validators = self.backends(), self.validators()
+        infos = []
+        for name, info in sorted(self._infos.items()):
+            info.backends = backends.owned_by(name)
+            info.validators = validators.owned_by(name)
+            infos.append(info)
+        return infos
+
+    def failures(self) -> list[PluginInfo]:
+        """Plugins that failed to load or to register."""
+        return [info for info in self.plugins() if info.error]
+
+    def backend_class(self, scheme: str) -> type[Backend]:
+        """The backend for a URL scheme, or a PluginError saying what to install."""
+        cls = self.backends().get(scheme)
+        if cls is not None:
+            return cls
+        installed = ", ".join(self.backends().schemes()) or "none"
+        hint = ""
+        package = KNOWN_SCHEMES.get(scheme.lower())
+        if package:
+            hint = f"; `pip install {package}` adds it"
+            failed = [i for i in self._infos.values() if i.error and i.distribution == package]
+            if failed:
+                hint = f"; {package} is installed but failed: {failed[0].error}"
+        raise PluginError(f"no backend for URL scheme {scheme!r} (installed: {installed}){hint}")

@@ -1,0 +1,472 @@
+"""The async StateStore: everything users call, built once over the storage contract."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import urlsplit
+
+from statekit.backend import ANY, JSON, Backend, Capability, Expect, Health, Record, Write
+from statekit.codec import Codec, check_key, check_kind, dumps, redact_url
+from statekit.errors import (
+    CapabilityError,
+    ConflictError,
+    HistoryUnavailable,
+    ValidationError,
+)
+from statekit.host import PluginHost, ValidatorRegistry
+
+if TYPE_CHECKING:
+    from statekit.config import Settings
+    from statekit.snapshots import Snapshots
+
+__all__ = ["DEFAULT_MAX_VALUE_BYTES", "RESERVED_PREFIX", "Retention", "StateStore", "Watch", "open"]
+
+DEFAULT_MAX_VALUE_BYTES = 16 * 1024 * 1024
+RESERVED_PREFIX = "_sk/"
+"""Keys statekit keeps for itself (snapshots). Users cannot write them directly."""
+
+_PAGE = 256
+
+UpdateFn = Callable[[JSON], JSON | Awaitable[JSON]]
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How much history to keep per key; the head is always kept.
+
+    :param keep_last: keep at least the newest N versions.
+    :param older_than: drop versions written longer ago than this.
+    With both, a version is kept when either rule keeps it.
+    """
+
+    keep_last: int | None = None
+    older_than: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        if self.keep_last is None and self.older_than is None:
+            raise ValidationError("Retention needs keep_last or older_than", reason="retention")
+        if self.keep_last is not None and self.keep_last < 1:
+            raise ValidationError("Retention.keep_last must be >= 1", reason="retention")
+
+
+class StateStore:
+    """Versioned keys with history, optimistic locking, snapshots and watch.
+
+    Open one with :func:`statekit.open`; use ``async with`` or call :meth:`aclose`.
+
+    :param backend: the storage backend (closed by :meth:`aclose` when ``owns_backend``).
+    :param validators: validators per kind (from the plugin host); None = no validation.
+    :param codec: how values become JSON; by default only JSON types pass.
+    :param max_value_bytes: largest encoded value accepted.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        validators: ValidatorRegistry | None = None,
+        codec: Codec | None = None,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        owns_backend: bool = True,
+    ) -> None:
+        self.backend = backend
+        self._validators = validators
+        self._codec = codec or Codec()
+        self.max_value_bytes = max_value_bytes
+        self._owns_backend = owns_backend
+        self._last_at = datetime.min.replace(tzinfo=UTC)
+        self._snapshots: Snapshots | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the backend if this store opened it."""
+        if self._owns_backend:
+            await self.backend.aclose()
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return self.backend.capabilities
+
+    def require(self, capability: Capability, feature: str) -> None:
+        """Raise CapabilityError unless the backend has ``capability``."""
+        if capability not in self.backend.capabilities:
+            raise CapabilityError(
+                f"{feature} needs the {capability.value!r} capability, which the "
+                f"{self.backend.name} backend does not have",
+                backend=self.backend.name,
+                capability=capability.value,
+            )
+
+    async def health(self) -> Health:
+        """One timed round trip to the backend."""
+        return await self.backend.health()
+
+    @property
+    def snapshots(self) -> Snapshots:
+        """Create, list, restore and diff snapshots of this store."""
+        if self._snapshots is None:
+            from statekit.snapshots import Snapshots
+
+            self._snapshots = Snapshots(self)
+        return self._snapshots
+
+    # -- writes ------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        # Strictly increasing within this store, so as_of is exact for its own writes
+        # even if the wall clock steps back.
+        now = datetime.now(UTC)
+        if now <= self._last_at:
+            now = self._last_at + timedelta(microseconds=1)
+        self._last_at = now
+        return now
+
+    def _prepare(self, write: Write, *, internal: bool = False) -> Write:
+        key = check_key(write.key)
+        if not internal and key.startswith(RESERVED_PREFIX):
+            raise ValidationError(
+                f"key {key!r} is in the reserved prefix {RESERVED_PREFIX!r}", key=key,
+                reason="reserved",
+            )
+        kind = check_kind(write.kind, key)
+        expect = write.expect
+        if expect is not ANY:
+            if not isinstance(expect, int) or isinstance(expect, bool) or expect < 0:
+                raise ValidationError(
+                    f"expect for {key!r} must be ANY, 0 or a positive version, not {expect!r}",
+                    key=key,
+                    reason="expect",
+                )
+            self.require(Capability.COMPARE_AND_SET, f"expect={expect} on {key!r}")
+        if not isinstance(write.meta, Mapping):
+            raise ValidationError(f"meta for {key!r} must be a mapping", key=key, reason="meta")
+        meta = self._codec.normalize(dict(write.meta), key=key)
+        data = None if write.data is None else self._codec.normalize(write.data, key=key)
+        if data is not None:
+            size = len(dumps(data).encode())
+            if size > self.max_value_bytes:
+                raise ValidationError(
+                    f"value for {key!r} is {size} bytes; the limit is {self.max_value_bytes} "
+                    "(max_value_bytes)",
+                    key=key,
+                    reason="too large",
+                )
+            if self._validators is not None and not internal:
+                self._validators.validate(kind, key, data)
+        assert isinstance(meta, dict)
+        return Write(key=key, data=data, kind=kind, meta=meta, expect=expect)
+
+    async def append(self, writes: Iterable[Write], *, internal: bool = False) -> list[Record]:
+        """Check, stamp and append writes as one atomic batch. Prefer put/batch/update."""
+        prepared = [self._prepare(w, internal=internal) for w in writes]
+        if not prepared:
+            return []
+        if len(prepared) > 1:
+            self.require(Capability.ATOMIC_BATCH, f"a batch of {len(prepared)} writes")
+            seen: set[str] = set()
+            for w in prepared:
+                if w.key in seen:
+                    raise ValidationError(
+                        f"key {w.key!r} appears twice in one batch", key=w.key, reason="duplicate"
+                    )
+                seen.add(w.key)
+        return await self.backend.append(prepared, self._now())
+
+    async def put(
+        self,
+        key: str,
+        data: Any,
+        *,
+        kind: str = "state",
+        meta: Mapping[str, Any] | None = None,
+        expect: Expect = ANY,
+    ) -> Record:
+        """Store ``data`` as the new version of ``key``.
+
+        :param expect: ``ANY``; ``0`` = the key must have no live value; ``n`` = head must be n.
+        :raises ConflictError: ``expect`` did not hold; nothing was written.
+        """
+        if data is None:
+            raise ValidationError(
+                f"put({key!r}, None): use delete() to remove a key", key=key, reason="None value"
+            )
+        (record,) = await self.append([Write(key, data, kind, meta or {}, expect)])
+        return record
+
+    async def delete(
+        self, key: str, *, meta: Mapping[str, Any] | None = None, expect: Expect = ANY
+    ) -> Record:
+        """Append a tombstone version: the key reads as absent, its history stays."""
+        head = (await self.backend.latest([check_key(key)])).get(key)
+        kind = head.kind if head else "state"
+        (record,) = await self.append([Write(key, None, kind, meta or {}, expect)])
+        return record
+
+    async def batch(self, writes: Iterable[Write]) -> list[Record]:
+        """Append several writes atomically: all land, or (on any failed expect) none."""
+        return await self.append(writes)
+
+    async def update(
+        self,
+        key: str,
+        fn: UpdateFn,
+        *,
+        kind: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        retries: int = 10,
+        backoff: float = 0.002,
+        max_backoff: float = 0.2,
+    ) -> Record:
+        """Read-modify-write with optimistic locking.
+
+        ``fn`` gets the current value (None when absent) and returns the new one
+        (it may be async). When another writer got there first, the key is read
+        again and ``fn`` called again, after a jittered exponential backoff.
+
+        :raises ConflictError: still conflicting after ``retries`` retries.
+        """
+        self.require(Capability.COMPARE_AND_SET, "update()")
+        attempt = 0
+        while True:
+            head = (await self.backend.latest([check_key(key)])).get(key)
+            current = None if head is None else head.data
+            new = fn(current)
+            if inspect.isawaitable(new):
+                new = await new
+            if new is None:
+                raise ValidationError(
+                    f"update of {key!r}: the function returned None; return the new value "
+                    "(use delete() to remove a key)",
+                    key=key,
+                    reason="None value",
+                )
+            write = Write(
+                key,
+                new,
+                kind or (head.kind if head else "state"),
+                meta or {},
+                head.version if head else 0,
+            )
+            try:
+                (record,) = await self.append([write])
+                return record
+            except ConflictError:
+                if attempt >= retries:
+                    raise
+            # Full jitter: spreads competing writers so they stop colliding.
+            await asyncio.sleep(random.uniform(0, min(max_backoff, backoff * 2**attempt)))
+            attempt += 1
+
+    # -- reads -------------------------------------------------------------------
+
+    async def get(self, key: str, *, as_of: datetime | None = None) -> Record | None:
+        """The live record of ``key`` (None when absent or deleted).
+
+        :param as_of: the record that was current at that moment (needs history).
+        :raises HistoryUnavailable: the version current then was pruned.
+        """
+        check_key(key)
+        if as_of is not None:
+            return await self._as_of(key, as_of)
+        head = (await self.backend.latest([key])).get(key)
+        return None if head is None or head.deleted else head
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Record]:
+        """Live records of several keys in one call; absent and deleted keys are left out."""
+        for key in keys:
+            check_key(key)
+        heads = await self.backend.latest(list(keys))
+        return {k: r for k, r in heads.items() if not r.deleted}
+
+    async def _as_of(self, key: str, at: datetime) -> Record | None:
+        self.require(Capability.HISTORY, "get(as_of=...)")
+        if at.tzinfo is None:
+            raise ValidationError("as_of must be timezone-aware (use UTC)", key=key, reason="naive")
+        before: int | None = None
+        while True:
+            page = await self.backend.read(key, before=before, limit=_PAGE, newest_first=True)
+            if not page:
+                if before is not None and before > 1:
+                    raise HistoryUnavailable(
+                        f"{key!r} as of {at.isoformat()}: versions before {before} were pruned",
+                        key=key,
+                    )
+                return None
+            for record in page:
+                if record.at <= at:
+                    return None if record.deleted else record
+            before = page[-1].version
+
+    async def history(
+        self,
+        key: str,
+        *,
+        limit: int = 100,
+        before: int | None = None,
+        after: int = 0,
+        newest_first: bool = True,
+    ) -> list[Record]:
+        """Versions of ``key`` (tombstones included), newest first by default.
+
+        Page with ``before=<oldest version seen>`` (newest first) or
+        ``after=<newest version seen>`` (oldest first).
+        """
+        self.require(Capability.HISTORY, "history()")
+        check_key(key)
+        if limit < 1:
+            raise ValidationError("history limit must be >= 1", key=key, reason="limit")
+        return await self.backend.read(
+            key, after=after, before=before, limit=limit, newest_first=newest_first
+        )
+
+    async def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:
+        """Live records whose key starts with ``prefix`` (and of ``kind``), in key order."""
+        internal = prefix.startswith(RESERVED_PREFIX)
+        async for record in self.backend.scan(prefix, kind):
+            if internal or not record.key.startswith(RESERVED_PREFIX):
+                yield record
+
+    # -- retention ---------------------------------------------------------------
+
+    async def prune(self, key: str, retention: Retention) -> int:
+        """Drop history of ``key`` that ``retention`` does not keep; never the head."""
+        self.require(Capability.HISTORY, "prune()")
+        check_key(key)
+        head = (await self.backend.latest([key])).get(key)
+        if head is None:
+            return 0
+        cut = head.version  # drop everything below this
+        if retention.keep_last is not None:
+            cut = min(cut, max(1, head.version - retention.keep_last + 1))
+        if retention.older_than is not None:
+            cutoff = datetime.now(UTC) - retention.older_than
+            cut = min(cut, await self._first_version_since(key, cutoff, head.version))
+        return await self.backend.prune(key, cut) if cut > 1 else 0
+
+    async def _first_version_since(self, key: str, cutoff: datetime, head: int) -> int:
+        after = 0
+        while True:
+            page = await self.backend.read(key, after=after, limit=_PAGE)
+            if not page:
+                return head
+            for record in page:
+                if record.at >= cutoff:
+                    return record.version
+            after = page[-1].version
+
+    async def apply_retention(self, retention: Retention, prefix: str = "") -> int:
+        """Prune every live key under ``prefix``; returns the versions dropped."""
+        keys = [r.key async for r in self.scan(prefix)]
+        return sum([await self.prune(key, retention) for key in keys])
+
+    # -- watch -------------------------------------------------------------------
+
+    def watch(self, prefix: str = "") -> Watch:
+        """Follow commits to keys under ``prefix``, each once, in commit order.
+
+        ``async with store.watch("position/") as changes: async for rec in changes: ...``
+        The starting point is fixed when the ``async with`` is entered (or at the
+        first ``async for`` step when used without it).
+        """
+        self.require(Capability.WATCH, "watch()")
+        return Watch(self.backend, prefix)
+
+
+class Watch:
+    """Commits to keys under a prefix, as an async iterator. See :meth:`StateStore.watch`."""
+
+    def __init__(self, backend: Backend, prefix: str) -> None:
+        self._backend = backend
+        self._prefix = prefix
+        self._internal = prefix.startswith(RESERVED_PREFIX)
+        self._changes: AsyncIterator[Record] | None = None
+
+    async def start(self) -> Self:
+        """Fix the starting point now; commits after this are delivered."""
+        if self._changes is None:
+            self._changes = await self._backend.watch(self._prefix)
+        return self
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Record:
+        await self.start()
+        assert self._changes is not None
+        while True:
+            record = await anext(self._changes)
+            if self._internal or not record.key.startswith(RESERVED_PREFIX):
+                return record
+
+    async def aclose(self) -> None:
+        """Stop following."""
+        changes, self._changes = self._changes, None
+        close = getattr(changes, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def open(  # noqa: A001 - the natural name: statekit.open(url)
+    url: str | None = None,
+    *,
+    settings: Settings | None = None,
+    host: PluginHost | None = None,
+    codec: Codec | None = None,
+) -> StateStore:
+    """Open the store at ``url`` with the backend registered for its scheme.
+
+    ``url`` defaults to the configured one (``STATEKIT_URL``, the legacy
+    ``TRADING_STATE_*`` settings, ``config.json``), else ``sqlite:///statekit.db``.
+    ``settings`` defaults to :func:`statekit.config.load_settings`.
+    """
+    from statekit.config import load_settings
+
+    settings = settings or load_settings()
+    url = url or settings.store_url()
+    if host is None:
+        host = PluginHost(
+            autoload=not settings.plugins.disable_autoload, blocked=settings.plugins.blocked
+        )
+    scheme = urlsplit(url).scheme
+    if not scheme:
+        raise ValidationError(
+            f"{redact_url(url)!r} is not a store URL; try sqlite:///statekit.db or memory://",
+            reason="url",
+        )
+    backend = await host.backend_class(scheme).open(url)
+    return StateStore(
+        backend,
+        validators=host.validators() if settings.enable_validation else None,
+        codec=codec,
+        max_value_bytes=settings.max_value_bytes,
+    )
