@@ -28,6 +28,7 @@ __all__ = [
     "Backend",
     "BackendError",
     "BackendUnavailable",
+    "Capability",
     "CapabilityError",
     "Codec",
     "ConfigError",

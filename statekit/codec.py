@@ -8,12 +8,12 @@ the same things with the same message.
 from __future__ import annotations
 
 import json
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import math
 import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from statekit.backend import JSON
 from statekit.errors import SerializationError, ValidationError
@@ -108,11 +108,9 @@ class Codec:
             raise SerializationError(
                 f"value for {key!r} is nested deeper than 200 levels at {path}", key=key, path=path
             )
-        # bool before int: bool is an int subclass and stays a bool.
+        # Exact types first; bool is an int subclass and must stay a bool.
         if value is None or type(value) is str or type(value) is bool:
-            return value  # type: ignore[no-any-return]
-        if isinstance(value, bool):
-            return bool(value)
+            return value
         if isinstance(value, str):  # StrEnum and other str subclasses: store the plain text
             return str.__str__(value)
         if isinstance(value, int):  # IntEnum and other int subclasses: store the number
@@ -214,10 +212,14 @@ def redact_url(url: str) -> str:
         netloc = parts.netloc
         if parts.password is not None:
             netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
-        query = "&".join(
-            f"{name}=***" if any(s in name.lower() for s in _SECRET_PARAMS) else f"{name}={value}"
-            for name, value in parse_qsl(parts.query, keep_blank_values=True)
-        )
-        return urlunsplit(parts._replace(netloc=netloc, query=query))
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        hidden = [
+            (name, "***" if any(s in name.lower() for s in _SECRET_PARAMS) else value)
+            for name, value in pairs
+        ]
+        if netloc == parts.netloc and hidden == pairs:
+            return url
+        query = "&".join(f"{name}={value}" for name, value in hidden)
+        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
     except ValueError:
         return "<unparseable URL>"

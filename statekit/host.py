@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -48,9 +49,16 @@ KNOWN_SCHEMES: dict[str, str] = {
 
 Validator = Callable[[str, JSON], None]
 
+_BLOCKED_BY = "STATEKIT_BLOCKED_PLUGINS or PluginHost(blocked=...)"
+
 
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _normalize_dist(name: str) -> str:
+    # PEP 503: METADATA may spell it statekit_postgres or Statekit-Postgres.
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 @dataclass
@@ -126,11 +134,23 @@ class ValidatorRegistry:
     def add(self, kind: str, validator: Validator) -> None:
         """Run ``validator(key, data)`` before any value of ``kind`` is stored."""
         check_kind(kind)
+        if not callable(validator):
+            raise PluginError(
+                f"plugin {self._current!r} registered {validator!r} for kind {kind!r}, "
+                "which is not callable",
+                plugin=self._current,
+            )
         self._validators.setdefault(kind, []).append(validator)
         self._owners.setdefault(self._current, []).append(kind)
 
     def add_model(self, kind: str, model: type[pydantic.BaseModel]) -> None:
         """Validate values of ``kind`` with a pydantic model."""
+        if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)):
+            raise PluginError(
+                f"plugin {self._current!r} registered {model!r} for kind {kind!r}, "
+                "which is not a pydantic.BaseModel subclass",
+                plugin=self._current,
+            )
 
         def validate(key: str, data: JSON) -> None:
             try:
@@ -196,6 +216,7 @@ class PluginHost:
         self._pm = pluggy.PluginManager("statekit")
         self._pm.add_hookspecs(hookspecs)
         self._infos: dict[str, PluginInfo] = {}
+        self._blocked_seen: dict[str, str] = {}  # blocked plugin name -> its distribution
         self._backends: BackendRegistry | None = None
         self._validators: ValidatorRegistry | None = None
 
@@ -203,13 +224,21 @@ class PluginHost:
         for name, module in _builtin_plugins():
             self._register(name, module, PluginInfo(name, "statekit", version, builtin=True))
         for name, plugin in plugins:
-            self._register(name, plugin, PluginInfo(name, "(in process)", "", builtin=False))
+            info = PluginInfo(name, "(in process)", "", builtin=False)
+            try:
+                self._register(name, plugin, info)
+            except (ValueError, pluggy.PluginValidationError) as exc:
+                # The caller's own plugin: fail loudly, but as a statekit error.
+                raise PluginError(
+                    f"plugin {name!r} cannot be registered: {exc}", plugin=name
+                ) from exc
         if autoload:
             self._load_entry_points()
 
     def _register(self, name: str, plugin: object, info: PluginInfo) -> None:
         if name in self.blocked:
             self._pm.set_blocked(name)
+            self._blocked_seen[name] = info.distribution
             return
         self._pm.register(plugin, name=name)
         self._infos[name] = info
@@ -218,7 +247,20 @@ class PluginHost:
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist = ep.dist.name if ep.dist else "?"
             version = ep.dist.version if ep.dist else "?"
-            if ep.name in self.blocked or ep.name in self._infos:
+            if ep.name in self.blocked:
+                self._pm.set_blocked(ep.name)
+                self._blocked_seen[ep.name] = dist
+                continue
+            if ep.name in self._infos:
+                # Another plugin already has this name: report it rather than skip it silently.
+                first = self._infos[ep.name].distribution
+                info = PluginInfo(ep.name, dist, version, builtin=False)
+                info.error = (
+                    f"not loaded: the plugin name {ep.name!r} is already taken by {first}; "
+                    "rename the entry point or block one of them"
+                )
+                log.warning("statekit plugin %r (%s) %s", ep.name, dist, info.error)
+                self._infos[f"{ep.name} ({dist})"] = info
                 continue
             info = PluginInfo(ep.name, dist, version, builtin=False)
             try:
@@ -230,13 +272,14 @@ class PluginHost:
                 continue
             try:
                 self._register(ep.name, plugin, info)
-            except ValueError as exc:  # pluggy: already registered, or a bad hookimpl
+            except (ValueError, pluggy.PluginValidationError) as exc:
+                # pluggy: already registered under another name, or a hookimpl whose
+                # arguments do not match the hookspec. Neither may take the host down.
                 info.error = f"failed to register: {exc}"
+                log.warning("statekit plugin %r (%s) not loaded: %s", ep.name, dist, info.error)
                 self._infos[ep.name] = info
 
-    def _call_each(
-        self, hook_name: str, registry: BackendRegistry | ValidatorRegistry
-    ) -> None:
+    def _call_each(self, hook_name: str, registry: BackendRegistry | ValidatorRegistry) -> None:
         """Call one registration hook plugin by plugin, so that a failing plugin
         is reported by name and what each plugin registered is known."""
         plugins = self._pm.list_name_plugin()
@@ -249,11 +292,15 @@ class PluginHost:
             try:
                 caller(registry=registry)
             except Exception as exc:  # a plugin's hook failing must not take the host down
-                message = str(exc) if isinstance(exc, PluginError) else (
-                    f"{hook_name} failed: {type(exc).__name__}: {exc}"
+                message = (
+                    str(exc)
+                    if isinstance(exc, PluginError)
+                    else f"{hook_name} failed: {type(exc).__name__}: {exc}"
                 )
                 log.warning("statekit plugin %r: %s", name, message)
-                self._infos[name].error = message
+                info = self._infos[name]
+                # Keep an earlier hook's failure visible too.
+                info.error = f"{info.error}; {message}" if info.error else message
             finally:
                 registry._current = "?"
 
@@ -295,9 +342,22 @@ class PluginHost:
         installed = ", ".join(self.backends().schemes()) or "none"
         hint = ""
         package = KNOWN_SCHEMES.get(scheme.lower())
-        if package:
+        if scheme.lower() in self._blocked_seen:
+            hint = f"; the plugin {scheme.lower()!r} is blocked ({_BLOCKED_BY})"
+        elif package:
             hint = f"; `pip install {package}` adds it"
-            failed = [i for i in self._infos.values() if i.error and i.distribution == package]
+            wanted = _normalize_dist(package)
+            failed = [
+                i
+                for i in self._infos.values()
+                if i.error and _normalize_dist(i.distribution) == wanted
+            ]
+            blocked = [n for n, d in self._blocked_seen.items() if _normalize_dist(d) == wanted]
             if failed:
                 hint = f"; {package} is installed but failed: {failed[0].error}"
+            elif blocked:
+                hint = (
+                    f"; {package} is installed but its plugin {blocked[0]!r} is blocked "
+                    f"({_BLOCKED_BY})"
+                )
         raise PluginError(f"no backend for URL scheme {scheme!r} (installed: {installed}){hint}")

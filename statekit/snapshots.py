@@ -159,7 +159,8 @@ class Snapshots:
         writes = [
             Write(key, entry["data"], entry["kind"], change_meta)
             for key, entry in sorted(captured.items())
-            if key not in current or current[key].data != entry["data"]
+            if key not in current
+            or current[key].data != entry["data"]
             or current[key].kind != entry["kind"]
         ]
         writes += [

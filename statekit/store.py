@@ -144,7 +144,8 @@ class StateStore:
         key = check_key(write.key)
         if not internal and key.startswith(RESERVED_PREFIX):
             raise ValidationError(
-                f"key {key!r} is in the reserved prefix {RESERVED_PREFIX!r}", key=key,
+                f"key {key!r} is in the reserved prefix {RESERVED_PREFIX!r}",
+                key=key,
                 reason="reserved",
             )
         kind = check_kind(write.kind, key)
@@ -436,7 +437,7 @@ class Watch:
             await close()
 
 
-async def open(  # noqa: A001 - the natural name: statekit.open(url)
+async def open(
     url: str | None = None,
     *,
     settings: Settings | None = None,

@@ -86,7 +86,10 @@ class MemoryBackend(Backend):
             for w in writes:
                 version = self._heads.get(w.key, 0) + 1
                 stored = _Stored(
-                    version, w.kind, None if w.data is None else dumps(w.data), dumps(dict(w.meta)),
+                    version,
+                    w.kind,
+                    None if w.data is None else dumps(w.data),
+                    dumps(dict(w.meta)),
                     at,
                 )
                 if w.key not in self._versions:
@@ -112,7 +115,8 @@ class MemoryBackend(Backend):
     ) -> list[Record]:
         self._check_open()
         chosen = [
-            s for s in self._versions.get(key, ())
+            s
+            for s in self._versions.get(key, ())
             if s.version > after and (before is None or s.version < before)
         ]
         if newest_first:

@@ -16,6 +16,7 @@ optional ``?synchronous=full|normal&busy_timeout=30&poll_interval=0.05``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -166,14 +167,16 @@ class SqliteBackend(Backend):
     def _translate(self, exc: sqlite3.Error) -> StatekitError:
         text = str(exc)
         where = f"sqlite {self.path}"
-        if isinstance(exc, sqlite3.OperationalError) and (
-            "locked" in text or "busy" in text
-        ):
-            return BackendUnavailable(f"{where}: {text} (another writer held it too long)",
-                                      backend=self.name)
+        if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+            return BackendUnavailable(
+                f"{where}: {text} (another writer held it too long)", backend=self.name
+            )
         if "unable to open" in text:
-            return BackendError(f"{where}: cannot open the file ({text}); does its folder exist "
-                                "and is it writable?", backend=self.name)
+            return BackendError(
+                f"{where}: cannot open the file ({text}); does its folder exist "
+                "and is it writable?",
+                backend=self.name,
+            )
         if "disk I/O" in text or "full" in text:
             return BackendUnavailable(f"{where}: {text}", backend=self.name)
         return BackendError(f"{where}: {type(exc).__name__}: {text}", backend=self.name)
@@ -187,8 +190,9 @@ class SqliteBackend(Backend):
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
         except RuntimeError as exc:  # the executor was shut down under us
-            raise BackendError(f"sqlite {self.path}: the backend is closed",
-                               backend=self.name) from exc
+            raise BackendError(
+                f"sqlite {self.path}: the backend is closed", backend=self.name
+            ) from exc
 
     async def _run_writer(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._run(self._writer_thread, fn, *args)
@@ -215,8 +219,9 @@ class SqliteBackend(Backend):
                     raise
                 time.sleep(0.01)
         if str(mode).lower() != "wal":
-            raise BackendError(f"sqlite {self.path}: could not switch to WAL (got {mode})",
-                               backend=self.name)
+            raise BackendError(
+                f"sqlite {self.path}: could not switch to WAL (got {mode})", backend=self.name
+            )
         self._migrate(con)
 
     def _migrate(self, con: sqlite3.Connection) -> None:
@@ -266,8 +271,9 @@ class SqliteBackend(Backend):
                 con.execute(UPSERT_HEAD, (key, version, kind, data is not None))
             else:
                 con.executemany(INSERT_VERSION, [(*r, at) for r in rows])
-                con.executemany(UPSERT_HEAD, [(k, v, kind, d is not None)
-                                              for k, v, kind, d, _ in rows])
+                con.executemany(
+                    UPSERT_HEAD, [(k, v, kind, d is not None) for k, v, kind, d, _ in rows]
+                )
             con.execute("COMMIT")
         except BaseException:
             if con.in_transaction:
@@ -372,8 +378,9 @@ class SqliteBackend(Backend):
 
     def _last_seq_sync(self) -> int:
         assert self._reader is not None
-        return int(self._reader.execute("SELECT COALESCE(MAX(seq), 0) FROM sk_versions")
-                   .fetchone()[0])
+        return int(
+            self._reader.execute("SELECT COALESCE(MAX(seq), 0) FROM sk_versions").fetchone()[0]
+        )
 
     def _changes_sync(self, seq: int, low: str, high: str) -> list[tuple[int, Record]]:
         assert self._reader is not None
@@ -392,7 +399,8 @@ class SqliteBackend(Backend):
         low, high = _range(prefix)
         while True:
             changes = await self._run_reader(self._changes_sync, seq, low, high)
-            for seq, record in changes:  # noqa: B020 - seq advances with what was delivered
+            for position, record in changes:
+                seq = position  # advance only past what was delivered
                 yield record
             if not changes:
                 await asyncio.sleep(self.poll_interval)
@@ -423,10 +431,9 @@ class SqliteBackend(Backend):
             return
         loop = asyncio.get_running_loop()
         for pool, con in ((self._writer_thread, self._writer), (self._reader_thread, self._reader)):
-            try:
+            # Closing is best effort: every commit is already in the file.
+            with contextlib.suppress(sqlite3.Error):
                 await loop.run_in_executor(pool, self._close_sync, con)
-            except sqlite3.Error:  # closing is best effort; the file is consistent anyway
-                pass
             pool.shutdown(wait=False)
         self._writer = self._reader = None
         self._closed = True
