@@ -455,9 +455,9 @@ async def open(
     settings = settings or load_settings()
     url = url or settings.store_url()
     if host is None:
-        host = PluginHost(
-            autoload=not settings.plugins.disable_autoload, blocked=settings.plugins.blocked
-        )
+        # None lets the host read STATEKIT_DISABLE_PLUGIN_AUTOLOAD itself.
+        autoload = False if settings.plugins.disable_autoload else None
+        host = PluginHost(autoload=autoload, blocked=settings.plugins.blocked)
     scheme = urlsplit(url).scheme
     if not scheme:
         raise ValidationError(

@@ -27,7 +27,7 @@ from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from statekit.backend import Backend, Capability, Health, Record, Write, check_expect
-from statekit.codec import dumps, from_micros, loads, prefix_end, to_micros
+from statekit.codec import dumps, from_micros, loads, prefix_end, redact_url, to_micros
 from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
 from statekit.hookspecs import hookimpl
 from statekit.host import BackendRegistry
@@ -129,16 +129,17 @@ class SqliteBackend(Backend):
     @classmethod
     async def open(cls, url: str) -> Self:
         parts = urlsplit(url)
+        shown = redact_url(url)
         if parts.netloc:
             raise ConfigError(
-                f"sqlite URL {url!r} has a host part; write sqlite:///relative.db "
+                f"sqlite URL {shown!r} has a host part; write sqlite:///relative.db "
                 "or sqlite:////absolute/path.db",
                 source="url",
             )
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         if not path or path == ":memory:":
             raise ConfigError(
-                f"sqlite URL {url!r} names no file; use memory:// for a store in memory",
+                f"sqlite URL {shown!r} names no file; use memory:// for a store in memory",
                 source="url",
             )
         options = dict(parse_qsl(parts.query))
@@ -153,7 +154,7 @@ class SqliteBackend(Backend):
                 poll_interval=float(options.get("poll_interval", 0.05)),
             )
         except ValueError as exc:
-            raise ConfigError(f"bad sqlite URL option in {url!r}: {exc}", source="url") from exc
+            raise ConfigError(f"bad sqlite URL option in {shown!r}: {exc}", source="url") from exc
         try:
             await backend._run_writer(backend._setup_writer)
             await backend._run_reader(backend._setup_reader)

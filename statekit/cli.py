@@ -1,0 +1,690 @@
+"""The ``statekit`` command: inspect plugins, check a store, read and write keys, snapshots.
+
+Every command that touches a store runs all of its work inside one
+``asyncio.run(...)`` and closes the store before returning. A user mistake or
+any :class:`~statekit.errors.StatekitError` ends the command with one line,
+``error: <message>``, on stderr and exit code 1; usage errors (an unknown
+option, a missing argument) exit 2 as typer does. ``--json`` prints plain JSON
+on stdout for scripts; everything else is for humans (rich tables).
+
+Nothing printed may hold a secret: store URLs are shown with
+:func:`statekit.codec.redact_url`, settings with ``Settings.masked()``, and the
+password or token of the URL in use is scrubbed from every error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from time import perf_counter
+from typing import Annotated, Any, NoReturn, TypeVar
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+import statekit
+from statekit.backend import Record
+from statekit.codec import redact_url
+from statekit.config import Settings, load_settings
+from statekit.errors import ConflictError, StatekitError, ValidationError
+from statekit.host import PluginHost
+from statekit.snapshots import SNAPSHOT_PREFIX
+from statekit.store import StateStore
+
+__all__ = ["app", "main"]
+
+T = TypeVar("T")
+
+_VALUE_WIDTH = 60
+"""Values longer than this are cut in tables (``--json`` never cuts)."""
+
+app = typer.Typer(
+    name="statekit",
+    help="Versioned, auditable state for trading systems: inspect and change a store.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Plain tracebacks for real bugs; rich's pretty ones can print local variables,
+    # which may hold the store URL and its password.
+    pretty_exceptions_enable=False,
+)
+snapshot_app = typer.Typer(
+    help="Create, list, restore and diff snapshots of the live keys.", no_args_is_help=True
+)
+app.add_typer(snapshot_app, name="snapshot")
+
+
+# -- secrets -----------------------------------------------------------------------
+
+
+def _url_secrets(url: str | None) -> set[str]:
+    """The password and secret query values of ``url``: whatever redact_url hides."""
+    if not url:
+        return set()
+    found: set[str] = set()
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return {url}  # unparseable: treat the whole text as secret
+    if password:
+        found |= {password, unquote(password)}
+    redacted = parse_qsl(urlsplit(redact_url(url)).query, keep_blank_values=True)
+    original = parse_qsl(parts.query, keep_blank_values=True)
+    for (_, value), (_, shown) in zip(original, redacted, strict=False):
+        if value and shown == "***" and value != "***":
+            found |= {value, quote(value, safe=""), quote_plus(value)}
+    return found
+
+
+def _scrub(text: str, urls: list[str]) -> str:
+    """``text`` with every URL in ``urls`` redacted and their secrets replaced by ``***``."""
+    for url in urls:
+        if not url:
+            continue
+        text = text.replace(url, redact_url(url))
+        # Longest first, so a secret that contains another is replaced whole.
+        for secret in sorted(_url_secrets(url), key=len, reverse=True):
+            text = text.replace(secret, "***")
+    return text
+
+
+def _scrub_data(data: Any, urls: list[str]) -> Any:
+    """:func:`_scrub` applied to every string inside JSON-like ``data``."""
+    if isinstance(data, str):
+        return _scrub(data, urls)
+    if isinstance(data, Mapping):
+        return {_scrub(str(k), urls): _scrub_data(v, urls) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_scrub_data(v, urls) for v in data]
+    return data
+
+
+# -- the options every command shares -----------------------------------------------------
+
+
+@dataclass
+class _Options:
+    """What the global options said, and the settings once loaded (per invocation)."""
+
+    url: str | None
+    config: Path | None
+    out: Console = field(default_factory=lambda: Console(highlight=False))
+    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+    _settings: Settings | None = None
+
+    def settings(self) -> Settings:
+        """The effective settings (``--config`` file, env, defaults); ConfigError when bad."""
+        if self._settings is None:
+            self._settings = load_settings(str(self.config) if self.config else None)
+        return self._settings
+
+    def store_url(self) -> str:
+        """``--url`` / ``STATEKIT_URL``, else the configured store URL."""
+        return self.url or self.settings().store_url()
+
+    def urls(self) -> list[str]:
+        """Every URL whose secrets must never be printed."""
+        urls = [self.url] if self.url else []
+        if self._settings is not None:
+            # When no URL can be built from the settings, there is no secret in one either.
+            with suppress(StatekitError):
+                urls.append(self._settings.store_url())
+        return urls
+
+    def host(self) -> PluginHost:
+        """A plugin host configured by the settings."""
+        plugins = self.settings().plugins
+        return PluginHost(autoload=not plugins.disable_autoload, blocked=plugins.blocked)
+
+    def fail(self, message: str) -> NoReturn:
+        """Print ``error: <message>`` (secrets scrubbed) as one line on stderr; exit 1."""
+        line = Text("error: ", style="bold red")
+        line.append(" ".join(_scrub(message, self.urls()).split()))
+        self.err.print(line, soft_wrap=True)
+        raise typer.Exit(1)
+
+    @contextmanager
+    def reporting(self) -> Iterator[None]:
+        """Turn any StatekitError raised inside into the one-line error and exit 1."""
+        try:
+            yield
+        except StatekitError as exc:
+            self.fail(str(exc) or type(exc).__name__)
+
+    def run(self, work: Callable[[StateStore], Awaitable[T]]) -> T:
+        """Open the store, run ``work`` on it in one event loop, close it."""
+        url, settings = self.store_url(), self.settings()
+
+        async def session() -> T:
+            store = await statekit.open(url, settings=settings)
+            async with store:
+                return await work(store)
+
+        return asyncio.run(session())
+
+    def print(self, *items: Any) -> None:
+        self.out.print(*items)
+
+    def print_json(self, data: Any) -> None:
+        """Plain JSON on stdout, no colours or wrapping, for scripts."""
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=_json_default))
+
+
+def _options(ctx: typer.Context) -> _Options:
+    options = ctx.find_object(_Options)
+    assert options is not None, "the app callback sets ctx.obj"
+    return options
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            envvar="STATEKIT_URL",
+            show_envvar=True,
+            help="Store URL, e.g. sqlite:///state.db or memory:// "
+            "(default: the configured URL, else sqlite:///statekit.db).",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Path of a config.json to read settings from."),
+    ] = None,
+) -> None:
+    """Versioned, auditable state for trading systems: inspect and change a store."""
+    ctx.obj = _Options(url=url, config=config)
+
+
+# -- formatting ----------------------------------------------------------------------------
+
+
+def _table(*headings: str, title: str | None = None) -> Table:
+    """A table for humans: light rules, so it fits narrow terminals and copies cleanly."""
+    return Table(*headings, title=None if title is None else Text(title), box=box.SIMPLE_HEAD)
+
+
+def _json_default(value: object) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+def _short(value: Any, width: int = _VALUE_WIDTH) -> Text:
+    text = _compact(value)
+    if len(text) > width:
+        text = text[: width - 1] + "…"
+    return Text(text)
+
+
+def _when(at: datetime, timespec: str = "auto") -> Text:
+    """A time for tables, in UTC; to the microsecond by default, so it can be pasted
+    into --as-of and name exactly that version."""
+    return Text(at.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z"))
+
+
+def _keys(n: int) -> str:
+    return f"{n} key" if n == 1 else f"{n} keys"
+
+
+def _record_json(record: Record) -> dict[str, Any]:
+    return {
+        "key": record.key,
+        "version": record.version,
+        "kind": record.kind,
+        "at": record.at.isoformat(),
+        "deleted": record.deleted,
+        "value": record.data,
+        "meta": dict(record.meta),
+    }
+
+
+def _parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        shown = text if len(text) <= 40 else text[:39] + "…"
+        raise ValidationError(
+            f"{what} {shown!r} is not JSON; to store it as a string, quote it: "
+            f"'{json.dumps(shown, ensure_ascii=False)}'",
+            reason="not JSON",
+        ) from None
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationError(
+            f"--as-of {text!r} is not an ISO 8601 time; e.g. 2024-05-01T12:00:00Z",
+            reason="as_of",
+        ) from None
+    # A time without an offset is taken as UTC, the zone every record is stamped in.
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+# -- plugins and doctor -------------------------------------------------------------------------
+
+
+@app.command()
+def plugins(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """List every plugin: where it comes from, what it registered, why it failed.
+
+    Exit codes: 0 listed (even when some plugins failed; see doctor), 1 bad configuration.
+    """
+    opts = _options(ctx)
+    with opts.reporting():
+        infos = opts.host().plugins()
+    if as_json:
+        opts.print_json(_scrub_data([info.as_dict() for info in infos], opts.urls()))
+        return
+    table = _table("plugin", "distribution", "version", "backends", "validators", "status")
+    for info in infos:
+        status = (
+            Text("failed: " + _scrub(info.error, opts.urls()), style="red")
+            if info.error
+            else Text("ok", style="green")
+        )
+        table.add_row(
+            Text(info.name),
+            Text(info.distribution + (" (built-in)" if info.builtin else "")),
+            Text(info.version),
+            Text(", ".join(info.backends) or "-"),
+            Text(", ".join(info.validators) or "-"),
+            status,
+        )
+    opts.print(table)
+
+
+def _unhealthy(url: str, error: str, started: float) -> dict[str, Any]:
+    return {
+        "backend": urlsplit(url).scheme or "?",
+        "ok": False,
+        "latency_ms": round((perf_counter() - started) * 1000, 3),
+        "detail": {},
+        "error": error,
+    }
+
+
+async def _backend_health(url: str, settings: Settings, host: PluginHost) -> dict[str, Any]:
+    """Open the store, time one health round trip, close it; any failure becomes the report."""
+    started = perf_counter()
+    try:
+        store = await statekit.open(url, settings=settings, host=host)
+        async with store:
+            health = await store.health()
+            report: dict[str, Any] = {
+                "backend": store.backend.name,
+                "ok": health.ok,
+                "latency_ms": round(health.latency_ms, 3),
+                "detail": {**store.backend.describe(), **health.detail},
+            }
+    except StatekitError as exc:
+        return _unhealthy(url, str(exc) or type(exc).__name__, started)
+    except Exception as exc:  # doctor diagnoses: a plugin leaking a driver error is a finding
+        return _unhealthy(
+            url,
+            f"{type(exc).__name__}: {exc} (the backend plugin let an untranslated error through)",
+            started,
+        )
+    if not health.ok:
+        report["error"] = "the backend answered but reports itself unhealthy"
+    return report
+
+
+@app.command()
+def doctor(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the backend.")
+    ] = 10.0,
+) -> None:
+    """Check the configuration, the plugins and the configured store's backend.
+
+    Secrets are never shown. Exit codes: 0 healthy, 1 the backend is unreachable or
+    unhealthy, or the configuration is bad.
+    """
+    opts = _options(ctx)
+    with opts.reporting():
+        settings = opts.settings()
+        url = opts.store_url()
+        host = opts.host()
+        infos = host.plugins()
+
+    async def check() -> dict[str, Any]:
+        started = perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                return await _backend_health(url, settings, host)
+        except TimeoutError:
+            return _unhealthy(url, f"no answer within {timeout:g}s", started)
+
+    backend = asyncio.run(check())
+    report: dict[str, Any] = _scrub_data(
+        {
+            "ok": bool(backend["ok"]),
+            "url": redact_url(url),
+            "config": settings.masked(),
+            "plugins": {
+                "loaded": [i.name for i in infos if not i.error],
+                "failed": [i.as_dict() for i in infos if i.error],
+            },
+            "backend": backend,
+        },
+        [*opts.urls(), url],
+    )
+    if as_json:
+        opts.print_json(report)
+    else:
+        _print_doctor(opts, report)
+    if not report["ok"]:
+        opts.fail(f"{report['backend']['backend']} backend unhealthy: {report['backend']['error']}")
+
+
+def _print_doctor(opts: _Options, report: dict[str, Any]) -> None:
+    opts.print(Text("Store URL: ", style="bold") + Text(report["url"]))
+    opts.print(Text("Effective configuration (secrets masked):", style="bold"))
+    opts.out.print_json(data=report["config"], default=_json_default)
+    plugins = report["plugins"]
+    opts.print(
+        Text("Plugins: ", style="bold")
+        + Text(f"{len(plugins['loaded'])} loaded ({', '.join(plugins['loaded']) or 'none'}), ")
+        + Text(f"{len(plugins['failed'])} failed", style="red" if plugins["failed"] else "")
+    )
+    for failed in plugins["failed"]:
+        opts.print(Text(f"  {failed['name']} ({failed['distribution']}): {failed['error']}"))
+    backend = report["backend"]
+    table = _table("backend", "ok", "latency_ms", "detail", title="Backend health")
+    detail = Text("\n".join(f"{k}: {_compact(v)}" for k, v in backend["detail"].items()))
+    if backend.get("error"):
+        detail = Text(backend["error"], style="red")
+    table.add_row(
+        Text(backend["backend"]),
+        Text("yes", style="green") if backend["ok"] else Text("NO", style="bold red"),
+        Text(f"{backend['latency_ms']:.1f}"),
+        detail,
+    )
+    opts.print(table)
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+@app.command()
+def get(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="The key to read.")],
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="ISO 8601 time: the record current then (no offset = UTC).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
+) -> None:
+    """Show the live record of KEY: value, version, kind, time and meta.
+
+    Exit codes: 0 found, 1 missing key (or deleted, or no value at --as-of) or any error.
+    """
+    opts = _options(ctx)
+    with opts.reporting():
+        at = _parse_time(as_of) if as_of else None
+        record = opts.run(lambda store: store.get(key, as_of=at))
+    if record is None:
+        when = f" at {at.isoformat()}" if at else ""
+        opts.fail(f"key {key!r} has no live value{when}")
+    if as_json:
+        opts.print_json(_record_json(record))
+        return
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("key", Text(record.key))
+    table.add_row("version", Text(str(record.version)))
+    table.add_row("kind", Text(record.kind))
+    table.add_row("at", _when(record.at))
+    table.add_row("meta", Text(_compact(dict(record.meta))))
+    table.add_row("value", Text(json.dumps(record.data, indent=2, ensure_ascii=False)))
+    opts.print(table)
+
+
+@app.command()
+def put(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="The key to write.")],
+    value: Annotated[
+        str, typer.Argument(help="The new value as JSON text: 42, '\"text\"', '{\"qty\": 1}'.")
+    ],
+    kind: Annotated[
+        str | None,
+        typer.Option("--kind", help="What the value is (default: the key's kind, else state)."),
+    ] = None,
+    expect: Annotated[
+        int | None,
+        typer.Option(
+            "--expect",
+            min=0,
+            help="Write only if the head version is N (0 = only if the key has no live value).",
+        ),
+    ] = None,
+    meta: Annotated[
+        str | None, typer.Option("--meta", help='JSON object about the change: \'{"user":"ana"}\'.')
+    ] = None,
+) -> None:
+    """Store VALUE (JSON) as the new version of KEY and print that version.
+
+    Exit codes: 0 stored, 1 bad JSON, a failed --expect (conflict), a refused value or any error.
+    """
+    opts = _options(ctx)
+    with opts.reporting():
+        data = _parse_json(value, "VALUE")
+        changes: Any = {} if meta is None else _parse_json(meta, "--meta")
+        if not isinstance(changes, dict):
+            raise ValidationError(
+                f'--meta must be a JSON object, e.g. \'{{"user":"ana"}}\', not {meta!r}',
+                reason="meta",
+            )
+
+        async def write(store: StateStore) -> Record:
+            # Without --kind the key keeps its kind, as store.update() and delete() do.
+            current = None if kind is not None else await store.get(key)
+            return await store.put(
+                key,
+                data,
+                kind=kind or (current.kind if current else "state"),
+                meta=changes,
+                expect=statekit.ANY if expect is None else expect,
+            )
+
+        record = opts.run(write)
+    opts.print(Text(f"{record.key}: version {record.version}"))
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="The key whose versions to list.")],
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most N versions.")] = 20,
+    oldest_first: Annotated[
+        bool, typer.Option("--oldest-first", help="Start from version 1 instead of the newest.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """List the versions of KEY (deletions included), newest first.
+
+    Exit codes: 0 listed, 1 the key has no history or any error.
+    """
+    opts = _options(ctx)
+    with opts.reporting():
+        records = opts.run(
+            lambda store: store.history(key, limit=limit, newest_first=not oldest_first)
+        )
+    if not records:
+        opts.fail(f"key {key!r} has no history")
+    if as_json:
+        opts.print_json([_record_json(r) for r in records])
+        return
+    table = _table("version", title=f"history of {key}")
+    table.add_column("at", no_wrap=True, min_width=27)
+    for heading in ("kind", "value", "meta"):
+        table.add_column(heading)
+    for r in records:
+        shown = Text("(deleted)", style="dim") if r.deleted else _short(r.data)
+        table.add_row(Text(str(r.version)), _when(r.at), Text(r.kind), shown, _short(dict(r.meta)))
+    opts.print(table)
+
+
+# -- snapshots ---------------------------------------------------------------------------------
+
+
+@snapshot_app.command("create")
+def snapshot_create(
+    ctx: typer.Context,
+    description: Annotated[
+        str, typer.Option("--description", help="What the snapshot is for.")
+    ] = "",
+    prefix: Annotated[str, typer.Option("--prefix", help="Capture only keys under it.")] = "",
+    snapshot_id: Annotated[
+        str | None, typer.Option("--id", help="The snapshot id (default: time + random).")
+    ] = None,
+) -> None:
+    """Capture every live key (under --prefix) and print the snapshot id.
+
+    Exit codes: 0 created, 1 the id exists already or any error.
+    """
+    opts = _options(ctx)
+    with opts.reporting():
+        try:
+            info = opts.run(
+                lambda store: store.snapshots.create(
+                    description, prefix=prefix, snapshot_id=snapshot_id
+                )
+            )
+        except ConflictError as exc:
+            if exc.key != SNAPSHOT_PREFIX + (snapshot_id or ""):
+                raise
+            opts.fail(f"snapshot {snapshot_id!r} exists already; choose another --id")
+    opts.print(Text(f"snapshot {info.id}: {_keys(info.keys)}"))
+
+
+@snapshot_app.command("list")
+def snapshot_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """List every snapshot, oldest first.
+
+    Exit codes: 0 listed (also when there are none), 1 any error.
+    """
+    opts = _options(ctx)
+    with opts.reporting():
+        infos = opts.run(lambda store: store.snapshots.list())
+    if as_json:
+        opts.print_json([info.as_dict() for info in infos])
+        return
+    if not infos:
+        opts.print("no snapshots")
+        return
+    table = _table()
+    # Ids are typed back in (restore, diff): keep each on one line, never cut one.
+    longest = max(len(info.id) for info in infos)
+    table.add_column("id", min_width=min(longest, 40), overflow="fold")
+    table.add_column("created", no_wrap=True, min_width=20)
+    for heading in ("keys", "prefix", "description"):
+        table.add_column(heading)
+    for info in infos:
+        table.add_row(
+            Text(info.id),
+            _when(info.created_at, "seconds"),
+            Text(str(info.keys)),
+            Text(info.prefix),
+            Text(info.description),
+        )
+    opts.print(table)
+
+
+@snapshot_app.command("restore")
+def snapshot_restore(
+    ctx: typer.Context,
+    snapshot_id: Annotated[str, typer.Argument(metavar="ID", help="The snapshot to restore.")],
+) -> None:
+    """Make the live keys under the snapshot's prefix equal to snapshot ID.
+
+    Restoring appends new versions (and deletions), so it is in the history and can be
+    undone by restoring an earlier snapshot. Exit codes: 0 restored, 1 unknown snapshot
+    or any error.
+    """
+    opts = _options(ctx)
+    with opts.reporting():
+        changed = opts.run(lambda store: store.snapshots.restore(snapshot_id))
+    opts.print(Text(f"restored snapshot {snapshot_id}: {_keys(changed)} changed"))
+
+
+@snapshot_app.command("diff")
+def snapshot_diff(
+    ctx: typer.Context,
+    a: Annotated[str, typer.Argument(metavar="A", help="The snapshot to compare from.")],
+    b: Annotated[
+        str | None,
+        typer.Argument(metavar="B", help="The snapshot to compare to (default: the live state)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print {added, removed, changed} as JSON.")
+    ] = False,
+) -> None:
+    """Show what changed from snapshot A to snapshot B, or to the live state.
+
+    Exit codes: 0 compared (also when nothing differs), 1 unknown snapshot or any error.
+    """
+    opts = _options(ctx)
+    with opts.reporting():
+        diff = opts.run(lambda store: store.snapshots.diff(a, b))
+    if as_json:
+        opts.print_json(diff.as_dict())
+        return
+    if not diff:
+        opts.print(Text(f"no differences between {a} and {b or 'the live state'}"))
+        return
+    table = _table("", title=f"{a} → {b or 'live'}")
+    table.add_column("key", overflow="fold")
+    table.add_column("before")
+    table.add_column("after")
+    rows: list[tuple[str, Text, Text, Text]] = []
+    rows += [(k, Text("+", style="green"), Text(""), _short(v)) for k, v in diff.added.items()]
+    rows += [(k, Text("-", style="red"), _short(v), Text("")) for k, v in diff.removed.items()]
+    rows += [
+        (k, Text("~", style="yellow"), _short(old), _short(new))
+        for k, (old, new) in diff.changed.items()
+    ]
+    for key, mark, before, after in sorted(rows, key=lambda row: row[0]):
+        table.add_row(mark, Text(key), before, after)
+    opts.print(table)
+
+
+def main() -> None:
+    """Entry point of the ``statekit`` console script."""
+    app(prog_name="statekit")
+
+
+if __name__ == "__main__":
+    main()
