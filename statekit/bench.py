@@ -1,0 +1,387 @@
+"""How fast statekit writes, next to the same durable work done by hand.
+
+``python -m statekit.bench [--backend sqlite] [--n N] [--rounds R] [--dir PATH]``
+prints one JSON object per line per workload::
+
+    {"backend": "sqlite", "workload": "put", "n": 1000, "statekit_ops_s": ...,
+     "raw_ops_s": ..., "ratio": ..., "durability": "WAL synchronous=FULL", ...}
+
+Each :class:`Workload` is a pair of runners: statekit doing the work through its
+public API, and the shortest program written by hand against the database driver
+that stores the same rows with the same statements and the same durability. Both
+run in one process in interleaved rounds (raw, statekit, raw, statekit...) and
+the medians are reported, so machine noise lands on both. ``ratio`` is
+``statekit_ops_s / raw_ops_s``: 1.0 would mean statekit costs nothing on top.
+
+A workload may carry reference runners too (``raw_thread``: the raw statements
+sent to one worker thread per call, the least any asyncio wrapper of a blocking
+driver pays); they are timed in the same rounds and reported beside the pair.
+
+A backend adds itself to :data:`BACKENDS`: an async generator that opens what it
+needs, builds its workloads and yields ``await measure(...)`` for each. See
+docs/benchmarks.md for what each pair compares and why it is fair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack, aclosing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import statekit
+from statekit.backend import JSON, Write
+from statekit.backends.sqlite import INSERT_VERSION, SELECT_HEAD, UPSERT_HEAD, SqliteBackend
+from statekit.errors import StatekitError
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_N",
+    "DEFAULT_ROUNDS",
+    "BenchConfig",
+    "BenchRunner",
+    "Result",
+    "Timed",
+    "Workload",
+    "bench_sqlite",
+    "main",
+    "measure",
+    "run",
+    "sample_value",
+]
+
+DEFAULT_N = 1000
+DEFAULT_ROUNDS = 7
+
+Timed = Callable[[], Awaitable[float]]
+"""Runs one round of a workload and returns the seconds it took."""
+
+Result = dict[str, JSON]
+"""One output line."""
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    """What to run.
+
+    :param n: writes per round, per runner and per workload.
+    :param rounds: timed rounds per runner; the median is reported.
+    :param directory: where database files go (a fresh folder inside it, removed after).
+    :param keys: how many distinct keys the writes rotate over, so versions grow.
+    :param batch_size: writes per transaction in the ``batch`` workload.
+    """
+
+    n: int = DEFAULT_N
+    rounds: int = DEFAULT_ROUNDS
+    directory: Path | None = None
+    keys: int = 100
+    batch_size: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """One measured pair: the same work through statekit and by hand.
+
+    :param name: the workload's name in the output (``put``, ``batch``).
+    :param ops: writes done by one round of any runner.
+    :param statekit: one round through statekit.
+    :param raw: one round written directly against the driver, on the calling thread.
+    :param references: more runners to time in the same rounds, reported as
+        ``<name>_ops_s`` and ``ratio_vs_<name>``.
+    :param detail: extra facts for the output line (durability, batch size...).
+    """
+
+    name: str
+    ops: int
+    statekit: Timed
+    raw: Timed
+    references: Mapping[str, Timed] = field(default_factory=dict)
+    detail: Mapping[str, JSON] = field(default_factory=dict)
+
+
+BenchRunner = Callable[[BenchConfig, Path], AsyncGenerator[Result, None]]
+"""A backend's benchmark: given the config and a scratch folder, yields one result
+per workload (from :func:`measure`) and closes what it opened when it finishes."""
+
+
+async def measure(backend: str, workload: Workload, rounds: int) -> Result:
+    """Time ``workload`` in ``rounds`` interleaved rounds; the result line, with medians."""
+    runners = {"raw": workload.raw, **workload.references, "statekit": workload.statekit}
+    seconds: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            seconds[name].append(await runner())
+    rate = {name: workload.ops / statistics.median(s) for name, s in seconds.items()}
+    result: Result = {
+        "backend": backend,
+        "workload": workload.name,
+        "n": workload.ops,
+        "rounds": rounds,
+        "statekit_ops_s": round(rate["statekit"], 1),
+        "raw_ops_s": round(rate["raw"], 1),
+        "ratio": round(rate["statekit"] / rate["raw"], 3),
+        "statekit_us_op": round(1e6 / rate["statekit"], 1),
+        "raw_us_op": round(1e6 / rate["raw"], 1),
+    }
+    for name in workload.references:
+        result[f"{name}_ops_s"] = round(rate[name], 1)
+        result[f"{name}_us_op"] = round(1e6 / rate[name], 1)
+        result[f"ratio_vs_{name}"] = round(rate["statekit"] / rate[name], 3)
+    result.update(workload.detail)
+    result["python"] = platform.python_version()
+    result["at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return result
+
+
+def sample_value(i: int) -> dict[str, JSON]:
+    """A small state value, like a position, that changes with ``i``."""
+    return {"symbol": "BTC-USD", "qty": i, "avg_price": 64250.5, "side": "long", "open": True}
+
+
+def _compact(value: JSON) -> str:
+    # The JSON text statekit stores (statekit.codec.dumps), written out by hand.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _micros_now() -> int:
+    return time.time_ns() // 1000
+
+
+# -- sqlite --------------------------------------------------------------------------
+
+
+class _RawSqlite:
+    """SqliteBackend.append written by hand: same schema, PRAGMAs and statements."""
+
+    def __init__(self, path: Path, synchronous: str) -> None:
+        self.con = sqlite3.connect(path, isolation_level=None)
+        mode = self.con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise RuntimeError(f"raw sqlite: could not switch {path} to WAL (got {mode})")
+        self.con.execute(f"PRAGMA synchronous = {synchronous}")
+
+    def durability(self) -> str:
+        mode = self.con.execute("PRAGMA journal_mode").fetchone()[0]
+        level = self.con.execute("PRAGMA synchronous").fetchone()[0]
+        names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+        return f"{str(mode).upper()} synchronous={names.get(level, level)}"
+
+    def put(self, key: str, value: JSON) -> None:
+        con = self.con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            row = con.execute(SELECT_HEAD, (key,)).fetchone()
+            version = (row[0] if row else 0) + 1
+            con.execute(
+                INSERT_VERSION, (key, version, "state", _compact(value), "{}", _micros_now())
+            )
+            con.execute(UPSERT_HEAD, (key, version, "state", True))
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+
+    def batch(self, items: Sequence[tuple[str, JSON]]) -> None:
+        con = self.con
+        at = _micros_now()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            rows = []
+            for key, value in items:
+                row = con.execute(SELECT_HEAD, (key,)).fetchone()
+                version = (row[0] if row else 0) + 1
+                rows.append((key, version, "state", _compact(value), "{}", at))
+            con.executemany(INSERT_VERSION, rows)
+            con.executemany(UPSERT_HEAD, [(k, v, kind, True) for k, v, kind, _, _, _ in rows])
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self.con.close()
+
+
+async def bench_sqlite(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
+    """``put`` and ``batch`` through statekit next to the same work with :mod:`sqlite3`."""
+    loop = asyncio.get_running_loop()
+    async with AsyncExitStack() as stack:
+        store = await stack.enter_async_context(
+            await statekit.open(f"sqlite:///{scratch / 'statekit.db'}")
+        )
+        backend = store.backend
+        assert isinstance(backend, SqliteBackend)
+        # The raw files get their schema from statekit itself, so the two cannot drift.
+        for name in ("raw", "raw_thread"):
+            async with await statekit.open(f"sqlite:///{scratch / name}.db"):
+                pass
+        raw = _RawSqlite(scratch / "raw.db", backend.synchronous)
+        stack.callback(raw.close)
+        # raw_thread: the same raw work, one worker-thread round trip per call.
+        worker = ThreadPoolExecutor(1, thread_name_prefix="statekit-bench-raw")
+        stack.callback(worker.shutdown)
+        threaded = await loop.run_in_executor(
+            worker, _RawSqlite, scratch / "raw_thread.db", backend.synchronous
+        )
+        stack.push_async_callback(loop.run_in_executor, worker, threaded.close)
+
+        durability = raw.durability()
+        if durability != f"WAL synchronous={backend.synchronous}":
+            raise RuntimeError(f"raw side runs {durability}, statekit {backend.synchronous}")
+        detail: dict[str, JSON] = {
+            "durability": durability,
+            "keys": config.keys,
+            "sqlite_version": sqlite3.sqlite_version,
+        }
+        keys = [f"bench/{i}" for i in range(config.keys)]
+        counter = 0
+
+        def next_items(count: int) -> list[tuple[str, JSON]]:
+            nonlocal counter
+            start, counter = counter, counter + count
+            return [(keys[i % len(keys)], sample_value(i)) for i in range(start, start + count)]
+
+        # Every runner writes each key once first, so the rounds update existing heads.
+        for key, value in next_items(len(keys)):
+            raw.put(key, value)
+            await loop.run_in_executor(worker, threaded.put, key, value)
+            await store.put(key, value)
+
+        async def raw_put() -> float:
+            items = next_items(config.n)
+            started = time.perf_counter()
+            for key, value in items:
+                raw.put(key, value)
+            return time.perf_counter() - started
+
+        async def raw_thread_put() -> float:
+            items = next_items(config.n)
+            started = time.perf_counter()
+            for key, value in items:
+                await loop.run_in_executor(worker, threaded.put, key, value)
+            return time.perf_counter() - started
+
+        async def statekit_put() -> float:
+            items = next_items(config.n)
+            started = time.perf_counter()
+            for key, value in items:
+                await store.put(key, value)
+            return time.perf_counter() - started
+
+        put = Workload(
+            "put", config.n, statekit_put, raw_put, {"raw_thread": raw_thread_put}, detail
+        )
+        yield await measure("sqlite", put, config.rounds)
+
+        size = min(config.batch_size, config.keys)  # a batch holds each key at most once
+        batches = max(1, config.n // size)
+
+        async def raw_batch() -> float:
+            groups = [next_items(size) for _ in range(batches)]
+            started = time.perf_counter()
+            for group in groups:
+                raw.batch(group)
+            return time.perf_counter() - started
+
+        async def raw_thread_batch() -> float:
+            groups = [next_items(size) for _ in range(batches)]
+            started = time.perf_counter()
+            for group in groups:
+                await loop.run_in_executor(worker, threaded.batch, group)
+            return time.perf_counter() - started
+
+        async def statekit_batch() -> float:
+            groups = [[Write(k, v) for k, v in next_items(size)] for _ in range(batches)]
+            started = time.perf_counter()
+            for group in groups:
+                await store.batch(group)
+            return time.perf_counter() - started
+
+        batch = Workload(
+            "batch",
+            batches * size,
+            statekit_batch,
+            raw_batch,
+            {"raw_thread": raw_thread_batch},
+            {**detail, "batch_size": size},
+        )
+        yield await measure("sqlite", batch, config.rounds)
+
+
+BACKENDS: dict[str, BenchRunner] = {"sqlite": bench_sqlite}
+"""Backend name -> its benchmark. A backend adds its own statekit/raw pairs here."""
+
+
+async def run(backend: str, config: BenchConfig) -> AsyncGenerator[Result, None]:
+    """Run one backend's benchmark in a scratch folder; yields each result as it is measured."""
+    with tempfile.TemporaryDirectory(prefix="statekit-bench-", dir=config.directory) as scratch:
+        async with aclosing(BACKENDS[backend](config, Path(scratch))) as results:
+            async for result in results:
+                yield result
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m statekit.bench",
+        description="statekit writes next to the same durable work written by hand; "
+        "one JSON line per workload.",
+    )
+    parser.add_argument("--backend", choices=sorted(BACKENDS), default="sqlite")
+    parser.add_argument(
+        "--n", type=_positive, default=DEFAULT_N, help="writes per round (default %(default)s)"
+    )
+    parser.add_argument(
+        "--rounds", type=_positive, default=DEFAULT_ROUNDS, help="rounds (default %(default)s)"
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="folder for the database files (default: the system temp folder); "
+        "put it on the disk you care about, not a tmpfs",
+    )
+    return parser
+
+
+async def _main(backend: str, config: BenchConfig) -> None:
+    async for result in run(backend, config):
+        print(json.dumps(result), flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.dir is not None and not args.dir.is_dir():
+        print(f"statekit.bench: --dir {args.dir} is not a folder", file=sys.stderr)
+        return 2
+    config = BenchConfig(n=args.n, rounds=args.rounds, directory=args.dir)
+    try:
+        asyncio.run(_main(args.backend, config))
+    except (StatekitError, sqlite3.Error, OSError) as exc:
+        print(f"statekit.bench: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""python -m statekit.bench: output shape only, never speed (machines are noisy)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+import statekit
+from statekit import JSON, Write, bench
+
+RATE_FIELDS = ("statekit_ops_s", "raw_ops_s", "ratio", "statekit_us_op", "raw_us_op")
+
+
+def check_line(result: Mapping[str, object], workload: str) -> None:
+    assert result["backend"] == "sqlite"
+    assert result["workload"] == workload
+    assert result["durability"] == "WAL synchronous=FULL"
+    assert isinstance(result["n"], int)
+    assert result["n"] > 0
+    for name in (*RATE_FIELDS, "raw_thread_ops_s", "ratio_vs_raw_thread"):
+        value = result[name]
+        assert isinstance(value, float | int), name
+        assert math.isfinite(value), name
+        assert value > 0, name
+
+
+def test_main_prints_one_json_line_per_workload(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = bench.main(["--n", "10", "--rounds", "2", "--dir", str(tmp_path)])
+
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    lines = out.splitlines()
+    results = [json.loads(line) for line in lines]
+    assert [r["workload"] for r in results] == ["put", "batch"]
+    check_line(results[0], "put")
+    check_line(results[1], "batch")
+    assert results[0]["n"] == 10
+    assert results[0]["rounds"] == 2
+    assert results[1]["batch_size"] == 100
+    assert list(tmp_path.iterdir()) == [], "the scratch folder is removed afterwards"
+
+
+@pytest.mark.asyncio
+async def test_run_yields_results_from_the_registry(tmp_path: Path) -> None:
+    config = bench.BenchConfig(n=6, rounds=1, directory=tmp_path, keys=4, batch_size=3)
+
+    results = [r async for r in bench.run("sqlite", config)]
+
+    assert set(bench.BACKENDS) == {"sqlite"}
+    assert [r["workload"] for r in results] == ["put", "batch"]
+    assert results[0]["n"] == 6
+    assert results[0]["keys"] == 4
+    assert results[1]["n"] == 6  # two transactions of three writes
+    assert results[1]["batch_size"] == 3
+    for result in results:
+        check_line(result, str(result["workload"]))
+
+
+@pytest.mark.asyncio
+async def test_measure_reports_medians_and_references() -> None:
+    # Runners report the seconds a round took; these report fixed ones.
+    async def raw() -> float:
+        return 0.5
+
+    async def statekit() -> float:
+        return 1.0
+
+    async def other() -> float:
+        return 2.0
+
+    workload = bench.Workload("put", 10, statekit, raw, {"other": other}, {"durability": "x"})
+
+    result = await bench.measure("fake", workload, rounds=3)
+
+    assert result["raw_ops_s"] == 20.0
+    assert result["statekit_ops_s"] == 10.0
+    assert result["ratio"] == 0.5
+    assert result["other_ops_s"] == 5.0
+    assert result["ratio_vs_other"] == 2.0
+    assert result["durability"] == "x"
+
+
+@pytest.mark.asyncio
+async def test_raw_side_stores_the_same_rows_as_statekit(tmp_path: Path) -> None:
+    # The comparison is fair only if both sides do the same durable work.
+    values: list[tuple[str, JSON]] = [
+        ("a", bench.sample_value(1)),
+        ("b", bench.sample_value(2)),
+        ("a", {"x": "é"}),
+    ]
+    async with await statekit.open(f"sqlite:///{tmp_path / 'statekit.db'}") as store:
+        for key, value in values:
+            await store.put(key, value)
+        await store.batch([Write("b", {"n": 1}), Write("c", [1, 2.5, None])])
+    async with await statekit.open(f"sqlite:///{tmp_path / 'raw.db'}"):
+        pass
+    raw = bench._RawSqlite(tmp_path / "raw.db", "FULL")
+    try:
+        for key, value in values:
+            raw.put(key, value)
+        raw.batch([("b", {"n": 1}), ("c", [1, 2.5, None])])
+    finally:
+        raw.close()
+
+    def rows(name: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+        con = sqlite3.connect(tmp_path / name)
+        try:
+            versions = con.execute(
+                "SELECT seq, key, version, kind, data, meta FROM sk_versions ORDER BY seq"
+            ).fetchall()
+            heads = con.execute("SELECT * FROM sk_heads ORDER BY key").fetchall()
+        finally:
+            con.close()
+        return versions, heads
+
+    assert rows("raw.db") == rows("statekit.db")
+
+
+def test_missing_dir_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = bench.main(["--dir", str(tmp_path / "nope")])
+
+    out, err = capsys.readouterr()
+    assert status == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert "is not a folder" in err
+
+
+def test_module_runs_as_a_command(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "statekit.bench",
+            "--n",
+            "5",
+            "--rounds",
+            "1",
+            "--dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["workload"] for r in results] == ["put", "batch"]
+    for result in results:
+        check_line(result, result["workload"])
