@@ -12,6 +12,7 @@ user calls (get/put/update/history/snapshots...) is built once on top of them in
 from __future__ import annotations
 
 import enum
+import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -109,6 +110,23 @@ class Write:
     kind: str = "state"
     meta: Mapping[str, JSON] = field(default_factory=dict)
     expect: Expect = ANY
+    encoded: str | None = field(default=None, repr=False, compare=False, kw_only=True)
+    """``data`` as JSON text, filled in by the core's checks; read it with :meth:`data_json`."""
+
+    def data_json(self) -> str | None:
+        """``data`` as compact JSON text (None for a tombstone), encoded once per write."""
+        if self.data is None:
+            return None
+        return self.encoded if self.encoded is not None else dumps(self.data)
+
+    def meta_json(self) -> str:
+        """``meta`` as compact JSON text."""
+        return dumps(dict(self.meta)) if self.meta else "{}"
+
+
+def dumps(value: JSON) -> str:
+    """Compact JSON text of a normalized value: the one encoding every backend stores."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def check_expect(write: Write, head_version: int, head_deleted: bool, *, backend: str) -> None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from statekit.backend import JSON
+from statekit.backend import JSON, dumps
 from statekit.errors import SerializationError, ValidationError
 
 __all__ = [
@@ -38,7 +39,13 @@ MAX_KIND_LENGTH = 64
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+# Exactly the code points of Unicode categories Cc (controls) and Cs (surrogates).
+_BAD_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def _bad_char(text: str) -> str | None:
+    if _BAD_CHARS.search(text) is None:  # the common case, without a Python-level loop
+        return None
     for ch in text:
         category = unicodedata.category(ch)
         if category == "Cc":
@@ -153,11 +160,6 @@ class Codec:
             if base in self._encoders:
                 return self._encoders[base]
         return None
-
-
-def dumps(value: JSON) -> str:
-    """Compact JSON text of an already normalized value."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def loads(text: str | bytes, *, key: str | None = None, backend: str | None = None) -> JSON:

@@ -162,8 +162,12 @@ class StateStore:
             raise ValidationError(f"meta for {key!r} must be a mapping", key=key, reason="meta")
         meta = self._codec.normalize(dict(write.meta), key=key)
         data = None if write.data is None else self._codec.normalize(write.data, key=key)
+        encoded = None
         if data is not None:
-            size = len(dumps(data).encode())
+            encoded = dumps(data)
+            # A character is at most 4 UTF-8 bytes: only count bytes when it could matter.
+            too_big = len(encoded) * 4 > self.max_value_bytes
+            size = len(encoded.encode()) if too_big else 0
             if size > self.max_value_bytes:
                 raise ValidationError(
                     f"value for {key!r} is {size} bytes; the limit is {self.max_value_bytes} "
@@ -174,7 +178,7 @@ class StateStore:
             if self._validators is not None and not internal:
                 self._validators.validate(kind, key, data)
         assert isinstance(meta, dict)
-        return Write(key=key, data=data, kind=kind, meta=meta, expect=expect)
+        return Write(key=key, data=data, kind=kind, meta=meta, expect=expect, encoded=encoded)
 
     async def append(self, writes: Iterable[Write], *, internal: bool = False) -> list[Record]:
         """Check, stamp and append writes as one atomic batch. Prefer put/batch/update."""

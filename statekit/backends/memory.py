@@ -17,7 +17,7 @@ from time import perf_counter
 from typing import Self
 
 from statekit.backend import Backend, Capability, Health, Record, Write, check_expect
-from statekit.codec import dumps, loads
+from statekit.codec import loads
 from statekit.errors import BackendError
 from statekit.hookspecs import hookimpl
 from statekit.host import BackendRegistry
@@ -88,8 +88,8 @@ class MemoryBackend(Backend):
                 stored = _Stored(
                     version,
                     w.kind,
-                    None if w.data is None else dumps(w.data),
-                    dumps(dict(w.meta)),
+                    w.data_json(),
+                    w.meta_json(),
                     at,
                 )
                 if w.key not in self._versions:

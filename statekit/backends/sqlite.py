@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from statekit.backend import Backend, Capability, Health, Record, Write, check_expect
-from statekit.codec import dumps, from_micros, loads, prefix_end, redact_url, to_micros
+from statekit.codec import from_micros, loads, prefix_end, redact_url, to_micros
 from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
 from statekit.hookspecs import hookimpl
 from statekit.host import BackendRegistry
@@ -89,6 +90,51 @@ def _range(prefix: str) -> tuple[str, str]:
     return prefix, prefix_end(prefix) or "\U0010ffff" * 2
 
 
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled; nobody wants the outcome
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+class _Worker:
+    """One thread that owns one sqlite3 connection and runs jobs for it in order.
+
+    Leaner than ``run_in_executor``: one queue hand-off and one loop wake-up per
+    call, which is most of what statekit adds to a sqlite put (docs/benchmarks.md).
+    A job whose caller is cancelled still runs to its end: an append either
+    commits or rolls back, never half.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        # daemon: a program that never closes its store must still be able to exit
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, args, future, loop = job
+            result, error = None, None
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # handed to the awaiting task, not swallowed
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+                loop.call_soon_threadsafe(_settle, future, result, error)
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((fn, args, future, loop))
+        return future
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+
 class SqliteBackend(Backend):
     """The embedded default backend. See the module docstring for its guarantees."""
 
@@ -120,8 +166,8 @@ class SqliteBackend(Backend):
         self.synchronous = _SYNC_MODES[synchronous.lower()]
         self.busy_timeout = busy_timeout
         self.poll_interval = poll_interval
-        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="statekit-sqlite-w")
-        self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="statekit-sqlite-r")
+        self._writer_thread = _Worker("statekit-sqlite-writer")
+        self._reader_thread = _Worker("statekit-sqlite-reader")
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._closed = False
@@ -182,18 +228,13 @@ class SqliteBackend(Backend):
             return BackendUnavailable(f"{where}: {text}", backend=self.name)
         return BackendError(f"{where}: {type(exc).__name__}: {text}", backend=self.name)
 
-    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+    async def _run(self, worker: _Worker, fn: Callable[..., T], *args: Any) -> T:
         if self._closed:
             raise BackendError(f"sqlite {self.path}: the backend is closed", backend=self.name)
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(pool, fn, *args)
+            return await worker.submit(fn, *args)
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
-        except RuntimeError as exc:  # the executor was shut down under us
-            raise BackendError(
-                f"sqlite {self.path}: the backend is closed", backend=self.name
-            ) from exc
 
     async def _run_writer(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._run(self._writer_thread, fn, *args)
@@ -263,7 +304,7 @@ class SqliteBackend(Backend):
                 check_expect(w, head, not live, backend=self.name)
                 versions.append(head + 1)
             rows = [
-                (w.key, v, w.kind, None if w.data is None else dumps(w.data), dumps(dict(w.meta)))
+                (w.key, v, w.kind, w.data_json(), w.meta_json())
                 for w, v in zip(writes, versions, strict=True)
             ]
             if len(rows) == 1:
@@ -430,12 +471,14 @@ class SqliteBackend(Backend):
     async def aclose(self) -> None:
         if self._closed:
             return
-        loop = asyncio.get_running_loop()
-        for pool, con in ((self._writer_thread, self._writer), (self._reader_thread, self._reader)):
+        for worker, con in (
+            (self._writer_thread, self._writer),
+            (self._reader_thread, self._reader),
+        ):
             # Closing is best effort: every commit is already in the file.
             with contextlib.suppress(sqlite3.Error):
-                await loop.run_in_executor(pool, self._close_sync, con)
-            pool.shutdown(wait=False)
+                await worker.submit(self._close_sync, con)
+            worker.stop()
         self._writer = self._reader = None
         self._closed = True
 
