@@ -122,13 +122,17 @@ class BackendRegistry:
     def owned_by(self, plugin: str) -> list[str]:
         return sorted(s for s, owner in self._owners.items() if owner == plugin)
 
+    def _forget(self, plugin: str) -> None:
+        """Drop what ``plugin`` registered (its hook failed part way)."""
+        for scheme in self.owned_by(plugin):
+            del self._classes[scheme], self._owners[scheme]
+
 
 class ValidatorRegistry:
     """Passed to ``statekit_register_validators``: kind -> validators."""
 
     def __init__(self) -> None:
-        self._validators: dict[str, list[Validator]] = {}
-        self._owners: dict[str, list[str]] = {}
+        self._validators: dict[str, list[tuple[str, Validator]]] = {}  # kind -> (plugin, fn)
         self._current: str = "?"
 
     def add(self, kind: str, validator: Validator) -> None:
@@ -140,8 +144,7 @@ class ValidatorRegistry:
                 "which is not callable",
                 plugin=self._current,
             )
-        self._validators.setdefault(kind, []).append(validator)
-        self._owners.setdefault(self._current, []).append(kind)
+        self._validators.setdefault(kind, []).append((self._current, validator))
 
     def add_model(self, kind: str, model: type[pydantic.BaseModel]) -> None:
         """Validate values of ``kind`` with a pydantic model."""
@@ -168,7 +171,7 @@ class ValidatorRegistry:
 
     def validate(self, kind: str, key: str, data: JSON) -> None:
         """Run every validator of ``kind``; raise ValidationError on the first failure."""
-        for validator in self._validators.get(kind, ()):
+        for _, validator in self._validators.get(kind, ()):
             try:
                 validator(key, data)
             except ValidationError:
@@ -180,7 +183,18 @@ class ValidatorRegistry:
         return sorted(self._validators)
 
     def owned_by(self, plugin: str) -> list[str]:
-        return sorted(set(self._owners.get(plugin, [])))
+        return sorted(
+            k for k, entries in self._validators.items() if any(p == plugin for p, _ in entries)
+        )
+
+    def _forget(self, plugin: str) -> None:
+        """Drop what ``plugin`` registered (its hook failed part way)."""
+        for kind, entries in list(self._validators.items()):
+            kept = [(p, fn) for p, fn in entries if p != plugin]
+            if kept:
+                self._validators[kind] = kept
+            else:
+                del self._validators[kind]
 
 
 def _builtin_plugins() -> list[tuple[str, ModuleType]]:
@@ -241,6 +255,13 @@ class PluginHost:
             self._blocked_seen[name] = info.distribution
             return
         self._pm.register(plugin, name=name)
+        unknown = sorted(c.name for c in self._pm.get_hookcallers(plugin) or () if c.spec is None)
+        if unknown:  # a misspelt hook would otherwise be silently never called
+            self._pm.unregister(plugin)
+            known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("statekit_")))
+            raise pluggy.PluginValidationError(
+                plugin, f"unknown hook {', '.join(unknown)} (statekit's hooks: {known})"
+            )
         self._infos[name] = info
 
     def _load_entry_points(self) -> None:
@@ -298,6 +319,7 @@ class PluginHost:
                     else f"{hook_name} failed: {type(exc).__name__}: {exc}"
                 )
                 log.warning("statekit plugin %r: %s", name, message)
+                registry._forget(name)  # a failed plugin registers nothing, not half
                 info = self._infos[name]
                 # Keep an earlier hook's failure visible too.
                 info.error = f"{info.error}; {message}" if info.error else message

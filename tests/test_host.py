@@ -24,6 +24,7 @@ from statekit import PluginError, PluginHost, StateStore, ValidationError
 from statekit.backend import JSON
 from statekit.backends.memory import MemoryBackend
 from statekit.backends.sqlite import SqliteBackend
+from statekit.hookspecs import hookimpl
 from statekit.host import KNOWN_SCHEMES, BackendRegistry, PluginInfo, ValidatorRegistry
 
 BUILTINS = {"memory", "sqlite"}
@@ -748,3 +749,29 @@ def test_validator_value_and_type_errors_become_validation_errors() -> None:
 def test_validator_registry_refuses_a_bad_kind() -> None:
     with pytest.raises(ValidationError):
         ValidatorRegistry().add("", lambda key, data: None)
+
+
+class _HalfThenFail:
+    @hookimpl
+    def statekit_register_backends(self, registry: BackendRegistry) -> None:
+        registry.add("half", MemoryBackend)
+        raise RuntimeError("boom after registering")
+
+
+class _Misspelt:
+    @hookimpl
+    def statekit_register_backend(self, registry: BackendRegistry) -> None:  # no such hook
+        registry.add("never", MemoryBackend)
+
+
+def test_a_plugin_failing_part_way_registers_nothing() -> None:
+    host = PluginHost(autoload=False, plugins=[("half", _HalfThenFail())])
+    assert host.backends().get("half") is None
+    (failed,) = host.failures()
+    assert failed.name == "half" and "boom after registering" in (failed.error or "")
+    assert failed.backends == []
+
+
+def test_a_misspelt_hook_is_an_error_not_silence() -> None:
+    with pytest.raises(PluginError, match="unknown hook statekit_register_backend "):
+        PluginHost(autoload=False, plugins=[("misspelt", _Misspelt())])
