@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -125,6 +126,8 @@ class _Options:
         """The effective settings (``--config`` file, env, defaults); ConfigError when bad."""
         if self._settings is None:
             self._settings = load_settings(str(self.config) if self.config else None)
+            # The command line is an application: it may set up logging, as configured.
+            logging.basicConfig(level=self._settings.log_level, format="%(levelname)s %(message)s")
         return self._settings
 
     def store_url(self) -> str:
@@ -142,8 +145,7 @@ class _Options:
 
     def host(self) -> PluginHost:
         """A plugin host configured by the settings."""
-        plugins = self.settings().plugins
-        return PluginHost(autoload=not plugins.disable_autoload, blocked=plugins.blocked)
+        return PluginHost.from_settings(self.settings())
 
     def fail(self, message: str) -> NoReturn:
         """Print ``error: <message>`` (secrets scrubbed) as one line on stderr; exit 1."""

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 import pydantic
@@ -22,6 +22,9 @@ from statekit import hookspecs
 from statekit.backend import JSON, Backend
 from statekit.codec import check_kind
 from statekit.errors import PluginError, ValidationError
+
+if TYPE_CHECKING:
+    from statekit.config import Settings
 
 __all__ = [
     "KNOWN_SCHEMES",
@@ -248,6 +251,13 @@ class PluginHost:
                 ) from exc
         if autoload:
             self._load_entry_points()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PluginHost:
+        """A host as the settings say (``plugins.disable_autoload``, ``plugins.blocked``)."""
+        # None, not True: the host then still honours STATEKIT_DISABLE_PLUGIN_AUTOLOAD itself.
+        autoload = False if settings.plugins.disable_autoload else None
+        return cls(autoload=autoload, blocked=settings.plugins.blocked)
 
     def _register(self, name: str, plugin: object, info: PluginInfo) -> None:
         if name in self.blocked:

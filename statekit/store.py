@@ -458,10 +458,7 @@ async def open(
 
     settings = settings or load_settings()
     url = url or settings.store_url()
-    if host is None:
-        # None lets the host read STATEKIT_DISABLE_PLUGIN_AUTOLOAD itself.
-        autoload = False if settings.plugins.disable_autoload else None
-        host = PluginHost(autoload=autoload, blocked=settings.plugins.blocked)
+    host = host or PluginHost.from_settings(settings)
     scheme = urlsplit(url).scheme
     if not scheme:
         raise ValidationError(
