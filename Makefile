@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 
-.PHONY: install run test lint typecheck pytest bench clean
+.PHONY: install run test lint typecheck pytest servers bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "statekit needs Python >= 3.11; set PYTHON=python3.11")'
@@ -28,15 +28,24 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy --strict statekit
+	$(BIN)/mypy --strict statekit $(wildcard plugins/*/statekit_*)
 
+# The real servers the suite needs (scripts/servers.sh), up for the run, stopped after.
 pytest: install
-	$(BIN)/python -m pytest
+	scripts/servers.sh start
+	set -a && . .servers/env && set +a && $(BIN)/python -m pytest; \
+	  status=$$?; scripts/servers.sh stop; exit $$status
+
+servers: install
+	scripts/servers.sh start
 
 test: lint typecheck pytest
 
+# Every installed backend's benchmark; server backends use the servers.sh servers.
 bench: install
-	$(BIN)/python -m statekit.bench
+	scripts/servers.sh start
+	set -a && . .servers/env && set +a && $(BIN)/python -m statekit.bench --backend all
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache statekit.db statekit.db-*
+	-scripts/servers.sh stop
+	rm -rf $(VENV) .servers .mypy_cache .ruff_cache .pytest_cache statekit.db statekit.db-*

@@ -167,8 +167,10 @@ class Backend(ABC):
     name: ClassVar[str]
     """Short name used in errors and ``statekit doctor`` (``sqlite``)."""
 
-    capabilities: ClassVar[frozenset[Capability]]
-    """What this backend can do, honestly."""
+    capabilities: frozenset[Capability]
+    """What this backend can do, honestly. A class attribute, or set per instance in
+    :meth:`open` when it depends on the server (e.g. ``durable`` on a Redis without
+    persistence is not declared)."""
 
     @classmethod
     @abstractmethod

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import sqlite3
 import statistics
@@ -38,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 
 import statekit
@@ -59,6 +61,7 @@ __all__ = [
     "measure",
     "run",
     "sample_value",
+    "server_url",
 ]
 
 DEFAULT_N = 1000
@@ -80,6 +83,9 @@ class BenchConfig:
     :param directory: where database files go (a fresh folder inside it, removed after).
     :param keys: how many distinct keys the writes rotate over, so versions grow.
     :param batch_size: writes per transaction in the ``batch`` workload.
+    :param url: the server a server backend measures against (``--url``); its
+        benchmark uses a namespace of its own there and removes it afterwards.
+    :param writers: concurrent writers in a ``concurrent`` workload.
     """
 
     n: int = DEFAULT_N
@@ -87,6 +93,8 @@ class BenchConfig:
     directory: Path | None = None
     keys: int = 100
     batch_size: int = 100
+    url: str | None = None
+    writers: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,13 +330,25 @@ async def bench_sqlite(config: BenchConfig, scratch: Path) -> AsyncGenerator[Res
 
 
 BACKENDS: dict[str, BenchRunner] = {"sqlite": bench_sqlite}
-"""Backend name -> its benchmark. A backend adds its own statekit/raw pairs here."""
+"""Built-in backend name -> its benchmark."""
+
+ENTRY_POINT_GROUP = "statekit.bench"
+"""Plugins add their benchmark in this entry-point group, e.g.
+``postgresql = "statekit_postgres.bench:bench"`` (a :data:`BenchRunner`)."""
+
+
+def runners() -> dict[str, BenchRunner]:
+    """Every benchmark: the built-ins and those plugins installed."""
+    found = dict(BACKENDS)
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep.load())
+    return found
 
 
 async def run(backend: str, config: BenchConfig) -> AsyncGenerator[Result, None]:
     """Run one backend's benchmark in a scratch folder; yields each result as it is measured."""
     with tempfile.TemporaryDirectory(prefix="statekit-bench-", dir=config.directory) as scratch:
-        async with aclosing(BACKENDS[backend](config, Path(scratch))) as results:
+        async with aclosing(runners()[backend](config, Path(scratch))) as results:
             async for result in results:
                 yield result
 
@@ -346,7 +366,15 @@ def _parser() -> argparse.ArgumentParser:
         description="statekit writes next to the same durable work written by hand; "
         "one JSON line per workload.",
     )
-    parser.add_argument("--backend", choices=sorted(BACKENDS), default="sqlite")
+    parser.add_argument(
+        "--backend",
+        choices=[*sorted(runners()), "all"],
+        default="sqlite",
+        help="which backend to measure, or all installed (default %(default)s)",
+    )
+    parser.add_argument(
+        "--url", default=None, help="server URL for a server backend (postgresql, redis)"
+    )
     parser.add_argument(
         "--n", type=_positive, default=DEFAULT_N, help="writes per round (default %(default)s)"
     )
@@ -363,9 +391,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def server_url(config: BenchConfig, name: str) -> str:
+    """The server a server backend's benchmark uses: ``--url``, else the test server's
+    ``STATEKIT_TEST_<NAME>_URL`` (``make bench`` starts it)."""
+    url = config.url or os.environ.get(f"STATEKIT_TEST_{name.upper()}_URL")
+    if not url:
+        raise StatekitError(f"the {name} benchmark needs a server: pass --url, or run `make bench`")
+    return url
+
+
 async def _main(backend: str, config: BenchConfig) -> None:
-    async for result in run(backend, config):
-        print(json.dumps(result), flush=True)
+    for name in sorted(runners()) if backend == "all" else [backend]:
+        async for result in run(name, config):
+            print(json.dumps(result), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -374,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dir is not None and not args.dir.is_dir():
         print(f"statekit.bench: --dir {args.dir} is not a folder", file=sys.stderr)
         return 2
-    config = BenchConfig(n=args.n, rounds=args.rounds, directory=args.dir)
+    config = BenchConfig(n=args.n, rounds=args.rounds, directory=args.dir, url=args.url)
     try:
         asyncio.run(_main(args.backend, config))
     except (StatekitError, sqlite3.Error, OSError) as exc:

@@ -4,6 +4,19 @@ Install with ``pip install statekit[testing]``. See docs/writing-a-backend.md.
 """
 
 from statekit.testing.contract import BackendContract
-from statekit.testing.servers import require_server
+from statekit.testing.servers import (
+    ScriptServerControl,
+    in_ci,
+    require_server,
+    server_control,
+    server_url,
+)
 
-__all__ = ["BackendContract", "require_server"]
+__all__ = [
+    "BackendContract",
+    "ScriptServerControl",
+    "in_ci",
+    "require_server",
+    "server_control",
+    "server_url",
+]

@@ -39,7 +39,7 @@ class GuardedBackend(Backend):
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
         self.name = inner.name  # type: ignore[misc]
-        self.capabilities = inner.capabilities  # type: ignore[misc]
+        self.capabilities = inner.capabilities
 
     @classmethod
     async def open(cls, url: str) -> Self:  # pragma: no cover - never opened by URL

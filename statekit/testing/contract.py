@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from time import time
+from typing import Protocol
 
 import pytest
 import pytest_asyncio
@@ -35,6 +36,7 @@ import pytest_asyncio
 from statekit.backend import ANY, JSON, Backend, Capability, Record, Write
 from statekit.errors import (
     BackendError,
+    BackendUnavailable,
     CapabilityError,
     ConflictError,
     HistoryUnavailable,
@@ -43,6 +45,15 @@ from statekit.errors import (
 from statekit.store import Retention, StateStore
 from statekit.testing import _workers
 from statekit.testing._guard import GuardedBackend
+
+
+class ServerControl(Protocol):
+    """What the restart test needs from a server fixture."""
+
+    def stop(self) -> None: ...
+
+    def start(self) -> None: ...
+
 
 __all__ = ["BackendContract"]
 
@@ -84,6 +95,11 @@ class BackendContract:
     @pytest.fixture
     def backend_url(self) -> str | None:
         """A URL that ``statekit.open`` in another process resolves to the same store."""
+        return None
+
+    @pytest.fixture
+    def server(self) -> ServerControl | None:
+        """Stops and starts the backend's server (``stop()``/``start()``); None if embedded."""
         return None
 
     # -- fixtures of the suite ----------------------------------------------------------
@@ -529,6 +545,41 @@ class BackendContract:
     async def test_writes_with_any_expect_need_no_capability(self, store: StateStore) -> None:
         record = await store.put("plain", 1, expect=ANY)
         assert record.version == 1
+
+    @pytest.mark.asyncio
+    async def test_server_restart_mid_run(
+        self, store: StateStore, server: ServerControl | None
+    ) -> None:
+        """While the server is down calls fail with BackendUnavailable (retryable);
+        once it is back they work again by themselves, and no partial write shows."""
+        if server is None:
+            pytest.skip(f"{store.backend.name} has no server to restart here")
+        await store.put("restart/a", 1)
+        await asyncio.to_thread(server.stop)
+        try:
+            calls: list[Callable[[], Awaitable[object]]] = [
+                lambda: store.put("restart/a", 2),
+                lambda: store.get("restart/a"),
+                lambda: store.batch([Write("restart/a", 3), Write("restart/b", 3)]),
+            ]
+            for call in calls:
+                with pytest.raises(BackendUnavailable) as err:
+                    await call()
+                assert err.value.retryable
+        finally:
+            await asyncio.to_thread(server.start)
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            try:
+                head = await store.get("restart/a")
+                break
+            except BackendUnavailable:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+        assert head is not None and (head.version, head.data) == (1, 1)
+        assert await store.get("restart/b") is None
+        assert (await store.put("restart/a", 4, expect=1)).version == 2
 
     # -- snapshots (built in the core over the contract) -------------------------------------
 

@@ -1,13 +1,26 @@
-"""What a test does when the real server it needs is not running."""
+"""Real servers for tests: finding them, and stopping/starting them inside a test.
+
+The project's ``scripts/servers.sh`` starts throwaway servers and writes their
+URLs to ``.servers/env`` (``make test`` exports it)::
+
+    STATEKIT_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:53833/postgres
+    STATEKIT_TEST_REDIS_URL=redis://127.0.0.1:53381/0
+    STATEKIT_TEST_SERVERS_CTL=/path/to/scripts/servers.sh
+
+A backend author running the suite against their own server sets the URL
+variable; without ``STATEKIT_TEST_SERVERS_CTL`` the restart test does not run.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
+from dataclasses import dataclass
 from typing import NoReturn
 
 import pytest
 
-__all__ = ["in_ci", "require_server"]
+__all__ = ["ScriptServerControl", "in_ci", "require_server", "server_control", "server_url"]
 
 
 def in_ci() -> bool:
@@ -24,3 +37,48 @@ def require_server(name: str, reason: str, how_to_start: str) -> NoReturn:
     if in_ci():
         pytest.fail(f"CI=true: {message}", pytrace=False)
     pytest.skip(message)
+
+
+def server_url(name: str) -> str:
+    """``STATEKIT_TEST_<NAME>_URL``, or fail (CI) / skip (locally) saying how to start it."""
+    variable = f"STATEKIT_TEST_{name.upper()}_URL"
+    url = os.environ.get(variable, "").strip()
+    if not url:
+        require_server(
+            name,
+            f"{variable} is not set",
+            f"scripts/servers.sh start {name} && set -a && . .servers/env && set +a "
+            "(make test does this)",
+        )
+    return url
+
+
+@dataclass(frozen=True)
+class ScriptServerControl:
+    """Stops and starts one server through ``scripts/servers.sh``, keeping its data and port."""
+
+    script: str
+    name: str
+
+    def _run(self, action: str) -> None:
+        done = subprocess.run(  # noqa: S603 - the project's own script, from its env file
+            [self.script, action, self.name],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{self.script} {action} {self.name} failed: {done.stderr}")
+
+    def stop(self) -> None:
+        self._run("stop")
+
+    def start(self) -> None:
+        self._run("start")
+
+
+def server_control(name: str) -> ScriptServerControl | None:
+    """A control for server ``name`` when ``STATEKIT_TEST_SERVERS_CTL`` names the script."""
+    script = os.environ.get("STATEKIT_TEST_SERVERS_CTL", "").strip()
+    return ScriptServerControl(script, name) if script else None

