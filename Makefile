@@ -31,8 +31,10 @@ typecheck: install
 	$(BIN)/mypy --strict statekit $(wildcard plugins/*/statekit_*)
 
 # The real servers the suite needs (scripts/servers.sh), up for the run, stopped after.
+# Under CI=true a server that cannot start fails the run; locally its tests skip
+# with a message saying how to start it.
 pytest: install
-	scripts/servers.sh start
+	scripts/servers.sh start || [ "$${CI:-}" != "true" ]
 	set -a && . .servers/env && set +a && $(BIN)/python -m pytest; \
 	  status=$$?; scripts/servers.sh stop; exit $$status
 

@@ -69,6 +69,7 @@ pg_bin() {
 
 start_postgres() {
   local dir port bin data
+  rm -f "$meta/postgres.url"
   dir=$(state_dir); port=$(port_of postgres); bin=$(pg_bin); data="$dir/pgdata"
   if [[ ! -f "$data/PG_VERSION" ]]; then
     mkdir -p "$data"
@@ -112,6 +113,7 @@ redis_pid() {
 
 start_redis() {
   local dir port bin
+  rm -f "$meta/redis.url"
   dir="$(state_dir)/redis"; port=$(port_of redis); bin=$(redis_bin)
   mkdir -p "$dir"
   if redis_pid >/dev/null; then
@@ -159,10 +161,16 @@ targets() {
 
 cmd=${1:-}
 shift || true
+failed=0
 case "$cmd" in
-  start) for t in $(targets "${1:-all}"); do "start_$t"; done; write_env ;;
-  stop) for t in $(targets "${1:-all}"); do "stop_$t"; done ;;
-  restart) for t in $(targets "${1:-all}"); do "stop_$t"; "start_$t"; done; write_env ;;
+  # Each server in a subshell: one that cannot start does not stop the others, and
+  # .servers/env lists those that did start. The exit status says whether all did.
+  start) for t in $(targets "${1:-all}"); do ( "start_$t" ) || failed=1; done; write_env ;;
+  stop) for t in $(targets "${1:-all}"); do ( "stop_$t" ) || failed=1; done ;;
+  restart)
+    for t in $(targets "${1:-all}"); do ( "stop_$t"; "start_$t" ) || failed=1; done
+    write_env ;;
   status) cat "$envfile" 2>/dev/null || log "no servers started" ;;
   *) die "usage: scripts/servers.sh start|stop|restart|status [postgres|redis|all]" ;;
 esac
+exit $failed

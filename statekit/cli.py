@@ -300,11 +300,12 @@ def plugins(
         return
     table = _table("plugin", "distribution", "version", "backends", "validators", "status")
     for info in infos:
-        status = (
-            Text("failed: " + _scrub(info.error, opts.urls()), style="red")
-            if info.error
-            else Text("ok", style="green")
-        )
+        if info.error:
+            status = Text("failed: " + _scrub(info.error, opts.urls()), style="red")
+        elif info.blocked:
+            status = Text("blocked", style="yellow")
+        else:
+            status = Text("ok", style="green")
         table.add_row(
             Text(info.name),
             Text(info.distribution + (" (built-in)" if info.builtin else "")),

@@ -75,6 +75,7 @@ class PluginInfo:
     backends: list[str] = field(default_factory=list)
     validators: list[str] = field(default_factory=list)
     error: str | None = None
+    blocked: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +86,7 @@ class PluginInfo:
             "backends": self.backends,
             "validators": self.validators,
             "error": self.error,
+            "blocked": self.blocked,
         }
 
 
@@ -360,6 +362,9 @@ class PluginHost:
             info.backends = backends.owned_by(name)
             info.validators = validators.owned_by(name)
             infos.append(info)
+        for name, dist in sorted(self._blocked_seen.items()):
+            if name not in self._infos:  # blocked: listed so `statekit plugins` shows why
+                infos.append(PluginInfo(name, dist, "", builtin=dist == "statekit", blocked=True))
         return infos
 
     def failures(self) -> list[PluginInfo]:

@@ -316,7 +316,7 @@ def test_doctor_reports_failed_plugins(url: str) -> None:
 
 def test_blocked_plugin_from_environment() -> None:
     plugins = loaded(run("plugins", "--json", env={"STATEKIT_BLOCKED_PLUGINS": "memory"}))
-    assert [p["name"] for p in plugins] == ["sqlite"]
+    assert [(p["name"], p["blocked"]) for p in plugins] == [("sqlite", False), ("memory", True)]
 
 
 def test_doctor_healthy(url: str) -> None:

@@ -128,7 +128,8 @@ def install_fake(site: Site) -> None:
 
 
 def by_name(host: PluginHost) -> dict[str, PluginInfo]:
-    return {info.name: info for info in host.plugins()}
+    """The plugins that are loaded (blocked ones are listed too, marked blocked)."""
+    return {info.name: info for info in host.plugins() if not info.blocked}
 
 
 def only_backend(scheme: str, name: str = "plugin") -> str:
@@ -775,3 +776,11 @@ def test_a_plugin_failing_part_way_registers_nothing() -> None:
 def test_a_misspelt_hook_is_an_error_not_silence() -> None:
     with pytest.raises(PluginError, match="unknown hook statekit_register_backend "):
         PluginHost(autoload=False, plugins=[("misspelt", _Misspelt())])
+
+
+def test_blocked_plugins_are_listed_as_blocked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STATEKIT_BLOCKED_PLUGINS", raising=False)
+    infos = {i.name: i for i in PluginHost(autoload=False, blocked=["memory"]).plugins()}
+    assert infos["memory"].blocked and infos["memory"].backends == []
+    assert infos["memory"].as_dict()["blocked"] is True
+    assert not infos["sqlite"].blocked
