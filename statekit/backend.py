@@ -124,9 +124,12 @@ class Write:
         return dumps(dict(self.meta)) if self.meta else "{}"
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def dumps(value: JSON) -> str:
     """Compact JSON text of a normalized value: the one encoding every backend stores."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def check_expect(write: Write, head_version: int, head_deleted: bool, *, backend: str) -> None:

@@ -128,8 +128,8 @@ async def measure(backend: str, workload: Workload, rounds: int) -> Result:
     runners = {"raw": workload.raw, **workload.references, "statekit": workload.statekit}
     seconds: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
-        for name, runner in runners.items():
-            seconds[name].append(await runner())
+        for name, timed in runners.items():
+            seconds[name].append(await timed())
     rate = {name: workload.ops / statistics.median(s) for name, s in seconds.items()}
     result: Result = {
         "backend": backend,
@@ -337,18 +337,25 @@ ENTRY_POINT_GROUP = "statekit.bench"
 ``postgresql = "statekit_postgres.bench:bench"`` (a :data:`BenchRunner`)."""
 
 
-def runners() -> dict[str, BenchRunner]:
-    """Every benchmark: the built-ins and those plugins installed."""
-    found = dict(BACKENDS)
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, ep.load())
-    return found
+def names() -> list[str]:
+    """Every benchmark's name, built-in and installed, without importing any plugin."""
+    return sorted({*BACKENDS, *(ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP))})
+
+
+def runner(name: str) -> BenchRunner:
+    """The benchmark called ``name``; a plugin's is imported only now."""
+    if name in BACKENDS:
+        return BACKENDS[name]
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP, name=name):
+        loaded: BenchRunner = ep.load()
+        return loaded
+    raise StatekitError(f"no benchmark called {name!r} (installed: {', '.join(names())})")
 
 
 async def run(backend: str, config: BenchConfig) -> AsyncGenerator[Result, None]:
     """Run one backend's benchmark in a scratch folder; yields each result as it is measured."""
     with tempfile.TemporaryDirectory(prefix="statekit-bench-", dir=config.directory) as scratch:
-        async with aclosing(runners()[backend](config, Path(scratch))) as results:
+        async with aclosing(runner(backend)(config, Path(scratch))) as results:
             async for result in results:
                 yield result
 
@@ -368,7 +375,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--backend",
-        choices=[*sorted(runners()), "all"],
+        choices=[*names(), "all"],
         default="sqlite",
         help="which backend to measure, or all installed (default %(default)s)",
     )
@@ -401,7 +408,7 @@ def server_url(config: BenchConfig, name: str) -> str:
 
 
 async def _main(backend: str, config: BenchConfig) -> None:
-    for name in sorted(runners()) if backend == "all" else [backend]:
+    for name in names() if backend == "all" else [backend]:
         async for result in run(name, config):
             print(json.dumps(result), flush=True)
 

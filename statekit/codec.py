@@ -88,6 +88,8 @@ def check_kind(kind: object, key: str | None = None) -> str:
 
 Encoder = Callable[[Any], JSON]
 
+_FLAT = frozenset({str, int, bool, type(None)})  # exact types that are JSON as they are
+
 
 class Codec:
     """Turns caller values into exact JSON, refusing what JSON cannot hold.
@@ -108,6 +110,11 @@ class Codec:
 
     def normalize(self, value: Any, *, key: str | None = None) -> JSON:
         """A fresh JSON copy of ``value`` (so later changes by the caller do not leak in)."""
+        if type(value) is dict and all(
+            type(k) is str and (type(v) in _FLAT or (type(v) is float and math.isfinite(v)))
+            for k, v in value.items()
+        ):
+            return dict(value)  # the common flat record: nothing to convert or refuse
         return self._walk(value, "$", key, 0)
 
     def _walk(self, value: Any, path: str, key: str | None, depth: int) -> JSON:

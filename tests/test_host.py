@@ -573,8 +573,10 @@ def test_blocking_by_argument_never_imports_the_plugin(site: Site) -> None:
 def test_blocking_by_env_and_argument_combine(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     install_fake(site)
     monkeypatch.setenv("STATEKIT_BLOCKED_PLUGINS", " fake , sqlite,")
-    host = PluginHost(blocked=["memory"])
-    assert host.blocked == {"fake", "sqlite", "memory"}
+    # plugins installed in this environment (statekit-postgres...) are not this test's
+    installed = {ep.name for ep in metadata.entry_points(group="statekit")} - {"fake"}
+    host = PluginHost(blocked=["memory", *installed])
+    assert host.blocked == {"fake", "sqlite", "memory", *installed}
     assert by_name(host) == {}
     assert host.backends().schemes() == []
     with pytest.raises(PluginError, match=r"installed: none"):

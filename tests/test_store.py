@@ -21,6 +21,7 @@ from statekit import (
     Codec,
     ConflictError,
     PluginError,
+    PluginHost,
     Retention,
     SerializationError,
     StateStore,
@@ -311,12 +312,13 @@ async def test_open_by_url_and_unknown_schemes(tmp_path: Any) -> None:
     settings = Settings()
     async with await statekit.open("memory://", settings=settings) as s:
         assert s.backend.name == "memory"
+    builtins_only = PluginHost(autoload=False)  # as if no plugin were installed
     with pytest.raises(
         PluginError, match=r"postgresql.*installed: memory, sqlite.*statekit-postgres"
     ):
-        await statekit.open("postgresql://u:pw@127.0.0.1:1/db", settings=settings)
+        await statekit.open("postgresql://u:pw@127.0.0.1:1/db", host=builtins_only)
     with pytest.raises(PluginError, match=r"'ftp'.*installed: memory, sqlite"):
-        await statekit.open("ftp://x", settings=settings)
+        await statekit.open("ftp://x", settings=settings, host=builtins_only)
     with pytest.raises(ValidationError, match="not a store URL"):
         await statekit.open("just-a-path.db", settings=settings)
 
