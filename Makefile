@@ -28,7 +28,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy --strict statekit $(wildcard plugins/*/statekit_*)
+	$(BIN)/mypy --strict statekit $(filter-out %.egg-info,$(wildcard plugins/*/statekit_*))
 
 # The real servers the suite needs (scripts/servers.sh), up for the run, stopped after.
 # Under CI=true a server that cannot start fails the run; locally its tests skip

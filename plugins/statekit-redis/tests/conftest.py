@@ -92,7 +92,7 @@ def throwaway_redis(tmp_path: Path) -> Iterator[Callable[..., str]]:
         port = _free_port()
         folder = tmp_path / f"redis-{port}"
         folder.mkdir()
-        process = subprocess.Popen(  # noqa: S603 - a redis-server we pick, with our arguments
+        process = subprocess.Popen(
             [
                 redis_server_binary(),
                 "--port",
