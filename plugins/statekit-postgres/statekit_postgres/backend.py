@@ -1,0 +1,320 @@
+"""``postgresql://``: statekit's versioned keys in PostgreSQL, through asyncpg.
+
+- Every append is one round trip: ``SELECT statekit_append(...)``, a plpgsql
+  function that locks the keys' heads in key order, checks every ``expect``,
+  stamps the namespace's next commit number and writes the version rows and
+  heads, all or nothing (docs/backends/postgresql.md).
+- Several bots share a database through namespaces (``?namespace=``): every
+  statement is scoped to one, and :meth:`PostgresBackend.drop_namespace` drops
+  only its own.
+- ``watch`` LISTENs on its own connection and reads commits in commit order by
+  their commit number, so a dropped connection resumes where it stopped.
+- The schema is created and upgraded on open (:mod:`statekit_postgres.schema`).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, Self
+
+import asyncpg  # type: ignore[import-untyped]
+
+from statekit.backend import ANY, Backend, Capability, Health, Record, Write
+from statekit.codec import prefix_end
+from statekit.errors import BackendError, StatekitError, ValidationError
+from statekit_postgres import queries
+from statekit_postgres.options import DEFAULT_NAMESPACE, PostgresOptions
+from statekit_postgres.pool import AsyncpgPool, ConnectionPool, Connections, Lease
+from statekit_postgres.records import to_record
+from statekit_postgres.schema import SCHEMA_VERSION, migrate
+from statekit_postgres.translate import DRIVER_ERRORS, translate
+from statekit_postgres.watch import PostgresWatch
+
+__all__ = ["PostgresBackend"]
+
+MIN_SERVER_VERSION = 110000
+_ANY = -1  # expect=ANY on the wire
+_NO_UPPER_BOUND = 2**62
+
+
+class PostgresBackend(Backend):
+    """PostgreSQL through an asyncpg pool. Open with :meth:`open` or :meth:`from_pool`."""
+
+    name = "postgresql"
+    capabilities = frozenset(
+        {
+            Capability.ATOMIC_BATCH,
+            Capability.COMPARE_AND_SET,
+            Capability.WATCH,
+            Capability.HISTORY,
+            Capability.DURABLE,
+        }
+    )
+
+    def __init__(self, pool: Connections, options: PostgresOptions) -> None:
+        """Use :meth:`open` (a URL) or :meth:`from_pool` (your asyncpg pool): they also
+        create or upgrade the schema.
+
+        :param pool: where connections come from (:mod:`statekit_postgres.pool`).
+        :param options: the parsed URL (namespace, timeouts...).
+        """
+        self.options = options
+        self.namespace = options.namespace
+        self._pool = pool
+        self._closed = False
+        self._watches: weakref.WeakSet[PostgresWatch] = weakref.WeakSet()
+
+    # -- opening -----------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, url: str) -> Self:
+        """Connect to the database at ``url``, create or upgrade statekit's tables.
+
+        :raises ConfigError: the URL is malformed or has an unknown option.
+        :raises BackendUnavailable: the server cannot be reached (the URL in the
+            message has its password masked).
+        """
+        options = PostgresOptions.parse(url)
+        pool = ConnectionPool(
+            functools.partial(asyncpg.connect, **options.connect_kwargs()),
+            min_size=options.pool_min,
+            max_size=options.pool_max,
+        )
+        backend = cls(pool, options)
+        try:
+            await backend._prepare(pool.start)
+        except BaseException:
+            await backend.aclose()
+            raise
+        return backend
+
+    @classmethod
+    async def from_pool(cls, pool: Any, *, namespace: str = DEFAULT_NAMESPACE) -> Self:
+        """A backend on the caller's ``asyncpg.Pool``, which :meth:`aclose` leaves open.
+
+        Tables go into the first schema of the pool connections' search path.
+        Each running watcher holds one connection of the pool.
+        """
+        backend = cls(AsyncpgPool(pool), PostgresOptions.for_pool(namespace))
+        await backend._prepare()
+        return backend
+
+    async def _prepare(self, start: Callable[[], Awaitable[None]] | None = None) -> None:
+        try:
+            if start is not None:
+                await start()
+            async with Lease(self._pool) as conn:
+                encoding, version_num, _ = await conn.fetchrow(queries.SERVER_FACTS)
+                if encoding != "UTF8":
+                    raise BackendError(
+                        f"postgresql {self.options.shown}: the database's encoding is "
+                        f"{encoding}; statekit needs UTF8 (CREATE DATABASE ... ENCODING 'UTF8')",
+                        backend=self.name,
+                    )
+                if version_num < MIN_SERVER_VERSION:
+                    raise BackendError(
+                        f"postgresql {self.options.shown}: server version {version_num} is "
+                        "too old; statekit needs PostgreSQL 11 or newer",
+                        backend=self.name,
+                    )
+                await migrate(conn, self.options.schema, where=self.options.shown)
+        except DRIVER_ERRORS as exc:
+            raise self._translate(exc) from exc
+
+    # -- the one place driver errors become statekit's ---------------------------------
+
+    def _translate(self, exc: BaseException) -> StatekitError:
+        return translate(exc, where=self.options.shown, scrub=self.options.scrub)
+
+    def _live_pool(self) -> Connections:
+        if self._closed:
+            raise BackendError(
+                f"postgresql {self.options.shown}: the backend is closed", backend=self.name
+            )
+        return self._pool
+
+    async def _fetch(self, query: str, *args: Any) -> list[Any]:
+        pool = self._live_pool()
+        try:
+            async with Lease(pool) as conn:
+                return list(await conn.fetch(query, *args))
+        except DRIVER_ERRORS as exc:
+            raise self._translate(exc) from exc
+
+    async def _fetchval(self, query: str, *args: Any) -> Any:
+        pool = self._live_pool()
+        try:
+            async with Lease(pool) as conn:
+                return await conn.fetchval(query, *args)
+        except DRIVER_ERRORS as exc:
+            raise self._translate(exc) from exc
+
+    # -- the contract --------------------------------------------------------------------
+
+    async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
+        if not writes:
+            return []
+        keys = [w.key for w in writes]
+        if len(writes) > 1 and len(set(keys)) != len(keys):
+            raise ValidationError("a key appears twice in one append", reason="duplicate")
+        versions = await self._fetchval(
+            queries.APPEND,
+            self.namespace,
+            keys,
+            [w.kind for w in writes],
+            [w.data_json() for w in writes],
+            [w.meta_json() for w in writes],
+            [_ANY if w.expect is ANY else w.expect for w in writes],
+            at,
+        )
+        return [
+            Record(w.key, version, w.kind, w.data, dict(w.meta), at)
+            for w, version in zip(writes, versions, strict=True)
+        ]
+
+    async def read(
+        self,
+        key: str,
+        *,
+        after: int = 0,
+        before: int | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Record]:
+        rows = await self._fetch(
+            queries.READ_NEWEST_FIRST if newest_first else queries.READ_OLDEST_FIRST,
+            self.namespace,
+            key,
+            after,
+            _NO_UPPER_BOUND if before is None else before,
+            limit,
+        )
+        return [to_record(*row) for row in rows]
+
+    async def latest(self, keys: Sequence[str]) -> dict[str, Record]:
+        if not keys:
+            return {}
+        rows = await self._fetch(queries.LATEST, self.namespace, list(keys))
+        return {row[0]: to_record(*row) for row in rows}
+
+    async def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:
+        high = prefix_end(prefix)
+        cursor, first = prefix, True
+        # Keyset pages: no transaction or cursor stays open while the caller works.
+        while True:
+            args: list[Any] = [self.namespace, cursor]
+            if high is not None:
+                args.append(high)
+            if kind is not None:
+                args.append(kind)
+            query = queries.scan_query(first, high is not None, kind is not None)
+            rows = await self._fetch(query, *args)
+            for row in rows:
+                yield to_record(*row)
+            if len(rows) < queries.SCAN_PAGE:
+                return
+            cursor, first = rows[-1][0], False
+
+    async def prune(self, key: str, before_version: int) -> int:
+        return int(await self._fetchval(queries.PRUNE, self.namespace, key, before_version))
+
+    async def watch(self, prefix: str = "") -> AsyncIterator[Record]:
+        self._live_pool()
+        watch = PostgresWatch(self, prefix)
+        await watch.start()
+        self._watches.add(watch)
+        return watch
+
+    async def health(self) -> Health:
+        started = time.perf_counter()
+        row = await self._fetch(queries.HEALTH, self.namespace)
+        latency = (time.perf_counter() - started) * 1000
+        version, sync, fsync, timeout, database, schema, schema_version, commit_seq = row[0]
+        warnings = []
+        if sync in ("off", "local"):
+            warnings.append(
+                f"synchronous_commit={sync}: the last commits before a server crash can be lost"
+            )
+        if fsync == "off":
+            warnings.append("fsync=off: a server crash can corrupt the database")
+        detail: dict[str, Any] = {
+            "server_version": version,
+            "synchronous_commit": sync,
+            "fsync": fsync,
+            "statement_timeout": timeout,
+            "database": database,
+            "schema": schema,
+            "schema_version": schema_version,
+            "namespace": self.namespace,
+            "commit_seq": commit_seq or 0,
+            "pool": self._pool.stats(),
+            "watchers": len(self._watches),
+        }
+        if warnings:
+            detail["warnings"] = warnings
+        return Health(True, latency, detail)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for watch in list(self._watches):
+            await watch.close(by_backend=True)
+        await self._pool.close()  # a caller's pool (from_pool) stays open
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "url": self.options.shown,
+            "namespace": self.namespace,
+            "schema": self.options.schema,
+            "schema_version": SCHEMA_VERSION,
+        }
+
+    # -- beyond the contract -------------------------------------------------------------
+
+    async def drop_namespace(self, *, forget: bool = False) -> int:
+        """Delete every key and version of this backend's namespace, and nothing else.
+
+        Other namespaces in the same database are untouched: one bot's flush never
+        wipes another's state. Returns how many keys were dropped.
+
+        It locks the namespace's heads (in key order, as appends do) and then its
+        commit counter, so the namespace's appends wait for it; then it deletes the
+        heads and the versions of the same keys in one statement. No key is ever
+        left half dropped (a head without its versions, or the reverse). A key
+        created by an append that ran while the drop was locking may survive it,
+        whole.
+
+        :param forget: also delete the namespace's commit counter. By default it is
+            kept, so a watcher still following the namespace never sees commit
+            numbers start again below the ones it has read (it would skip those
+            commits). Forget only a namespace nobody watches any more.
+        """
+        pool = self._live_pool()
+        try:
+            async with Lease(pool) as conn, conn.transaction():
+                await conn.fetchval(queries.DROP_LOCK_HEADS, self.namespace)
+                await conn.execute(queries.DROP_LOCK_COUNTER, self.namespace)
+                dropped = await conn.fetchval(queries.DROP, self.namespace)
+                if forget:
+                    await conn.execute(queries.DROP_COUNTER, self.namespace)
+        except DRIVER_ERRORS as exc:
+            raise self._translate(exc) from exc
+        return int(dropped)
+
+    # -- what watchers need ------------------------------------------------------------------
+
+    async def _watch_connect(self) -> Any:
+        """A connection for one watcher: its own, or (on a caller's pool) one held from it."""
+        return await self._live_pool().dedicated()
+
+    async def _watch_release(self, conn: Any) -> None:
+        await self._pool.release_dedicated(conn)
+
+    def _forget_watch(self, watch: PostgresWatch) -> None:
+        self._watches.discard(watch)

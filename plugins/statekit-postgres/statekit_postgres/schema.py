@@ -1,0 +1,190 @@
+"""statekit's tables and the ``statekit_append`` function, created and upgraded on open.
+
+Each entry of :data:`MIGRATIONS` takes the schema from its index to index + 1
+and is never edited once shipped: a change is a new entry. :func:`migrate`
+applies the missing ones in one transaction that first takes a transaction-scoped
+advisory lock, so processes opening a fresh database at the same moment migrate
+one after the other; the others then find the work done.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from statekit.errors import BackendError
+
+__all__ = ["CHANNEL", "CONFLICT_SQLSTATE", "MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+
+CHANNEL = "statekit"
+"""The LISTEN/NOTIFY channel; payloads are ``{"ns": namespace, "seq": commit_seq}``."""
+
+CONFLICT_SQLSTATE = "SK409"
+"""What ``statekit_append`` raises when an expect fails; DETAIL is JSON
+``{"key", "expected", "actual", "deleted"}``."""
+
+MIGRATION_LOCK = int.from_bytes(b"statekit", "big")
+"""pg_advisory_xact_lock key taken while migrating ("statekit" as a big-endian int64)."""
+
+# The version bookkeeping itself, created before anything else (idempotent).
+SCHEMA_TABLE = """
+CREATE TABLE IF NOT EXISTS statekit_schema (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    version   integer NOT NULL
+)"""
+
+APPEND_FUNCTION_V1 = r"""
+CREATE FUNCTION statekit_append(
+    p_ns      text,
+    p_keys    text[],
+    p_kinds   text[],
+    p_datas   text[],      -- JSON text; NULL = tombstone
+    p_metas   text[],      -- JSON text
+    p_expects bigint[],    -- -1 = ANY, 0 = no live value, n = head must be n
+    p_at      timestamptz
+) RETURNS bigint[]         -- the new versions, in the order of p_keys
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_versions  bigint[];
+    v_prev_live boolean[];
+    v_seq       bigint;
+BEGIN
+    -- 1. Move every head on by one, in key order: the upsert locks each head row
+    --    (a new key gets one) in that order, so concurrent batches cannot deadlock.
+    --    prev_live keeps what the head was, for the expect check.
+    WITH w AS (
+        SELECT * FROM unnest(p_keys, p_kinds, p_datas) WITH ORDINALITY AS w (key, kind, data, ord)
+    ), moved AS (
+        INSERT INTO statekit_heads AS h (ns, key, version, kind, live, prev_live)
+        SELECT p_ns, w.key, 1, w.kind, w.data IS NOT NULL, false
+        FROM w ORDER BY w.key COLLATE "C"
+        ON CONFLICT (ns, key) DO UPDATE
+        SET version = h.version + 1, kind = excluded.kind, live = excluded.live,
+            prev_live = h.live
+        RETURNING h.key, h.version, h.prev_live
+    )
+    SELECT array_agg(moved.version ORDER BY w.ord), array_agg(moved.prev_live ORDER BY w.ord)
+    INTO v_versions, v_prev_live
+    FROM w JOIN moved ON moved.key = w.key;
+
+    -- 2. Check every expect against the head as it was (version - 1, prev_live), with
+    --    the rule of statekit.backend.check_expect. The first failure, in input
+    --    order, raises: the whole statement rolls back, heads included.
+    IF NOT (-1 = ALL (p_expects)) THEN
+        FOR i IN 1 .. cardinality(p_keys) LOOP
+            IF p_expects[i] <> -1
+               AND p_expects[i] <> v_versions[i] - 1
+               AND NOT (p_expects[i] = 0 AND NOT v_prev_live[i]) THEN
+                RAISE EXCEPTION USING
+                    ERRCODE = 'SK409',
+                    MESSAGE = 'statekit: expect failed',
+                    DETAIL = json_build_object(
+                        'key', p_keys[i], 'expected', p_expects[i],
+                        'actual', v_versions[i] - 1, 'deleted', NOT v_prev_live[i])::text;
+            END IF;
+        END LOOP;
+    END IF;
+
+    -- 3. The namespace's commit number, taken after the heads: its row lock is held
+    --    until commit, so numbers are handed out in commit order (watch relies on it).
+    INSERT INTO statekit_namespaces AS n (ns, commit_seq) VALUES (p_ns, 1)
+    ON CONFLICT (ns) DO UPDATE SET commit_seq = n.commit_seq + 1
+    RETURNING n.commit_seq INTO v_seq;
+
+    -- 4. One version row per write; pos keeps the batch's order for watchers.
+    INSERT INTO statekit_versions (ns, key, version, kind, data, meta, at, commit_seq, pos)
+    SELECT p_ns, w.key, w.version, w.kind, w.data::json, w.meta::json, p_at, v_seq, w.ord
+    FROM unnest(p_keys, v_versions, p_kinds, p_datas, p_metas) WITH ORDINALITY
+         AS w (key, version, kind, data, meta, ord);
+
+    PERFORM pg_notify('statekit', json_build_object('ns', p_ns, 'seq', v_seq)::text);
+    RETURN v_versions;
+END
+$fn$"""
+
+# Each migration takes the schema from its index to index + 1. Never edit a shipped one.
+MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        """
+    CREATE TABLE statekit_namespaces (
+        ns         text COLLATE "C" PRIMARY KEY,
+        commit_seq bigint NOT NULL           -- the last commit's number, see statekit_append
+    )""",
+        """
+    CREATE TABLE statekit_heads (
+        ns        text COLLATE "C" NOT NULL,
+        key       text COLLATE "C" NOT NULL, -- "C": code point order, as scan promises
+        version   bigint  NOT NULL,
+        kind      text    NOT NULL,
+        live      boolean NOT NULL,          -- false: the head is a tombstone
+        prev_live boolean NOT NULL,          -- live before the last append (its expect check)
+        PRIMARY KEY (ns, key)
+    ) WITH (fillfactor = 80)""",  # room for HOT updates: a head is rewritten on every write
+        """
+    CREATE TABLE statekit_versions (
+        ns         text COLLATE "C" NOT NULL,
+        key        text COLLATE "C" NOT NULL,
+        version    bigint      NOT NULL,
+        kind       text        NOT NULL,
+        data       json,                     -- json keeps the exact text; NULL = tombstone
+        meta       json        NOT NULL,
+        at         timestamptz NOT NULL,
+        commit_seq bigint      NOT NULL,     -- the commit that wrote it (per namespace)
+        pos        integer     NOT NULL,     -- its place in that commit's batch
+        PRIMARY KEY (ns, key, version)
+    )""",
+        "CREATE INDEX statekit_versions_commit ON statekit_versions (ns, commit_seq, pos)",
+        APPEND_FUNCTION_V1,
+    ),
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier (callers pass only validated names)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def migrate(conn: Any, schema: str | None, *, where: str) -> int:
+    """Create or upgrade statekit's tables on ``conn``; returns the version found.
+
+    :param conn: an asyncpg connection (its search_path names ``schema`` when given).
+    :param schema: the schema to create first when missing; None = the default one.
+    :param where: the redacted URL, for errors.
+    :raises BackendError: the tables were written by a newer statekit-postgres.
+    """
+    # Fast path without the lock: an up-to-date database needs only reading.
+    if await conn.fetchval("SELECT to_regclass('statekit_schema') IS NOT NULL"):
+        found = await conn.fetchval("SELECT version FROM statekit_schema")
+        if found == SCHEMA_VERSION:
+            return SCHEMA_VERSION
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        if schema is not None:
+            # The name matched [a-z_][a-z0-9_]* (PostgresOptions), and is quoted besides.
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
+            current = await conn.fetchval("SELECT current_schema()")
+            if current != schema:
+                raise BackendError(
+                    f"postgresql {where}: schema {schema!r} is not first in the search path "
+                    f"after creating it (current schema: {current!r})",
+                    backend="postgresql",
+                )
+        await conn.execute(SCHEMA_TABLE)
+        found = await conn.fetchval("SELECT version FROM statekit_schema") or 0
+        if found > SCHEMA_VERSION:
+            raise BackendError(
+                f"postgresql {where}: statekit's tables are at schema version {found}, written "
+                f"by a newer statekit-postgres (this one knows {SCHEMA_VERSION}); upgrade it",
+                backend="postgresql",
+            )
+        for statements in MIGRATIONS[found:]:
+            for statement in statements:
+                await conn.execute(statement)
+        if found != SCHEMA_VERSION:
+            await conn.execute(
+                "INSERT INTO statekit_schema (singleton, version) VALUES (true, $1) "
+                "ON CONFLICT (singleton) DO UPDATE SET version = excluded.version",
+                SCHEMA_VERSION,
+            )
+    return int(found)

@@ -1,0 +1,164 @@
+"""The schema is created and upgraded on open, once, even by processes racing for it."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+import pytest_asyncio
+from statekit_postgres import PostgresBackend, PostgresOptions
+from statekit_postgres.schema import SCHEMA_VERSION
+
+from statekit.errors import BackendError
+from statekit.store import StateStore
+
+from .conftest import open_or_skip, with_query
+
+PROCESSES = 4
+
+# Each process waits for the same moment, then opens the store and writes one key.
+OPEN_AT_ONCE = """
+import asyncio, sys, time
+import statekit
+
+async def main(url: str, name: str) -> None:
+    async with await statekit.open(url) as store:
+        await store.put("opened/" + name, 1)
+
+time.sleep(max(0.0, float(sys.argv[3]) - time.time()))
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def _open_at_once(url: str) -> None:
+    start_at = str(time.time() + 1.5)
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            OPEN_AT_ONCE,
+            url,
+            str(i),
+            start_at,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for i in range(PROCESSES)
+    ]
+    results = [await proc.communicate() for proc in procs]
+    failures = [
+        err.decode() for proc, (_, err) in zip(procs, results, strict=True) if proc.returncode
+    ]
+    assert not failures, failures[0]
+
+
+async def _admin(pg_url: str) -> Any:
+    return await asyncpg.connect(**PostgresOptions.parse(pg_url).connect_kwargs())
+
+
+@pytest_asyncio.fixture
+async def fresh_schema(pg_url: str) -> AsyncIterator[str]:
+    """A schema name nobody has used; dropped afterwards."""
+    name = f"sk_{uuid.uuid4().hex[:16]}"
+    yield name
+    admin = await _admin(pg_url)
+    try:
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await admin.close()
+
+
+@pytest.mark.asyncio
+async def test_processes_opening_a_fresh_schema_at_once(pg_url: str, fresh_schema: str) -> None:
+    url = with_query(pg_url, schema=fresh_schema, namespace="race")
+    await _open_at_once(url)
+    backend = await open_or_skip(url)
+    async with StateStore(backend) as store:
+        assert [r.key async for r in store.scan("opened/")] == [
+            f"opened/{i}" for i in range(PROCESSES)
+        ]
+        health = await store.health()
+        assert health.detail["schema"] == fresh_schema
+        assert health.detail["schema_version"] == SCHEMA_VERSION
+
+
+@pytest_asyncio.fixture
+async def fresh_database(pg_url: str) -> AsyncIterator[str]:
+    """A new database (ICU collation en-US where the server has ICU): its URL."""
+    name = f"statekit_{uuid.uuid4().hex[:16]}"
+    admin = await _admin(pg_url)
+    try:
+        icu = await admin.fetchval("SELECT count(*) FROM pg_collation WHERE collprovider = 'i'")
+        locale = "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'" if icu else ""
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' {locale}")
+        parts = urlsplit(pg_url)
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+
+@pytest.mark.asyncio
+async def test_processes_opening_a_fresh_database_at_once(fresh_database: str) -> None:
+    """The default schema (public) of a new database, whose collation is not "C"."""
+    await _open_at_once(with_query(fresh_database, namespace="race"))
+    backend = await open_or_skip(with_query(fresh_database, namespace="order"))
+    async with StateStore(backend) as store:
+        # Code point order whatever the database's collation; _ and % are no wildcards.
+        keys = ["a", "B", "a_b", "ab", "a%b", "é", "Z", "_x", "%y", "a b", "😀"]
+        for key in keys:
+            await store.put(key, 1)
+        assert [r.key async for r in store.scan()] == sorted(keys)
+        assert [r.key async for r in store.scan("a_")] == ["a_b"]
+        assert [r.key async for r in store.scan("a%")] == ["a%b"]
+
+
+@pytest.mark.asyncio
+async def test_reopening_is_idempotent_and_a_newer_schema_is_refused(
+    pg_url: str, fresh_schema: str
+) -> None:
+    url = with_query(pg_url, schema=fresh_schema)
+    for _ in range(2):
+        backend = await open_or_skip(url)
+        await backend.aclose()
+    admin = await _admin(url)
+    try:
+        assert await admin.fetch("SELECT version FROM statekit_schema") == [(SCHEMA_VERSION,)]
+        await admin.execute("UPDATE statekit_schema SET version = 999")
+    finally:
+        await admin.close()
+    with pytest.raises(BackendError) as err:
+        await PostgresBackend.open(url)
+    assert "newer statekit-postgres" in str(err.value)
+
+
+@pytest.mark.asyncio
+async def test_an_interrupted_migration_leaves_nothing(
+    pg_url: str, fresh_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migrations run in one transaction: a failure half way creates no table at all."""
+    from statekit_postgres import schema
+
+    broken = [(*schema.MIGRATIONS[0], "SELECT no_such_function()")]
+    monkeypatch.setattr(schema, "MIGRATIONS", broken)
+    url = with_query(pg_url, schema=fresh_schema)
+    with pytest.raises(BackendError):
+        await PostgresBackend.open(url)
+    admin = await _admin(url)
+    try:
+        tables = await admin.fetchval(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = $1", fresh_schema
+        )
+    finally:
+        await admin.close()
+    assert tables == 0
+    monkeypatch.undo()
+    backend = await open_or_skip(url)  # and the next open migrates cleanly
+    await backend.aclose()
