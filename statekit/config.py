@@ -758,7 +758,6 @@ def _influxdb_url(db: DatabaseSettings) -> str:
         query["org"] = db.influxdb_org
     if db.influxdb_token.get_secret_value():
         query["token"] = db.influxdb_token.get_secret_value()
-    if parts.scheme == "https":
-        query["tls"] = "true"
+    scheme = "influxdbs" if parts.scheme == "https" else "influxdb"  # TLS by scheme
     tail = f"?{urlencode(query)}" if query else ""
-    return f"influxdb://{netloc}/{quote(db.influxdb_bucket, safe='')}{tail}"
+    return f"{scheme}://{netloc}/{quote(db.influxdb_bucket, safe='')}{tail}"

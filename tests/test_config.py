@@ -645,7 +645,7 @@ def test_log_level_invalid(monkeypatch: pytest.MonkeyPatch) -> None:
                     "influxdb_bucket": "b",
                 }
             },
-            "influxdb://influx.example:443/b?org=my+org&token=t%2Fk%3Dn%26&tls=true",
+            "influxdbs://influx.example:443/b?org=my+org&token=t%2Fk%3Dn%26",
         ),
         (
             {"url": "redis://cache:6379/0", "database": {"database_type": "redis"}},
