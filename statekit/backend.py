@@ -20,7 +20,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self, TypeAlias
 
-from statekit.errors import ConflictError
+from statekit.errors import CapabilityError, ConflictError
 
 __all__ = [
     "ANY",
@@ -230,6 +230,20 @@ class Backend(ABC):
         delivered once, in commit order. Close the iterator (``aclose()``) to stop.
         Backends without :attr:`Capability.WATCH` raise CapabilityError.
         """
+
+    async def replicate(self, records: Sequence[Record]) -> None:
+        """Store ``records`` exactly as given (key, version, kind, data, meta, at).
+
+        What a mirror of a tiered store does with every committed version
+        (e.g. into InfluxDB for dashboards). Idempotent: a version already
+        present is left as it is, so a retried copy is harmless. Backends that
+        cannot hold foreign versions keep this default, which refuses.
+        """
+        raise CapabilityError(
+            f"the {self.name} backend cannot be a mirror (it does not implement replicate)",
+            backend=self.name,
+            capability="replicate",
+        )
 
     @abstractmethod
     async def health(self) -> Health:
