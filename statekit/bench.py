@@ -43,6 +43,7 @@ from importlib import metadata
 from pathlib import Path
 
 import statekit
+import statekit.config
 from statekit.backend import JSON, Write
 from statekit.backends.sqlite import INSERT_VERSION, SELECT_HEAD, UPSERT_HEAD, SqliteBackend
 from statekit.errors import StatekitError
@@ -329,7 +330,96 @@ async def bench_sqlite(config: BenchConfig, scratch: Path) -> AsyncGenerator[Res
         yield await measure("sqlite", batch, config.rounds)
 
 
-BACKENDS: dict[str, BenchRunner] = {"sqlite": bench_sqlite}
+async def bench_tiered(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
+    """A PostgreSQL store with the read cache on, beside the same store without it.
+
+    ``cached_get``: ``store.get`` served by the cache, beside a plain dict lookup of
+    the same records (the floor any cache can reach). ``get``: cached beside uncached
+    reads from PostgreSQL (a ratio above 1 is the cache's gain). ``put``: a write
+    through the tiers beside a plain write (the tiers' cost on the write path).
+    """
+    import uuid
+
+    base = server_url(config, "postgres")
+    namespace = f"bench_tiered_{uuid.uuid4().hex[:8]}"
+    url = f"{base}{'&' if '?' in base else '?'}namespace={namespace}"
+    settings = statekit.config.load_settings(config_file="", env_file="")
+    async with AsyncExitStack() as stack:
+        cached = await stack.enter_async_context(
+            await statekit.open(url, settings=settings, cache=True)
+        )
+        plain = await stack.enter_async_context(await statekit.open(url, settings=settings))
+        drop = getattr(plain.backend, "drop_namespace", None)
+        if drop is not None:
+            stack.push_async_callback(drop, forget=True)
+        keys = [f"bench/{i}" for i in range(config.keys)]
+        for i, key in enumerate(keys):
+            await cached.put(key, sample_value(i))
+        table = {key: await plain.get(key) for key in keys}
+        reads = [keys[i % len(keys)] for i in range(config.n)]
+        detail: dict[str, JSON] = {"keys": config.keys, "cache_max_size": settings.cache.max_size}
+
+        def timed_reads(get: Callable[[str], Awaitable[object]]) -> Timed:
+            async def run() -> float:
+                started = time.perf_counter()
+                for key in reads:
+                    await get(key)
+                return time.perf_counter() - started
+
+            return run
+
+        async def dict_get(key: str) -> object:
+            return table[key]
+
+        yield await measure(
+            "tiered",
+            Workload(
+                "cached_get",
+                config.n,
+                timed_reads(cached.get),
+                timed_reads(dict_get),
+                detail=detail,
+            ),
+            config.rounds,
+        )
+        yield await measure(
+            "tiered",
+            Workload(
+                "get",
+                config.n,
+                timed_reads(cached.get),
+                timed_reads(plain.get),
+                detail={**detail, "raw": "the same PostgreSQL store without the cache"},
+            ),
+            config.rounds,
+        )
+        counter = 0
+
+        def timed_puts(store: statekit.StateStore) -> Timed:
+            async def run() -> float:
+                nonlocal counter
+                started = time.perf_counter()
+                for _ in range(config.n):
+                    counter += 1
+                    await store.put(keys[counter % len(keys)], sample_value(counter))
+                return time.perf_counter() - started
+
+            return run
+
+        yield await measure(
+            "tiered",
+            Workload(
+                "put",
+                config.n,
+                timed_puts(cached),
+                timed_puts(plain),
+                detail={**detail, "raw": "the same PostgreSQL store without tiers"},
+            ),
+            config.rounds,
+        )
+
+
+BACKENDS: dict[str, BenchRunner] = {"sqlite": bench_sqlite, "tiered": bench_tiered}
 """Built-in backend name -> its benchmark."""
 
 ENTRY_POINT_GROUP = "statekit.bench"

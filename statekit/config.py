@@ -36,6 +36,7 @@ from dotenv.parser import parse_stream
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from statekit.codec import redact_url
 from statekit.errors import ConfigError
 
 __all__ = [
@@ -198,6 +199,10 @@ class Settings(BaseSettings):
     enable_validation: bool = True
     """Run the registered validators before every write."""
     enable_file_fallback: bool = False
+    fallback_path: str = "statekit-fallback.db"
+    """The fallback journal's SQLite file (one per process), when the fallback is on."""
+    mirrors: list[str] = Field(default_factory=list)
+    """Store URLs every committed version is copied to (write-behind), e.g. InfluxDB."""
     """Journal writes to a local file when the database is unreachable."""
     log_level: LogLevel = "INFO"
     """DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)."""
@@ -718,6 +723,8 @@ def _masked(model: BaseModel) -> dict[str, Any]:
         value = getattr(model, name)
         if isinstance(value, SecretStr):
             out[name] = "***" if value.get_secret_value() else ""
+        elif name == "mirrors":  # URLs: a password in one is shown as ***
+            out[name] = [redact_url(url) for url in value]
         elif isinstance(value, BaseModel):
             out[name] = _masked(value)
         else:

@@ -396,6 +396,46 @@ class StateStore:
         return Watch(self.backend, prefix)
 
 
+async def _open_backend(url: str, host: PluginHost) -> Backend:
+    scheme = urlsplit(url).scheme
+    if not scheme:
+        raise ValidationError(
+            f"{redact_url(url)!r} is not a store URL; try sqlite:///statekit.db or memory://",
+            reason="url",
+        )
+    return await host.backend_class(scheme).open(url)
+
+
+async def _tiered(
+    primary: Backend,
+    host: PluginHost,
+    settings: Settings,
+    cache: bool,
+    mirror_urls: Sequence[str],
+    fallback: str,
+) -> Backend:
+    from statekit.tiered import FallbackJournal, ReadCache, TieredBackend
+
+    opened: list[Backend] = [primary]
+    try:
+        for url in mirror_urls:
+            opened.append(await _open_backend(url, host))
+        tiered = TieredBackend(
+            primary,
+            cache=ReadCache(ttl=settings.cache.ttl_seconds, max_size=settings.cache.max_size)
+            if cache
+            else None,
+            mirrors=opened[1:],
+            fallback=await FallbackJournal.open(fallback) if fallback else None,
+        )
+        await tiered.start()
+    except BaseException:
+        for backend in opened:
+            await backend.aclose()
+        raise
+    return tiered
+
+
 class Watch:
     """Commits to keys under a prefix, as an async iterator. See :meth:`StateStore.watch`."""
 
@@ -447,25 +487,36 @@ async def open(
     settings: Settings | None = None,
     host: PluginHost | None = None,
     codec: Codec | None = None,
+    primary: str | None = None,
+    cache: bool | None = None,
+    mirrors: Sequence[str] | None = None,
+    fallback: str | None = None,
 ) -> StateStore:
     """Open the store at ``url`` with the backend registered for its scheme.
 
     ``url`` defaults to the configured one (``STATEKIT_URL``, the legacy
     ``TRADING_STATE_*`` settings, ``config.json``), else ``sqlite:///statekit.db``.
     ``settings`` defaults to :func:`statekit.config.load_settings`.
+
+    Tiers (docs/tiered.md), each defaulting to the settings:
+
+    :param primary: another name for ``url``, as the tiered store reads.
+    :param cache: an in-process read cache (``cache.enabled``, ``ttl_seconds``, ``max_size``).
+    :param mirrors: store URLs every committed version is copied to, write-behind.
+    :param fallback: a journal file that accepts writes while the primary is down
+        (``enable_file_fallback`` and ``fallback_path``); ``""`` turns it off.
     """
     from statekit.config import load_settings
 
     settings = settings or load_settings()
-    url = url or settings.store_url()
     host = host or PluginHost.from_settings(settings)
-    scheme = urlsplit(url).scheme
-    if not scheme:
-        raise ValidationError(
-            f"{redact_url(url)!r} is not a store URL; try sqlite:///statekit.db or memory://",
-            reason="url",
-        )
-    backend = await host.backend_class(scheme).open(url)
+    backend = await _open_backend(url or primary or settings.store_url(), host)
+    use_cache = settings.cache.enabled if cache is None else cache
+    mirror_urls = settings.mirrors if mirrors is None else list(mirrors)
+    if fallback is None:
+        fallback = settings.fallback_path if settings.enable_file_fallback else ""
+    if use_cache or mirror_urls or fallback:
+        backend = await _tiered(backend, host, settings, use_cache, mirror_urls, fallback)
     return StateStore(
         backend,
         validators=host.validators() if settings.enable_validation else None,

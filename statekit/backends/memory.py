@@ -16,7 +16,7 @@ from datetime import datetime
 from time import perf_counter
 from typing import Self
 
-from statekit.backend import Backend, Capability, Health, Record, Write, check_expect
+from statekit.backend import Backend, Capability, Health, Record, Write, check_expect, dumps
 from statekit.codec import loads
 from statekit.errors import BackendError
 from statekit.hookspecs import hookimpl
@@ -103,6 +103,20 @@ class MemoryBackend(Backend):
                 if record.key.startswith(sub.prefix):
                     sub.queue.put_nowait(record)
         return records
+
+    async def replicate(self, records: Sequence[Record]) -> None:
+        self._check_open()
+        async with self._lock:
+            for r in records:
+                history = self._versions.setdefault(r.key, [])
+                if not history:
+                    bisect.insort(self._keys, r.key)
+                if any(s.version == r.version for s in history):
+                    continue  # already copied: replicate is idempotent
+                data = None if r.data is None else dumps(r.data)
+                history.append(_Stored(r.version, r.kind, data, dumps(dict(r.meta)), r.at))
+                history.sort(key=lambda s: s.version)
+                self._heads[r.key] = max(self._heads.get(r.key, 0), r.version)
 
     async def read(
         self,

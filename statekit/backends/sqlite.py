@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from statekit.backend import Backend, Capability, Health, Record, Write, check_expect
+from statekit.backend import Backend, Capability, Health, Record, Write, check_expect, dumps
 from statekit.codec import from_micros, loads, prefix_end, redact_url, to_micros
 from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
 from statekit.hookspecs import hookimpl
@@ -322,6 +322,42 @@ class SqliteBackend(Backend):
                 con.execute("ROLLBACK")
             raise
         return [(v, r[4]) for v, r in zip(versions, rows, strict=True)]
+
+    def _replicate_sync(self, rows: list[tuple[str, int, str, str | None, str, int]]) -> None:
+        con = self._writer
+        assert con is not None
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            for key, version, kind, data, meta, at in rows:
+                inserted = con.execute(
+                    "INSERT OR IGNORE INTO sk_versions (key, version, kind, data, meta, at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (key, version, kind, data, meta, at),
+                ).rowcount
+                if inserted:  # a newer version than the head moves the head
+                    con.execute(
+                        UPSERT_HEAD + " WHERE excluded.version > sk_heads.version",
+                        (key, version, kind, data is not None),
+                    )
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+
+    async def replicate(self, records: Sequence[Record]) -> None:
+        rows = [
+            (
+                r.key,
+                r.version,
+                r.kind,
+                None if r.data is None else dumps(r.data),
+                dumps(dict(r.meta)),
+                to_micros(r.at),
+            )
+            for r in records
+        ]
+        await self._run_writer(self._replicate_sync, rows)
 
     async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
         stamped = await self._run_writer(self._append_sync, writes, to_micros(at))

@@ -101,6 +101,9 @@ class GuardedBackend(Backend):
         it = await self._call("watch", self.inner.watch(prefix))
         return self._iterate("watch", it)
 
+    async def replicate(self, records: Sequence[Record]) -> None:
+        await self._call("replicate", self.inner.replicate(records))
+
     async def health(self) -> Health:
         return await self._call("health", self.inner.health())
 

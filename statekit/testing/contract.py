@@ -581,6 +581,25 @@ class BackendContract:
         assert await store.get("restart/b") is None
         assert (await store.put("restart/a", 4, expect=1)).version == 2
 
+    @pytest.mark.asyncio
+    async def test_replicate_copies_versions_as_given(self, store: StateStore) -> None:
+        """A backend that can be a mirror stores foreign versions exactly, idempotently."""
+        at = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+        records = [
+            Record("mirror/a", 1, "position", {"q": 1}, {"user_id": "u"}, at),
+            Record("mirror/a", 2, "position", {"q": 2}, {}, at + timedelta(seconds=1)),
+            Record("mirror/b", 7, "order", {"s": "open"}, {}, at),
+        ]
+        try:
+            await store.backend.replicate(records)
+        except CapabilityError:
+            pytest.skip(f"{store.backend.name} cannot be a mirror")
+        await store.backend.replicate(records[1:])  # a retried copy changes nothing
+        history = await store.backend.read("mirror/a")
+        assert history == records[:2]
+        head = await store.get("mirror/b")
+        assert head == records[2]
+
     # -- snapshots (built in the core over the contract) -------------------------------------
 
     @pytest.mark.asyncio
