@@ -55,7 +55,7 @@ async def test_run_yields_results_from_the_registry(tmp_path: Path) -> None:
 
     results = [r async for r in bench.run("sqlite", config)]
 
-    assert set(bench.BACKENDS) == {"sqlite"}
+    assert set(bench.BACKENDS) == {"sqlite", "tiered"}
     assert [r["workload"] for r in results] == ["put", "batch"]
     assert results[0]["n"] == 6
     assert results[0]["keys"] == 4
@@ -161,3 +161,17 @@ def test_module_runs_as_a_command(tmp_path: Path) -> None:
     assert [r["workload"] for r in results] == ["put", "batch"]
     for result in results:
         check_line(result, result["workload"])
+
+
+@pytest.mark.asyncio
+async def test_tiered_bench_on_postgres(tmp_path: Path) -> None:
+    from statekit.testing import server_url
+
+    url = server_url("postgres")
+    config = bench.BenchConfig(n=5, rounds=1, directory=tmp_path, keys=3, url=url)
+    results = [r async for r in bench.run("tiered", config)]
+    assert [r["workload"] for r in results] == ["cached_get", "get", "put"]
+    for result in results:
+        assert result["backend"] == "tiered"
+        for name in RATE_FIELDS:
+            assert isinstance(result[name], float | int) and result[name] > 0, name

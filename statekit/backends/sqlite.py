@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
 import sqlite3
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
@@ -32,6 +30,7 @@ from statekit.codec import from_micros, loads, prefix_end, redact_url, to_micros
 from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
 from statekit.hookspecs import hookimpl
 from statekit.host import BackendRegistry
+from statekit.worker import Worker
 
 __all__ = ["SqliteBackend"]
 
@@ -90,51 +89,6 @@ def _range(prefix: str) -> tuple[str, str]:
     return prefix, prefix_end(prefix) or "\U0010ffff" * 2
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the caller was cancelled; nobody wants the outcome
-        return
-    if error is None:
-        future.set_result(result)
-    else:
-        future.set_exception(error)
-
-
-class _Worker:
-    """One thread that owns one sqlite3 connection and runs jobs for it in order.
-
-    Leaner than ``run_in_executor``: one queue hand-off and one loop wake-up per
-    call, which is most of what statekit adds to a sqlite put (docs/benchmarks.md).
-    A job whose caller is cancelled still runs to its end: an append either
-    commits or rolls back, never half.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        # daemon: a program that never closes its store must still be able to exit
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            fn, args, future, loop = job
-            result, error = None, None
-            try:
-                result = fn(*args)
-            except BaseException as exc:  # handed to the awaiting task, not swallowed
-                error = exc
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
-                loop.call_soon_threadsafe(_settle, future, result, error)
-
-    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((fn, args, future, loop))
-        return future
-
-    def stop(self) -> None:
-        self._jobs.put(None)
-
-
 class SqliteBackend(Backend):
     """The embedded default backend. See the module docstring for its guarantees."""
 
@@ -166,8 +120,8 @@ class SqliteBackend(Backend):
         self.synchronous = _SYNC_MODES[synchronous.lower()]
         self.busy_timeout = busy_timeout
         self.poll_interval = poll_interval
-        self._writer_thread = _Worker("statekit-sqlite-writer")
-        self._reader_thread = _Worker("statekit-sqlite-reader")
+        self._writer_thread = Worker("statekit-sqlite-writer")
+        self._reader_thread = Worker("statekit-sqlite-reader")
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._closed = False
@@ -228,7 +182,7 @@ class SqliteBackend(Backend):
             return BackendUnavailable(f"{where}: {text}", backend=self.name)
         return BackendError(f"{where}: {type(exc).__name__}: {text}", backend=self.name)
 
-    async def _run(self, worker: _Worker, fn: Callable[..., T], *args: Any) -> T:
+    async def _run(self, worker: Worker, fn: Callable[..., T], *args: Any) -> T:
         if self._closed:
             raise BackendError(f"sqlite {self.path}: the backend is closed", backend=self.name)
         try:

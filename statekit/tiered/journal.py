@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from statekit.backend import ANY, JSON, Write
-from statekit.backends.sqlite import _Worker
 from statekit.codec import from_micros
 from statekit.errors import BackendError
+from statekit.worker import Worker
 
 __all__ = ["FallbackJournal", "JournalEntry", "Rejected"]
 
@@ -90,7 +90,7 @@ class FallbackJournal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._worker = _Worker("statekit-fallback-journal")
+        self._worker = Worker("statekit-fallback-journal")
         self._con: sqlite3.Connection | None = None
 
     @classmethod
