@@ -1,0 +1,253 @@
+"""``file:///dir``: statekit's versioned keys in a folder of plain files.
+
+- Every commit is one line of a JSONL journal, written and fdatasync'ed under an
+  exclusive ``flock``: one flush per commit, a multi-key batch in one line, so a
+  batch lands whole or not at all even if the process or machine dies.
+- Each key's head is a human-readable JSON file and its history a JSONL file,
+  brought up to date from the journal by checkpoints (every ``checkpoint``
+  versions and on close), each file replaced atomically.
+- Several processes may share a folder: writers take the lock exclusively,
+  readers shared. ``watch`` polls the journal, so it sees every process's commits.
+- All file I/O runs on one private thread per backend, never on the event loop.
+
+URL forms: ``file:///absolute/dir`` and ``file://localhost/absolute/dir``;
+``file:relative/dir`` (no slashes after the colon) is relative to the working
+directory. Options: ``?checkpoint=10000&lock_timeout=30&poll_interval=0.05``.
+POSIX only (``fcntl``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Self, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from statekit.backend import Backend, Capability, Health, Record, Write
+from statekit.codec import redact_url
+from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
+from statekit.worker import Worker
+from statekit_file.folder import Cursor, Folder
+from statekit_file.lock import LockTimeout
+from statekit_file.records import at_text
+
+__all__ = ["FileBackend", "parse_url"]
+
+T = TypeVar("T")
+
+DEFAULT_CHECKPOINT = 10_000
+"""Journal versions kept before a checkpoint copies them into the per-key files."""
+
+OPTIONS = ("checkpoint", "lock_timeout", "poll_interval")
+
+# Errors a later retry may get past: the disk fills up and is freed, a quota, a busy file.
+_RETRYABLE = {errno.ENOSPC, errno.EDQUOT, errno.EAGAIN, errno.EBUSY, errno.EMFILE, errno.ENFILE}
+
+
+def parse_url(url: str) -> tuple[Path, dict[str, float]]:
+    """The folder and the options of a ``file:`` URL; ConfigError if it is not one."""
+    parts = urlsplit(url)
+    shown = redact_url(url)
+    if parts.scheme.lower() != "file":
+        raise ConfigError(f"{shown!r} is not a file: URL", source="url")
+    if parts.netloc not in ("", "localhost"):
+        raise ConfigError(
+            f"file URL {shown!r} names host {parts.netloc!r}; write file:///absolute/dir "
+            "or file:relative/dir",
+            source="url",
+        )
+    path = unquote(parts.path)
+    if not path or path == "/":
+        raise ConfigError(f"file URL {shown!r} names no folder", source="url")
+    if parts.netloc == "localhost" and not path.startswith("/"):
+        raise ConfigError(f"file URL {shown!r}: the path after the host must be absolute")
+    options: dict[str, float] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in OPTIONS:
+            raise ConfigError(
+                f"unknown file URL option {name!r} in {shown!r}; use {', '.join(OPTIONS)}",
+                source="url",
+            )
+        try:
+            number = float(value)
+        except ValueError as exc:
+            raise ConfigError(f"file URL option {name}={value!r} is not a number") from exc
+        if number <= 0 or (name == "checkpoint" and number != int(number)):
+            raise ConfigError(
+                f"file URL option {name}={value!r} must be a positive "
+                f"{'integer' if name == 'checkpoint' else 'number'}",
+                source="url",
+            )
+        options[name] = number
+    return Path(path), options
+
+
+class FileBackend(Backend):
+    """A store in a folder of plain files. See the module docstring and docs/backends/file.md.
+
+    :param path: the store folder; created if missing (its parent must exist).
+    :param checkpoint: journal versions kept before they are copied to per-key files.
+    :param lock_timeout: seconds to wait for another process holding the lock.
+    :param poll_interval: seconds between a watcher's looks at the journal.
+    """
+
+    name = "file"
+    capabilities = frozenset(
+        {
+            Capability.ATOMIC_BATCH,
+            Capability.COMPARE_AND_SET,
+            Capability.WATCH,
+            Capability.HISTORY,
+            Capability.DURABLE,
+        }
+    )
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        checkpoint: int = DEFAULT_CHECKPOINT,
+        lock_timeout: float = 30.0,
+        poll_interval: float = 0.05,
+    ) -> None:
+        self.path = Path(path).absolute()
+        self.poll_interval = poll_interval
+        self._folder = Folder(self.path, checkpoint=checkpoint, lock_timeout=lock_timeout)
+        self._worker = Worker("statekit-file")
+        self._closed = False
+        self._opened = False
+
+    @classmethod
+    async def open(cls, url: str) -> Self:
+        path, options = parse_url(url)
+        backend = cls(
+            path,
+            checkpoint=int(options.get("checkpoint", DEFAULT_CHECKPOINT)),
+            lock_timeout=options.get("lock_timeout", 30.0),
+            poll_interval=options.get("poll_interval", 0.05),
+        )
+        try:
+            await backend.start()
+        except BaseException:
+            await backend.aclose()
+            raise
+        return backend
+
+    async def start(self) -> None:
+        """Create or check the folder and repair what a crash left (``open`` calls it)."""
+        await self._run(self._folder.open)
+        self._opened = True
+
+    # -- the one place OS errors become statekit errors --------------------------------
+
+    def _translate(self, exc: OSError | LockTimeout) -> StatekitError:
+        if isinstance(exc, LockTimeout):
+            return BackendUnavailable(f"file store {exc}", backend=self.name)
+        where = exc.filename or self.path
+        text = f"file store {self.path}: {exc.strerror or exc} ({where})"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return BackendUnavailable(f"{text}: the disk is full; free space", backend=self.name)
+        if exc.errno in _RETRYABLE:
+            return BackendUnavailable(text, backend=self.name)
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return BackendError(
+                f"{text}: no permission; is the folder writable by this user?", backend=self.name
+            )
+        if exc.errno == errno.ENOENT and not self._opened:
+            return BackendError(f"{text}: does the folder's parent exist?", backend=self.name)
+        return BackendError(f"{text} [{type(exc).__name__}]", backend=self.name)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise BackendError(f"file store {self.path}: the backend is closed", backend=self.name)
+        try:
+            return await self._worker.submit(fn, *args)
+        except (OSError, LockTimeout) as exc:
+            raise self._translate(exc) from exc
+        except BackendError as exc:
+            if exc.backend is None:
+                exc.backend = self.name
+            raise
+
+    # -- the contract ------------------------------------------------------------------
+
+    async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
+        versions = await self._run(self._folder.append, writes, at_text(at))
+        return [
+            Record(w.key, v, w.kind, w.data, dict(w.meta), at)
+            for w, v in zip(writes, versions, strict=True)
+        ]
+
+    async def read(
+        self,
+        key: str,
+        *,
+        after: int = 0,
+        before: int | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Record]:
+        return await self._run(self._folder.read, key, after, before, limit, newest_first)
+
+    async def latest(self, keys: Sequence[str]) -> dict[str, Record]:
+        if not keys:
+            return {}
+        return await self._run(self._folder.latest, keys)
+
+    async def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:
+        keys = await self._run(self._folder.keys, prefix)
+        for start in range(0, len(keys), 500):  # the lock is not held while the caller works
+            for record in await self._run(self._folder.live_heads, keys[start : start + 500], kind):
+                yield record
+
+    async def prune(self, key: str, before_version: int) -> int:
+        return await self._run(self._folder.prune, key, before_version)
+
+    async def replicate(self, records: Sequence[Record]) -> None:
+        """Store ``records`` as given; versions at or below a key's head are skipped."""
+        if records:
+            await self._run(self._folder.replicate, records)
+
+    async def checkpoint(self) -> None:
+        """Bring every head and history file up to date with the journal now."""
+        await self._run(self._folder.checkpoint)
+
+    async def watch(self, prefix: str = "") -> AsyncIterator[Record]:
+        cursor = await self._run(self._folder.cursor)
+        return self._follow(prefix, cursor)
+
+    async def _follow(self, prefix: str, cursor: Cursor) -> AsyncIterator[Record]:
+        while True:
+            records, cursor = await self._run(self._folder.changes, cursor, prefix)
+            for record in records:
+                yield record
+            if not records:
+                await asyncio.sleep(self.poll_interval)
+
+    async def health(self) -> Health:
+        started = time.perf_counter()
+        detail = await self._run(self._folder.describe)
+        return Health(True, (time.perf_counter() - started) * 1000, detail)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        if self._opened and self._folder.wrote:
+            # Tidy, not needed: every commit is already in the synced journal.
+            with contextlib.suppress(BackendError):
+                await self._run(self._folder.checkpoint)
+        self._closed = True
+        await self._worker.submit(self._folder.close)
+        self._worker.stop()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "path": str(self.path),
+            "checkpoint": self._folder.checkpoint_every,
+        }

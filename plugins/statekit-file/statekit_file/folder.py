@@ -1,0 +1,513 @@
+"""The blocking engine of a store folder. Runs only on the backend's worker thread.
+
+Layout of a store folder (docs/backends/file.md)::
+
+    statekit-file.json        format marker (format, layout version, name scheme)
+    lock                      flock target (exclusive: writers; shared: readers)
+    current.json              {"generation": g, "seq": s}: which journal is live
+    journal-<g>.jsonl         the commit log: one line per append, fdatasync'ed
+    heads/<name>.json         each key's head record, pretty JSON   (checkpointed)
+    history/<name>.jsonl      each key's versions, one per line      (checkpointed)
+
+**Commit point.** An append is one line ``{"seq":…,"records":[…]}`` added to the
+live journal and fdatasync'ed, under the exclusive lock: one flush per commit,
+a whole batch in one line. A line without its final newline was torn by a crash
+and is cut off by the next writer; it was never acknowledged.
+
+**Checkpoint.** When the live journal holds ``checkpoint`` versions or 64 MiB
+(and when a backend that wrote closes), its versions are copied into the
+per-key files: history lines appended and synced, head files replaced
+atomically (temp, fsync, rename), folders synced. Then a new, empty journal
+generation becomes live (``current.json`` replaced atomically). A crash
+half-way leaves ``current.json`` on the old journal, and the copy is redone
+idempotently (a history file only gets versions above its last). The last
+four old journals are kept, for watchers that lag.
+
+**Reading.** A key's head is its newest version in the live journal, else its
+head file; its history is its history file plus the live journal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from statekit.backend import Record, Write, check_expect
+from statekit.errors import BackendError, SerializationError
+from statekit_file.files import (
+    complete_lines,
+    datasync,
+    fsync_dir,
+    last_line,
+    read_file,
+    write_atomic,
+)
+from statekit_file.lock import FolderLock
+from statekit_file.names import KeyNames
+from statekit_file.records import Entry, decode, encode_record, encode_write, entry_of, pretty
+
+__all__ = ["FORMAT_VERSION", "Cursor", "Folder"]
+
+FORMAT_VERSION = 1
+MARKER = "statekit-file.json"
+CURRENT = "current.json"
+KEEP_GENERATIONS = 4
+"""Old journals kept after a checkpoint, so a watcher that lags can still catch up."""
+CHECKPOINT_BYTES = 64 * 1024 * 1024
+"""A journal this large is checkpointed whatever its count of versions."""
+_TEMP = re.compile(r"\.tmp-\d+$")
+
+
+def journal_name(generation: int) -> str:
+    """The file name of a journal generation."""
+    return f"journal-{generation:08d}.jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a watcher stands: a journal generation, a byte offset in it, the last seq seen."""
+
+    generation: int
+    offset: int
+    seq: int
+
+
+class Folder:
+    """A store folder, opened by one backend. Not thread-safe: one worker thread uses it.
+
+    :param root: the folder.
+    :param checkpoint: versions the live journal may hold before they are copied
+        into the per-key files.
+    :param lock_timeout: seconds to wait for another process's lock.
+    """
+
+    def __init__(self, root: Path, *, checkpoint: int, lock_timeout: float) -> None:
+        self.root = root
+        self.heads = root / "heads"
+        self.history = root / "history"
+        self.checkpoint_every = checkpoint
+        self.lock = FolderLock(root / "lock", lock_timeout)
+        self.names = KeyNames()
+        self.generation = -1
+        self.seq = 0
+        self._current_stamp: tuple[int, int, int] | None = None
+        self._journal: int | None = None
+        self._offset = 0
+        self._tail: dict[str, list[Entry]] = {}  # key -> versions in the live journal
+        self._pending = 0  # versions in the live journal
+        self._heads: dict[str, Entry | None] = {}  # head files read during this generation
+        self._hashed: dict[str, str] = {}  # hashed file name -> key
+        self.wrote = False
+
+    # -- opening -----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create or check the folder, repair what a crash left, make the files current."""
+        self.root.mkdir(exist_ok=True)  # its parent must exist: a typo should not build a tree
+        self.lock.open()
+        with self.lock.exclusive():
+            marker = read_file(self.root / MARKER)
+            if marker is None:
+                self._create()
+            else:
+                self._check_marker(marker)
+            for folder in (self.root, self.heads, self.history):
+                for name in os.listdir(folder):
+                    if _TEMP.search(name):  # a dead writer's temp file (we hold the lock)
+                        os.unlink(folder / name)
+            self._refresh(repair=True)
+            if self._pending:
+                self._checkpoint()
+
+    def _create(self) -> None:
+        self.heads.mkdir(exist_ok=True)
+        self.history.mkdir(exist_ok=True)
+        probe = self.root / "Case-Probe.tmp-0"
+        probe.touch()
+        case_sensitive = not (self.root / "case-probe.tmp-0").exists()
+        probe.unlink()
+        self.names = KeyNames(case_sensitive=case_sensitive)
+        if not (self.root / CURRENT).exists():
+            fd = os.open(self.root / journal_name(0), os.O_WRONLY | os.O_CREAT, 0o644)
+            os.close(fd)
+            write_atomic(self.root / CURRENT, b'{"generation": 0, "seq": 0}\n')
+        marker = {
+            "format": "statekit-file",
+            "version": FORMAT_VERSION,
+            "case_sensitive_names": case_sensitive,
+        }
+        # Written last: a folder with a marker is complete.
+        write_atomic(self.root / MARKER, json.dumps(marker, indent=2).encode() + b"\n")
+
+    def _check_marker(self, raw: bytes) -> None:
+        try:
+            marker = json.loads(raw)
+            version = int(marker["version"])
+            ok = marker.get("format") == "statekit-file"
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BackendError(f"{self.root / MARKER} is not a statekit-file marker") from exc
+        if not ok:
+            raise BackendError(f"{self.root / MARKER} is not a statekit-file marker")
+        if version > FORMAT_VERSION:
+            raise BackendError(
+                f"{self.root}: layout version {version} was written by a newer statekit-file "
+                f"(this one knows {FORMAT_VERSION}); upgrade statekit-file"
+            )
+        self.names = KeyNames(case_sensitive=bool(marker.get("case_sensitive_names", True)))
+
+    def close(self) -> None:
+        """Checkpoint what this process wrote (best effort by the caller), release files."""
+        if self._journal is not None:
+            os.close(self._journal)
+            self._journal = None
+        self.lock.close()
+
+    # -- the live journal --------------------------------------------------------------
+
+    def _switch(self, generation: int, seq: int) -> None:
+        fd = os.open(self.root / journal_name(generation), os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        if self._journal is not None:
+            os.close(self._journal)
+        self._journal = fd
+        self.generation, self.seq = generation, seq
+        self._offset = 0
+        self._tail = {}
+        self._pending = 0
+        self._heads = {}
+
+    def _read_current(self) -> tuple[int, int]:
+        raw = read_file(self.root / CURRENT)
+        if raw is None:
+            raise BackendError(f"{self.root}: {CURRENT} is missing; is this a statekit folder?")
+        try:
+            current = json.loads(raw)
+            return int(current["generation"]), int(current["seq"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SerializationError(f"{self.root / CURRENT} is corrupt", backend="file") from exc
+
+    def _refresh(self, *, repair: bool) -> None:
+        """Catch up with the journal: other processes' commits, a new generation.
+
+        Call with the lock held; ``repair`` (exclusive lock) cuts a torn last line.
+        """
+        st = os.stat(self.root / CURRENT)
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp != self._current_stamp:
+            generation, seq = self._read_current()
+            if generation != self.generation:
+                self._switch(generation, seq)
+            self._current_stamp = stamp
+        fd = self._journal
+        assert fd is not None
+        size = os.fstat(fd).st_size
+        if size == self._offset:
+            return
+        data = os.pread(fd, size - self._offset, self._offset)
+        lines, end = complete_lines(data)
+        if repair and end < len(data):
+            os.ftruncate(fd, self._offset + end)  # torn by a killed writer: never committed
+        where = str(self.root / journal_name(self.generation))
+        for line in lines:
+            seq, records = _parse_line(line, where)
+            for obj in records:
+                key, entry = entry_of(obj, where)
+                self._tail.setdefault(key, []).append(entry)
+                self._pending += 1
+            self.seq = seq
+        self._offset += end
+
+    def _commit(self, items: Sequence[tuple[str, Entry]]) -> None:
+        """Append one journal line holding ``items``, synced; the commit point."""
+        fd = self._journal
+        assert fd is not None
+        seq = self.seq + 1
+        line = (f'{{"seq":{seq},"records":[' + ",".join(e.text for _, e in items) + "]}\n").encode()
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view) :]
+            datasync(fd)
+        except BaseException:
+            # Leave no half line behind (the next writer would cut it anyway).
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._offset)
+            raise
+        self._offset += len(line)
+        self.seq = seq
+        for key, entry in items:
+            self._tail.setdefault(key, []).append(entry)
+        self._pending += len(items)
+        self.wrote = True
+
+    # -- heads -------------------------------------------------------------------------
+
+    def _head_file(self, key: str) -> Path:
+        return self.heads / f"{self.names.name(key)}.json"
+
+    def _history_file(self, key: str) -> Path:
+        return self.history / f"{self.names.name(key)}.jsonl"
+
+    def _head(self, key: str) -> Entry | None:
+        tail = self._tail.get(key)
+        if tail:
+            return tail[-1]
+        if key in self._heads:
+            return self._heads[key]
+        path = self._head_file(key)
+        raw = read_file(path)
+        entry = None
+        if raw is not None:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise SerializationError(f"{path}: not UTF-8", backend="file") from exc
+            record = decode(text, str(path))
+            if record.key != key:  # a hashed name shared by two keys: astronomically unlikely
+                raise BackendError(f"{path} holds key {record.key!r}, not {key!r}")
+            entry = Entry(record.version, not record.deleted, record.kind, _compact(text))
+        self._heads[key] = entry
+        return entry
+
+    # -- the contract, synchronously ---------------------------------------------------
+
+    def append(self, writes: Sequence[Write], at: str) -> list[int]:
+        """Check every ``expect`` and commit all writes as one journal line."""
+        with self.lock.exclusive():
+            self._refresh(repair=True)
+            items: list[tuple[str, Entry]] = []
+            for w in writes:
+                head = self._head(w.key)
+                version = head.version if head is not None else 0
+                check_expect(w, version, head is None or not head.live, backend="file")
+                items.append((w.key, encode_write(w, version + 1, at)))
+            self._commit(items)
+            if self._pending >= self.checkpoint_every or self._offset >= CHECKPOINT_BYTES:
+                self._checkpoint()
+        return [e.version for _, e in items]
+
+    def replicate(self, records: Sequence[Record]) -> int:
+        """Commit the records newer than each key's head, as one line; returns how many."""
+        with self.lock.exclusive():
+            self._refresh(repair=True)
+            newest: dict[str, int] = {}
+            items: list[tuple[str, Entry]] = []
+            for record in records:
+                if record.key not in newest:
+                    head = self._head(record.key)
+                    newest[record.key] = head.version if head is not None else 0
+                if record.version <= newest[record.key]:
+                    continue  # already here (or pruned here): a retried copy is harmless
+                newest[record.key] = record.version
+                items.append((record.key, encode_record(record)))
+            if items:
+                self._commit(items)
+                if self._pending >= self.checkpoint_every or self._offset >= CHECKPOINT_BYTES:
+                    self._checkpoint()
+        return len(items)
+
+    def latest(self, keys: Iterable[str]) -> dict[str, Record]:
+        """Head records of the keys that have one (tombstones included)."""
+        with self.lock.shared():
+            self._refresh(repair=False)
+            heads = {key: self._head(key) for key in keys}
+        return {k: decode(e.text, k) for k, e in heads.items() if e is not None}
+
+    def _history_lines(self, key: str) -> list[bytes]:
+        raw = read_file(self._history_file(key))
+        if raw is None:
+            return []
+        lines, _ = complete_lines(raw)  # a torn tail (killed checkpoint) is never returned
+        return lines
+
+    def read(
+        self, key: str, after: int, before: int | None, limit: int | None, newest_first: bool
+    ) -> list[Record]:
+        """Versions ``after < v < before`` of ``key``, in order."""
+        with self.lock.shared():
+            self._refresh(repair=False)
+            texts: dict[int, str] = {}
+            where = str(self._history_file(key))
+            for line in self._history_lines(key):
+                text = line.decode("utf-8", errors="replace")
+                texts[decode(text, where).version] = text
+            for entry in self._tail.get(key, ()):
+                texts[entry.version] = entry.text
+        high = before if before is not None else 2**63
+        versions = sorted((v for v in texts if after < v < high), reverse=newest_first)
+        if limit is not None:
+            versions = versions[:limit]
+        return [decode(texts[v], where) for v in versions]
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every key starting with ``prefix`` that has a head (live or not), sorted."""
+        with self.lock.shared():
+            self._refresh(repair=False)
+            found = {k for k in self._tail if k.startswith(prefix)}
+            for name in os.listdir(self.heads):
+                if not name.endswith(".json"):
+                    continue
+                stem = name[:-5]
+                key = KeyNames.key(stem)
+                if key is None:
+                    key = self._hashed.get(stem)
+                    if key is None:
+                        raw = read_file(self.heads / name)
+                        if raw is None:
+                            continue
+                        key = decode(raw.decode("utf-8"), name).key
+                        self._hashed[stem] = key
+                if key.startswith(prefix):
+                    found.add(key)
+        return sorted(found)
+
+    def live_heads(self, keys: Sequence[str], kind: str | None) -> list[Record]:
+        """The live heads of ``keys`` (of ``kind``), in the given order."""
+        with self.lock.shared():
+            self._refresh(repair=False)
+            heads = [(k, self._head(k)) for k in keys]
+        return [
+            decode(e.text, k)
+            for k, e in heads
+            if e is not None and e.live and (kind is None or e.kind == kind)
+        ]
+
+    def prune(self, key: str, before_version: int) -> int:
+        """Drop versions older than ``before_version`` from the history file; never the head."""
+        with self.lock.exclusive():
+            self._refresh(repair=True)
+            if key in self._tail:
+                self._checkpoint()  # the history file then holds every version
+            head = self._head(key)
+            if head is None:
+                return 0
+            path = self._history_file(key)
+            lines = self._history_lines(key)
+            kept = [
+                line
+                for line in lines
+                if (v := decode(line.decode("utf-8"), str(path)).version) >= before_version
+                or v == head.version
+            ]
+            if len(kept) < len(lines):
+                write_atomic(path, b"".join(line + b"\n" for line in kept))
+        return len(lines) - len(kept)
+
+    def checkpoint(self) -> None:
+        """Copy the live journal into the per-key files now (what close does)."""
+        with self.lock.exclusive():
+            self._refresh(repair=True)
+            if self._pending:
+                self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        for key, entries in self._tail.items():
+            path = self._history_file(key)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            try:
+                last = last_line(fd, repair=True)
+                have = decode(last.decode("utf-8"), str(path)).version if last else 0
+                new = [e.text for e in entries if e.version > have]
+                if new:
+                    os.write(fd, ("\n".join(new) + "\n").encode())
+                    datasync(fd)
+            finally:
+                os.close(fd)
+            write_atomic(self._head_file(key), pretty(entries[-1].text).encode(), sync_dir=False)
+        fsync_dir(self.history)
+        fsync_dir(self.heads)
+        generation = self.generation + 1
+        fd = os.open(
+            self.root / journal_name(generation),
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+            0o644,
+        )
+        os.close(fd)
+        current = json.dumps({"generation": generation, "seq": self.seq}).encode() + b"\n"
+        write_atomic(self.root / CURRENT, current)  # the switch: syncs the root folder too
+        with contextlib.suppress(FileNotFoundError):  # the newest few stay, for watchers
+            os.unlink(self.root / journal_name(generation - 1 - KEEP_GENERATIONS))
+        self._switch(generation, self.seq)
+        self._current_stamp = None
+
+    # -- watch -------------------------------------------------------------------------
+
+    def cursor(self) -> Cursor:
+        """Where a watcher starting now stands."""
+        with self.lock.shared():
+            self._refresh(repair=False)
+            return Cursor(self.generation, self._offset, self.seq)
+
+    def changes(self, cursor: Cursor, prefix: str, most: int = 1000) -> tuple[list[Record], Cursor]:
+        """Commits after ``cursor`` to keys under ``prefix`` (up to ``most`` lines read)."""
+        out: list[Record] = []
+        with self.lock.shared():
+            generation, _ = self._read_current()
+            gen, offset, seq = cursor.generation, cursor.offset, cursor.seq
+            read = 0
+            while read < most:
+                path = self.root / journal_name(gen)
+                try:
+                    with open(path, "rb") as f:
+                        f.seek(offset)
+                        data = f.read()
+                except FileNotFoundError as exc:
+                    raise BackendError(
+                        f"{path}: this watcher fell more than four journal generations behind "
+                        "and missed commits; start a new watch",
+                        backend="file",
+                    ) from exc
+                lines, _ = complete_lines(data)
+                for line in lines[: most - read]:
+                    offset += len(line) + 1
+                    read += 1
+                    line_seq, records = _parse_line(line, str(path))
+                    if line_seq <= seq:
+                        continue
+                    seq = line_seq
+                    for obj in records:
+                        if str(obj.get("key", "")).startswith(prefix):
+                            _, entry = entry_of(obj, str(path))
+                            out.append(decode(entry.text, str(path)))
+                if read >= most or gen >= generation:
+                    break
+                gen, offset = gen + 1, 0
+        return out, Cursor(gen, offset, seq)
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for health() and doctor."""
+        with self.lock.shared():
+            self._refresh(repair=False)
+            return {
+                "path": str(self.root),
+                "generation": self.generation,
+                "seq": self.seq,
+                "journal_versions": self._pending,
+                "journal_bytes": self._offset,
+                "checkpoint": self.checkpoint_every,
+                "case_sensitive_names": self.names.case_sensitive,
+            }
+
+
+def _compact(text: str) -> str:
+    return json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
+
+
+def _parse_line(line: bytes, where: str) -> tuple[int, list[dict[str, Any]]]:
+    try:
+        obj = json.loads(line)
+        seq, records = int(obj["seq"]), obj["records"]
+        if not isinstance(records, list):
+            raise TypeError("records is not a list")
+        return seq, records
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SerializationError(
+            f"{where}: a complete journal line is not valid JSON ({exc}); the file was "
+            "damaged outside statekit",
+            backend="file",
+        ) from exc

@@ -1,0 +1,106 @@
+"""The text of a stored version: one compact JSON object, also one JSONL line.
+
+``{"key":…,"version":3,"kind":"position","at":"2025-01-02T03:04:05.123456+00:00","meta":{…},"data":…}``
+
+The same text is a record of a journal line, a line of a key's history file and,
+pretty-printed, the key's head file. ``at`` is ISO 8601 UTC with microseconds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from statekit.backend import JSON, Record, Write, dumps
+from statekit.errors import SerializationError
+
+__all__ = ["Entry", "at_text", "decode", "encode_record", "encode_write", "entry_of", "pretty"]
+
+_DECODER = json.JSONDecoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One version kept as its stored text; decoded afresh for every caller.
+
+    :param version: the version.
+    :param live: False for a tombstone.
+    :param kind: the kind (scan filters on it without decoding).
+    :param text: the record's compact JSON text.
+    """
+
+    version: int
+    live: bool
+    kind: str
+    text: str
+
+
+def at_text(at: datetime) -> str:
+    """``at`` as ISO 8601 UTC with microseconds."""
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def encode_write(write: Write, version: int, at: str) -> Entry:
+    """The entry of a write landing as ``version`` at ``at`` (from :func:`at_text`)."""
+    data = write.data_json()
+    text = (
+        f'{{"key":{dumps(write.key)},"version":{version},"kind":{dumps(write.kind)},'
+        f'"at":"{at}","meta":{write.meta_json()},"data":{"null" if data is None else data}}}'
+    )
+    return Entry(version, data is not None, write.kind, text)
+
+
+def encode_record(record: Record) -> Entry:
+    """The entry of a record given whole (replicate)."""
+    meta = dumps(dict(record.meta)) if record.meta else "{}"
+    text = (
+        f'{{"key":{dumps(record.key)},"version":{record.version},"kind":{dumps(record.kind)},'
+        f'"at":"{at_text(record.at)}","meta":{meta},"data":{dumps(record.data)}}}'
+    )
+    return Entry(record.version, record.data is not None, record.kind, text)
+
+
+def _fields(text: str | Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    try:
+        obj = _DECODER.decode(text) if isinstance(text, str) else text
+        if not isinstance(obj, dict):
+            raise TypeError("not an object")
+        int(obj["version"])  # every field must be there
+        str(obj["key"]), str(obj["kind"]), obj["meta"], obj["at"]
+        return obj
+    except (ValueError, TypeError, KeyError) as exc:
+        raise SerializationError(
+            f"{where}: stored record is not valid: {exc}", backend="file"
+        ) from exc
+
+
+def entry_of(obj: Mapping[str, Any], where: str) -> tuple[str, Entry]:
+    """``(key, entry)`` of a parsed record object (from a journal line)."""
+    fields = _fields(obj, where)
+    text = dumps(dict(fields))  # re-encoded once: entries hold text, never shared objects
+    return str(fields["key"]), Entry(
+        int(fields["version"]), fields["data"] is not None, str(fields["kind"]), text
+    )
+
+
+def decode(text: str, where: str) -> Record:
+    """A fresh :class:`Record` of a record text."""
+    fields = _fields(text, where)
+    try:
+        at = datetime.fromisoformat(fields["at"]).astimezone(UTC)
+    except (ValueError, TypeError) as exc:
+        raise SerializationError(f"{where}: bad time {fields['at']!r}", backend="file") from exc
+    meta: JSON = fields["meta"]
+    if not isinstance(meta, dict):
+        raise SerializationError(f"{where}: meta is not an object", backend="file")
+    return Record(
+        str(fields["key"]), int(fields["version"]), str(fields["kind"]), fields["data"], meta, at
+    )
+
+
+def pretty(text: str) -> str:
+    """A record text indented for people (the head files)."""
+    return json.dumps(json.loads(text), ensure_ascii=False, indent=2) + "\n"
