@@ -1,0 +1,574 @@
+"""``mongodb://``: statekit's versioned keys in MongoDB, through PyMongo's async API.
+
+- Two collections (:mod:`statekit_mongodb.documents`): ``statekit_versions``, whose
+  unique index on ``(ns, key, v)`` lets exactly one writer create version n, and
+  ``statekit_heads``, one document per key, moved with a conditional update on its
+  version (the compare-and-set).
+- One write (``put``, ``update``, ``delete``) needs no transaction: the head is
+  moved with a conditional update on its version, carrying the new version as
+  ``pending``; the version is then copied into the history and ``pending``
+  cleared. Whoever meets a ``pending`` head (its writer is slow or died) finishes
+  the copy first, so history stays gap-free.
+- Several writes in one append run in a transaction where the deployment has them
+  (a replica set, a sharded cluster, SecantusDB: decided at
+  :meth:`MongoBackend.open` from ``hello``): read the heads, check every
+  ``expect``, move the heads, insert the versions, commit; all or nothing. Without
+  transactions (a standalone ``mongod``, or ``?transactions=off``)
+  ``atomic_batch`` is not declared.
+- ``watch`` follows ``statekit_versions`` through a change stream and resumes it
+  with its resume token after a lost connection or a server restart
+  (:mod:`statekit_mongodb.watch`). A standalone ``mongod`` has no change streams:
+  there ``watch`` is not declared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Self
+
+from pymongo import AsyncMongoClient, InsertOne, UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+)
+
+from statekit.backend import Backend, Capability, Health, Record, Write, check_expect
+from statekit.codec import prefix_end, to_micros
+from statekit.errors import (
+    BackendError,
+    BackendUnavailable,
+    CapabilityError,
+    ConfigError,
+    StatekitError,
+    ValidationError,
+)
+from statekit_mongodb.documents import (
+    HEADS,
+    VERSIONS,
+    head_document,
+    to_record,
+    version_document,
+)
+from statekit_mongodb.options import (
+    DEFAULT_DATABASE,
+    DEFAULT_NAMESPACE,
+    MongoOptions,
+    Transactions,
+)
+from statekit_mongodb.translate import DRIVER_ERRORS, NAME, translate
+from statekit_mongodb.watch import MongoWatch
+
+__all__ = ["MongoBackend"]
+
+Document = dict[str, Any]
+
+SCAN_PAGE = 500
+MAX_ATTEMPTS = 50
+"""Appends that lose a race (a write conflict, a head moved under them) start over
+this many times before giving up with BackendUnavailable; a failed ``expect`` is
+never retried: it is a ConflictError at once."""
+_DUPLICATE_KEY = 11000
+
+
+class _Raced(Exception):
+    """Another writer moved a head between our read and our write: start over."""
+
+
+def _duplicate(exc: PyMongoError) -> bool:
+    if isinstance(exc, DuplicateKeyError):
+        return True
+    if isinstance(exc, BulkWriteError):
+        errors = exc.details.get("writeErrors", [])
+        return bool(errors) and all(e.get("code") == _DUPLICATE_KEY for e in errors)
+    return False
+
+
+class MongoBackend(Backend):
+    """MongoDB through a ``pymongo.AsyncMongoClient``. Open with :meth:`open` or
+    :meth:`from_client`."""
+
+    name = NAME
+    capabilities = frozenset({Capability.COMPARE_AND_SET, Capability.HISTORY, Capability.DURABLE})
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[Document],
+        options: MongoOptions,
+        *,
+        owns_client: bool,
+    ) -> None:
+        """Use :meth:`open` (a URL) or :meth:`from_client` (your client): they also
+        look at the deployment and create the indexes.
+
+        :param client: the PyMongo async client.
+        :param options: the parsed URL (namespace, database...).
+        :param owns_client: close ``client`` in :meth:`aclose`.
+        """
+        self.options = options
+        self.namespace = options.namespace
+        self._client = client
+        self._owns_client = owns_client
+        database = client[options.database]
+        self._versions: AsyncCollection[Document] = database[VERSIONS]
+        self._heads: AsyncCollection[Document] = database[HEADS]
+        self._closed = False
+        self.transactions = False
+        """Appends run in transactions (decided at open from ``hello``)."""
+        self.change_streams = False
+        """``watch`` uses change streams (decided at open from ``hello``)."""
+        self.topology = "unknown"
+        self._watches: weakref.WeakSet[MongoWatch] = weakref.WeakSet()
+
+    # -- opening -----------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, url: str) -> Self:
+        """Connect to the deployment at ``url``, look at what it can do, create the indexes.
+
+        :raises ConfigError: the URL is malformed or has an unknown option.
+        :raises BackendUnavailable: no server answered within serverSelectionTimeoutMS.
+        """
+        options = MongoOptions.parse(url)
+        try:
+            client: AsyncMongoClient[Document] = AsyncMongoClient(
+                options.uri, **options.client_kwargs
+            )
+        except DRIVER_ERRORS as exc:
+            raise translate(exc, where=options.shown, scrub=options.scrub) from exc
+        backend = cls(client, options, owns_client=True)
+        try:
+            await backend._prepare()
+        except BaseException:
+            await backend.aclose()
+            raise
+        return backend
+
+    @classmethod
+    async def from_client(
+        cls,
+        client: AsyncMongoClient[Document],
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        database: str = DEFAULT_DATABASE,
+        transactions: Transactions = "auto",
+    ) -> Self:
+        """A backend on the caller's client, which :meth:`aclose` leaves open."""
+        backend = cls(
+            client, MongoOptions.for_client(namespace, database, transactions), owns_client=False
+        )
+        await backend._prepare()
+        return backend
+
+    async def _prepare(self) -> None:
+        with self._driver():
+            hello = await self._client.admin.command("hello")
+            replicated = "setName" in hello or hello.get("msg") == "isdbgrid"
+            sessions = hello.get("logicalSessionTimeoutMinutes") is not None
+            self.topology = (
+                "sharded cluster"
+                if hello.get("msg") == "isdbgrid"
+                else f"replica set {hello['setName']}"
+                if "setName" in hello
+                else "standalone"
+            )
+            wanted = self.options.transactions
+            if wanted == "on" and not (replicated and sessions):
+                raise ConfigError(
+                    f"mongodb {self.options.shown}: transactions=on, but the server is a "
+                    f"{self.topology}; transactions need a replica set or a sharded cluster",
+                    source="url",
+                )
+            self.transactions = wanted != "off" and replicated and sessions
+            self.change_streams = replicated
+            caps = set(type(self).capabilities)
+            if self.transactions:
+                caps.add(Capability.ATOMIC_BATCH)
+            if self.change_streams:
+                caps.add(Capability.WATCH)
+            self.capabilities = frozenset(caps)
+            await self._versions.create_index(
+                [("ns", 1), ("key", 1), ("v", 1)], unique=True, name="ns_key_v"
+            )
+            await self._heads.create_index([("ns", 1), ("key", 1)], unique=True, name="ns_key")
+
+    # -- the one place driver errors become statekit's ---------------------------------
+
+    def _translate(self, exc: BaseException) -> StatekitError:
+        return translate(exc, where=self.options.shown, scrub=self.options.scrub)
+
+    @contextlib.contextmanager
+    def _driver(self) -> Iterator[None]:
+        """Translate what a driver call raises (every driver call runs inside this)."""
+        if self._closed:
+            raise BackendError(f"mongodb {self.options.shown}: the backend is closed", backend=NAME)
+        try:
+            yield
+        except DRIVER_ERRORS as exc:
+            if self._closed:
+                raise BackendError(
+                    f"mongodb {self.options.shown}: the backend is closed", backend=NAME
+                ) from exc
+            raise self._translate(exc) from exc
+
+    # -- append ------------------------------------------------------------------------
+
+    async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
+        if not writes:
+            return []
+        keys = [w.key for w in writes]
+        if len(writes) > 1:
+            if len(set(keys)) != len(keys):
+                raise ValidationError("a key appears twice in one append", reason="duplicate")
+            if not self.transactions:
+                raise CapabilityError(
+                    f"mongodb {self.options.shown}: a batch of {len(writes)} writes needs "
+                    f"transactions, which this {self.topology} does not have",
+                    backend=NAME,
+                    capability=Capability.ATOMIC_BATCH.value,
+                )
+        with self._driver():
+            for attempt in range(MAX_ATTEMPTS):
+                try:
+                    if len(writes) == 1:  # the common put: no transaction needed
+                        versions = [await self._append_one(writes[0], at)]
+                    else:
+                        versions = await self._append_in_transaction(writes, at)
+                except _Raced:
+                    pass
+                except PyMongoError as exc:
+                    if not (_duplicate(exc) or _transient(exc)):
+                        raise
+                else:
+                    return [
+                        Record(w.key, v, w.kind, w.data, dict(w.meta), at)
+                        for w, v in zip(writes, versions, strict=True)
+                    ]
+                await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+        raise BackendUnavailable(
+            f"mongodb {self.options.shown}: {MAX_ATTEMPTS} attempts of an append lost a race "
+            f"to other writers of {keys[:3]}",
+            backend=NAME,
+        )
+
+    async def _append_in_transaction(self, writes: Sequence[Write], at: datetime) -> list[int]:
+        """One attempt: read the heads, check, move the heads, insert the versions, commit."""
+        ns = self.namespace
+        keys = [w.key for w in writes]
+        async with self._client.start_session() as session:
+            await session.start_transaction()
+            try:
+                heads = {
+                    doc["key"]: doc
+                    async for doc in self._heads.find(
+                        {"ns": ns, "key": {"$in": keys}},
+                        {"_id": 0, "ns": 1, "key": 1, "v": 1, "live": 1, "pending": 1},
+                        session=session,
+                    )
+                }
+                unfinished = [head for head in heads.values() if "pending" in head]
+                if unfinished:  # a single write is half done: finish it, then start over
+                    await _abort(session)
+                    for half_done in unfinished:
+                        await self._finish_pending(half_done)
+                    raise _Raced
+                docs: list[Document] = []
+                ops: list[InsertOne[Document] | UpdateOne] = []
+                updates = 0
+                for write in writes:
+                    head = heads.get(write.key)
+                    current = int(head["v"]) if head else 0
+                    check_expect(
+                        write, current, head is not None and not head["live"], backend=NAME
+                    )
+                    doc = version_document(ns, write, current + 1, at)
+                    docs.append(doc)
+                    if head is None:
+                        ops.append(InsertOne(head_document(doc)))
+                    else:
+                        updates += 1
+                        ops.append(
+                            UpdateOne(
+                                {
+                                    "ns": ns,
+                                    "key": write.key,
+                                    "v": current,
+                                    "pending": {"$exists": False},
+                                },
+                                {"$set": head_document(doc)},
+                            )
+                        )
+                result = await self._heads.bulk_write(ops, ordered=True, session=session)
+                if result.matched_count != updates:
+                    raise _Raced
+                await self._versions.insert_many(docs, ordered=True, session=session)
+                await session.commit_transaction()
+            except BaseException:
+                await _abort(session)
+                raise
+        return [int(doc["v"]) for doc in docs]
+
+    async def _append_one(self, write: Write, at: datetime) -> int:
+        """One attempt at a single write, no transaction: move the head (the
+        compare-and-set, carrying the new version as ``pending``), copy the version
+        into the history, clear ``pending``. Twice as fast as a transaction on
+        SecantusDB, and as safe: whoever meets a ``pending`` head finishes it first."""
+        ns = self.namespace
+        expect = write.expect
+        if isinstance(expect, int) and expect > 0:
+            # The head must be `expect`: try the move at once, read only when it fails.
+            doc = version_document(ns, write, expect + 1, at)
+            if await self._move_head(write.key, expect, doc):
+                return expect + 1
+        head = await self._heads.find_one({"ns": ns, "key": write.key})
+        if head is not None and "pending" in head:
+            await self._finish_pending(head)
+            raise _Raced  # read the head again
+        current = int(head["v"]) if head else 0
+        check_expect(write, current, head is not None and not head["live"], backend=NAME)
+        doc = version_document(ns, write, current + 1, at)
+        if head is None:
+            await self._heads.insert_one({**head_document(doc), "pending": doc})
+            await self._finish_pending({**head_document(doc), "pending": doc})
+        elif not await self._move_head(write.key, current, doc):
+            raise _Raced
+        return current + 1
+
+    async def _move_head(self, key: str, current: int, doc: Document) -> bool:
+        """Move the head from version ``current`` to ``doc`` and copy ``doc`` into the
+        history; False (nothing written) when the head is not ``current`` any more."""
+        moved = await self._heads.update_one(
+            {"ns": self.namespace, "key": key, "v": current, "pending": {"$exists": False}},
+            {"$set": {**head_document(doc), "pending": doc}},
+        )
+        if moved.matched_count != 1:
+            return False
+        await self._finish_pending({**head_document(doc), "pending": doc})
+        return True
+
+    async def _finish_pending(self, head: Mapping[str, Any]) -> None:
+        """Copy a head's pending version into the history (once) and clear it."""
+        pending = dict(head["pending"])
+        pending.pop("_id", None)
+        with contextlib.suppress(DuplicateKeyError):  # someone else copied it already
+            await self._versions.insert_one(pending)
+        await self._heads.update_one(
+            {"ns": head["ns"], "key": head["key"], "v": pending["v"]}, {"$unset": {"pending": ""}}
+        )
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def read(
+        self,
+        key: str,
+        *,
+        after: int = 0,
+        before: int | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Record]:
+        versions: dict[str, Any] = {"$gt": after}
+        if before is not None:
+            versions["$lt"] = before
+        if limit is not None and limit <= 0:
+            return []
+        with self._driver():
+            head = await self._heads.find_one(
+                {"ns": self.namespace, "key": key, "pending": {"$exists": True}}
+            )
+            if head is not None:  # a write half done (its writer is slow or died): finish it
+                await self._finish_pending(head)
+            cursor = self._versions.find(
+                {"ns": self.namespace, "key": key, "v": versions}, {"_id": 0}
+            ).sort("v", -1 if newest_first else 1)
+            if limit is not None:
+                cursor = cursor.limit(limit)
+            docs = await cursor.to_list()
+        return [to_record(doc) for doc in docs]
+
+    async def latest(self, keys: Sequence[str]) -> dict[str, Record]:
+        if not keys:
+            return {}
+        with self._driver():
+            docs = await self._heads.find(
+                {"ns": self.namespace, "key": {"$in": list(keys)}}, {"_id": 0, "pending": 0}
+            ).to_list()
+        found = {doc["key"]: to_record(doc) for doc in docs}
+        return {key: found[key] for key in keys if key in found}
+
+    async def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:
+        high = prefix_end(prefix)
+        bounds: dict[str, str] = {"$gte": prefix}
+        if high is not None:
+            bounds["$lt"] = high
+        # Keyset pages: no cursor stays open on the server while the caller works.
+        while True:
+            query: dict[str, Any] = {"ns": self.namespace, "key": dict(bounds), "live": True}
+            if kind is not None:
+                query["kind"] = kind
+            with self._driver():
+                docs = (
+                    await self._heads.find(query, {"_id": 0, "pending": 0})
+                    .sort("key", 1)
+                    .limit(SCAN_PAGE)
+                    .to_list()
+                )
+            for doc in docs:
+                yield to_record(doc)
+            if len(docs) < SCAN_PAGE:
+                return
+            bounds.pop("$gte", None)
+            bounds["$gt"] = docs[-1]["key"]
+
+    async def prune(self, key: str, before_version: int) -> int:
+        with self._driver():
+            head = await self._heads.find_one(
+                {"ns": self.namespace, "key": key}, {"_id": 0, "v": 1}
+            )
+            if head is None:
+                return 0
+            # Heads only move up: what is below the head read here is never a head again.
+            below = min(before_version, int(head["v"]))
+            result = await self._versions.delete_many(
+                {"ns": self.namespace, "key": key, "v": {"$lt": below}}
+            )
+        return int(result.deleted_count)
+
+    async def watch(self, prefix: str = "") -> AsyncIterator[Record]:
+        if not self.change_streams:
+            raise CapabilityError(
+                f"mongodb {self.options.shown}: watch needs change streams, which this "
+                f"{self.topology} does not have (use a replica set, even of one node)",
+                backend=NAME,
+                capability=Capability.WATCH.value,
+            )
+        with self._driver():
+            watch = MongoWatch(self, self._versions, prefix)
+            await watch.start()
+        self._watches.add(watch)
+        return watch
+
+    async def replicate(self, records: Sequence[Record]) -> None:
+        """Store ``records`` as given (a mirror of a tiered store); idempotent."""
+        if not records:
+            return
+        ns = self.namespace
+        docs: list[Document] = [
+            {
+                "ns": ns,
+                "key": r.key,
+                "v": r.version,
+                "kind": r.kind,
+                "data": Write(r.key, r.data).data_json(),
+                "meta": Write(r.key, None, meta=r.meta).meta_json(),
+                "at": to_micros(r.at),
+            }
+            for r in records
+        ]
+        newest: dict[str, Document] = {}
+        for doc in docs:
+            if doc["key"] not in newest or doc["v"] > newest[doc["key"]]["v"]:
+                newest[doc["key"]] = doc
+        with self._driver():
+            try:
+                await self._versions.insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                if not _duplicate(exc):
+                    raise
+            moves = [
+                UpdateOne(
+                    {"ns": ns, "key": key, "v": {"$lt": doc["v"]}},
+                    {"$set": head_document(doc)},
+                    upsert=True,
+                )
+                for key, doc in newest.items()
+            ]
+            try:  # a head already newer makes the upsert collide on (ns, key): keep it
+                await self._heads.bulk_write(moves, ordered=False)
+            except BulkWriteError as exc:
+                if not _duplicate(exc):
+                    raise
+
+    # -- the rest ----------------------------------------------------------------------
+
+    async def health(self) -> Health:
+        with self._driver():
+            started = time.perf_counter()
+            hello = await self._client.admin.command("hello")
+            latency = (time.perf_counter() - started) * 1000
+        detail: dict[str, Any] = {
+            "topology": self.topology,
+            "database": self.options.database,
+            "namespace": self.namespace,
+            "transactions": self.transactions,
+            "watch": "change streams" if self.change_streams else "unavailable",
+            "max_wire_version": hello.get("maxWireVersion"),
+            "watchers": len(self._watches),
+        }
+        return Health(True, latency, detail)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for watch in list(self._watches):
+            await watch.close(by_backend=True)
+        if self._owns_client:
+            with contextlib.suppress(*DRIVER_ERRORS):
+                await self._client.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "url": self.options.shown,
+            "namespace": self.namespace,
+            "database": self.options.database,
+            "topology": self.topology,
+            "transactions": self.transactions,
+        }
+
+    # -- beyond the contract -------------------------------------------------------------
+
+    async def drop_namespace(self) -> int:
+        """Delete every key and version of this backend's namespace, and nothing else.
+
+        Other namespaces in the same database are untouched. Returns how many keys
+        were dropped. Not atomic with concurrent appends: stop the namespace's
+        writers first.
+        """
+        with self._driver():
+            heads = await self._heads.delete_many({"ns": self.namespace})
+            await self._versions.delete_many({"ns": self.namespace})
+        return int(heads.deleted_count)
+
+    def _forget_watch(self, watch: MongoWatch) -> None:
+        self._watches.discard(watch)
+
+
+def _transient(exc: PyMongoError) -> bool:
+    """A transaction the server aborted (write conflict): the append may start over.
+
+    Connection errors are not started over here (they carry the same label inside a
+    transaction): the caller gets BackendUnavailable at once.
+    """
+    if isinstance(exc, ConnectionFailure):
+        return False
+    return exc.has_error_label("TransientTransactionError") or (
+        isinstance(exc, OperationFailure) and exc.code == 112
+    )
+
+
+async def _abort(session: AsyncClientSession) -> None:
+    if session.in_transaction:
+        with contextlib.suppress(*DRIVER_ERRORS):
+            await session.abort_transaction()

@@ -1,0 +1,92 @@
+"""What statekit stores in MongoDB: two collections, one document shape each.
+
+``statekit_versions``, one document per version (the history)::
+
+    {ns, key, v, kind, data: <JSON text> | null, meta: <JSON text>, at: <int64 µs>}
+    unique index (ns, key, v)      <- no two writers can both create version n
+
+``statekit_heads``, one document per key (the current state)::
+
+    {ns, key, v, kind, data, meta, at, live: bool [, pending: <version document>]}
+    unique index (ns, key)          <- scan and latest() read only this collection
+
+Values are stored as **JSON text** (the very text :func:`statekit.codec.dumps`
+makes), not as BSON: BSON has no integers beyond 64 bits, may reorder or refuse
+keys containing ``.`` or starting with ``$``, and turns floats and ints of equal
+value into one another in comparisons. JSON text reads back exactly, the same
+bytes every other statekit backend stores. ``at`` is an int64 of microseconds
+since the epoch: a BSON date keeps only milliseconds.
+
+``pending`` exists only on deployments without transactions: the head is
+moved first (that is the compare-and-set), carrying the new version, which is
+then copied into ``statekit_versions`` and removed from the head. Whoever finds
+a head still ``pending`` (its writer crashed or is slow) finishes the copy first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from statekit.backend import Record, Write
+from statekit.codec import from_micros, loads, to_micros
+from statekit.errors import SerializationError
+
+__all__ = [
+    "HEADS",
+    "VERSIONS",
+    "head_document",
+    "to_record",
+    "version_document",
+]
+
+VERSIONS = "statekit_versions"
+HEADS = "statekit_heads"
+
+NAME = "mongodb"
+
+
+def version_document(namespace: str, write: Write, version: int, at: datetime) -> dict[str, Any]:
+    """The ``statekit_versions`` document of ``write`` landing as ``version``."""
+    return {
+        "ns": namespace,
+        "key": write.key,
+        "v": version,
+        "kind": write.kind,
+        "data": write.data_json(),
+        "meta": write.meta_json(),
+        "at": to_micros(at),
+    }
+
+
+def head_document(version: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``statekit_heads`` fields (``$set``) of a key whose head is ``version``."""
+    return {
+        "ns": version["ns"],
+        "key": version["key"],
+        "v": version["v"],
+        "kind": version["kind"],
+        "data": version["data"],
+        "meta": version["meta"],
+        "at": version["at"],
+        "live": version["data"] is not None,
+    }
+
+
+def to_record(doc: Mapping[str, Any]) -> Record:
+    """The Record of a version or head document; SerializationError if it is unreadable."""
+    key = doc.get("key")
+    try:
+        data_text, meta_text = doc["data"], doc["meta"]
+        data = None if data_text is None else loads(data_text, key=key, backend=NAME)
+        meta = loads(meta_text, key=key, backend=NAME)
+        if not isinstance(meta, dict):
+            raise TypeError("meta is not a JSON object")
+        return Record(
+            str(key), int(doc["v"]), str(doc["kind"]), data, meta, from_micros(int(doc["at"]))
+        )
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise SerializationError(
+            f"stored version of {key!r} is not a statekit document: {exc}", key=key, backend=NAME
+        ) from exc

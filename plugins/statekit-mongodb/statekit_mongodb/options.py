@@ -1,0 +1,208 @@
+"""The ``mongodb://`` URL: statekit's own options, and the URI PyMongo gets.
+
+::
+
+    mongodb[+srv]://[user:password@]host[:port][,host...][/database][?namespace=bot1&...]
+
+statekit reads ``namespace``, ``database`` and ``transactions`` and removes them;
+every option PyMongo knows (``replicaSet``, ``tls``, ``authSource``...) stays in the
+URI unchanged. Anything else is a ConfigError, so a misspelt option fails at
+``open()`` instead of becoming a PyMongo warning.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+from pymongo.common import URI_OPTIONS_ALIAS_MAP, URI_OPTIONS_VALIDATOR_MAP
+
+from statekit.codec import redact_url
+from statekit.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_DATABASE",
+    "DEFAULT_NAMESPACE",
+    "DRIVER_DEFAULTS",
+    "STATEKIT_PARAMS",
+    "MongoOptions",
+    "Transactions",
+    "check_namespace",
+    "with_namespace",
+]
+
+DEFAULT_NAMESPACE = "default"
+DEFAULT_DATABASE = "statekit"
+
+STATEKIT_PARAMS: frozenset[str] = frozenset({"namespace", "database", "transactions"})
+"""Query parameters statekit reads itself and removes before PyMongo sees the URI."""
+
+_DRIVER_PARAMS: frozenset[str] = frozenset(
+    {name.lower() for name in URI_OPTIONS_VALIDATOR_MAP}
+    | {alias.lower() for aliases in URI_OPTIONS_ALIAS_MAP.values() for alias in aliases}
+)
+
+DRIVER_DEFAULTS: dict[str, int] = {"serverSelectionTimeoutMS": 2000, "connectTimeoutMS": 2000}
+"""PyMongo options statekit sets when the URL does not: short, so a call to a server
+that is down fails fast with BackendUnavailable instead of waiting PyMongo's 30 s."""
+
+Transactions = Literal["auto", "on", "off"]
+"""``auto`` (use them when the deployment has them), ``on`` (require them) or ``off``."""
+_TRANSACTIONS = ("auto", "on", "off")
+
+# The same rule as statekit-redis and statekit-postgres: a namespace can move between them.
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+# MongoDB refuses these in database names (and we keep them short and printable).
+_DATABASE = re.compile(r"[^/\\. \"$*<>:|?\x00]{1,63}")
+
+
+def check_namespace(namespace: str, where: str) -> str:
+    """``namespace`` if it is a valid namespace name, else ConfigError."""
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+        raise ConfigError(
+            f"mongodb {where}: namespace={namespace!r} must be 1 to 64 characters "
+            "of A-Z a-z 0-9 _ . -",
+            source="url",
+        )
+    return namespace
+
+
+def _check_database(database: str, where: str) -> str:
+    if not _DATABASE.fullmatch(database):
+        raise ConfigError(
+            f"mongodb {where}: database={database!r} must be 1 to 63 characters without "
+            '/ \\ . space " $ * < > : | ? or NUL',
+            source="url",
+        )
+    return database
+
+
+@dataclass(frozen=True, slots=True)
+class MongoOptions:
+    """A parsed ``mongodb://`` URL.
+
+    :param uri: the URL for PyMongo, statekit's options removed. It may hold a
+        password: never show it; show :attr:`shown`.
+    :param shown: the whole URL with its password masked, for errors and doctor.
+    :param namespace: whose keys these are; stores in other namespaces of the same
+        database never see or touch them.
+    :param database: the MongoDB database holding statekit's two collections.
+    :param transactions: ``auto``, ``on`` or ``off`` (see docs/backends/mongodb.md).
+    :param client_kwargs: PyMongo keyword arguments statekit adds (its defaults).
+    :param password: the password in the URL, only to scrub it from driver messages.
+    """
+
+    uri: str = field(repr=False)
+    shown: str
+    namespace: str = DEFAULT_NAMESPACE
+    database: str = DEFAULT_DATABASE
+    transactions: Transactions = "auto"
+    client_kwargs: dict[str, Any] = field(default_factory=dict)
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def for_client(
+        cls, namespace: str, database: str, transactions: Transactions = "auto"
+    ) -> MongoOptions:
+        """Options of a backend built on a caller's client (no URL of its own)."""
+        if transactions not in _TRANSACTIONS:
+            raise ConfigError(
+                f"mongodb client: transactions={transactions!r} must be one of auto, on, off",
+                source="url",
+            )
+        return cls(
+            uri="",
+            shown="<AsyncMongoClient>",
+            namespace=check_namespace(namespace, "client"),
+            database=_check_database(database, "client"),
+            transactions=transactions,
+        )
+
+    @classmethod
+    def parse(cls, url: str) -> MongoOptions:
+        """Split ``url`` into statekit's options and PyMongo's URI; ConfigError when invalid."""
+        shown = redact_url(url)
+        try:
+            parts = urlsplit(url)
+            password = unquote(parts.password) if parts.password else None
+            pairs = parse_qsl(parts.query, keep_blank_values=True)
+        except ValueError:
+            raise ConfigError(
+                f"mongodb URL {shown!r} is malformed; expected "
+                "mongodb://user:password@host:port/database?namespace=...",
+                source="url",
+            ) from None
+        if parts.scheme not in ("mongodb", "mongodb+srv"):
+            raise ConfigError(f"{shown!r} is not a mongodb:// or mongodb+srv:// URL", source="url")
+        if parts.fragment:
+            raise ConfigError(f"mongodb URL {shown!r} has a #fragment", source="url")
+        if not parts.netloc.rpartition("@")[2]:
+            raise ConfigError(f"mongodb URL {shown!r} names no host", source="url")
+        ours: dict[str, str] = {}
+        driver: list[tuple[str, str]] = []
+        for name, value in pairs:
+            if name in STATEKIT_PARAMS:
+                if name in ours:
+                    raise ConfigError(f"mongodb URL {shown!r} sets {name} twice", source="url")
+                ours[name] = value
+            elif name.lower() in _DRIVER_PARAMS:
+                driver.append((name, value))
+            else:
+                raise ConfigError(
+                    f"unknown mongodb URL option {name!r} in {shown!r}; statekit's options are "
+                    f"{', '.join(sorted(STATEKIT_PARAMS))}, and PyMongo's URI options "
+                    "(replicaSet, authSource, tls, serverSelectionTimeoutMS, ...) pass through",
+                    source="url",
+                )
+        namespace = check_namespace(ours.get("namespace", DEFAULT_NAMESPACE), shown)
+        path_db = unquote(parts.path.lstrip("/"))
+        database = ours.get("database", path_db or DEFAULT_DATABASE)
+        if path_db and "database" in ours and ours["database"] != path_db:
+            raise ConfigError(
+                f"mongodb URL {shown!r} names database {path_db!r} in its path and "
+                f"{ours['database']!r} in database=; give one",
+                source="url",
+            )
+        _check_database(database, shown)
+        transactions = ours.get("transactions", "auto")
+        if transactions not in _TRANSACTIONS:
+            raise ConfigError(
+                f"mongodb URL {shown!r}: transactions={transactions!r} must be auto, on or off",
+                source="url",
+            )
+        given = {name.lower() for name, _ in driver}
+        client_kwargs: dict[str, Any] = {
+            name: value for name, value in DRIVER_DEFAULTS.items() if name.lower() not in given
+        }
+        # The path stays: it is also MongoDB's default authentication database.
+        query = urlencode(driver)
+        uri = f"{parts.scheme}://{parts.netloc}{parts.path or '/'}" + (f"?{query}" if query else "")
+        return cls(
+            uri=uri,
+            shown=shown,
+            namespace=namespace,
+            database=database,
+            transactions=cast(Transactions, transactions),
+            client_kwargs=client_kwargs,
+            password=password,
+        )
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the password masked, for messages built from driver errors."""
+        if self.password:
+            for form in {self.password, quote(self.password, safe="")}:
+                text = text.replace(form, "***")
+        return text
+
+
+def with_namespace(url: str, namespace: str) -> str:
+    """``url`` with its ``namespace`` replaced (a bad URL is a ConfigError here)."""
+    MongoOptions.parse(url)
+    check_namespace(namespace, redact_url(url))
+    base, _, query = url.partition("?")
+    pairs = [(n, v) for n, v in parse_qsl(query, keep_blank_values=True) if n != "namespace"]
+    if "/" not in base.split("://", 1)[1]:
+        base += "/"
+    return f"{base}?{urlencode([*pairs, ('namespace', namespace)])}"

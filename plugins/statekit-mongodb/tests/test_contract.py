@@ -1,0 +1,37 @@
+"""statekit's conformance suite against SecantusDB (and a real mongod when one is given)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from statekit_mongodb import MongoBackend
+from statekit_mongodb.options import with_namespace
+
+from statekit.testing import BackendContract, ScriptServerControl, server_control
+
+from .conftest import drop, fresh_namespace, open_or_skip
+
+
+class TestMongoBackend(BackendContract):
+    @pytest.fixture
+    def backend_url(self, mongo_url: str) -> str:
+        """A fresh namespace per test: the store starts empty, other tests' keys unseen."""
+        return with_namespace(mongo_url, fresh_namespace())
+
+    @pytest_asyncio.fixture
+    async def backend(self, backend_url: str) -> AsyncIterator[MongoBackend]:
+        backend = await open_or_skip(backend_url)
+        yield backend
+        await backend.aclose()
+        await drop(backend_url)
+
+    @pytest.fixture
+    def server(self, mongo_url: str) -> ScriptServerControl | None:
+        # scripts/servers.sh restarts only its own SecantusDB, never a mongod of yours.
+        secantus = os.environ.get("STATEKIT_TEST_SECANTUS_URL", "")
+        if mongo_url.split("?")[0] == secantus.split("?")[0]:
+            return server_control("mongodb")
+        return None
