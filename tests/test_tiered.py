@@ -41,6 +41,15 @@ class Switchable(MemoryBackend):
         return await super().latest(keys)
 
 
+class Refusing(Switchable):
+    """Refuses one key for good (as a backend would a value it cannot hold)."""
+
+    async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
+        if not self.down and any(w.key == "refused" for w in writes):
+            raise statekit.BackendError("cannot hold this value", backend=self.name)
+        return await super().append(writes, at)
+
+
 class DeadMirror(MemoryBackend):
     name = "dead"
 
@@ -245,3 +254,20 @@ async def test_open_builds_tiers_from_arguments_and_settings(tmp_path: Path) -> 
     async with await statekit.open(primary="memory://", cache=True, settings=Settings()) as s:
         assert isinstance(s.backend, TieredBackend) and s.backend.cache is not None
     assert "***" in str(Settings(mirrors=["postgresql://u:pw@h/db"]).masked()["mirrors"])
+
+
+@pytest.mark.asyncio
+async def test_a_write_refused_for_good_at_replay_does_not_block_the_rest(
+    tmp_path: Path, journal: FallbackJournal
+) -> None:
+    primary = Refusing()
+    store, backend = await tiered(primary, tmp_path, fallback=journal)
+    async with store:
+        primary.down = True
+        await store.put("refused", 1)
+        await store.put("fine", 2)
+        primary.down = False
+        await asyncio.wait_for(backend.settle(), 10)
+        (rejected,) = await backend.rejected()
+        assert "BackendError: cannot hold this value" in rejected["reason"]
+        assert (await store.get("fine")).data == 2  # type: ignore[union-attr]

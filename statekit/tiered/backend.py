@@ -171,8 +171,15 @@ class TieredBackend(Backend):
             return
         try:
             records = await self.primary.append(entry.writes, from_micros(entry.at_micros))
-        except ConflictError as exc:
-            reason = f"conflict on {exc.key!r}: expected version {exc.expected}, found {exc.actual}"
+        except BackendUnavailable:
+            raise  # still down: the replay loop waits and tries again
+        except StatekitError as exc:  # refused for good (a conflict, a value it cannot hold)
+            if isinstance(exc, ConflictError):
+                reason = (
+                    f"conflict on {exc.key!r}: expected version {exc.expected}, found {exc.actual}"
+                )
+            else:
+                reason = f"{type(exc).__name__}: {exc}"
             log.error("fallback replay: write refused by the primary, kept as rejected: %s", reason)
             await self.fallback.reject(entry.seq, reason)
             self._pending -= 1
