@@ -17,14 +17,16 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from statekit.backend import JSON, dumps
-from statekit.errors import SerializationError, ValidationError
+from statekit.errors import ConfigError, SerializationError, ValidationError
 
 __all__ = [
+    "DEFAULT_NAMESPACE",
     "MAX_KEY_LENGTH",
     "MAX_KIND_LENGTH",
     "Codec",
     "check_key",
     "check_kind",
+    "check_namespace",
     "dumps",
     "from_micros",
     "loads",
@@ -84,6 +86,26 @@ def check_kind(kind: object, key: str | None = None) -> str:
             reason="kind",
         )
     return kind
+
+
+DEFAULT_NAMESPACE = "default"
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def check_namespace(namespace: object, *, backend: str, where: str = "") -> str:
+    """``namespace`` if it is a valid namespace name, else ConfigError.
+
+    One rule for every backend with namespaces, so a namespace moves between them
+    unchanged: 1 to 64 of ``A-Z a-z 0-9 _ . -`` — nothing that needs quoting in
+    SQL, a Redis hash tag, a Mongo field or an InfluxDB tag.
+    """
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+        place = f"{backend} {where}" if where else backend
+        raise ConfigError(
+            f"{place}: namespace={namespace!r} must be 1 to 64 characters of A-Z a-z 0-9 _ . -",
+            source="url",
+        )
+    return namespace
 
 
 Encoder = Callable[[Any], JSON]

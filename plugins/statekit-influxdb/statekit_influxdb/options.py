@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
+from statekit import codec
 from statekit.codec import redact_url
 from statekit.errors import ConfigError
 
@@ -68,7 +69,8 @@ _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 def check_name(value: str, what: str) -> str:
-    """``value`` when it is a usable namespace or measurement name, else ConfigError.
+    """``value`` when it is a usable measurement name, else ConfigError (the same
+    rule as namespaces, :func:`statekit.codec.check_namespace`).
 
     Names are 1-64 of ``A-Z a-z 0-9 _ . -``, so they need no escaping anywhere.
     """
@@ -222,7 +224,9 @@ def parse_url(url: str) -> InfluxOptions:
         base_url=f"{scheme}://{netloc_host}:{port}",
         shown=shown,
         database=path or DEFAULT_DATABASE,
-        namespace=check_name(given.get("namespace", DEFAULT_NAMESPACE), "namespace"),
+        namespace=codec.check_namespace(
+            given.get("namespace", DEFAULT_NAMESPACE), backend="influxdb"
+        ),
         measurement=check_name(given.get("measurement", DEFAULT_MEASUREMENT), "measurement"),
         retention_policy=given.get("rp") or None,
         org=given.get("org") or None,

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from pymongo.common import URI_OPTIONS_ALIAS_MAP, URI_OPTIONS_VALIDATOR_MAP
 
+from statekit import codec
 from statekit.codec import redact_url
 from statekit.errors import ConfigError
 
@@ -52,21 +53,13 @@ Transactions = Literal["auto", "on", "off"]
 """``auto`` (use them when the deployment has them), ``on`` (require them) or ``off``."""
 _TRANSACTIONS = ("auto", "on", "off")
 
-# The same rule as statekit-redis and statekit-postgres: a namespace can move between them.
-_NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 # MongoDB refuses these in database names (and we keep them short and printable).
 _DATABASE = re.compile(r"[^/\\. \"$*<>:|?\x00]{1,63}")
 
 
 def check_namespace(namespace: str, where: str) -> str:
-    """``namespace`` if it is a valid namespace name, else ConfigError."""
-    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
-        raise ConfigError(
-            f"mongodb {where}: namespace={namespace!r} must be 1 to 64 characters "
-            "of A-Z a-z 0-9 _ . -",
-            source="url",
-        )
-    return namespace
+    """``namespace`` if it is a valid namespace name (statekit's one rule), else ConfigError."""
+    return codec.check_namespace(namespace, backend="mongodb", where=where)
 
 
 def _check_database(database: str, where: str) -> str:

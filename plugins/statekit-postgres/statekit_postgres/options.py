@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from statekit import codec
 from statekit.codec import redact_url
 from statekit.errors import ConfigError
 
@@ -68,20 +69,12 @@ DRIVER_PARAMS: frozenset[str] = frozenset(
 """Query parameters passed on to asyncpg (libpq's names; ``application_name`` is a
 server setting asyncpg forwards)."""
 
-# The same rule as statekit-redis, so a namespace can move between backends unchanged.
-_NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 def check_namespace(namespace: str, where: str) -> str:
-    """``namespace`` if it is a valid namespace name, else ConfigError."""
-    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
-        raise ConfigError(
-            f"postgresql {where}: namespace={namespace!r} must be 1 to 64 characters "
-            "of A-Z a-z 0-9 _ . -",
-            source="url",
-        )
-    return namespace
+    """``namespace`` if it is a valid namespace name (statekit's one rule), else ConfigError."""
+    return codec.check_namespace(namespace, backend="postgresql", where=where)
 
 
 def _number(name: str, raw: str, shown: str, *, minimum: float, integer: bool) -> float:

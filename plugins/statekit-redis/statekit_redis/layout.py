@@ -28,16 +28,15 @@ parses a value.
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass, field
 
+from statekit import codec
 from statekit.backend import Record, dumps
 from statekit.codec import from_micros, loads
-from statekit.errors import ConfigError, SerializationError
+from statekit.errors import SerializationError
 
 __all__ = [
     "LAYOUT_VERSION",
-    "NAMESPACE_PATTERN",
     "Layout",
     "check_namespace",
     "decode",
@@ -48,19 +47,14 @@ __all__ = [
 LAYOUT_VERSION = 1
 """Bumped when the key layout or the record text changes; stored in ``sk:{ns}:meta``."""
 
-NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-"""A namespace: at most 64 of ``A-Z a-z 0-9 _ . -``. No ``{``/``}`` (they would
-break the hash tag), no glob characters, nothing that needs quoting."""
-
 
 def check_namespace(namespace: str) -> str:
-    """Return ``namespace`` if it is usable, else raise ConfigError."""
-    if not NAMESPACE_PATTERN.fullmatch(namespace):
-        raise ConfigError(
-            f"redis namespace {namespace!r} must be 1 to 64 characters of A-Z a-z 0-9 _ . -",
-            source="url",
-        )
-    return namespace
+    """Return ``namespace`` if it is usable (statekit's one rule), else raise ConfigError.
+
+    The rule allows no ``{``/``}`` (they would break the hash tag), no glob
+    characters, nothing that needs quoting.
+    """
+    return codec.check_namespace(namespace, backend="redis")
 
 
 @dataclass(frozen=True, slots=True)
