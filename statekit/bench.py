@@ -52,8 +52,11 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_N",
     "DEFAULT_ROUNDS",
+    "BatchFn",
     "BenchConfig",
     "BenchRunner",
+    "Plan",
+    "PutFn",
     "Result",
     "Timed",
     "Workload",
@@ -151,6 +154,77 @@ async def measure(backend: str, workload: Workload, rounds: int) -> Result:
     result["python"] = platform.python_version()
     result["at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return result
+
+
+PutFn = Callable[[str, JSON], Awaitable[object]]
+"""Writes one key (``store.put``, or a raw driver's equivalent)."""
+BatchFn = Callable[[list[tuple[str, JSON]]], Awaitable[object]]
+"""Writes several keys at once."""
+
+
+class Plan:
+    """The keys and values every runner of one benchmark draws from.
+
+    Each call hands out fresh values over the same keys, so versions grow as
+    they do in real use, and builds the timed rounds every backend measures
+    the same way: sequential puts, batches, concurrent writers.
+    """
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.keys = list(keys)
+        self._next = 0
+
+    def items(self, count: int, among: Sequence[str] | None = None) -> list[tuple[str, JSON]]:
+        """The next ``count`` (key, value) pairs, keys cycling over ``among`` (or all keys)."""
+        pool = among or self.keys
+        start, self._next = self._next, self._next + count
+        return [(pool[i % len(pool)], sample_value(i)) for i in range(start, start + count)]
+
+    def puts(self, count: int, put: PutFn) -> Timed:
+        """A round of ``count`` sequential ``put`` calls."""
+
+        async def run() -> float:
+            items = self.items(count)
+            started = time.perf_counter()
+            for key, value in items:
+                await put(key, value)
+            return time.perf_counter() - started
+
+        return run
+
+    def batches(self, groups: int, among: Sequence[str], batch: BatchFn) -> Timed:
+        """A round of ``groups`` calls of ``batch``, each with one value per key of ``among``."""
+
+        async def run() -> float:
+            work = [self.items(len(among), among) for _ in range(groups)]
+            started = time.perf_counter()
+            for group in work:
+                await batch(group)
+            return time.perf_counter() - started
+
+        return run
+
+    def writers(self, per_writer: int, puts: Sequence[PutFn]) -> Timed:
+        """A round of one task per ``puts`` entry, each writing ``per_writer`` values
+        to keys of its own (the writers contend for the store, not for one key)."""
+        count = len(puts)
+        own = [
+            [k for i, k in enumerate(self.keys) if i % count == w] or self.keys
+            for w in range(count)
+        ]
+
+        async def run() -> float:
+            work = [self.items(per_writer, own[w]) for w in range(count)]
+
+            async def writer(put: PutFn, items: list[tuple[str, JSON]]) -> None:
+                for key, value in items:
+                    await put(key, value)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(writer(p, w) for p, w in zip(puts, work, strict=True)))
+            return time.perf_counter() - started
+
+        return run
 
 
 def sample_value(i: int) -> dict[str, JSON]:

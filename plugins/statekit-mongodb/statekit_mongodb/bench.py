@@ -16,10 +16,8 @@ collections and indexes. Both namespaces are dropped afterwards.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +28,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 import statekit
 from statekit.backend import JSON, Write
-from statekit.bench import BenchConfig, Result, Workload, measure, sample_value, server_url
+from statekit.bench import BenchConfig, Plan, Result, Workload, measure, server_url
 from statekit.codec import dumps, to_micros
 from statekit_mongodb.backend import MongoBackend
 from statekit_mongodb.documents import HEADS, VERSIONS
@@ -118,12 +116,6 @@ class RawWriter:
             await session.commit_transaction()
 
 
-async def _timed(work: Callable[[], Awaitable[object]]) -> float:
-    started = time.perf_counter()
-    await work()
-    return time.perf_counter() - started
-
-
 async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
     """``put``, ``batch`` and ``concurrent`` through statekit next to raw PyMongo."""
     url = server_url(config, "secantus")
@@ -148,111 +140,46 @@ async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, No
             "write_concern": str(client.write_concern.document or "server default"),
         }
 
-        keys = [f"bench/{i}" for i in range(config.keys)]
-        counter = 0
-
-        def next_items(count: int, among: list[str] = keys) -> list[tuple[str, JSON]]:
-            nonlocal counter
-            start, counter = counter, counter + count
-            return [(among[i % len(among)], sample_value(i)) for i in range(start, start + count)]
-
+        plan = Plan([f"bench/{i}" for i in range(config.keys)])
         batch_keys = [f"bench/batch/{i}" for i in range(BATCH_SIZE)]
         # Every key is written once first, so timed rounds update existing heads.
-        for key, value in next_items(len(keys)) + next_items(BATCH_SIZE, batch_keys):
+        for key, value in plan.items(len(plan.keys)) + plan.items(BATCH_SIZE, batch_keys):
             await raw.put(key, value)
             await store.put(key, value)
 
-        # -- put -----------------------------------------------------------------------
-
-        async def raw_put() -> float:
-            items = next_items(config.n)
-
-            async def work() -> None:
-                for key, value in items:
-                    await raw.put(key, value)
-
-            return await _timed(work)
-
-        async def statekit_put() -> float:
-            items = next_items(config.n)
-
-            async def work() -> None:
-                for key, value in items:
-                    await store.put(key, value)
-
-            return await _timed(work)
-
         yield await measure(
             "mongodb",
-            Workload("put", config.n, statekit_put, raw_put, detail=detail),
+            Workload(
+                "put",
+                config.n,
+                plan.puts(config.n, store.put),
+                plan.puts(config.n, raw.put),
+                detail=detail,
+            ),
             config.rounds,
         )
 
-        # -- batch ---------------------------------------------------------------------
-
         batches = max(2, config.n // BATCH_SIZE)
 
-        async def raw_batch() -> float:
-            groups = [next_items(BATCH_SIZE, batch_keys) for _ in range(batches)]
-
-            async def work() -> None:
-                for group in groups:
-                    await raw.batch(group)
-
-            return await _timed(work)
-
-        async def statekit_batch() -> float:
-            groups = [
-                [Write(k, v) for k, v in next_items(BATCH_SIZE, batch_keys)] for _ in range(batches)
-            ]
-
-            async def work() -> None:
-                for group in groups:
-                    await store.batch(group)
-
-            return await _timed(work)
+        async def statekit_batch(items: list[tuple[str, JSON]]) -> None:
+            await store.batch([Write(k, v) for k, v in items])
 
         batch = Workload(
             "batch",
             batches * BATCH_SIZE,
-            statekit_batch,
-            raw_batch,
+            plan.batches(batches, batch_keys, statekit_batch),
+            plan.batches(batches, batch_keys, raw.batch),
             detail={**detail, "batch_size": BATCH_SIZE},
         )
         yield await measure("mongodb", batch, config.rounds)
 
-        # -- concurrent ----------------------------------------------------------------
-
         writers = config.writers
         per_writer = max(1, config.n // writers)
-        own_keys = [[k for i, k in enumerate(keys) if i % writers == w] for w in range(writers)]
-
-        def plan() -> list[list[tuple[str, JSON]]]:
-            return [next_items(per_writer, own_keys[w] or keys) for w in range(writers)]
-
-        async def raw_concurrent() -> float:
-            work_of = plan()
-
-            async def writer(items: list[tuple[str, JSON]]) -> None:
-                for key, value in items:
-                    await raw.put(key, value)
-
-            return await _timed(lambda: asyncio.gather(*(writer(w) for w in work_of)))
-
-        async def statekit_concurrent() -> float:
-            work_of = plan()
-
-            async def writer(items: list[tuple[str, JSON]]) -> None:
-                for key, value in items:
-                    await store.put(key, value)
-
-            return await _timed(lambda: asyncio.gather(*(writer(w) for w in work_of)))
-
         concurrent = Workload(
             "concurrent",
             per_writer * writers,
-            statekit_concurrent,
-            raw_concurrent,
+            plan.writers(per_writer, [store.put] * writers),
+            plan.writers(per_writer, [raw.put] * writers),
             detail={**detail, "writers": writers},
         )
         yield await measure("mongodb", concurrent, config.rounds)

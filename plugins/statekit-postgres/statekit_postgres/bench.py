@@ -17,11 +17,9 @@ Both namespaces are dropped afterwards.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,8 +30,15 @@ import asyncpg  # type: ignore[import-untyped]
 
 import statekit
 from statekit.backend import JSON, Write
-from statekit.bench import BenchConfig, Result, Workload, measure, sample_value, server_url
-from statekit.store import StateStore
+from statekit.bench import (
+    BenchConfig,
+    Plan,
+    PutFn,
+    Result,
+    Workload,
+    measure,
+    server_url,
+)
 from statekit_postgres import queries
 from statekit_postgres.backend import PostgresBackend
 from statekit_postgres.options import PostgresOptions
@@ -89,12 +94,6 @@ class _RawWriter:
         )
 
 
-async def _timed(work: Callable[[], Awaitable[object]]) -> float:
-    started = time.perf_counter()
-    await work()
-    return time.perf_counter() - started
-
-
 async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
     """``put``, ``batch`` and ``concurrent`` through statekit next to raw asyncpg."""
     url = server_url(config, "postgres")
@@ -142,136 +141,66 @@ async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, No
             "keys": config.keys,
         }
 
-        keys = [f"bench/{i}" for i in range(config.keys)]
-        counter = 0
-
-        def next_items(count: int, among: list[str] = keys) -> list[tuple[str, JSON]]:
-            nonlocal counter
-            start, counter = counter, counter + count
-            return [(among[i % len(among)], sample_value(i)) for i in range(start, start + count)]
-
+        plan = Plan([f"bench/{i}" for i in range(config.keys)])
+        batch_keys = [f"bench/batch/{i}" for i in range(BATCH_SIZE)]
         # Every key is written once first, so timed rounds update existing heads.
-        for key, value in next_items(len(keys)):
+        for key, value in plan.items(len(plan.keys)) + plan.items(BATCH_SIZE, batch_keys):
             await raw.put(raw_conn, key, value)
             await store.put(key, value)
 
-        # -- put -----------------------------------------------------------------------
+        async def raw_put(key: str, value: JSON) -> None:
+            await raw.put(raw_conn, key, value)
 
-        async def raw_put() -> float:
-            items = next_items(config.n)
-
-            async def work() -> None:
-                for key, value in items:
-                    await raw.put(raw_conn, key, value)
-
-            return await _timed(work)
-
-        async def statekit_put() -> float:
-            items = next_items(config.n)
-
-            async def work() -> None:
-                for key, value in items:
-                    await store.put(key, value)
-
-            return await _timed(work)
-
-        put = Workload("put", config.n, statekit_put, raw_put, detail=detail)
+        put = Workload(
+            "put",
+            config.n,
+            plan.puts(config.n, store.put),
+            plan.puts(config.n, raw_put),
+            detail=detail,
+        )
         yield await measure("postgresql", put, config.rounds)
 
-        # -- batch ---------------------------------------------------------------------
-
-        batch_keys = [f"bench/batch/{i}" for i in range(BATCH_SIZE)]
         batches = max(2, config.n // BATCH_SIZE)
 
-        async def raw_batch() -> float:
-            groups = [next_items(BATCH_SIZE, batch_keys) for _ in range(batches)]
+        async def raw_batch(items: list[tuple[str, JSON]]) -> None:
+            await raw.batch(raw_conn, items)
 
-            async def work() -> None:
-                for group in groups:
-                    await raw.batch(raw_conn, group)
-
-            return await _timed(work)
-
-        async def statekit_batch() -> float:
-            groups = [
-                [Write(k, v) for k, v in next_items(BATCH_SIZE, batch_keys)] for _ in range(batches)
-            ]
-
-            async def work() -> None:
-                for group in groups:
-                    await store.batch(group)
-
-            return await _timed(work)
+        async def statekit_batch(items: list[tuple[str, JSON]]) -> None:
+            await store.batch([Write(k, v) for k, v in items])
 
         batch = Workload(
             "batch",
             batches * BATCH_SIZE,
-            statekit_batch,
-            raw_batch,
+            plan.batches(batches, batch_keys, statekit_batch),
+            plan.batches(batches, batch_keys, raw_batch),
             detail={**detail, "batch_size": BATCH_SIZE},
         )
         yield await measure("postgresql", batch, config.rounds)
 
-        # -- concurrent ----------------------------------------------------------------
-
+        # concurrent: each writer has keys of its own, so the writers contend for the
+        # namespace's commit counter (see docs/backends/postgresql.md), not for one key.
         writers = config.writers
         per_writer = max(1, config.n // writers)
-        # Each writer has keys of its own: the writers contend for the namespace's
-        # commit counter (see docs/backends/postgresql.md), not for one key.
-        own_keys = [[k for i, k in enumerate(keys) if i % writers == w] for w in range(writers)]
 
-        def plan() -> list[list[tuple[str, JSON]]]:
-            return [next_items(per_writer, own_keys[w] or keys) for w in range(writers)]
+        async def pooled_put(key: str, value: JSON) -> None:
+            async with raw_pool.acquire() as conn:
+                await raw.put(conn, key, value)
 
-        async def raw_concurrent() -> float:
-            work_of = plan()
+        def held_put(conn: Any) -> PutFn:
+            async def put(key: str, value: JSON) -> None:
+                await raw.put(conn, key, value)
 
-            async def writer(items: list[tuple[str, JSON]]) -> None:
-                for key, value in items:
-                    async with raw_pool.acquire() as conn:
-                        await raw.put(conn, key, value)
-
-            return await _timed(lambda: asyncio.gather(*(writer(w) for w in work_of)))
-
-        async def raw_held() -> float:
-            work_of = plan()
-
-            async def writer(conn: Any, items: list[tuple[str, JSON]]) -> None:
-                for key, value in items:
-                    await raw.put(conn, key, value)
-
-            return await _timed(
-                lambda: asyncio.gather(*(writer(c, w) for c, w in zip(held, work_of, strict=True)))
-            )
-
-        async def statekit_concurrent() -> float:
-            work_of = plan()
-
-            async def writer(items: list[tuple[str, JSON]]) -> None:
-                for key, value in items:
-                    await store.put(key, value)
-
-            return await _timed(lambda: asyncio.gather(*(writer(w) for w in work_of)))
-
-        async def statekit_spread() -> float:
-            work_of = plan()
-
-            async def writer(own: StateStore, items: list[tuple[str, JSON]]) -> None:
-                for key, value in items:
-                    await own.put(key, value)
-
-            return await _timed(
-                lambda: asyncio.gather(
-                    *(writer(o, w) for o, w in zip(spread, work_of, strict=True))
-                )
-            )
+            return put
 
         concurrent = Workload(
             "concurrent",
             per_writer * writers,
-            statekit_concurrent,
-            raw_concurrent,
-            {"raw_held": raw_held, "spread": statekit_spread},
+            plan.writers(per_writer, [store.put] * writers),
+            plan.writers(per_writer, [pooled_put] * writers),
+            {
+                "raw_held": plan.writers(per_writer, [held_put(c) for c in held]),
+                "spread": plan.writers(per_writer, [o.put for o in spread]),
+            },
             {**detail, "writers": writers, "pool_size": pool_size},
         )
         yield await measure("postgresql", concurrent, config.rounds)
