@@ -26,7 +26,7 @@ from pathlib import Path
 
 import statekit
 from statekit.backend import JSON
-from statekit.bench import BenchConfig, Result, Workload, measure, sample_value
+from statekit.bench import BenchConfig, Plan, Result, Workload, measure, sample_value
 from statekit_file.backend import FileBackend
 from statekit_file.files import datasync, fsync_dir
 
@@ -118,46 +118,26 @@ async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, No
             "keys": config.keys,
             "checkpoint": backend.describe()["checkpoint"],
         }
-        counter = 0
-
-        def next_items(count: int) -> list[tuple[str, JSON]]:
-            nonlocal counter
-            start, counter = counter, counter + count
-            return [(keys[i % len(keys)], sample_value(i)) for i in range(start, start + count)]
-
-        for key, value in next_items(len(keys)):  # every position exists before timing
+        plan = Plan(keys)
+        for key, value in plan.items(len(keys)):  # every position exists before timing
             await store.put(key, value)
             raw.put(key, value)
 
-        async def statekit_put() -> float:
-            items = next_items(config.n)
-            started = time.perf_counter()
-            for key, value in items:
-                await store.put(key, value)
-            return time.perf_counter() - started
+        async def legacy_save(key: str, value: JSON) -> None:
+            book.save(key, value)
 
-        async def legacy_save() -> float:
-            items = next_items(config.n)
-            started = time.perf_counter()
-            for key, value in items:
-                book.save(key, value)
-            return time.perf_counter() - started
+        async def raw_put(key: str, value: JSON) -> None:
+            raw.put(key, value)
 
-        async def raw_put() -> float:
-            items = next_items(config.n)
-            started = time.perf_counter()
-            for key, value in items:
-                raw.put(key, value)
-            return time.perf_counter() - started
-
+        statekit_put = plan.puts(config.n, store.put)
         positions = Workload(
             "positions",
             config.n,
             statekit_put,
-            legacy_save,
+            plan.puts(config.n, legacy_save),
             {},
             {**detail, "raw": "legacy: whole book rewritten atomically per change", "target": 3.0},
         )
         yield await measure("file", positions, config.rounds)
-        put = Workload("put", config.n, statekit_put, raw_put, {}, detail)
+        put = Workload("put", config.n, statekit_put, plan.puts(config.n, raw_put), {}, detail)
         yield await measure("file", put, config.rounds)

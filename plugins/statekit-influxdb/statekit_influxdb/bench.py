@@ -27,7 +27,7 @@ import aiohttp
 
 import statekit
 from statekit.backend import JSON, Record
-from statekit.bench import BenchConfig, Result, Workload, measure, sample_value, server_url
+from statekit.bench import BenchConfig, Plan, Result, Workload, measure, sample_value, server_url
 from statekit_influxdb.backend import InfluxBackend
 from statekit_influxdb.options import parse_url, with_options
 
@@ -125,36 +125,22 @@ async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, No
             "server": f"influxdb {backend.describe()['server']}",
             "keys": config.keys,
         }
-        keys = [f"bench/{i}" for i in range(config.keys)]
-        counter = 0
-
-        def next_items(count: int) -> list[tuple[str, JSON]]:
-            nonlocal counter
-            start, counter = counter, counter + count
-            return [(keys[i % len(keys)], sample_value(i)) for i in range(start, start + count)]
-
+        plan = Plan([f"bench/{i}" for i in range(config.keys)])
+        keys = plan.keys
         # Every runner writes each key once first, so the rounds update existing heads.
-        for key, value in next_items(len(keys)):
+        for key, value in plan.items(len(keys)):
             await raw.put(key, value)
             await store.put(key, value)
 
-        async def raw_put() -> float:
-            items = next_items(config.n)
-            started = time.perf_counter()
-            for key, value in items:
-                await raw.put(key, value)
-            return time.perf_counter() - started
-
-        async def statekit_put() -> float:
-            items = next_items(config.n)
-            started = time.perf_counter()
-            for key, value in items:
-                await store.put(key, value)
-            return time.perf_counter() - started
-
-        yield await measure(
-            "influxdb", Workload("put", config.n, statekit_put, raw_put, {}, detail), config.rounds
+        put = Workload(
+            "put",
+            config.n,
+            plan.puts(config.n, store.put),
+            plan.puts(config.n, raw.put),
+            {},
+            detail,
         )
+        yield await measure("influxdb", put, config.rounds)
 
         batches = max(1, config.n // REPLICATE_BATCH)
         versions = 0

@@ -17,7 +17,6 @@ The server is the one of ``--url`` or ``STATEKIT_TEST_REDIS_URL`` (``make bench`
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -32,7 +31,7 @@ from redis.backoff import NoBackoff
 
 import statekit
 from statekit.backend import JSON, Write
-from statekit.bench import BenchConfig, Result, Workload, measure, sample_value, server_url
+from statekit.bench import BenchConfig, Plan, Result, Workload, measure, server_url
 from statekit_redis.backend import INLINE_MAX, RedisBackend
 from statekit_redis.options import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -117,108 +116,49 @@ async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, No
             "server": f"redis {backend.server_version}",
             "keys": config.keys,
         }
-        keys = [f"bench/{i}" for i in range(config.keys)]
-        counter = 0
-
-        def next_items(count: int, pool: Sequence[str] = keys) -> list[tuple[str, JSON]]:
-            nonlocal counter
-            start, counter = counter, counter + count
-            return [(pool[i % len(pool)], sample_value(i)) for i in range(start, start + count)]
-
+        plan = Plan([f"bench/{i}" for i in range(config.keys)])
+        batch_keys = [f"bench/batch/{i}" for i in range(BATCH_SIZE)]
         # Every runner writes each key once first, so the rounds update existing heads.
-        for key, value in next_items(len(keys)):
+        for key, value in plan.items(len(plan.keys)):
             await raw.put(key, value)
             await store.put(key, value)
-
-        async def raw_put() -> float:
-            items = next_items(config.n)
-            started = time.perf_counter()
-            for key, value in items:
-                await raw.put(key, value)
-            return time.perf_counter() - started
-
-        async def statekit_put() -> float:
-            items = next_items(config.n)
-            started = time.perf_counter()
-            for key, value in items:
-                await store.put(key, value)
-            return time.perf_counter() - started
-
-        put = Workload("put", config.n, statekit_put, raw_put, {}, detail)
-        yield await measure("redis", put, config.rounds)
-
-        batch_keys = [f"bench/batch/{i}" for i in range(BATCH_SIZE)]
-        batches = max(1, config.n // BATCH_SIZE)
-        first = next_items(BATCH_SIZE, batch_keys)
+        first = plan.items(BATCH_SIZE, batch_keys)
         await raw.batch(first)
         await store.batch([Write(k, v) for k, v in first])
 
-        async def raw_batch() -> float:
-            groups = [next_items(BATCH_SIZE, batch_keys) for _ in range(batches)]
-            started = time.perf_counter()
-            for group in groups:
-                await raw.batch(group)
-            return time.perf_counter() - started
-
-        async def statekit_batch() -> float:
-            groups = [
-                [Write(k, v) for k, v in next_items(BATCH_SIZE, batch_keys)] for _ in range(batches)
-            ]
-            started = time.perf_counter()
-            for group in groups:
-                await store.batch(group)
-            return time.perf_counter() - started
-
-        yield await measure(
-            "redis",
-            Workload(
-                "batch",
-                batches * BATCH_SIZE,
-                statekit_batch,
-                raw_batch,
-                {},
-                {**detail, "batch_size": BATCH_SIZE},
-            ),
-            config.rounds,
+        put = Workload(
+            "put",
+            config.n,
+            plan.puts(config.n, store.put),
+            plan.puts(config.n, raw.put),
+            {},
+            detail,
         )
+        yield await measure("redis", put, config.rounds)
+
+        batches = max(1, config.n // BATCH_SIZE)
+
+        async def statekit_batch(items: list[tuple[str, JSON]]) -> None:
+            await store.batch([Write(k, v) for k, v in items])
+
+        batch = Workload(
+            "batch",
+            batches * BATCH_SIZE,
+            plan.batches(batches, batch_keys, statekit_batch),
+            plan.batches(batches, batch_keys, raw.batch),
+            {},
+            {**detail, "batch_size": BATCH_SIZE},
+        )
+        yield await measure("redis", batch, config.rounds)
 
         writers = config.writers
         per_writer = max(1, config.n // writers)
-
-        def shares() -> list[list[tuple[str, JSON]]]:
-            return [next_items(per_writer) for _ in range(writers)]
-
-        async def raw_concurrent() -> float:
-            work = shares()
-
-            async def writer(items: list[tuple[str, JSON]]) -> None:
-                for key, value in items:
-                    await raw.put(key, value)
-
-            started = time.perf_counter()
-            await asyncio.gather(*(writer(items) for items in work))
-            return time.perf_counter() - started
-
-        async def statekit_concurrent() -> float:
-            work = shares()
-
-            async def writer(items: list[tuple[str, JSON]]) -> None:
-                for key, value in items:
-                    await store.put(key, value)
-
-            started = time.perf_counter()
-            await asyncio.gather(*(writer(items) for items in work))
-            return time.perf_counter() - started
-
-        yield await measure(
-            "redis",
-            Workload(
-                "concurrent",
-                writers * per_writer,
-                statekit_concurrent,
-                raw_concurrent,
-                {},
-                {**detail, "writers": writers},
-            ),
-            config.rounds,
+        concurrent = Workload(
+            "concurrent",
+            writers * per_writer,
+            plan.writers(per_writer, [store.put] * writers),
+            plan.writers(per_writer, [raw.put] * writers),
+            {},
+            {**detail, "writers": writers},
         )
+        yield await measure("redis", concurrent, config.rounds)
