@@ -6,6 +6,7 @@ Install with ``pip install statekit[testing]``. See docs/writing-a-backend.md.
 from statekit.testing.contract import BackendContract
 from statekit.testing.servers import (
     ScriptServerControl,
+    fresh_namespace,
     in_ci,
     require_server,
     server_control,
@@ -15,6 +16,7 @@ from statekit.testing.servers import (
 __all__ = [
     "BackendContract",
     "ScriptServerControl",
+    "fresh_namespace",
     "in_ci",
     "require_server",
     "server_control",

@@ -15,12 +15,20 @@ from __future__ import annotations
 
 import os
 import subprocess
+import uuid
 from dataclasses import dataclass
 from typing import NoReturn
 
 import pytest
 
-__all__ = ["ScriptServerControl", "in_ci", "require_server", "server_control", "server_url"]
+__all__ = [
+    "ScriptServerControl",
+    "fresh_namespace",
+    "in_ci",
+    "require_server",
+    "server_control",
+    "server_url",
+]
 
 
 def in_ci() -> bool:
@@ -78,7 +86,22 @@ class ScriptServerControl:
         self._run("start")
 
 
-def server_control(name: str) -> ScriptServerControl | None:
-    """A control for server ``name`` when ``STATEKIT_TEST_SERVERS_CTL`` names the script."""
+def server_control(name: str) -> ScriptServerControl:
+    """Stops and starts server ``name`` through ``STATEKIT_TEST_SERVERS_CTL``.
+
+    Without that variable the calling test fails under CI (the restart is part of
+    what CI proves) and skips locally, saying how to get it.
+    """
     script = os.environ.get("STATEKIT_TEST_SERVERS_CTL", "").strip()
-    return ScriptServerControl(script, name) if script else None
+    if not script:
+        require_server(
+            name,
+            "STATEKIT_TEST_SERVERS_CTL is not set, so it cannot be restarted",
+            "set -a && . .servers/env && set +a (make test does this)",
+        )
+    return ScriptServerControl(script, name)
+
+
+def fresh_namespace(tag: str = "t") -> str:
+    """A namespace no other test uses: ``<tag>_<32 hex digits>``."""
+    return f"{tag}_{uuid.uuid4().hex}"

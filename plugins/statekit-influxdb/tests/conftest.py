@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -11,13 +10,9 @@ import pytest_asyncio
 from statekit_influxdb import InfluxBackend, parse_url
 from statekit_influxdb.options import with_options
 
-from statekit.testing import require_server, server_url
+from statekit.testing import fresh_namespace, require_server, server_url
 
 START_HINT = "scripts/servers.sh start influxdb && set -a && . .servers/env && set +a"
-
-
-def fresh_namespace() -> str:
-    return f"t_{uuid.uuid4().hex}"
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -12,17 +11,13 @@ from statekit_mongodb import MongoBackend
 from statekit_mongodb.options import with_namespace
 
 from statekit.errors import BackendUnavailable
-from statekit.testing import require_server, server_url
+from statekit.testing import fresh_namespace, require_server, server_url
 
 HOW_TO_START = "scripts/servers.sh start mongodb && set -a && . .servers/env && set +a"
 
 SERVERS = ["secantus", "mongodb"]
 """SecantusDB (required: started by scripts/servers.sh) and a real mongod, used only
 when STATEKIT_TEST_MONGODB_URL names one."""
-
-
-def fresh_namespace(tag: str = "t") -> str:
-    return f"{tag}_{uuid.uuid4().hex}"
 
 
 def url_of(server: str) -> str:

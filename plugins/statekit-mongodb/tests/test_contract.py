@@ -10,9 +10,9 @@ import pytest_asyncio
 from statekit_mongodb import MongoBackend
 from statekit_mongodb.options import with_namespace
 
-from statekit.testing import BackendContract, ScriptServerControl, server_control
+from statekit.testing import BackendContract, ScriptServerControl, fresh_namespace, server_control
 
-from .conftest import drop, fresh_namespace, open_or_skip
+from .conftest import drop, open_or_skip
 
 
 class TestMongoBackend(BackendContract):

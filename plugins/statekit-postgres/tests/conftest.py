@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlencode, urlsplit
 
@@ -11,7 +10,7 @@ import pytest_asyncio
 from statekit_postgres import PostgresBackend
 
 from statekit.errors import BackendUnavailable
-from statekit.testing import require_server, server_url
+from statekit.testing import fresh_namespace, require_server, server_url
 
 HOW_TO_START = "scripts/servers.sh start postgres && set -a && . .servers/env && set +a"
 
@@ -20,10 +19,6 @@ def with_query(url: str, **params: str) -> str:
     """``url`` with more query parameters."""
     glue = "&" if urlsplit(url).query else "?"
     return url + glue + urlencode(params)
-
-
-def fresh_namespace(tag: str = "t") -> str:
-    return f"{tag}_{uuid.uuid4().hex}"
 
 
 @pytest.fixture

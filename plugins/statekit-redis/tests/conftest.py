@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -18,13 +17,9 @@ import redis.asyncio as aioredis
 from statekit_redis import RedisBackend
 from statekit_redis.options import parse_url, with_namespace
 
-from statekit.testing import require_server, server_url
+from statekit.testing import fresh_namespace, require_server, server_url
 
 START_HINT = "scripts/servers.sh start redis && set -a && . .servers/env && set +a"
-
-
-def fresh_namespace() -> str:
-    return f"t_{uuid.uuid4().hex}"
 
 
 @pytest.fixture
