@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
@@ -39,6 +40,8 @@ from statekit_file.records import at_text
 __all__ = ["FileBackend", "parse_url"]
 
 T = TypeVar("T")
+_Queued = tuple[Sequence[Write], str, "asyncio.Future[list[int]]"]
+_Outcome = list[int] | StatekitError
 
 DEFAULT_CHECKPOINT = 10_000
 """Journal versions kept before a checkpoint copies them into the per-key files."""
@@ -121,6 +124,8 @@ class FileBackend(Backend):
         self._worker = Worker("statekit-file")
         self._closed = False
         self._opened = False
+        self._queued: list[_Queued] = []  # appends waiting for the next group commit
+        self._committing = False  # a group is with the worker
 
     @classmethod
     async def open(cls, url: str) -> Self:
@@ -162,26 +167,77 @@ class FileBackend(Backend):
             return BackendError(f"{text}: does the folder's parent exist?", backend=self.name)
         return BackendError(f"{text} [{type(exc).__name__}]", backend=self.name)
 
+    def _is_closed(self) -> BackendError:
+        return BackendError(f"file store {self.path}: the backend is closed", backend=self.name)
+
+    def _failure(self, exc: BaseException) -> BaseException:
+        """``exc`` as the caller should see it: OS errors become statekit errors."""
+        if isinstance(exc, OSError | LockTimeout):
+            error = self._translate(exc)
+            error.__cause__ = exc
+            return error
+        if isinstance(exc, BackendError) and exc.backend is None:
+            exc.backend = self.name
+        return exc
+
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._closed:
-            raise BackendError(f"file store {self.path}: the backend is closed", backend=self.name)
+            raise self._is_closed()
         try:
             return await self._worker.submit(fn, *args)
-        except (OSError, LockTimeout) as exc:
-            raise self._translate(exc) from exc
-        except BackendError as exc:
-            if exc.backend is None:
-                exc.backend = self.name
-            raise
+        except (OSError, LockTimeout, BackendError) as exc:
+            failure = self._failure(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
 
     # -- the contract ------------------------------------------------------------------
 
     async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
-        versions = await self._run(self._folder.append, writes, at_text(at))
+        if self._closed:
+            raise self._is_closed()
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._queued.append((writes, at_text(at), future))
+        if not self._committing:
+            self._commit_queued()
+        versions = await future
         return [
             Record(w.key, v, w.kind, w.data, dict(w.meta), at)
             for w, v in zip(writes, versions, strict=True)
         ]
+
+    def _commit_queued(self) -> None:
+        """Hand every queued append to the worker as one group: one flush for all.
+
+        Appends made while a group is being flushed wait and form the next group,
+        so concurrent writers share flushes (group commit) and a lone writer pays
+        nothing extra. A caller cancelled before its group starts commits nothing.
+        """
+        group = [queued for queued in self._queued if not queued[2].done()]
+        self._queued.clear()
+        self._committing = bool(group)
+        if not group:
+            return
+        if self._closed:
+            for _, _, future in group:
+                future.set_exception(self._is_closed())
+            self._committing = False
+            return
+        job = self._worker.submit(self._folder.append_group, [(w, at) for w, at, _ in group])
+        job.add_done_callback(functools.partial(self._settle_group, group))
+
+    def _settle_group(self, group: list[_Queued], job: asyncio.Future[list[_Outcome]]) -> None:
+        error = job.exception()
+        outcomes = job.result() if error is None else []
+        for n, (_, _, future) in enumerate(group):
+            if future.done():  # cancelled while its group was flushed: committed all the same
+                continue
+            outcome = outcomes[n] if error is None else self._failure(error)
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+        self._commit_queued()
 
     async def read(
         self,

@@ -8,6 +8,11 @@ in folders of their own under the scratch folder, on the same disk:
   value)``, one key, atomic and durable. Raw: the legacy way, the whole book
   rewritten as one JSON file atomically per change (temp file, fsync, rename,
   folder fsync), which is equally durable.
+- ``positions_writers`` (the same target, when the book is saved by several tasks):
+  ``writers`` (10) tasks, say one per strategy, each saving positions of its own
+  concurrently. statekit's file store commits the appends queued meanwhile
+  together, one line each but one flush for all (group commit); the legacy file
+  has to be rewritten whole for every change all the same.
 - ``put``: ``store.put`` next to the file operations FileBackend does for one
   put, written by hand: exclusive flock, look at ``current.json``, append the
   same journal line, fdatasync, unlock. Checkpoints are statekit's extra work
@@ -31,6 +36,9 @@ from statekit_file.backend import FileBackend
 from statekit_file.files import datasync, fsync_dir
 
 __all__ = ["LegacyBook", "RawJournal", "bench"]
+
+WRITERS = 10
+"""Concurrent tasks in ``positions_writers``."""
 
 
 def _compact(value: JSON) -> str:
@@ -139,5 +147,19 @@ async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, No
             {**detail, "raw": "legacy: whole book rewritten atomically per change", "target": 3.0},
         )
         yield await measure("file", positions, config.rounds)
+        writers = Workload(
+            "positions_writers",
+            config.n // WRITERS * WRITERS,
+            plan.writers(config.n // WRITERS, [store.put] * WRITERS),
+            plan.writers(config.n // WRITERS, [legacy_save] * WRITERS),
+            {},
+            {
+                **detail,
+                "raw": "legacy: whole book rewritten atomically per change",
+                "writers": WRITERS,
+                "target": 3.0,
+            },
+        )
+        yield await measure("file", writers, config.rounds)
         put = Workload("put", config.n, statekit_put, plan.puts(config.n, raw_put), {}, detail)
         yield await measure("file", put, config.rounds)

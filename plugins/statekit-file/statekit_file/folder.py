@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from statekit.backend import Record, Write, check_expect
-from statekit.errors import BackendError, SerializationError
+from statekit.errors import BackendError, SerializationError, StatekitError
 from statekit_file.files import (
     complete_lines,
     datasync,
@@ -222,14 +222,17 @@ class Folder:
             self.seq = seq
         self._offset += end
 
-    def _commit(self, items: Sequence[tuple[str, Entry]]) -> None:
-        """Append one journal line holding ``items``, synced; the commit point."""
+    def _commit(self, commits: Sequence[Sequence[tuple[str, Entry]]]) -> None:
+        """Append one journal line per commit, all in one write, synced once: the commit point."""
         fd = self._journal
         assert fd is not None
-        seq = self.seq + 1
-        line = (f'{{"seq":{seq},"records":[' + ",".join(e.text for _, e in items) + "]}\n").encode()
+        lines = [
+            f'{{"seq":{self.seq + n},"records":[' + ",".join(e.text for _, e in items) + "]}\n"
+            for n, items in enumerate(commits, 1)
+        ]
+        data = "".join(lines).encode()
         try:
-            view = memoryview(line)
+            view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
             datasync(fd)
@@ -238,11 +241,12 @@ class Folder:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, self._offset)
             raise
-        self._offset += len(line)
-        self.seq = seq
-        for key, entry in items:
-            self._tail.setdefault(key, []).append(entry)
-        self._pending += len(items)
+        self._offset += len(data)
+        self.seq += len(commits)
+        for items in commits:
+            for key, entry in items:
+                self._tail.setdefault(key, []).append(entry)
+            self._pending += len(items)
         self.wrote = True
 
     # -- heads -------------------------------------------------------------------------
@@ -278,18 +282,50 @@ class Folder:
 
     def append(self, writes: Sequence[Write], at: str) -> list[int]:
         """Check every ``expect`` and commit all writes as one journal line."""
+        (outcome,) = self.append_group([(writes, at)])
+        if isinstance(outcome, StatekitError):
+            raise outcome
+        return outcome
+
+    def append_group(
+        self, appends: Sequence[tuple[Sequence[Write], str]]
+    ) -> list[list[int] | StatekitError]:
+        """Commit several appends with one flush (group commit); each is still its own line.
+
+        Each append is checked against the heads left by the ones before it and
+        commits whole or not at all: one that fails its ``expect`` gets its error in
+        its slot and the others go on. A failed write or flush fails them all (raised).
+        """
         with self.lock.exclusive():
             self._refresh(repair=True)
-            items: list[tuple[str, Entry]] = []
-            for w in writes:
-                head = self._head(w.key)
-                version = head.version if head is not None else 0
-                check_expect(w, version, head is None or not head.live, backend="file")
-                items.append((w.key, encode_write(w, version + 1, at)))
-            self._commit(items)
-            if self._pending >= self.checkpoint_every or self._offset >= CHECKPOINT_BYTES:
-                self._checkpoint()
-        return [e.version for _, e in items]
+            staged: dict[str, Entry] = {}  # heads written by earlier appends of this group
+            commits: list[list[tuple[str, Entry]]] = []
+            outcomes: list[list[int] | StatekitError] = []
+            for writes, at in appends:
+                try:
+                    items = self._stage(writes, at, staged)
+                except StatekitError as exc:
+                    outcomes.append(exc)
+                    continue
+                staged.update(items)
+                commits.append(items)
+                outcomes.append([e.version for _, e in items])
+            if commits:
+                self._commit(commits)
+                if self._pending >= self.checkpoint_every or self._offset >= CHECKPOINT_BYTES:
+                    self._checkpoint()
+        return outcomes
+
+    def _stage(
+        self, writes: Sequence[Write], at: str, staged: dict[str, Entry]
+    ) -> list[tuple[str, Entry]]:
+        items: list[tuple[str, Entry]] = []
+        for w in writes:  # the core refuses a key twice in one batch
+            head = staged[w.key] if w.key in staged else self._head(w.key)
+            version = head.version if head is not None else 0
+            check_expect(w, version, head is None or not head.live, backend="file")
+            items.append((w.key, encode_write(w, version + 1, at)))
+        return items
 
     def replicate(self, records: Sequence[Record]) -> int:
         """Commit the records newer than each key's head, as one line; returns how many."""
@@ -306,7 +342,7 @@ class Folder:
                 newest[record.key] = record.version
                 items.append((record.key, encode_record(record)))
             if items:
-                self._commit(items)
+                self._commit([items])
                 if self._pending >= self.checkpoint_every or self._offset >= CHECKPOINT_BYTES:
                     self._checkpoint()
         return len(items)

@@ -15,15 +15,15 @@ RATE_FIELDS = ("statekit_ops_s", "raw_ops_s", "ratio", "statekit_us_op", "raw_us
 
 
 @pytest.mark.asyncio
-async def test_bench_yields_positions_and_put(tmp_path: Path) -> None:
+async def test_bench_yields_positions_writers_and_put(tmp_path: Path) -> None:
     results = [r async for r in bench(BenchConfig(n=20, rounds=1, keys=10), tmp_path)]
-    assert [r["workload"] for r in results] == ["positions", "put"]
+    assert [r["workload"] for r in results] == ["positions", "positions_writers", "put"]
     for result in results:
         assert result["backend"] == "file" and result["n"] == 20
         for name in RATE_FIELDS:
             value = result[name]
             assert isinstance(value, float | int) and math.isfinite(value) and value > 0, name
-    assert results[0]["target"] == 3.0
+    assert results[0]["target"] == results[1]["target"] == 3.0
     json.dumps(results)
 
 
