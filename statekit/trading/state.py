@@ -1,0 +1,382 @@
+"""TradingState: positions, orders, balances, pair states and the portfolio over a store.
+
+Every item is one versioned key, so each has its full history and ``as_of``::
+
+    position/<symbol>   kind "position"    (or "legacy_position", see below)
+    order/<id>          kind "order"
+    balance/<asset>     kind "balance"
+    pair/<pair>         kind "pair_state"  (or "legacy_pair_state")
+    portfolio           kind "portfolio"   (or "legacy_portfolio")
+    trading/index       kind "trading_index": the keys of the state after each save()
+
+``save()`` writes a whole trading state as **one atomic batch**: changed items
+get a new version, items no longer present are deleted, unchanged items are
+left alone (their history does not grow), and every write is checked against
+the version read (compare-and-set), so two processes saving at once cannot
+interleave: the later one re-reads and saves again.
+
+The ``legacy_*`` kinds hold the free-form dicts of the legacy drop-in
+(:mod:`statekit.compat`) exactly as the bot gave them; the typed readers here
+turn them into models (``Position.from_legacy``). Saving through this API
+stores the typed kind from then on; the key and its history stay the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from statekit.backend import ANY, JSON, Capability, Expect, Record, Write
+from statekit.errors import ConflictError, ValidationError
+from statekit.store import StateStore
+from statekit.trading.models import Balance, Order, PairState, Portfolio, Position, to_json
+
+__all__ = ["Item", "SaveResult", "Section", "TradingSnapshot", "TradingState"]
+
+M = TypeVar("M", bound=BaseModel)
+
+INDEX_KEY = "trading/index"
+SAVE_RETRIES = 5
+"""Times ``save`` re-reads and tries again when another writer moved an item meanwhile."""
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A value to store under a key: its kind and its JSON data (None: delete it)."""
+
+    kind: str
+    data: JSON
+
+
+class Section(Generic[M]):
+    """One sort of item (positions, orders…): typed get, save, delete, list, history.
+
+    :param state: the trading state it belongs to.
+    :param folder: the key prefix of its items (``position/``).
+    :param kind: the kind typed saves store.
+    :param model: the pydantic model of an item.
+    :param name_field: the model field that names an item (``symbol``).
+    :param legacy: ``(kind, parse)`` for items the legacy drop-in stored.
+    """
+
+    def __init__(
+        self,
+        state: TradingState,
+        folder: str,
+        kind: str,
+        model: type[M],
+        name_field: str,
+        legacy: tuple[str, Callable[[str, dict[str, Any]], M]] | None = None,
+    ) -> None:
+        self._state = state
+        self.folder = folder
+        self.kind = kind
+        self.model = model
+        self.name_field = name_field
+        self._legacy = legacy
+
+    def key(self, name: str) -> str:
+        """The store key of the item called ``name``."""
+        if not isinstance(name, str) or not name:
+            raise ValidationError(
+                f"a {self.kind} needs a non-empty string name, not {name!r}", reason="name"
+            )
+        return f"{self._state.prefix}{self.folder}{name}"
+
+    def name_of(self, key: str) -> str:
+        return key[len(self._state.prefix) + len(self.folder) :]
+
+    def parse(self, record: Record) -> M:
+        """The model held by ``record`` (of this section's kind or its legacy kind)."""
+        if not isinstance(record.data, dict):
+            raise ValidationError(f"{record.key!r} holds no object", key=record.key)
+        if self._legacy is not None and record.kind == self._legacy[0]:
+            return self._legacy[1](self.name_of(record.key), record.data)
+        return self.model.model_validate(record.data)
+
+    def item(self, value: M) -> tuple[str, Item]:
+        """``value`` as the key and item ``save`` stores."""
+        if not isinstance(value, self.model):
+            raise ValidationError(
+                f"expected a {self.model.__name__}, not {type(value).__name__}", reason="type"
+            )
+        return self.key(getattr(value, self.name_field)), Item(self.kind, to_json(value))
+
+    async def save(
+        self, value: M, *, by: str | None = None, note: str | None = None, expect: Expect = ANY
+    ) -> Record:
+        """Store ``value`` as the new version of its item."""
+        key, item = self.item(value)
+        return await self._state.store.put(
+            key, item.data, kind=item.kind, meta=_meta(by, note), expect=expect
+        )
+
+    async def get(self, name: str, *, as_of: datetime | None = None) -> M | None:
+        """The item called ``name`` (now, or as it was at ``as_of``); None when absent."""
+        record = await self._state.store.get(self.key(name), as_of=as_of)
+        return None if record is None else self.parse(record)
+
+    async def delete(self, name: str, *, by: str | None = None, note: str | None = None) -> None:
+        """Delete the item (a tombstone version: its history stays)."""
+        await self._state.store.delete(self.key(name), meta=_meta(by, note))
+
+    async def all(self) -> dict[str, M]:
+        """Every live item, by name, in name order."""
+        return {
+            self.name_of(r.key): self.parse(r)
+            async for r in self._state.store.scan(self._state.prefix + self.folder)
+        }
+
+    async def history(self, name: str, *, limit: int = 100) -> list[Record]:
+        """Versions of the item, newest first (tombstones included, data as stored)."""
+        return await self._state.store.history(self.key(name), limit=limit)
+
+
+@dataclass
+class TradingSnapshot:
+    """A whole trading state, as :meth:`TradingState.load` returns it."""
+
+    positions: dict[str, Position] = field(default_factory=dict)
+    orders: dict[str, Order] = field(default_factory=dict)
+    balances: dict[str, Balance] = field(default_factory=dict)
+    pair_states: dict[str, PairState] = field(default_factory=dict)
+    portfolio: Portfolio | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SaveResult:
+    """What :meth:`TradingState.save` changed."""
+
+    written: int
+    deleted: int
+    unchanged: int
+    records: list[Record]
+
+
+class TradingState:
+    """The trading state of one account in a store. See the module docstring.
+
+    :param store: an open store.
+    :param prefix: put before every key (``"acct-1/"``), to keep several accounts in one store.
+    :param allow_non_atomic: let ``save`` write item by item on a store without
+        atomic batches (see :attr:`atomic`).
+    """
+
+    def __init__(
+        self, store: StateStore, *, prefix: str = "", allow_non_atomic: bool = False
+    ) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.allow_non_atomic = allow_non_atomic
+        self.positions: Section[Position] = Section(
+            self, "position/", "position", Position, "symbol", ("legacy_position", _legacy_pos)
+        )
+        self.orders: Section[Order] = Section(self, "order/", "order", Order, "id")
+        self.balances: Section[Balance] = Section(self, "balance/", "balance", Balance, "asset")
+        self.pair_states: Section[PairState] = Section(
+            self, "pair/", "pair_state", PairState, "pair", ("legacy_pair_state", _legacy_pair)
+        )
+
+    @property
+    def atomic(self) -> bool:
+        """``save`` is one atomic, compare-and-set batch on this store.
+
+        A store without atomic batches (InfluxDB) refuses ``save`` with
+        CapabilityError, unless the state was made with ``allow_non_atomic=True``:
+        then ``save`` writes item by item, and a crash part way leaves part of
+        the new state (the legacy drop-in allows it: its JSON-file original was
+        no better, and ``get_system_status()`` says so).
+        """
+        caps = self.store.capabilities
+        return Capability.ATOMIC_BATCH in caps and Capability.COMPARE_AND_SET in caps
+
+    # -- the portfolio: one item ---------------------------------------------------------
+
+    @property
+    def portfolio_key(self) -> str:
+        return f"{self.prefix}portfolio"
+
+    async def save_portfolio(
+        self, portfolio: Portfolio, *, by: str | None = None, note: str | None = None
+    ) -> Record:
+        """Store ``portfolio`` as the new version of the portfolio."""
+        return await self.store.put(
+            self.portfolio_key, to_json(portfolio), kind="portfolio", meta=_meta(by, note)
+        )
+
+    async def portfolio(self, *, as_of: datetime | None = None) -> Portfolio | None:
+        """The portfolio (now, or at ``as_of``); None when never saved."""
+        record = await self.store.get(self.portfolio_key, as_of=as_of)
+        return None if record is None else _parse_portfolio(record)
+
+    # -- the whole state -----------------------------------------------------------------
+
+    def sections(self) -> list[Section[Any]]:
+        return [self.positions, self.orders, self.balances, self.pair_states]
+
+    async def save(
+        self,
+        *,
+        positions: Mapping[str, Position] | list[Position] | None = None,
+        orders: Mapping[str, Order] | list[Order] | None = None,
+        balances: Mapping[str, Balance] | list[Balance] | None = None,
+        pair_states: Mapping[str, PairState] | list[PairState] | None = None,
+        portfolio: Portfolio | None = None,
+        by: str | None = None,
+        note: str | None = None,
+    ) -> SaveResult:
+        """Save a whole trading state as one atomic batch.
+
+        Each section given replaces that section: its items not given are
+        deleted. A section left out (None) is not touched. See the module docstring.
+        """
+        wanted: dict[str, dict[str, Item]] = {}
+        given: list[tuple[Section[Any], Any]] = [
+            (self.positions, positions),
+            (self.orders, orders),
+            (self.balances, balances),
+            (self.pair_states, pair_states),
+        ]
+        for section, values in given:
+            if values is not None:
+                items = values.values() if isinstance(values, Mapping) else values
+                wanted[section.folder] = dict(section.item(v) for v in items)
+        if portfolio is not None:
+            wanted[""] = {self.portfolio_key: Item("portfolio", to_json(portfolio))}
+        return await self.save_items(wanted, by=by, note=note)
+
+    async def save_items(
+        self,
+        sections: Mapping[str, Mapping[str, Item]],
+        *,
+        by: str | None = None,
+        note: str | None = None,
+    ) -> SaveResult:
+        """Save items by key as one atomic batch; ``sections`` maps a folder to its items.
+
+        A folder's stored items that are not given are deleted (folder ``""``
+        holds single items like the portfolio and deletes nothing). The building
+        block of :meth:`save` and of the legacy drop-in.
+        """
+        atomic = self.atomic
+        for attempt in range(SAVE_RETRIES):
+            writes, unchanged = await self._plan(sections, _meta(by, note), atomic)
+            if not writes:
+                return SaveResult(0, 0, unchanged, [])
+            try:
+                if atomic:
+                    records = await self.store.batch(writes)
+                else:  # refused above unless the caller allowed it: see ``atomic``
+                    records = [(await self.store.append([w]))[0] for w in writes]
+            except ConflictError:
+                if attempt == SAVE_RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.005 * 2**attempt)
+                continue
+            deleted = sum(1 for r in records if r.deleted)
+            written = len(records) - deleted - 1  # the index is bookkeeping
+            return SaveResult(written, deleted, unchanged, records[:-1])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _plan(
+        self, sections: Mapping[str, Mapping[str, Item]], meta: dict[str, JSON], atomic: bool
+    ) -> tuple[list[Write], int]:
+        if atomic or not self.allow_non_atomic:
+            self.store.require(Capability.ATOMIC_BATCH, "saving a whole trading state")
+            self.store.require(Capability.COMPARE_AND_SET, "saving a whole trading state")
+        index_key = self.prefix + INDEX_KEY
+        current: dict[str, Record] = {}
+        for folder in sections:
+            if folder:
+                async for record in self.store.scan(self.prefix + folder):
+                    current[record.key] = record
+        given = [key for items in sections.values() for key in items]
+        current.update(await self.store.get_many([*given, index_key]))
+        writes: list[Write] = []
+        unchanged = 0
+        for folder, items in sections.items():
+            for key, item in items.items():
+                head = current.get(key)
+                if head is not None and head.kind == item.kind and head.data == item.data:
+                    unchanged += 1
+                    continue
+                expect = (head.version if head is not None else 0) if atomic else ANY
+                writes.append(Write(key, item.data, item.kind, meta, expect))
+            if folder:
+                stale = [k for k in current if k.startswith(self.prefix + folder)]
+                for key in stale:
+                    if key not in items:
+                        record = current[key]
+                        expect = record.version if atomic else ANY
+                        writes.append(Write(key, None, record.kind, meta, expect))
+        if writes:
+            index = current.pop(index_key, None)
+            gone = {w.key for w in writes if w.data is None}
+            written = {w.key for w in writes if w.data is not None}
+            keys: list[JSON] = [*sorted({k for k in current if k not in gone} | written)]
+            expect = (index.version if index is not None else 0) if atomic else ANY
+            writes.append(Write(index_key, {"keys": keys}, "trading_index", meta, expect))
+        return writes, unchanged
+
+    async def load(self, *, as_of: datetime | None = None) -> TradingSnapshot:
+        """The whole trading state now, or as it was at ``as_of``.
+
+        ``as_of`` reads every item that is live now or was listed by the last
+        ``save`` before ``as_of``, each as of that moment.
+        """
+        snapshot = TradingSnapshot()
+        if as_of is None:
+            records = [r async for r in self.store.scan(self.prefix)]
+        else:
+            keys = {r.key async for r in self.store.scan(self.prefix)}
+            index = await self.store.get(self.prefix + INDEX_KEY, as_of=as_of)
+            listed = index.data.get("keys") if index and isinstance(index.data, dict) else None
+            if isinstance(listed, list):
+                keys.update(k for k in listed if isinstance(k, str))
+            found = await asyncio.gather(*(self.store.get(k, as_of=as_of) for k in sorted(keys)))
+            records = [r for r in found if r is not None]
+        targets: list[tuple[Section[Any], dict[str, Any]]] = [
+            (self.positions, snapshot.positions),
+            (self.orders, snapshot.orders),
+            (self.balances, snapshot.balances),
+            (self.pair_states, snapshot.pair_states),
+        ]
+        for record in records:
+            if record.key == self.portfolio_key:
+                snapshot.portfolio = _parse_portfolio(record)
+                continue
+            for section, into in targets:
+                if record.key.startswith(self.prefix + section.folder):
+                    into[section.name_of(record.key)] = section.parse(record)
+                    break
+        return snapshot
+
+
+def _meta(by: str | None, note: str | None) -> dict[str, JSON]:
+    meta: dict[str, JSON] = {}
+    if by is not None:
+        meta["by"] = by
+    if note is not None:
+        meta["note"] = note
+    return meta
+
+
+def _legacy_pos(symbol: str, data: dict[str, Any]) -> Position:
+    return Position.from_legacy(symbol, data)
+
+
+def _legacy_pair(pair: str, data: dict[str, Any]) -> PairState:
+    return PairState.from_legacy(pair, data)
+
+
+def _parse_portfolio(record: Record) -> Portfolio:
+    if not isinstance(record.data, dict):
+        raise ValidationError(f"{record.key!r} holds no object", key=record.key)
+    if record.kind == "legacy_portfolio":
+        return Portfolio.from_legacy(record.data)
+    return Portfolio.model_validate(record.data)
