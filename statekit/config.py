@@ -145,6 +145,25 @@ class DatabaseSettings(_Section):
     def _lower_type(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
+    def get_connection_config(self) -> dict[str, Any]:
+        """The settings of the chosen database type, for troubleshooting (seed 003).
+
+        Secrets are ``"***"`` when set and ``""`` when empty: safe to print.
+        """
+        fields = {
+            "sqlite": ("sqlite_path",),
+            "postgresql": (
+                "postgres_host",
+                "postgres_port",
+                "postgres_db",
+                "postgres_user",
+                "postgres_password",
+            ),
+            "influxdb": ("influxdb_url", "influxdb_org", "influxdb_bucket", "influxdb_token"),
+        }.get("postgresql" if self.database_type == "postgres" else self.database_type, ())
+        masked = _masked(self)
+        return {"database_type": self.database_type, **{name: masked[name] for name in fields}}
+
 
 class ApiSettings(_Section):
     """The REST/WebSocket API (``statekit serve``)."""
@@ -170,6 +189,9 @@ class CacheSettings(_Section):
     """How long a cached read is served."""
     max_size: int = Field(default=1000, gt=0)
     """How many keys the cache holds."""
+    shared_url: SecretStr | None = None
+    """A cache shared by processes, asked after the in-process one (e.g. ``redis://host/0``;
+    secret: it may hold a password). Used only when ``enabled``."""
 
 
 class PluginSettings(_Section):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from statekit.host import BackendRegistry, ValidatorRegistry
+    from statekit.host import BackendRegistry, CacheRegistry, ValidatorRegistry
 
 __all__ = ["hookimpl", "hookspec"]
 
@@ -53,5 +53,22 @@ def statekit_register_validators(registry: ValidatorRegistry) -> None:
     :param registry: call ``registry.add(kind, fn)`` with ``fn(key, data)`` that
         raises (ValidationError, or ValueError which statekit wraps) on bad data,
         or ``registry.add_model(kind, PydanticModel)`` to validate with a model.
+    :return: nothing; the registry is the result.
+    """
+
+
+@hookspec
+def statekit_register_caches(registry: CacheRegistry) -> None:
+    """Register shared caches (the tiered store's second level), one per URL scheme.
+
+    Called once per :class:`~statekit.host.PluginHost`, the first time a shared
+    cache is looked up: when a store is opened with ``cache.shared_url`` set, and by
+    ``statekit plugins``.
+
+    :param registry: call ``registry.add(scheme, CacheClass)`` for each URL scheme
+        the plugin serves, e.g. ``registry.add("redis", RedisCache)``.
+        ``CacheClass`` subclasses :class:`statekit.tiered.SharedCache`. Registering a
+        scheme another plugin already registered is a
+        :class:`~statekit.errors.PluginError` reported against this plugin.
     :return: nothing; the registry is the result.
     """

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pluggy
 import pydantic
@@ -21,7 +21,8 @@ import pydantic
 from statekit import hookspecs
 from statekit.backend import JSON, Backend
 from statekit.codec import check_kind
-from statekit.errors import PluginError, ValidationError
+from statekit.errors import ConfigError, PluginError, ValidationError
+from statekit.tiered.shared import SharedCache
 
 if TYPE_CHECKING:
     from statekit.config import Settings
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "KNOWN_SCHEMES",
     "BackendRegistry",
+    "CacheRegistry",
     "PluginHost",
     "PluginInfo",
     "ValidatorRegistry",
@@ -51,6 +53,7 @@ KNOWN_SCHEMES: dict[str, str] = {
 """URL schemes of the project's own plugin distributions, for 'pip install ...' hints."""
 
 Validator = Callable[[str, JSON], None]
+C = TypeVar("C")
 
 _BLOCKED_BY = "STATEKIT_BLOCKED_PLUGINS or PluginHost(blocked=...)"
 
@@ -74,6 +77,7 @@ class PluginInfo:
     builtin: bool
     backends: list[str] = field(default_factory=list)
     validators: list[str] = field(default_factory=list)
+    caches: list[str] = field(default_factory=list)
     error: str | None = None
     blocked: bool = False
 
@@ -85,26 +89,30 @@ class PluginInfo:
             "builtin": self.builtin,
             "backends": self.backends,
             "validators": self.validators,
+            "caches": self.caches,
             "error": self.error,
             "blocked": self.blocked,
         }
 
 
-class BackendRegistry:
-    """Passed to ``statekit_register_backends``: URL scheme -> Backend class."""
+class _SchemeRegistry(Generic[C]):
+    """URL scheme -> a class of ``base``, each scheme owned by one plugin."""
+
+    base: type[C]
+    what: str  # how a registered class is named in errors
 
     def __init__(self) -> None:
-        self._classes: dict[str, type[Backend]] = {}
+        self._classes: dict[str, type[C]] = {}
         self._owners: dict[str, str] = {}
         self._current: str = "?"
 
-    def add(self, scheme: str, backend: type[Backend]) -> None:
-        """Serve URLs of ``scheme`` with ``backend`` (a Backend subclass)."""
+    def add(self, scheme: str, cls: type[C]) -> None:
+        """Serve URLs of ``scheme`` with ``cls`` (a subclass of the registry's base)."""
         scheme = scheme.lower()
-        if not (isinstance(backend, type) and issubclass(backend, Backend)):
+        if not (isinstance(cls, type) and issubclass(cls, self.base)):
             raise PluginError(
-                f"plugin {self._current!r} registered {backend!r} for {scheme!r}, "
-                "which is not a statekit.backend.Backend subclass",
+                f"plugin {self._current!r} registered {cls!r} for {scheme!r}, "
+                f"which is not a {self.what} subclass",
                 plugin=self._current,
             )
         if scheme in self._classes:
@@ -113,11 +121,11 @@ class BackendRegistry:
                 f"plugin {self._owners[scheme]!r}; block one of them",
                 plugin=self._current,
             )
-        self._classes[scheme] = backend
+        self._classes[scheme] = cls
         self._owners[scheme] = self._current
 
-    def get(self, scheme: str) -> type[Backend] | None:
-        """The backend class for ``scheme``, or None."""
+    def get(self, scheme: str) -> type[C] | None:
+        """The class for ``scheme``, or None."""
         return self._classes.get(scheme.lower())
 
     def schemes(self) -> list[str]:
@@ -131,6 +139,21 @@ class BackendRegistry:
         """Drop what ``plugin`` registered (its hook failed part way)."""
         for scheme in self.owned_by(plugin):
             del self._classes[scheme], self._owners[scheme]
+
+
+class BackendRegistry(_SchemeRegistry[Backend]):
+    """Passed to ``statekit_register_backends``: URL scheme -> Backend class."""
+
+    base = Backend
+    what = "statekit.backend.Backend"
+
+
+class CacheRegistry(_SchemeRegistry[SharedCache]):
+    """Passed to ``statekit_register_caches``: URL scheme -> SharedCache class
+    (the tiered store's shared second level, ``cache.shared_url``)."""
+
+    base = SharedCache
+    what = "statekit.tiered.SharedCache"
 
 
 class ValidatorRegistry:
@@ -204,8 +227,9 @@ class ValidatorRegistry:
 
 def _builtin_plugins() -> list[tuple[str, ModuleType]]:
     from statekit.backends import memory, sqlite
+    from statekit.trading import plugin as trading
 
-    return [("memory", memory), ("sqlite", sqlite)]
+    return [("memory", memory), ("sqlite", sqlite), ("trading", trading)]
 
 
 class PluginHost:
@@ -238,6 +262,7 @@ class PluginHost:
         self._blocked_seen: dict[str, str] = {}  # blocked plugin name -> its distribution
         self._backends: BackendRegistry | None = None
         self._validators: ValidatorRegistry | None = None
+        self._caches: CacheRegistry | None = None
 
         version = metadata.version("statekit")
         for name, module in _builtin_plugins():
@@ -312,7 +337,9 @@ class PluginHost:
                 log.warning("statekit plugin %r (%s) not loaded: %s", ep.name, dist, info.error)
                 self._infos[ep.name] = info
 
-    def _call_each(self, hook_name: str, registry: BackendRegistry | ValidatorRegistry) -> None:
+    def _call_each(
+        self, hook_name: str, registry: BackendRegistry | CacheRegistry | ValidatorRegistry
+    ) -> None:
         """Call one registration hook plugin by plugin, so that a failing plugin
         is reported by name and what each plugin registered is known."""
         plugins = self._pm.list_name_plugin()
@@ -354,13 +381,22 @@ class PluginHost:
             self._validators = registry
         return self._validators
 
+    def caches(self) -> CacheRegistry:
+        """Every registered shared cache (``statekit_register_caches``, called once)."""
+        if self._caches is None:
+            registry = CacheRegistry()
+            self._call_each("statekit_register_caches", registry)
+            self._caches = registry
+        return self._caches
+
     def plugins(self) -> list[PluginInfo]:
         """Every plugin seen, with what it registered and any error, by name."""
-        backends, validators = self.backends(), self.validators()
+        backends, validators, caches = self.backends(), self.validators(), self.caches()
         infos = []
         for name, info in sorted(self._infos.items()):
             info.backends = backends.owned_by(name)
             info.validators = validators.owned_by(name)
+            info.caches = caches.owned_by(name)
             infos.append(info)
         for name, dist in sorted(self._blocked_seen.items()):
             if name not in self._infos:  # blocked: listed so `statekit plugins` shows why
@@ -398,3 +434,25 @@ class PluginHost:
                     f"({_BLOCKED_BY})"
                 )
         raise PluginError(f"no backend for URL scheme {scheme!r} (installed: {installed}){hint}")
+
+    def cache_class(self, scheme: str) -> type[SharedCache]:
+        """The shared cache for a URL scheme (``cache.shared_url``), or a ConfigError
+        naming the scheme, the installed ones and what to install."""
+        cls = self.caches().get(scheme)
+        if cls is not None:
+            return cls
+        installed = ", ".join(self.caches().schemes()) or "none"
+        package = KNOWN_SCHEMES.get(scheme.lower())
+        hint = f"; `pip install {package}` adds it" if package else ""
+        failed = [
+            i
+            for i in self._infos.values()
+            if i.error and package and _normalize_dist(i.distribution) == _normalize_dist(package)
+        ]
+        if failed:
+            hint = f"; {package} is installed but failed: {failed[0].error}"
+        raise ConfigError(
+            f"cache.shared_url: no shared cache for URL scheme {scheme!r} "
+            f"(installed: {installed}){hint}",
+            source="cache.shared_url",
+        )

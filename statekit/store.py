@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import random
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,18 +14,23 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
+import pydantic
+
 from statekit.backend import ANY, JSON, Backend, Capability, Expect, Health, Record, Write
 from statekit.codec import Codec, check_key, check_kind, dumps, redact_url
 from statekit.errors import (
+    BackendError,
     CapabilityError,
+    ConfigError,
     ConflictError,
     HistoryUnavailable,
     ValidationError,
 )
 from statekit.host import PluginHost, ValidatorRegistry
+from statekit.tiered.shared import SharedCache
 
 if TYPE_CHECKING:
-    from statekit.config import Settings
+    from statekit.config import CacheSettings, Settings
     from statekit.snapshots import Snapshots
 
 __all__ = ["DEFAULT_MAX_VALUE_BYTES", "RESERVED_PREFIX", "Retention", "StateStore", "Watch", "open"]
@@ -31,6 +38,8 @@ __all__ = ["DEFAULT_MAX_VALUE_BYTES", "RESERVED_PREFIX", "Retention", "StateStor
 DEFAULT_MAX_VALUE_BYTES = 16 * 1024 * 1024
 RESERVED_PREFIX = "_sk/"
 """Keys statekit keeps for itself (snapshots). Users cannot write them directly."""
+STORE_ID_KEY = RESERVED_PREFIX + "store-id"
+"""A random id written once into a store: names its entries in a shared cache."""
 
 _PAGE = 256
 
@@ -406,30 +415,102 @@ async def _open_backend(url: str, host: PluginHost) -> Backend:
     return await host.backend_class(scheme).open(url)
 
 
+def _cache_settings(
+    settings: Settings, cache: bool | Mapping[str, Any] | CacheSettings | None
+) -> CacheSettings:
+    """The cache settings ``open(cache=...)`` asks for, over the configured ones."""
+    from statekit.config import CacheSettings
+
+    if cache is None:
+        return settings.cache
+    if isinstance(cache, bool):
+        return settings.cache.model_copy(update={"enabled": cache})
+    if isinstance(cache, CacheSettings):
+        return cache
+    if not isinstance(cache, Mapping):
+        raise ConfigError(
+            f"cache= takes True, False, a mapping of cache settings or a CacheSettings, "
+            f"not {type(cache).__name__}",
+            source="cache",
+        )
+    try:  # a mapping turns the cache on unless it says enabled=False
+        return CacheSettings.model_validate(
+            {**settings.cache.model_dump(), "enabled": True, **cache}
+        )
+    except pydantic.ValidationError as exc:
+        # include_input=False: shared_url may hold a password.
+        problems = "; ".join(
+            f"cache.{'.'.join(str(p) for p in err['loc'])}: "
+            + ("unknown setting" if err["type"] == "extra_forbidden" else err["msg"])
+            for err in exc.errors(include_input=False, include_url=False)
+        )
+        raise ConfigError(f"cache={{...}}: {problems}", source="cache") from None
+
+
+async def _store_id(primary: Backend) -> str:
+    """The primary's own id (``_sk/store-id``), written by the first process that asks.
+
+    Every process over the same primary reads the same id, whatever URL it used to
+    reach it; two primaries never share one. It namespaces the shared cache.
+    """
+    expect: Expect = 0 if Capability.COMPARE_AND_SET in primary.capabilities else ANY
+    for _ in range(3):
+        head = (await primary.latest([STORE_ID_KEY])).get(STORE_ID_KEY)
+        if head is not None and isinstance(head.data, str):
+            return head.data
+        write = Write(STORE_ID_KEY, "s" + uuid.uuid4().hex, "statekit.store_id", {}, expect)
+        with contextlib.suppress(ConflictError):  # another process wrote it first: read theirs
+            await primary.append([write], datetime.now(UTC))
+    raise BackendError(
+        f"the {primary.name} store did not keep its id {STORE_ID_KEY!r}, which names its "
+        "entries in the shared cache (cache.shared_url)",
+        backend=primary.name,
+    )
+
+
+async def _open_shared(primary: Backend, host: PluginHost, cache: CacheSettings) -> SharedCache:
+    assert cache.shared_url is not None
+    url = cache.shared_url.get_secret_value()
+    scheme = urlsplit(url).scheme
+    if not scheme:
+        raise ConfigError(
+            f"cache.shared_url {redact_url(url)!r} is not a URL; e.g. redis://localhost:6379/0",
+            source="cache.shared_url",
+        )
+    cls = host.cache_class(scheme)  # before any I/O: a bad scheme fails fast
+    return await cls.open(url, namespace=await _store_id(primary), ttl=cache.ttl_seconds)
+
+
 async def _tiered(
     primary: Backend,
     host: PluginHost,
     settings: Settings,
-    cache: bool,
+    cache: CacheSettings,
     mirror_urls: Sequence[str],
     fallback: str,
 ) -> Backend:
     from statekit.tiered import FallbackJournal, ReadCache, TieredBackend
 
     opened: list[Backend] = [primary]
+    shared: SharedCache | None = None
     try:
+        if cache.enabled and cache.shared_url is not None and cache.shared_url.get_secret_value():
+            shared = await _open_shared(primary, host, cache)
         for url in mirror_urls:
             opened.append(await _open_backend(url, host))
         tiered = TieredBackend(
             primary,
-            cache=ReadCache(ttl=settings.cache.ttl_seconds, max_size=settings.cache.max_size)
-            if cache
+            cache=ReadCache(ttl=cache.ttl_seconds, max_size=cache.max_size)
+            if cache.enabled
             else None,
+            shared=shared,
             mirrors=opened[1:],
             fallback=await FallbackJournal.open(fallback) if fallback else None,
         )
         await tiered.start()
     except BaseException:
+        if shared is not None:
+            await shared.aclose()
         for backend in opened:
             await backend.aclose()
         raise
@@ -488,7 +569,7 @@ async def open(
     host: PluginHost | None = None,
     codec: Codec | None = None,
     primary: str | None = None,
-    cache: bool | None = None,
+    cache: bool | Mapping[str, Any] | CacheSettings | None = None,
     mirrors: Sequence[str] | None = None,
     fallback: str | None = None,
 ) -> StateStore:
@@ -501,7 +582,10 @@ async def open(
     Tiers (docs/tiered.md), each defaulting to the settings:
 
     :param primary: another name for ``url``, as the tiered store reads.
-    :param cache: an in-process read cache (``cache.enabled``, ``ttl_seconds``, ``max_size``).
+    :param cache: read caches: ``True`` for the configured ones (an in-process cache,
+        plus the shared ``cache.shared_url`` when set), ``False`` for none, or cache
+        settings over the configured ones, e.g. ``{"ttl_seconds": 30,
+        "shared_url": "redis://cache:6379/0"}`` (a mapping turns caching on).
     :param mirrors: store URLs every committed version is copied to, write-behind.
     :param fallback: a journal file that accepts writes while the primary is down
         (``enable_file_fallback`` and ``fallback_path``); ``""`` turns it off.
@@ -511,12 +595,16 @@ async def open(
     settings = settings or load_settings()
     host = host or PluginHost.from_settings(settings)
     backend = await _open_backend(url or primary or settings.store_url(), host)
-    use_cache = settings.cache.enabled if cache is None else cache
     mirror_urls = settings.mirrors if mirrors is None else list(mirrors)
     if fallback is None:
         fallback = settings.fallback_path if settings.enable_file_fallback else ""
-    if use_cache or mirror_urls or fallback:
-        backend = await _tiered(backend, host, settings, use_cache, mirror_urls, fallback)
+    try:
+        cache_settings = _cache_settings(settings, cache)
+    except BaseException:
+        await backend.aclose()
+        raise
+    if cache_settings.enabled or mirror_urls or fallback:
+        backend = await _tiered(backend, host, settings, cache_settings, mirror_urls, fallback)
     return StateStore(
         backend,
         validators=host.validators() if settings.enable_validation else None,

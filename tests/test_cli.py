@@ -317,7 +317,11 @@ def test_doctor_reports_failed_plugins(url: str) -> None:
 def test_blocked_plugin_from_environment() -> None:
     env = {"STATEKIT_BLOCKED_PLUGINS": "memory", "STATEKIT_DISABLE_PLUGIN_AUTOLOAD": "1"}
     plugins = loaded(run("plugins", "--json", env=env))
-    assert [(p["name"], p["blocked"]) for p in plugins] == [("sqlite", False), ("memory", True)]
+    assert [(p["name"], p["blocked"]) for p in plugins] == [
+        ("sqlite", False),
+        ("trading", False),
+        ("memory", True),
+    ]
 
 
 def test_doctor_healthy(url: str) -> None:

@@ -115,9 +115,9 @@ def test_order_status_and_remaining() -> None:
 @pytest.mark.asyncio
 async def test_the_store_refuses_bad_trading_values_written_directly(store: StateStore) -> None:
     with pytest.raises(ValidationError, match="amount"):
-        await store.put("position/X", {"symbol": "X", "amount": "lots"}, kind="position")
+        await store.put("position/X", {"symbol": "X", "amount": "lots"}, kind="trading.position")
     with pytest.raises(ValidationError, match="object"):
-        await store.put("position/Y", [1, 2], kind="legacy_position")
+        await store.put("position/Y", [1, 2], kind="trading.legacy_position")
     assert await store.get("position/X") is None and await store.get("position/Y") is None
 
 
@@ -131,7 +131,7 @@ class MaxPositionSize:
             if abs(Decimal(str(data.get("amount", 0)))) > 10:
                 raise ValueError(f"{key}: amount above the 10-unit limit")
 
-        registry.add("position", at_most_ten)
+        registry.add("trading.position", at_most_ten)
 
 
 @pytest.mark.asyncio

@@ -1,4 +1,4 @@
-"""TieredBackend: a primary with a read cache, write-behind mirrors and a fallback journal.
+"""TieredBackend: a primary with read caches, write-behind mirrors and a fallback journal.
 
 It is itself a :class:`~statekit.backend.Backend`, so the StateStore and every
 feature built on the contract work over it unchanged.
@@ -22,6 +22,7 @@ from statekit.errors import BackendUnavailable, ConflictError, StatekitError
 from statekit.tiered.cache import ReadCache
 from statekit.tiered.journal import FallbackJournal, JournalEntry
 from statekit.tiered.mirrors import Mirror
+from statekit.tiered.shared import SharedCache, SharedLevel
 
 __all__ = ["WRITE_ID", "TieredBackend"]
 
@@ -35,11 +36,17 @@ _LOOKBACK = 64  # versions of a key searched for a write id at replay
 
 
 class TieredBackend(Backend):
-    """``primary`` plus optional ``cache``, ``mirrors`` and ``fallback`` journal.
+    """``primary`` plus optional ``cache``, ``shared`` cache, ``mirrors`` and ``fallback`` journal.
 
     - **cache**: heads read through ``latest`` are kept for ``cache.ttl`` seconds;
       the store's own writes update it, a conflict evicts the key, and commits of
       other writers evict theirs when the primary can watch.
+    - **shared**: a second level shared by several processes (e.g. Redis), asked
+      after ``cache`` and before the primary. Heads read from the primary and
+      records this store commits are put into it (version-monotone: an older
+      version never replaces a newer one); commits of other writers seen through
+      the primary's watch are put too. A conflict evicts the key. A failing shared
+      cache is counted and skipped, never raised (:class:`SharedLevel`).
     - **mirrors**: every committed record is offered to each mirror's bounded
       queue and copied in the background (:class:`Mirror`); a slow or dead
       mirror never delays or fails a write.
@@ -58,6 +65,7 @@ class TieredBackend(Backend):
         primary: Backend,
         *,
         cache: ReadCache | None = None,
+        shared: SharedCache | None = None,
         mirrors: Sequence[Backend] = (),
         fallback: FallbackJournal | None = None,
         replay_interval: float = 0.25,
@@ -66,6 +74,9 @@ class TieredBackend(Backend):
         self.name = f"tiered({primary.name})"  # type: ignore[misc]
         self.capabilities = primary.capabilities
         self.cache = cache
+        self.shared = SharedLevel(shared) if shared is not None else None
+        self.primary_reads = 0
+        """Keys ``latest`` had to ask the primary for (neither level had them)."""
         self.mirrors = [Mirror(m) for m in mirrors]
         self.fallback = fallback
         self.replay_interval = replay_interval
@@ -81,7 +92,8 @@ class TieredBackend(Backend):
         """Start the background work: mirrors, cache invalidation, a pending replay."""
         for mirror in self.mirrors:
             mirror.start()
-        if self.cache is not None and Capability.WATCH in self.primary.capabilities:
+        cached = self.cache is not None or self.shared is not None
+        if cached and Capability.WATCH in self.primary.capabilities:
             changes = await self.primary.watch("")
             self._invalidator = asyncio.get_running_loop().create_task(
                 self._invalidate(changes), name="statekit-cache-invalidation"
@@ -93,10 +105,15 @@ class TieredBackend(Backend):
                 self._start_replay()
 
     async def _invalidate(self, changes: AsyncIterator[Record]) -> None:
-        assert self.cache is not None
         try:
             async for record in changes:
-                self.cache.invalidate_older(record.key, record.version)
+                # This store's own commits are in the cache already (and in the shared
+                # level, put at commit): only another writer's commit needs sharing.
+                own = self.cache is not None and self.cache.holds(record.key, record.version)
+                if self.cache is not None:
+                    self.cache.invalidate_older(record.key, record.version)
+                if self.shared is not None and not own:
+                    await self.shared.put_many({record.key: record})
         except StatekitError as exc:  # the watch failed: fall back to TTL expiry alone
             log.warning("cache invalidation stopped (entries now expire by ttl): %s", exc)
 
@@ -110,23 +127,32 @@ class TieredBackend(Backend):
         try:
             records = await self.primary.append(writes, at)
         except ConflictError as exc:
-            if self.cache is not None:
-                self.cache.invalidate([exc.key])
+            await self._evict([exc.key])
             raise
         except BackendUnavailable:
             if self.fallback is None:
                 raise
             # The primary may or may not have committed it: replay checks the write id.
             return await self._defer(writes, at, uncertain=True)
-        self._committed(records)
+        await self._committed(records)
         return records
 
-    def _committed(self, records: Sequence[Record]) -> None:
+    async def _committed(self, records: Sequence[Record]) -> None:
+        for mirror in self.mirrors:
+            mirror.offer(records)
         if self.cache is not None:
             for record in records:
                 self.cache.put(record.key, record)
-        for mirror in self.mirrors:
-            mirror.offer(records)
+        if self.shared is not None:
+            # Awaited: once append returns, other processes' reads see this version
+            # (unless the shared cache failed; then they see it at watch or ttl).
+            await self.shared.put_many({record.key: record for record in records})
+
+    async def _evict(self, keys: Sequence[str]) -> None:
+        if self.cache is not None:
+            self.cache.invalidate(keys)
+        if self.shared is not None:
+            await self.shared.invalidate(keys)
 
     async def _defer(
         self, writes: Sequence[Write], at: datetime, *, uncertain: bool
@@ -138,8 +164,7 @@ class TieredBackend(Backend):
         except BaseException:
             self._pending -= 1
             raise
-        if self.cache is not None:
-            self.cache.invalidate(w.key for w in writes)
+        await self._evict([w.key for w in writes])
         self._start_replay()
         return [Record(w.key, 0, w.kind, w.data, dict(w.meta), at) for w in writes]
 
@@ -186,7 +211,7 @@ class TieredBackend(Backend):
             return
         await self.fallback.done(entry.seq)
         self._pending -= 1
-        self._committed(records)
+        await self._committed(records)
 
     async def _landed(self, write: Write) -> bool:
         if Capability.HISTORY not in self.primary.capabilities:
@@ -215,20 +240,36 @@ class TieredBackend(Backend):
     # -- reads ----------------------------------------------------------------------
 
     async def latest(self, keys: Sequence[str]) -> dict[str, Record]:
-        if self.cache is None:
+        cache, shared = self.cache, self.shared
+        if cache is None and shared is None:
             return await self.primary.latest(keys)
         found: dict[str, Record] = {}
-        missing = []
-        for key in keys:
-            hit, head = self.cache.get(key)
-            if not hit:
-                missing.append(key)
-            elif head is not None:
-                found[key] = head
+        missing = list(keys)
+        if cache is not None:
+            missing = []
+            for key in keys:
+                hit, head = cache.get(key)
+                if not hit:
+                    missing.append(key)
+                elif head is not None:
+                    found[key] = head
+        if missing and shared is not None:
+            entries = await shared.get_many(missing)
+            for key, head in entries.items():
+                if cache is not None:
+                    cache.put(key, head)
+                if head is not None:
+                    found[key] = head
+            missing = [key for key in missing if key not in entries]
         if missing:
+            self.primary_reads += len(missing)
             fetched = await self.primary.latest(missing)
-            for key in missing:
-                self.cache.put(key, fetched.get(key))
+            heads = {key: fetched.get(key) for key in missing}
+            if cache is not None:
+                for key, head in heads.items():
+                    cache.put(key, head)
+            if shared is not None:
+                await shared.put_many(heads)
             found.update(fetched)
         return found
 
@@ -266,7 +307,12 @@ class TieredBackend(Backend):
                 "size": len(self.cache),
                 "ttl_s": self.cache.ttl,
                 "max_size": self.cache.max_size,
+                "primary_reads": self.primary_reads,
             }
+        if self.shared is not None:
+            detail["shared_cache"] = await self.shared.describe()
+            if self.cache is None:
+                detail["shared_cache"]["primary_reads"] = self.primary_reads
         if self.mirrors:
             detail["mirrors"] = [m.describe() for m in self.mirrors]
         if self.fallback is not None:
@@ -283,6 +329,7 @@ class TieredBackend(Backend):
             **self.primary.describe(),
             "tiers": {
                 "cache": self.cache is not None,
+                "shared_cache": self.shared.cache.describe() if self.shared else None,
                 "mirrors": [m.backend.name for m in self.mirrors],
                 "fallback": str(self.fallback.path) if self.fallback else None,
             },
@@ -296,6 +343,8 @@ class TieredBackend(Backend):
                     await task
         for mirror in self.mirrors:
             await mirror.aclose()
+        if self.shared is not None:
+            await self.shared.aclose()
         if self.fallback is not None:
             await self.fallback.aclose()
         await self.primary.aclose()

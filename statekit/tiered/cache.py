@@ -1,4 +1,8 @@
-"""An in-process read cache of heads: TTL, max size, hit/miss counts."""
+"""An in-process read cache of heads: TTL, max size, hit/miss counts.
+
+The tiered store's first level; the optional shared second level is
+:mod:`statekit.tiered.shared`.
+"""
 
 from __future__ import annotations
 
@@ -69,6 +73,11 @@ class ReadCache:
         for key in keys:
             if self._entries.pop(key, None) is not None:
                 self.stats.invalidations += 1
+
+    def holds(self, key: str, version: int) -> bool:
+        """True when the cached head of ``key`` is ``version`` or newer (fresh or not)."""
+        entry = self._entries.get(key)
+        return entry is not None and entry[1] is not None and entry[1].version >= version
 
     def invalidate_older(self, key: str, version: int) -> None:
         """Forget ``key`` unless the cached head is already ``version`` or newer

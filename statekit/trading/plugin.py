@@ -3,7 +3,7 @@
 Registered through ``statekit_register_validators`` like any plugin's, so
 another plugin can add rules for the same kinds (a maximum position size) and
 ``enable_validation = false`` (``TRADING_STATE_ENABLE_VALIDATION``) turns them off.
-The ``legacy_*`` kinds (the legacy drop-in's free-form dicts) need an object.
+The ``trading.legacy_*`` kinds (the legacy drop-in's free-form dicts) need an object.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from typing import TYPE_CHECKING
 from statekit.backend import JSON
 from statekit.errors import ValidationError
 from statekit.hookspecs import hookimpl
+from statekit.trading import kinds
 from statekit.trading.models import Balance, Order, PairState, Portfolio, Position
 
 if TYPE_CHECKING:
     from statekit.host import ValidatorRegistry
-
-LEGACY_KINDS = ("legacy_position", "legacy_pair_state", "legacy_portfolio")
 
 
 def _an_object(key: str, data: JSON) -> None:
@@ -32,10 +31,10 @@ def _an_object(key: str, data: JSON) -> None:
 
 @hookimpl
 def statekit_register_validators(registry: ValidatorRegistry) -> None:
-    registry.add_model("position", Position)
-    registry.add_model("order", Order)
-    registry.add_model("balance", Balance)
-    registry.add_model("pair_state", PairState)
-    registry.add_model("portfolio", Portfolio)
-    for kind in LEGACY_KINDS:
+    registry.add_model(kinds.POSITION, Position)
+    registry.add_model(kinds.ORDER, Order)
+    registry.add_model(kinds.BALANCE, Balance)
+    registry.add_model(kinds.PAIR_STATE, PairState)
+    registry.add_model(kinds.PORTFOLIO, Portfolio)
+    for kind in kinds.LEGACY_KINDS:
         registry.add(kind, _an_object)

@@ -2,12 +2,14 @@
 
 Every item is one versioned key, so each has its full history and ``as_of``::
 
-    position/<symbol>   kind "position"    (or "legacy_position", see below)
-    order/<id>          kind "order"
-    balance/<asset>     kind "balance"
-    pair/<pair>         kind "pair_state"  (or "legacy_pair_state")
-    portfolio           kind "portfolio"   (or "legacy_portfolio")
-    trading/index       kind "trading_index": the keys of the state after each save()
+    position/<symbol>   kind trading.position    (or trading.legacy_position, see below)
+    order/<id>          kind trading.order
+    balance/<asset>     kind trading.balance
+    pair/<pair>         kind trading.pair_state  (or trading.legacy_pair_state)
+    portfolio           kind trading.portfolio   (or trading.legacy_portfolio)
+    trading/index       kind trading.index: the keys of the state after each save()
+
+The kinds are in :mod:`statekit.trading.kinds`.
 
 ``save()`` writes a whole trading state as **one atomic batch**: changed items
 get a new version, items no longer present are deleted, unchanged items are
@@ -15,7 +17,7 @@ left alone (their history does not grow), and every write is checked against
 the version read (compare-and-set), so two processes saving at once cannot
 interleave: the later one re-reads and saves again.
 
-The ``legacy_*`` kinds hold the free-form dicts of the legacy drop-in
+The ``trading.legacy_*`` kinds hold the free-form dicts of the legacy drop-in
 (:mod:`statekit.compat`) exactly as the bot gave them; the typed readers here
 turn them into models (``Position.from_legacy``). Saving through this API
 stores the typed kind from then on; the key and its history stay the same.
@@ -34,6 +36,7 @@ from pydantic import BaseModel
 from statekit.backend import ANY, JSON, Capability, Expect, Record, Write
 from statekit.errors import ConflictError, ValidationError
 from statekit.store import StateStore
+from statekit.trading import kinds
 from statekit.trading.models import Balance, Order, PairState, Portfolio, Position, to_json
 
 __all__ = ["Item", "SaveResult", "Section", "TradingSnapshot", "TradingState"]
@@ -174,12 +177,22 @@ class TradingState:
         self.prefix = prefix
         self.allow_non_atomic = allow_non_atomic
         self.positions: Section[Position] = Section(
-            self, "position/", "position", Position, "symbol", ("legacy_position", _legacy_pos)
+            self,
+            "position/",
+            kinds.POSITION,
+            Position,
+            "symbol",
+            legacy=(kinds.LEGACY_POSITION, _legacy_pos),
         )
-        self.orders: Section[Order] = Section(self, "order/", "order", Order, "id")
-        self.balances: Section[Balance] = Section(self, "balance/", "balance", Balance, "asset")
+        self.orders: Section[Order] = Section(self, "order/", kinds.ORDER, Order, "id")
+        self.balances: Section[Balance] = Section(self, "balance/", kinds.BALANCE, Balance, "asset")
         self.pair_states: Section[PairState] = Section(
-            self, "pair/", "pair_state", PairState, "pair", ("legacy_pair_state", _legacy_pair)
+            self,
+            "pair/",
+            kinds.PAIR_STATE,
+            PairState,
+            "pair",
+            legacy=(kinds.LEGACY_PAIR_STATE, _legacy_pair),
         )
 
     @property
@@ -206,7 +219,7 @@ class TradingState:
     ) -> Record:
         """Store ``portfolio`` as the new version of the portfolio."""
         return await self.store.put(
-            self.portfolio_key, to_json(portfolio), kind="portfolio", meta=_meta(by, note)
+            self.portfolio_key, to_json(portfolio), kind=kinds.PORTFOLIO, meta=_meta(by, note)
         )
 
     async def portfolio(self, *, as_of: datetime | None = None) -> Portfolio | None:
@@ -247,7 +260,7 @@ class TradingState:
                 items = values.values() if isinstance(values, Mapping) else values
                 wanted[section.folder] = dict(section.item(v) for v in items)
         if portfolio is not None:
-            wanted[""] = {self.portfolio_key: Item("portfolio", to_json(portfolio))}
+            wanted[""] = {self.portfolio_key: Item(kinds.PORTFOLIO, to_json(portfolio))}
         return await self.save_items(wanted, by=by, note=note)
 
     async def save_items(
@@ -316,11 +329,16 @@ class TradingState:
                         writes.append(Write(key, None, record.kind, meta, expect))
         if writes:
             index = current.pop(index_key, None)
+            # A save of some sections (or of single items) keeps the other keys listed.
+            listed = index.data.get("keys") if index and isinstance(index.data, dict) else None
+            before = (
+                {k for k in listed if isinstance(k, str)} if isinstance(listed, list) else set()
+            )
             gone = {w.key for w in writes if w.data is None}
             written = {w.key for w in writes if w.data is not None}
-            keys: list[JSON] = [*sorted({k for k in current if k not in gone} | written)]
+            keys: list[JSON] = [*sorted(((before | set(current)) - gone) | written)]
             expect = (index.version if index is not None else 0) if atomic else ANY
-            writes.append(Write(index_key, {"keys": keys}, "trading_index", meta, expect))
+            writes.append(Write(index_key, {"keys": keys}, kinds.INDEX, meta, expect))
         return writes, unchanged
 
     async def load(self, *, as_of: datetime | None = None) -> TradingSnapshot:
@@ -377,6 +395,6 @@ def _legacy_pair(pair: str, data: dict[str, Any]) -> PairState:
 def _parse_portfolio(record: Record) -> Portfolio:
     if not isinstance(record.data, dict):
         raise ValidationError(f"{record.key!r} holds no object", key=record.key)
-    if record.kind == "legacy_portfolio":
+    if record.kind == kinds.LEGACY_PORTFOLIO:
         return Portfolio.from_legacy(record.data)
     return Portfolio.model_validate(record.data)

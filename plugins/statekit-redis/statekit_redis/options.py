@@ -79,8 +79,11 @@ class RedisOptions:
     connect_timeout: float | None
 
 
-def parse_url(url: str) -> RedisOptions:
-    """Split a store URL into statekit's options and redis-py's URL; ConfigError if bad."""
+def parse_url(url: str, *, options: frozenset[str] = STATEKIT_OPTIONS) -> RedisOptions:
+    """Split a store URL into statekit's options and redis-py's URL; ConfigError if bad.
+
+    :param options: statekit's options this URL may hold (a cache URL has no ``log_max``).
+    """
     shown = redact_url(url)
     try:
         parts = urlsplit(url)
@@ -98,7 +101,7 @@ def parse_url(url: str) -> RedisOptions:
     ours: dict[str, str] = {}
     driver: list[tuple[str, str]] = []
     for name, value in pairs:
-        if name in STATEKIT_OPTIONS:
+        if name in options:
             if name in ours:
                 raise ConfigError(f"redis URL {shown!r} gives {name} twice", source="url")
             ours[name] = value
@@ -107,7 +110,7 @@ def parse_url(url: str) -> RedisOptions:
         else:
             raise ConfigError(
                 f"unknown redis URL option {name!r} in {shown!r}; statekit's options: "
-                f"{', '.join(sorted(STATEKIT_OPTIONS))}; redis-py's: "
+                f"{', '.join(sorted(options))}; redis-py's: "
                 f"{', '.join(sorted(DRIVER_OPTIONS))}",
                 source="url",
             )

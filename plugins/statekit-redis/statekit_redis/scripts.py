@@ -17,6 +17,7 @@ __all__ = [
     "APPEND_FIXED_ARGS",
     "APPEND_FIXED_KEYS",
     "APPEND_WRITE_ARGS",
+    "CACHE_PUT",
     "LATEST",
     "PRUNE",
 ]
@@ -104,4 +105,23 @@ if not head then return 0 end
 local version = tonumber(string.sub(head, 1, string.find(head, ':', 1, true) - 1))
 local cut = math.min(tonumber(ARGV[2]), version)
 return redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. string.format('%d', cut))
+"""
+
+CACHE_PUT = """
+-- Cache heads for the tiered store's shared level, never replacing a newer version
+-- with an older one (so processes putting concurrently cannot move an entry back).
+-- KEYS: the cache entries; ARGV[1]: ttl in ms; ARGV[1 + i]: the text of entry i,
+-- which starts with {"v":<version> (version 0: the key has no head).
+-- The same version is set again: its ttl starts over. Returns how many were set.
+local ttl, set = ARGV[1], 0
+for i = 1, #KEYS do
+  local new = ARGV[i + 1]
+  local old = redis.call('GET', KEYS[i])
+  local old_version = old and tonumber(string.match(old, '^{"v":(%d+)')) or -1
+  if old_version <= tonumber(string.match(new, '^{"v":(%d+)')) then
+    redis.call('SET', KEYS[i], new, 'PX', ttl)
+    set = set + 1
+  end
+end
+return set
 """

@@ -119,3 +119,49 @@ def throwaway_redis(tmp_path: Path) -> Iterator[Callable[..., str]]:
     for process in started:
         process.terminate()
         process.wait(timeout=10)
+
+
+class RestartableRedis:
+    """A throwaway redis-server on a fixed port that a test stops and starts (empty again)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._folder = folder
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+        process = subprocess.Popen(
+            [redis_server_binary(), *args, "no", "--dir", str(self._folder)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._process = process
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on port {self.port} did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
+    """A redis-server of the test's own, started; stopped after the test."""
+    server = RestartableRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()

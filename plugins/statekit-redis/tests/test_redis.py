@@ -82,9 +82,9 @@ async def test_namespaces_are_isolated(open_store: Opener) -> None:
     one, two = await open_store(), await open_store()
     async with one.watch("") as changes_one, two.watch("") as changes_two:
         for i in range(3):
-            await one.put("position/EURUSD", {"qty": i}, kind="position")
-        await two.put("position/EURUSD", {"qty": 100}, kind="position")
-        await two.put("position/GBPUSD", {"qty": 200}, kind="position")
+            await one.put("position/EURUSD", {"qty": i}, kind="pos")
+        await two.put("position/EURUSD", {"qty": 100}, kind="pos")
+        await two.put("position/GBPUSD", {"qty": 200}, kind="pos")
 
         assert (await one.get("position/EURUSD")).version == 3  # type: ignore[union-attr]
         assert (await two.get("position/EURUSD")).version == 1  # type: ignore[union-attr]
@@ -133,7 +133,7 @@ async def test_every_key_of_a_namespace_is_in_one_cluster_slot(
 @pytest.mark.asyncio
 async def test_stored_layout(open_store: Opener, raw: aioredis.Redis) -> None:
     store = await open_store()
-    put = await store.put("k", {"x": [1, 2.5]}, kind="order", meta={"user_id": "u"})
+    put = await store.put("k", {"x": [1, 2.5]}, kind="note", meta={"user_id": "u"})
     gone = await store.delete("k")
     names = layout(store)
     assert await raw.hgetall(names.heads) == {b"k": b"2:0"}
@@ -143,7 +143,7 @@ async def test_stored_layout(open_store: Opener, raw: aioredis.Redis) -> None:
     first = json.loads(members[0][0])
     assert first == {
         "v": 1,
-        "k": "order",
+        "k": "note",
         "m": {"user_id": "u"},
         "at": first["at"],
         "d": {"x": [1, 2.5]},

@@ -1,0 +1,210 @@
+"""``cache.shared_url = redis://host:port/db``: the tiered store's shared cache in Redis.
+
+Each cached head is one Redis string, ``sk:{<namespace>}:c:<user key>``, holding the
+record's text (the same text as a stored version, :mod:`statekit_redis.layout`) or
+``{"v":0}`` for a cached absence, with a ``PX`` expiry of the cache's ttl. A put runs
+:data:`statekit_redis.scripts.CACHE_PUT`, which compares versions on the server, so
+an entry never goes back to an older version. The namespace is the store's id (one
+per primary, chosen by the core) unless the URL names one; the ``c:`` part keeps
+entries apart from a Redis *store* of the same namespace.
+
+URL: ``redis[s]://[[user]:password@]host[:port][/db][?namespace=...]`` plus redis-py's
+connection options (:mod:`statekit_redis.options`); no ``log_max``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Self, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+import redis.asyncio as aioredis
+from redis import exceptions as rex
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from statekit.backend import JSON, Health, Record, dumps
+from statekit.codec import to_micros
+from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
+from statekit.tiered import SharedCache
+from statekit_redis.layout import check_namespace, decode, stamp, tail
+from statekit_redis.options import parse_url
+from statekit_redis.scripts import CACHE_PUT
+
+__all__ = ["ABSENT", "CACHE_TIMEOUT", "RedisCache"]
+
+T = TypeVar("T")
+
+log = logging.getLogger("statekit.redis")
+
+ABSENT = b'{"v":0}'
+"""The text of a cached absence: the key has no head (version 0)."""
+CACHE_TIMEOUT = 1.0
+"""Seconds to connect, and to wait for a reply, unless the URL says otherwise: a cache
+that does not answer quickly is skipped, the primary answers instead."""
+PAGE = 500
+"""Keys per MGET / per put script."""
+
+
+def encode(head: Record | None) -> bytes | str:
+    """The cached text of ``head`` (None: the key has no head)."""
+    if head is None:
+        return ABSENT
+    data = None if head.data is None else dumps(head.data)
+    meta = dumps(dict(head.meta)) if head.meta else "{}"
+    return '{"v":' + str(head.version) + tail(head.kind, meta, stamp(to_micros(head.at)), data)
+
+
+class RedisCache(SharedCache):
+    """Heads of one store, shared through Redis by every process that reads it.
+
+    Open it with :meth:`open` (what the tiered store does with ``cache.shared_url``), or
+    build it on an existing ``redis.asyncio.Redis`` (``decode_responses=False``), which
+    :meth:`aclose` then leaves open.
+
+    :param namespace: keeps this store's entries apart from other stores' in the database.
+    :param ttl: seconds an entry lives after it was last put.
+    """
+
+    name = "redis"
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        namespace: str,
+        ttl: float,
+        owns_client: bool = False,
+        shown: str | None = None,
+    ) -> None:
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ConfigError("statekit-redis needs a client with decode_responses=False")
+        if ttl <= 0:
+            raise ConfigError(f"redis cache ttl={ttl!r}: give a number of seconds > 0")
+        self._client: aioredis.Redis | None = client
+        self.namespace = check_namespace(namespace)
+        self.prefix = f"sk:{{{self.namespace}}}:c:"
+        """What every entry's Redis key starts with."""
+        self.ttl = ttl
+        self._ttl_ms = max(1, round(ttl * 1000))
+        self.shown = shown or "redis (existing client)"
+        self._owns_client = owns_client
+        self._put = client.register_script(CACHE_PUT)
+
+    @classmethod
+    async def open(cls, url: str, *, namespace: str, ttl: float) -> Self:
+        """A cache on the server of ``url``; connects on first use, so a server that is
+        down does not stop the store from opening. The URL's ``namespace`` option, when
+        given, wins over ``namespace``."""
+        options = parse_url(url, options=frozenset({"namespace"}))
+        given = {name for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+        kwargs: dict[str, Any] = {"retry": Retry(NoBackoff(), 0)}
+        for option in ("socket_connect_timeout", "socket_timeout"):
+            if option not in given:
+                kwargs[option] = CACHE_TIMEOUT
+        try:
+            client = aioredis.Redis.from_url(options.driver_url, **kwargs)
+        except ValueError as exc:  # redis-py refused an option's value
+            raise ConfigError(
+                f"bad redis URL option in {options.shown!r}: {exc}", source="cache.shared_url"
+            ) from exc
+        try:
+            return cls(
+                client,
+                namespace=options.namespace if "namespace" in given else namespace,
+                ttl=ttl,
+                owns_client=True,
+                shown=options.shown,
+            )
+        except BaseException:
+            await client.aclose()
+            raise
+
+    # -- the one place redis-py errors become statekit's ---------------------------------
+
+    def _translate(self, exc: BaseException) -> StatekitError:
+        where = f"redis cache {self.shown}"
+        text = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, rex.AuthenticationError | rex.AuthorizationError):
+            return BackendError(f"{where}: the server refused the credentials ({exc})")
+        if isinstance(exc, rex.ConnectionError | rex.TimeoutError | OSError):
+            return BackendUnavailable(f"{where}: {text}", backend=self.name)
+        if isinstance(exc, rex.ReadOnlyError | rex.TryAgainError | rex.ClusterDownError):
+            return BackendUnavailable(f"{where}: {text}", backend=self.name)
+        if isinstance(exc, rex.NoPermissionError):
+            return BackendError(
+                f"{where}: the Redis user may not run this ({exc}); the shared cache needs "
+                f"MGET, EVALSHA, SCRIPT LOAD, UNLINK on {self.prefix}*",
+                backend=self.name,
+            )
+        return BackendError(f"{where}: {text}", backend=self.name)
+
+    async def _run(self, call: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        client = self._client
+        if client is None:
+            raise BackendError(f"redis cache {self.shown}: closed", backend=self.name)
+        try:
+            return await call(client)
+        except (rex.RedisError, OSError) as exc:
+            raise self._translate(exc) from exc
+
+    # -- the SharedCache contract ------------------------------------------------------
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Record | None]:
+        found: dict[str, Record | None] = {}
+        for start in range(0, len(keys), PAGE):
+            page = keys[start : start + PAGE]
+            names = [self.prefix + key for key in page]
+            texts: list[Any] = await self._run(lambda c: c.mget(names))  # noqa: B023
+            for key, text in zip(page, texts, strict=True):
+                if text is not None:
+                    found[key] = None if text == ABSENT else decode(key, text)
+        return found
+
+    async def put_many(self, heads: Mapping[str, Record | None]) -> None:
+        items = list(heads.items())
+        for start in range(0, len(items), PAGE):
+            page = items[start : start + PAGE]
+            names = [self.prefix + key for key, _ in page]
+            args: list[Any] = [self._ttl_ms, *(encode(head) for _, head in page)]
+            await self._run(lambda c: self._put(names, args, c))  # noqa: B023
+
+    async def invalidate(self, keys: Sequence[str]) -> None:
+        if keys:
+            await self._run(lambda c: c.unlink(*(self.prefix + key for key in keys)))
+
+    async def health(self) -> Health:
+        started = time.perf_counter()
+        await self._run(lambda c: c.ping())
+        return Health(True, (time.perf_counter() - started) * 1000, {})
+
+    def describe(self) -> dict[str, JSON]:
+        return {
+            "cache": self.name,
+            "url": self.shown,
+            "namespace": self.namespace,
+            "ttl_s": self.ttl,
+        }
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and self._owns_client:
+            try:
+                await client.aclose()
+            except (rex.RedisError, OSError) as exc:
+                log.debug("redis cache %s: error while closing: %s", self.shown, exc)
+
+    # -- tools ---------------------------------------------------------------------------
+
+    async def drop_namespace(self) -> int:
+        """Delete every entry of this namespace (for tests and tools). Returns how many."""
+
+        async def drop(client: aioredis.Redis) -> int:
+            deleted = 0
+            async for name in client.scan_iter(match=self.prefix + "*", count=PAGE):
+                deleted += int(await client.unlink(name))
+            return deleted
+
+        return await self._run(drop)
