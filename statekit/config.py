@@ -221,11 +221,11 @@ class Settings(BaseSettings):
     enable_validation: bool = True
     """Run the registered validators before every write."""
     enable_file_fallback: bool = False
+    """Journal writes to a local file when the database is unreachable."""
     fallback_path: str = "statekit-fallback.db"
     """The fallback journal's SQLite file (one per process), when the fallback is on."""
     mirrors: list[str] = Field(default_factory=list)
     """Store URLs every committed version is copied to (write-behind), e.g. InfluxDB."""
-    """Journal writes to a local file when the database is unreachable."""
     log_level: LogLevel = "INFO"
     """DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)."""
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
