@@ -308,8 +308,9 @@ class TradingState:
             if folder:
                 async for record in self.store.scan(self.prefix + folder):
                     current[record.key] = record
-        given = [key for items in sections.values() for key in items]
-        current.update(await self.store.get_many([*given, index_key]))
+        # A scanned folder's live items are all in ``current`` already; one not there
+        # is absent or deleted, which ``expect=0`` checks. Single items are read here.
+        current.update(await self.store.get_many([*sections.get("", {}), index_key]))
         writes: list[Write] = []
         unchanged = 0
         for folder, items in sections.items():
