@@ -149,6 +149,14 @@ class ExchangeConnector(ABC):
     async def fetch_balance(self) -> dict[str, Balance]:
         """Balances by asset."""
 
+    @abstractmethod
+    async def fetch_fills(self, symbol: str | None = None, since: int = 0) -> list[Fill]:
+        """Executions reported after the first ``since`` ones (CCXT's fetch_my_trades).
+
+        Reports may come twice or out of order (real exchanges do this); a
+        consumer dedupes by ``Fill.id``.
+        """
+
     async def aclose(self) -> None:
         """Release connections. The default has nothing to release."""
         return None
