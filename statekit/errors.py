@@ -8,6 +8,8 @@ Driver exceptions are translated into these in one place per backend with
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BackendError",
     "BackendUnavailable",
@@ -31,8 +33,20 @@ __all__ = [
 ]
 
 
+def _rebuilt(cls: type[StatekitError], args: tuple[object, ...], fields: dict[str, object]) -> Any:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(fields)
+    return error
+
+
 class StatekitError(Exception):
     """Base of every error statekit raises."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keeps the fields when the error crosses a process boundary (keyword-only
+        # constructors cannot be rebuilt from ``args`` alone).
+        return (_rebuilt, (type(self), self.args, dict(self.__dict__)))
 
 
 class ConfigError(StatekitError):

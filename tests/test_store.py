@@ -373,3 +373,29 @@ def test_every_public_error_is_a_statekit_error() -> None:
         False,
     )
     assert statekit.BackendUnavailable("down").retryable
+
+
+def test_every_statekit_error_keeps_its_fields_across_processes() -> None:
+    import pickle
+
+    from statekit.errors import (
+        CapabilityError,
+        FencedOff,
+        IdempotencyConflict,
+        LockTimeout,
+        RateLimited,
+    )
+
+    errors: list[StatekitError] = [
+        FencedOff("fenced", lease="desk", token=3, current=4),
+        LockTimeout("timed out", names=("balance",), timeout=1.5),
+        IdempotencyConflict("differs", key="k", differences={"amount": ("1", "2")}),
+        RateLimited("slow down", exchange="paper", retry_after=2.0),
+        ConflictError("k", 1, 2, backend="sqlite"),
+        ValidationError("bad", key="k", reason="why"),
+        CapabilityError("no", backend="influxdb", capability="atomic_batch"),
+    ]
+    for error in errors:
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error)
+        assert copy.__dict__ == error.__dict__ and str(copy) == str(error)
