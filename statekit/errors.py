@@ -146,10 +146,6 @@ class ConflictError(BackendError):
         self.expected = expected
         self.actual = actual
 
-    def __reduce__(self) -> tuple[type[ConflictError], tuple[str, int, int]]:
-        # Keeps the fields when the error crosses a process boundary.
-        return (type(self), (self.key, self.expected, self.actual))
-
 
 class SerializationError(BackendError):
     """A value cannot be stored as JSON, or stored bytes cannot be read back.
