@@ -47,6 +47,8 @@ import statekit.config
 from statekit.backend import JSON, Write
 from statekit.backends.sqlite import INSERT_VERSION, SELECT_HEAD, UPSERT_HEAD, SqliteBackend
 from statekit.errors import StatekitError
+from statekit.trading.bench_events import bench_events
+from statekit.trading.bench_locks import bench_locks
 
 __all__ = [
     "BACKENDS",
@@ -657,6 +659,8 @@ BACKENDS: dict[str, BenchRunner] = {
     "sqlite": bench_sqlite,
     "tiered": bench_tiered,
     "legacy": bench_legacy,
+    "events": bench_events,
+    "locks": bench_locks,
 }
 """Built-in backend name -> its benchmark."""
 

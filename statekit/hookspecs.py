@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from statekit.host import BackendRegistry, CacheRegistry, ValidatorRegistry
+    from statekit.host import (
+        BackendRegistry,
+        CacheRegistry,
+        ConnectorRegistry,
+        ValidatorRegistry,
+    )
 
 __all__ = ["hookimpl", "hookspec"]
 
@@ -70,5 +75,24 @@ def statekit_register_caches(registry: CacheRegistry) -> None:
         ``CacheClass`` subclasses :class:`statekit.tiered.SharedCache`. Registering a
         scheme another plugin already registered is a
         :class:`~statekit.errors.PluginError` reported against this plugin.
+    :return: nothing; the registry is the result.
+    """
+
+
+@hookspec
+def statekit_register_connectors(registry: ConnectorRegistry) -> None:
+    """Register exchange connectors, one per connector name.
+
+    Called once per :class:`~statekit.host.PluginHost`, the first time a connector
+    is looked up (``host.connector_class(name)``, ``statekit plugins``). The
+    built-in ``trading`` plugin registers ``paper``
+    (:class:`statekit.trading.paper.PaperExchange`).
+
+    :param registry: call ``registry.add(name, ConnectorClass)`` for each connector
+        the plugin provides, e.g. ``registry.add("binance", BinanceConnector)``.
+        ``ConnectorClass`` subclasses :class:`statekit.trading.exchange.ExchangeConnector`;
+        names are case-insensitive. Registering a name another plugin already
+        registered is a :class:`~statekit.errors.PluginError` reported against
+        this plugin.
     :return: nothing; the registry is the result.
     """

@@ -26,11 +26,13 @@ from statekit.tiered.shared import SharedCache
 
 if TYPE_CHECKING:
     from statekit.config import Settings
+    from statekit.trading.exchange import ExchangeConnector
 
 __all__ = [
     "KNOWN_SCHEMES",
     "BackendRegistry",
     "CacheRegistry",
+    "ConnectorRegistry",
     "PluginHost",
     "PluginInfo",
     "ValidatorRegistry",
@@ -78,6 +80,7 @@ class PluginInfo:
     backends: list[str] = field(default_factory=list)
     validators: list[str] = field(default_factory=list)
     caches: list[str] = field(default_factory=list)
+    connectors: list[str] = field(default_factory=list)
     error: str | None = None
     blocked: bool = False
 
@@ -90,16 +93,18 @@ class PluginInfo:
             "backends": self.backends,
             "validators": self.validators,
             "caches": self.caches,
+            "connectors": self.connectors,
             "error": self.error,
             "blocked": self.blocked,
         }
 
 
 class _SchemeRegistry(Generic[C]):
-    """URL scheme -> a class of ``base``, each scheme owned by one plugin."""
+    """URL scheme (or another name) -> a class of ``base``, each name owned by one plugin."""
 
     base: type[C]
     what: str  # how a registered class is named in errors
+    noun: str = "scheme"  # what the registry's names are, in errors
 
     def __init__(self) -> None:
         self._classes: dict[str, type[C]] = {}
@@ -117,7 +122,7 @@ class _SchemeRegistry(Generic[C]):
             )
         if scheme in self._classes:
             raise PluginError(
-                f"plugin {self._current!r} registered scheme {scheme!r}, already served by "
+                f"plugin {self._current!r} registered {self.noun} {scheme!r}, already served by "
                 f"plugin {self._owners[scheme]!r}; block one of them",
                 plugin=self._current,
             )
@@ -154,6 +159,25 @@ class CacheRegistry(_SchemeRegistry[SharedCache]):
 
     base = SharedCache
     what = "statekit.tiered.SharedCache"
+
+
+class ConnectorRegistry(_SchemeRegistry["ExchangeConnector"]):
+    """Passed to ``statekit_register_connectors``: connector name -> ExchangeConnector class
+    (``paper``, ``binance``, ...)."""
+
+    what = "statekit.trading.exchange.ExchangeConnector"
+    noun = "connector name"
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Imported here: statekit.trading imports the store, which imports this module.
+        from statekit.trading.exchange import ExchangeConnector
+
+        self.base = ExchangeConnector  # type: ignore[type-abstract]  # a base, never instantiated
+
+    def names(self) -> list[str]:
+        """Every registered connector name, sorted."""
+        return self.schemes()
 
 
 class ValidatorRegistry:
@@ -263,6 +287,7 @@ class PluginHost:
         self._backends: BackendRegistry | None = None
         self._validators: ValidatorRegistry | None = None
         self._caches: CacheRegistry | None = None
+        self._connectors: ConnectorRegistry | None = None
 
         version = metadata.version("statekit")
         for name, module in _builtin_plugins():
@@ -338,7 +363,9 @@ class PluginHost:
                 self._infos[ep.name] = info
 
     def _call_each(
-        self, hook_name: str, registry: BackendRegistry | CacheRegistry | ValidatorRegistry
+        self,
+        hook_name: str,
+        registry: BackendRegistry | CacheRegistry | ConnectorRegistry | ValidatorRegistry,
     ) -> None:
         """Call one registration hook plugin by plugin, so that a failing plugin
         is reported by name and what each plugin registered is known."""
@@ -389,14 +416,24 @@ class PluginHost:
             self._caches = registry
         return self._caches
 
+    def connectors(self) -> ConnectorRegistry:
+        """Every registered exchange connector (``statekit_register_connectors``, called once)."""
+        if self._connectors is None:
+            registry = ConnectorRegistry()
+            self._call_each("statekit_register_connectors", registry)
+            self._connectors = registry
+        return self._connectors
+
     def plugins(self) -> list[PluginInfo]:
         """Every plugin seen, with what it registered and any error, by name."""
         backends, validators, caches = self.backends(), self.validators(), self.caches()
+        connectors = self.connectors()
         infos = []
         for name, info in sorted(self._infos.items()):
             info.backends = backends.owned_by(name)
             info.validators = validators.owned_by(name)
             info.caches = caches.owned_by(name)
+            info.connectors = connectors.owned_by(name)
             infos.append(info)
         for name, dist in sorted(self._blocked_seen.items()):
             if name not in self._infos:  # blocked: listed so `statekit plugins` shows why
@@ -456,3 +493,19 @@ class PluginHost:
             f"(installed: {installed}){hint}",
             source="cache.shared_url",
         )
+
+    def connector_class(self, name: str) -> type[ExchangeConnector]:
+        """The exchange connector registered as ``name``, or a PluginError naming the
+        installed ones (and any plugin that failed or is blocked)."""
+        connectors = self.connectors()
+        cls = connectors.get(name)
+        if cls is not None:
+            return cls
+        installed = ", ".join(connectors.names()) or "none"
+        hint = "; a plugin adds one with the statekit_register_connectors hook"
+        failed = sorted(n for n, i in self._infos.items() if i.error)
+        if failed:
+            hint += f"; plugins that failed to load: {', '.join(failed)} (see `statekit plugins`)"
+        if self._blocked_seen:
+            hint += f"; blocked plugins: {', '.join(sorted(self._blocked_seen))} ({_BLOCKED_BY})"
+        raise PluginError(f"no exchange connector named {name!r} (installed: {installed}){hint}")

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 from urllib.parse import urlsplit
 
 import pydantic
@@ -33,7 +33,15 @@ if TYPE_CHECKING:
     from statekit.config import CacheSettings, Settings
     from statekit.snapshots import Snapshots
 
-__all__ = ["DEFAULT_MAX_VALUE_BYTES", "RESERVED_PREFIX", "Retention", "StateStore", "Watch", "open"]
+__all__ = [
+    "DEFAULT_MAX_VALUE_BYTES",
+    "RESERVED_PREFIX",
+    "Fence",
+    "Retention",
+    "StateStore",
+    "Watch",
+    "open",
+]
 
 DEFAULT_MAX_VALUE_BYTES = 16 * 1024 * 1024
 RESERVED_PREFIX = "_sk/"
@@ -63,6 +71,27 @@ class Retention:
             raise ValidationError("Retention needs keep_last or older_than", reason="retention")
         if self.keep_last is not None and self.keep_last < 1:
             raise ValidationError("Retention.keep_last must be >= 1", reason="retention")
+
+
+class Fence(Protocol):
+    """What ``fence=`` takes: the holder of a fencing token, e.g. a
+    :class:`statekit.trading.leases.Lease` (docs/leases.md).
+
+    The store hands a fenced write to its fence, which appends it atomically with a
+    check of its token, so that the write is refused (``FencedOff``, nothing stored)
+    once a newer holder exists. The fence does the append because its token moves
+    with every fenced write, and one holder's fenced writes must not race each other.
+    """
+
+    async def append_fenced(self, store: StateStore, writes: Sequence[Write]) -> list[Record]:
+        """Append ``writes`` to ``store`` atomically with the token check.
+
+        Returns the records of ``writes`` (in their order), nothing of the fence's own.
+
+        :raises FencedOff: a newer holder exists; nothing was written.
+        :raises ConflictError: one of ``writes`` failed its own ``expect``.
+        """
+        ...
 
 
 class StateStore:
@@ -205,6 +234,11 @@ class StateStore:
                 seen.add(w.key)
         return await self.backend.append(prepared, self._now())
 
+    async def _append(self, writes: list[Write], fence: Fence | None) -> list[Record]:
+        if fence is None:
+            return await self.append(writes)
+        return await fence.append_fenced(self, writes)
+
     async def put(
         self,
         key: str,
@@ -213,31 +247,42 @@ class StateStore:
         kind: str = "state",
         meta: Mapping[str, Any] | None = None,
         expect: Expect = ANY,
+        fence: Fence | None = None,
     ) -> Record:
         """Store ``data`` as the new version of ``key``.
 
         :param expect: ``ANY``; ``0`` = the key must have no live value; ``n`` = head must be n.
+        :param fence: a lease (:class:`Fence`) whose token the write carries.
         :raises ConflictError: ``expect`` did not hold; nothing was written.
+        :raises FencedOff: ``fence`` has a newer holder; nothing was written.
         """
         if data is None:
             raise ValidationError(
                 f"put({key!r}, None): use delete() to remove a key", key=key, reason="None value"
             )
-        (record,) = await self.append([Write(key, data, kind, meta or {}, expect)])
+        (record,) = await self._append([Write(key, data, kind, meta or {}, expect)], fence)
         return record
 
     async def delete(
-        self, key: str, *, meta: Mapping[str, Any] | None = None, expect: Expect = ANY
+        self,
+        key: str,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        expect: Expect = ANY,
+        fence: Fence | None = None,
     ) -> Record:
         """Append a tombstone version: the key reads as absent, its history stays."""
         head = (await self.backend.latest([check_key(key)])).get(key)
         kind = head.kind if head else "state"
-        (record,) = await self.append([Write(key, None, kind, meta or {}, expect)])
+        (record,) = await self._append([Write(key, None, kind, meta or {}, expect)], fence)
         return record
 
-    async def batch(self, writes: Iterable[Write]) -> list[Record]:
-        """Append several writes atomically: all land, or (on any failed expect) none."""
-        return await self.append(writes)
+    async def batch(self, writes: Iterable[Write], *, fence: Fence | None = None) -> list[Record]:
+        """Append several writes atomically: all land, or (on any failed expect) none.
+
+        :param fence: a lease (:class:`Fence`) whose token the batch carries.
+        """
+        return await self._append(list(writes), fence)
 
     async def update(
         self,
@@ -249,6 +294,7 @@ class StateStore:
         retries: int = 10,
         backoff: float = 0.002,
         max_backoff: float = 0.2,
+        fence: Fence | None = None,
     ) -> Record:
         """Read-modify-write with optimistic locking.
 
@@ -256,7 +302,9 @@ class StateStore:
         (it may be async). When another writer got there first, the key is read
         again and ``fn`` called again, after a jittered exponential backoff.
 
+        :param fence: a lease (:class:`Fence`) whose token each attempt carries.
         :raises ConflictError: still conflicting after ``retries`` retries.
+        :raises FencedOff: ``fence`` has a newer holder; nothing was written.
         """
         self.require(Capability.COMPARE_AND_SET, "update()")
         attempt = 0
@@ -281,7 +329,7 @@ class StateStore:
                 head.version if head else 0,
             )
             try:
-                (record,) = await self.append([write])
+                (record,) = await self._append([write], fence)
                 return record
             except ConflictError:
                 if attempt >= retries:

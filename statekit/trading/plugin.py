@@ -1,9 +1,11 @@
-"""The built-in ``trading`` plugin: validators for the trading kinds.
+"""The built-in ``trading`` plugin: validators for the trading kinds, and the paper exchange.
 
 Registered through ``statekit_register_validators`` like any plugin's, so
 another plugin can add rules for the same kinds (a maximum position size) and
 ``enable_validation = false`` (``TRADING_STATE_ENABLE_VALIDATION``) turns them off.
 The ``trading.legacy_*`` kinds (the legacy drop-in's free-form dicts) need an object.
+It registers the paper exchange as the connector ``paper``
+(``statekit_register_connectors``), as a third-party plugin registers its own.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from statekit.errors import ValidationError
 from statekit.hookspecs import hookimpl
 from statekit.trading import kinds
 from statekit.trading.models import Balance, Order, PairState, Portfolio, Position
+from statekit.trading.paper import PaperExchange
 
 if TYPE_CHECKING:
-    from statekit.host import ValidatorRegistry
+    from statekit.host import ConnectorRegistry, ValidatorRegistry
 
 
 def _an_object(key: str, data: JSON) -> None:
@@ -38,3 +41,8 @@ def statekit_register_validators(registry: ValidatorRegistry) -> None:
     registry.add_model(kinds.PORTFOLIO, Portfolio)
     for kind in kinds.LEGACY_KINDS:
         registry.add(kind, _an_object)
+
+
+@hookimpl
+def statekit_register_connectors(registry: ConnectorRegistry) -> None:
+    registry.add("paper", PaperExchange)

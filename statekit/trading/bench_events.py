@@ -1,0 +1,291 @@
+"""``python -m statekit.bench events``: rebuilding a long aggregate, and appending events.
+
+Two lines, on SQLite (WAL, synchronous=FULL: every append is on disk when it returns):
+
+- ``rebuild``: one position aggregate of ``100 * n`` events (100,000 by default) plus
+  the 99 after its last snapshot, the worst case for ``snapshot_every=100``; the
+  median time of :meth:`EventStore.rebuild` from the latest snapshot beside a fold
+  of every event (``use_snapshot=False``), and ``speedup``, their ratio. The
+  stream is built once, in batches, through the backend's ``replicate`` (what a
+  mirror writes: versions as given), from events the fold has checked.
+- ``append``: :meth:`EventStore.append` of one ``position_modified`` event with
+  ``expect_version`` (the event, the projection ``position/<symbol>`` and, every
+  100th, the snapshot in one transaction) beside the same rows written by hand
+  with :mod:`sqlite3`: the same statements, the same durability, one
+  transaction per event, the state kept in a variable.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import statistics
+import time
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import statekit
+from statekit.backend import JSON, Record
+from statekit.backends.sqlite import INSERT_VERSION, SELECT_HEAD, UPSERT_HEAD, SqliteBackend
+from statekit.errors import StatekitError
+from statekit.trading import kinds
+from statekit.trading.events import (
+    EVENT_KINDS,
+    SNAPSHOT_KIND,
+    Aggregate,
+    AggregateState,
+    AggregateType,
+    EventStore,
+    PositionChange,
+    PositionModified,
+    PositionOpened,
+    PositionOpening,
+    State,
+    apply,
+    event_json,
+)
+from statekit.trading.models import Position, to_json
+
+if TYPE_CHECKING:
+    from statekit.bench import BenchConfig, Result
+
+__all__ = ["EVENTS_PER_N", "bench_events"]
+
+EVENTS_PER_N = 100
+"""The rebuilt aggregate has ``EVENTS_PER_N * n`` events (``--n 1000``: 100,000)."""
+BUILD_CHUNK = 10_000
+"""Versions per ``replicate`` call while building the stream."""
+SLOW_ROUNDS = 2
+"""Rounds at most for the full fold, which takes seconds per round."""
+APPENDS = 100
+"""Appends per round at most (``--n`` lowers it): each waits for its fsync."""
+APPEND_ROUNDS = 5
+"""Append rounds at most (``--rounds`` lowers it)."""
+
+
+def _change(i: int) -> tuple[Decimal, Decimal]:
+    """The i-th modification: grow by 1 and shrink by 1 by turns, at moving prices."""
+    return (Decimal(1 if i % 2 == 0 else -1), Decimal(100 + i % 50))
+
+
+def _compact(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+async def _build(events: EventStore, aggregate: Aggregate, count: int) -> None:
+    """``count`` checked events of ``aggregate`` with their snapshots and projection."""
+    backend = events.store.backend
+    key = events.stream_key(aggregate)
+    kind = EVENT_KINDS[aggregate.type]
+    at = datetime.now(UTC)
+    state: State = None
+    chunk: list[Record] = []
+    snapshots = 0
+    for version in range(1, count + 1):
+        if version == 1:
+            event: PositionOpened | PositionModified = PositionOpened(
+                payload=PositionOpening(amount=Decimal(1), price=Decimal(100)), at=at
+            )
+        else:
+            amount, price = _change(version)
+            event = PositionModified(payload=PositionChange(amount=amount, price=price), at=at)
+        state = apply(aggregate, state, event, key=key)
+        chunk.append(Record(key, version, kind, event_json(event), {}, at))
+        if version % events.snapshot_every == 0:
+            snapshots += 1
+            assert state is not None
+            snap: dict[str, JSON] = {"version": version, "state": to_json(state)}
+            chunk.append(
+                Record(events.snapshot_key(aggregate), snapshots, SNAPSHOT_KIND, snap, {}, at)
+            )
+        if len(chunk) >= BUILD_CHUNK or version == count:
+            await backend.replicate(chunk)
+            chunk = []
+    assert isinstance(state, Position)
+    meta: dict[str, JSON] = {"event_version": count, "stream": key}
+    await backend.replicate(
+        [Record(events.projection_key(aggregate), 1, kinds.POSITION, to_json(state), meta, at)]
+    )
+
+
+async def _median_ms(rounds: int, run: Callable[[], Awaitable[None]]) -> float:
+    seconds = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        await run()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds) * 1000
+
+
+class _RawEvents:
+    """EventStore.append by hand: the same rows and statements, state in a variable."""
+
+    def __init__(self, path: Path, synchronous: str, aggregate: Aggregate) -> None:
+        self.con = sqlite3.connect(path, isolation_level=None)
+        self.con.execute("PRAGMA journal_mode = WAL")
+        self.con.execute(f"PRAGMA synchronous = {synchronous}")
+        self.stream = f"events/position/{aggregate.id}"
+        self.snapshots = f"snapshots/position/{aggregate.id}"
+        self.projection = f"position/{aggregate.id}"
+        self.symbol = aggregate.id
+        self.version = 0
+        self.amount = Decimal(0)
+        self.entry = Decimal(0)
+        self.realized = Decimal(0)
+
+    def durability(self) -> str:
+        mode = self.con.execute("PRAGMA journal_mode").fetchone()[0]
+        level = self.con.execute("PRAGMA synchronous").fetchone()[0]
+        names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+        return f"{str(mode).upper()} synchronous={names.get(level, level)}"
+
+    def append(self, type_: str, amount: Decimal, price: Decimal) -> None:
+        at = datetime.now(UTC)
+        if type_ == "position_opened":
+            self.amount, self.entry = amount, price
+        else:
+            after = self.amount + amount
+            if (amount > 0) == (self.amount > 0):
+                self.entry = (self.entry * abs(self.amount) + price * abs(amount)) / abs(after)
+            else:
+                self.realized += (price - self.entry) * -amount
+            self.amount = after
+        stamp = at.isoformat().replace("+00:00", "Z")
+        event = {
+            "event_id": uuid.uuid4().hex,
+            "at": stamp,
+            "type": type_,
+            "payload": {"amount": str(amount), "price": str(price)},
+        }
+        state = {
+            "symbol": self.symbol,
+            "amount": str(self.amount),
+            "entry_price": str(self.entry),
+            "realized_pnl": str(self.realized),
+            "last_updated": stamp,
+        }
+        version = self.version + 1
+        micros = time.time_ns() // 1000
+        rows = [(self.stream, EVENT_KINDS[AggregateType.POSITION], _compact(event), "{}")]
+        meta = {"event_version": version, "stream": self.stream}
+        rows.append((self.projection, kinds.POSITION, _compact(state), _compact(meta)))
+        if version % 100 == 0:
+            snap = {"version": version, "state": state}
+            rows.append((self.snapshots, SNAPSHOT_KIND, _compact(snap), "{}"))
+        con = self.con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            for i, (key, kind, data, meta_json) in enumerate(rows):
+                row = con.execute(SELECT_HEAD, (key,)).fetchone()
+                head = row[0] if row else 0
+                if i == 0 and head != self.version:
+                    raise StatekitError(f"raw events: {key} is at {head}, not {self.version}")
+                con.execute(INSERT_VERSION, (key, head + 1, kind, data, meta_json, micros))
+                con.execute(UPSERT_HEAD, (key, head + 1, kind, True))
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        self.version = version
+
+    def close(self) -> None:
+        self.con.close()
+
+
+async def bench_events(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
+    """The ``rebuild`` and ``append`` lines (see the module docstring)."""
+    from statekit.bench import Workload, measure
+
+    async with await statekit.open(f"sqlite:///{scratch / 'events.db'}") as store:
+        backend = store.backend
+        assert isinstance(backend, SqliteBackend)
+        events = EventStore(store)
+        long = Aggregate.position("BENCH-USD")
+        count = EVENTS_PER_N * config.n + events.snapshot_every - 1
+        started = time.perf_counter()
+        await _build(events, long, count)
+        build_s = time.perf_counter() - started
+
+        rebuilt: dict[bool, AggregateState] = {}
+
+        async def with_snapshot() -> None:
+            rebuilt[True] = await events.rebuild(long)
+
+        async def without_snapshot() -> None:
+            rebuilt[False] = await events.rebuild(long, use_snapshot=False)
+
+        fast_ms = await _median_ms(config.rounds, with_snapshot)
+        full_ms = await _median_ms(min(config.rounds, SLOW_ROUNDS), without_snapshot)
+        fast, full = rebuilt[True], rebuilt[False]
+        if fast.state != full.state or fast.version != count:
+            raise StatekitError("events bench: the snapshot rebuild differs from the full fold")
+        yield {
+            "backend": "events",
+            "workload": "rebuild",
+            "events": count,
+            "snapshot_every": events.snapshot_every,
+            "events_after_snapshot": fast.folded,
+            "with_snapshot_ms": round(fast_ms, 3),
+            "without_snapshot_ms": round(full_ms, 1),
+            "speedup": round(full_ms / fast_ms, 1),
+            "full_fold_events_s": round(count / (full_ms / 1000), 1),
+            "build_s": round(build_s, 2),
+            "durability": f"WAL synchronous={backend.synchronous}",
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+        # Appends: a fresh position on each side, opened before the timed rounds.
+        async with await statekit.open(f"sqlite:///{scratch / 'raw.db'}"):
+            pass  # the raw file gets its schema from statekit itself
+        target = Aggregate.position("APPEND-USD")
+        raw = _RawEvents(scratch / "raw.db", backend.synchronous, target)
+        try:
+            raw.append("position_opened", Decimal(1), Decimal(100))
+            await events.append(
+                target,
+                [PositionOpened(payload=PositionOpening(amount=Decimal(1), price=Decimal(100)))],
+            )
+            if raw.durability() != f"WAL synchronous={backend.synchronous}":
+                raise StatekitError(f"raw side runs {raw.durability()}")
+            appends = min(config.n, APPENDS)
+            rounds = min(config.rounds, APPEND_ROUNDS)
+            changes = [_change(i) for i in range(appends)]
+
+            async def statekit_append() -> float:
+                version = await events.version(target)
+                begun = time.perf_counter()
+                for amount, price in changes:
+                    event = PositionModified(payload=PositionChange(amount=amount, price=price))
+                    await events.append(target, [event], expect_version=version)
+                    version += 1
+                return time.perf_counter() - begun
+
+            async def raw_append() -> float:
+                begun = time.perf_counter()
+                for amount, price in changes:
+                    raw.append("position_modified", amount, price)
+                return time.perf_counter() - begun
+
+            workload = Workload(
+                "append",
+                appends,
+                statekit_append,
+                raw_append,
+                detail={
+                    "durability": raw.durability(),
+                    "writes_per_event": "event + projection (+ snapshot every 100)",
+                    "raw": "the same rows by hand with sqlite3, one transaction per event",
+                },
+            )
+            line = await measure("events", workload, rounds)
+            check = await events.rebuild(target, use_snapshot=False)
+            if check.version != 1 + appends * rounds:
+                raise StatekitError("events bench: appends went missing")
+            yield line
+        finally:
+            raw.close()
