@@ -1,4 +1,5 @@
-# Everything a fresh machine needs: `make run` (the main job) and `make test` (every gate).
+# Everything a fresh machine needs: `make run` (the main job: the API server) and `make test`
+# (every gate).
 # Works as root and as a normal user; installs nothing outside ./.venv.
 
 PYTHON ?= python3
@@ -6,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 
-.PHONY: install run test lint typecheck pytest servers bench clean
+.PHONY: install run example test lint typecheck pytest servers bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "statekit needs Python >= 3.11; set PYTHON=python3.11")'
@@ -20,7 +21,13 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml $(PLUGINS)
 
 install: $(VENV)/.installed
 
+# The main job: the REST + WebSocket API on ./statekit.db, http://127.0.0.1:8000 until Ctrl-C.
+# More options after ARGS, e.g. `make run ARGS="--port 8080"`.
 run: install
+	$(BIN)/statekit serve --store sqlite:///statekit.db $(ARGS)
+
+# The end-to-end example (no server): put, conflict, concurrent updates, history, snapshots.
+example: install
 	$(BIN)/python examples/quickstart.py
 
 lint: install

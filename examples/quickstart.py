@@ -1,4 +1,4 @@
-"""statekit end to end on the embedded SQLite default: what `make run` shows.
+"""statekit end to end on the embedded SQLite default: what `make example` shows.
 
 Writes a position, loses a race on purpose (ConflictError), lets update() retry
 concurrent fills until none is lost, reads the audit trail and an as-of view,

@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
+from importlib import import_module, metadata
 from pathlib import Path
 
 import statekit
@@ -661,6 +661,8 @@ BACKENDS: dict[str, BenchRunner] = {
     "legacy": bench_legacy,
     "events": bench_events,
     "locks": bench_locks,
+    # statekit.api needs the api extra (fastapi): imported only when this one runs.
+    "api": lambda config, scratch: import_module("statekit.api.bench").bench_api(config, scratch),
 }
 """Built-in backend name -> its benchmark."""
 

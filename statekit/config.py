@@ -178,6 +178,8 @@ class ApiSettings(_Section):
     """Key clients must send (secret). None: no key is configured."""
     cors_origins: list[str] = Field(default_factory=list)
     """Browser origins allowed by CORS. Empty: CORS closed."""
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    """Largest request body the API accepts (413 above it)."""
 
 
 class CacheSettings(_Section):

@@ -570,12 +570,13 @@ def test_enhanced_manager_refuses_unknown_config_keys() -> None:
         create_enhanced_trading_state_manager("influxdb", {"url": "http://x", "tokn": "t"})
 
 
-def test_the_api_server_is_a_clear_error_not_a_no_op() -> None:
-    manager = UnifiedStateManager()
-    with pytest.raises(statekit.StatekitError, match="REST API is not available yet"):
-        manager.start_api_server_sync()
-    with pytest.raises(statekit.StatekitError, match="REST API is not available yet"):
-        asyncio.run(manager.start_api_server())
+def test_the_api_server_refuses_a_public_host_without_a_key() -> None:
+    # The API itself is tested in tests/test_api_unit.py; here: no silent exposure.
+    manager = UnifiedStateManager(settings=load_settings("", "", url="memory://"))
+    with pytest.raises(statekit.ConfigError, match="without an API key"):
+        manager.start_api_server_sync(host="0.0.0.0")
+    with pytest.raises(statekit.ConfigError, match="without an API key"):
+        asyncio.run(manager.start_api_server(host="0.0.0.0"))
     manager.shutdown()
 
 

@@ -21,6 +21,7 @@ is configured (``STATEKIT_URL``, ``TRADING_STATE_DB_TYPE``, ``config.json``'s
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -397,7 +398,8 @@ class LegacyState:
             },
             "validation_enabled": self.settings.enable_validation,
             "cache_enabled": self.settings.cache.enabled,
-            "api_available": False,
+            # The REST API needs the ``api`` extra (FastAPI, uvicorn).
+            "api_available": importlib.util.find_spec("fastapi") is not None,
         }
 
 

@@ -28,6 +28,9 @@ once (``auto_migrate``; the file is only read, never changed).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import logging
 import os
 import threading
@@ -36,7 +39,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn, Self
+from typing import Any, Self
 
 from statekit.compat.legacy_state import LegacyState, settings_for
 from statekit.compat.legacy_state import database_type as _database_type
@@ -54,11 +57,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("statekit.compat")
-
-_API_LATER = (
-    "the REST API is not available yet in statekit (it lands with the API issue); "
-    "the state is in the store: use statekit's Python API or the `statekit` command"
-)
 
 
 def _close(portal: Portal, legacy: LegacyState) -> None:
@@ -104,6 +102,7 @@ class TradingStateManager:
         self._legacy: LegacyState | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._ready = False  # opened and migrated: the fast path may skip the lock
+        self._api: _ApiRun | None = None
 
     # -- the portal and the store ---------------------------------------------------------
 
@@ -349,13 +348,111 @@ class UnifiedStateManager(TradingStateManager):
                 **extra,
             }
 
-    async def start_api_server(self) -> NoReturn:
-        """Not available yet: raises StatekitError (the REST API is a later issue)."""
-        raise StatekitError(_API_LATER)
+    async def start_api_server(self, *, host: str | None = None, port: int | None = None) -> None:
+        """Serve the REST + WebSocket API over this manager's store until cancelled.
 
-    def start_api_server_sync(self) -> NoReturn:
-        """Not available yet: raises StatekitError (the REST API is a later issue)."""
-        raise StatekitError(_API_LATER)
+        Host, port, API key and CORS origins come from ``config.api`` (127.0.0.1:8000
+        by default; a non-loopback host needs ``config.api.api_key``). Cancelling the
+        task stops the server gracefully. The store is served from this manager's
+        portal thread, so the sync calls keep working meanwhile.
+
+        :param host: overrides ``config.api.host``; ``port`` overrides ``config.api.port``.
+        :raises ConfigError: a non-loopback host without an API key, or a busy port.
+        """
+        portal, legacy = self._connection()
+        # The store lives on the portal's loop: the server runs there too, and this
+        # coroutine waits on it (cancelling this cancels the server, gracefully).
+        run = _ApiRun(self.config, legacy, host, port)
+        try:
+            await asyncio.wrap_future(portal.submit(run.serve))
+        except asyncio.CancelledError:
+            with contextlib.suppress(StatekitError):  # the portal closed meanwhile
+                portal.call(run.stop)
+            raise
+
+    def start_api_server_sync(self, *, host: str | None = None, port: int | None = None) -> str:
+        """Start the API in the background (the portal thread) and return its URL
+        (``http://127.0.0.1:8000``) once it accepts connections.
+
+        :meth:`shutdown` (or :meth:`stop_api_server`) stops it. Calling it again while
+        it runs returns the same URL.
+
+        :param host: overrides ``config.api.host``; ``port`` overrides ``config.api.port``
+            (0: a free port).
+        :raises ConfigError: a non-loopback host without an API key, or a busy port.
+        """
+        portal, legacy = self._connection()
+        with self._lock:
+            if self._api is not None and not self._api.done.done():
+                return self._api.ready.result()
+        run = _ApiRun(self.config, legacy, host, port)
+        run.done = portal.submit(run.serve)
+        waiting: list[concurrent.futures.Future[Any]] = [run.done, run.ready]
+        concurrent.futures.wait(waiting, return_when=concurrent.futures.FIRST_COMPLETED)
+        if not run.ready.done():
+            run.done.result()  # raises why it did not start
+            raise StatekitError("the API server stopped before it started")
+        with self._lock:
+            self._api = run
+        url = run.ready.result()
+        log.info("API server on %s", url)
+        return url
+
+    def stop_api_server(self) -> None:
+        """Stop the server :meth:`start_api_server_sync` started (nothing when none runs)."""
+        with self._lock:
+            run, self._api = self._api, None
+            portal = self._portal
+        if run is None or portal is None:
+            return
+        with contextlib.suppress(StatekitError):  # the portal closed: so did the server
+            portal.call(run.stop)
+
+    def shutdown(self) -> None:
+        """Stop the API server (when started), close the store and the portal."""
+        self.stop_api_server()
+        super().shutdown()
+
+
+class _ApiRun:
+    """One run of the API server over a manager's store, on the manager's portal loop."""
+
+    def __init__(
+        self, settings: Settings, legacy: LegacyState, host: str | None, port: int | None
+    ) -> None:
+        self.settings = settings
+        self.legacy = legacy
+        self.host = host
+        self.port = port
+        self.ready: concurrent.futures.Future[str] = concurrent.futures.Future()
+        """The URL served, once the server accepts connections."""
+        self.done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._task: asyncio.Task[None] | None = None
+
+    async def serve(self) -> None:
+        """:func:`statekit.api.serve` over the manager's open store, until stopped."""
+        try:
+            from statekit.api import serve
+        except ImportError as exc:
+            raise ConfigError(
+                f"the REST API needs the api extra: pip install 'statekit[api]' ({exc})",
+                source="api",
+            ) from None
+        self._task = asyncio.current_task()
+        await serve(
+            self.settings,
+            store=self.legacy.state.store,
+            host=self.host,
+            port=self.port,
+            ready=self.ready.set_result,
+        )
+
+    async def stop(self) -> None:
+        """Stop the server gracefully and wait until it has."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
 
 
 def create_backward_compatible_manager(

@@ -107,6 +107,25 @@ class Portal:
             future.cancel()  # KeyboardInterrupt and the like: stop the work we no longer wait for
             raise
 
+    def submit(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[T]:
+        """Start ``await fn(*args, **kwargs)`` on the portal's loop and return at once.
+
+        For long-running work (the API server): the returned future holds the result;
+        cancelling it cancels the work. :meth:`close` cancels what is still running.
+
+        :raises StatekitError: the portal is closed.
+        """
+
+        async def invoke() -> T:
+            return await fn(*args, **kwargs)
+
+        with self._lock:
+            if self._closed:
+                raise StatekitError("this statekit.compat portal is closed (shutdown() was called)")
+            return asyncio.run_coroutine_threadsafe(invoke(), self._loop)
+
     def close(self) -> None:
         """Cancel what still runs on the loop, stop it and end the thread. Idempotent.
 

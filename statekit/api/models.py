@@ -1,0 +1,228 @@
+"""The API's request and response bodies (pydantic v2): what the OpenAPI schema documents."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from statekit.backend import Record
+from statekit.snapshots import SnapshotInfo
+from statekit.trading.models import Balance, Order, Position
+
+__all__ = [
+    "BalancesOut",
+    "CacheStatsOut",
+    "ErrorBody",
+    "ErrorOut",
+    "HealthOut",
+    "HistoryOut",
+    "LockStatsOut",
+    "OrdersOut",
+    "PositionsOut",
+    "RestoreOut",
+    "SnapshotDetailOut",
+    "SnapshotDiffOut",
+    "SnapshotIn",
+    "SnapshotListOut",
+    "SnapshotOut",
+    "StateIn",
+    "StateListOut",
+    "StateOut",
+    "snapshot_out",
+    "state_out",
+]
+
+
+class _In(BaseModel):
+    # A misspelt field ("descripton") is a 422, not silently dropped.
+    model_config = ConfigDict(extra="forbid")
+
+
+class StateIn(_In):
+    """``POST /states``: a new version of one key (seed 003's body)."""
+
+    state_id: str = Field(description="The store key, e.g. `position/EURUSD` or `position_EURUSD`.")
+    state_type: str = Field(description="What the value is (the record's kind), e.g. `position`.")
+    data: JsonValue = Field(description="The value: any JSON except null.")
+    description: str | None = Field(
+        default=None, description="Why it changed (kept in the version's meta as `note`)."
+    )
+    user_id: str | None = Field(
+        default=None, description="Who changed it (kept in the version's meta as `by`)."
+    )
+
+
+class StateOut(BaseModel):
+    """One version of one key. ``data`` is null for a deletion (a tombstone version)."""
+
+    state_id: str
+    state_type: str
+    version: int
+    data: JsonValue
+    timestamp: datetime
+    description: str | None
+
+
+def state_out(record: Record) -> StateOut:
+    """The API's view of ``record``."""
+    note = record.meta.get("note")
+    return StateOut(
+        state_id=record.key,
+        state_type=record.kind,
+        version=record.version,
+        data=record.data,
+        timestamp=record.at,
+        description=note if isinstance(note, str) else None,
+    )
+
+
+class StateListOut(BaseModel):
+    """One page of live keys, in key order. Pass ``next_cursor`` as ``cursor`` for the next."""
+
+    items: list[StateOut]
+    next_cursor: str | None
+
+
+class HistoryOut(BaseModel):
+    """Versions of one key, newest first. Pass ``next_before`` as ``before`` for older ones."""
+
+    state_id: str
+    items: list[StateOut]
+    next_before: int | None
+
+
+class SnapshotIn(_In):
+    """``POST /snapshots``: capture every live key (under ``prefix``)."""
+
+    snapshot_id: str | None = Field(
+        default=None, description="The snapshot's id (default: the time plus a random suffix)."
+    )
+    description: str = ""
+    prefix: str = Field(default="", description="Capture only keys starting with this.")
+
+
+class SnapshotOut(BaseModel):
+    """One snapshot, without its contents."""
+
+    snapshot_id: str
+    description: str
+    prefix: str
+    created_at: datetime
+    keys: int
+
+
+def snapshot_out(info: SnapshotInfo) -> SnapshotOut:
+    return SnapshotOut(
+        snapshot_id=info.id,
+        description=info.description,
+        prefix=info.prefix,
+        created_at=info.created_at,
+        keys=info.keys,
+    )
+
+
+class SnapshotListOut(BaseModel):
+    """Every snapshot, oldest first."""
+
+    items: list[SnapshotOut]
+
+
+class SnapshotDetailOut(SnapshotOut):
+    """One snapshot with the values it captured, by key."""
+
+    states: dict[str, JsonValue]
+
+
+class RestoreOut(BaseModel):
+    """What a restore changed (each change is a new version, in the history)."""
+
+    snapshot_id: str
+    changed: int
+
+
+class ChangedValue(BaseModel):
+    """One key's value in the two states compared."""
+
+    before: JsonValue
+    after: JsonValue
+
+
+class SnapshotDiffOut(BaseModel):
+    """What changed from ``snapshot_id`` to ``against`` (null: the live state)."""
+
+    snapshot_id: str
+    against: str | None
+    added: dict[str, JsonValue]
+    removed: dict[str, JsonValue]
+    changed: dict[str, ChangedValue]
+
+
+class PositionsOut(BaseModel):
+    """Every position, by symbol (amounts as decimal strings).
+
+    ``unreadable`` lists position keys whose stored value is not a valid position.
+    """
+
+    positions: dict[str, Position]
+    unreadable: list[str]
+
+
+class OrdersOut(BaseModel):
+    """Orders by id (amounts as decimal strings); ``unreadable`` as for positions."""
+
+    orders: dict[str, Order]
+    unreadable: list[str]
+
+
+class BalancesOut(BaseModel):
+    """Balances by asset (amounts as decimal strings); ``unreadable`` as for positions."""
+
+    balances: dict[str, Balance]
+    unreadable: list[str]
+
+
+class HealthOut(BaseModel):
+    """``GET /health``: ``status`` is ``ok`` or ``unavailable`` (then HTTP 503 and ``error``)."""
+
+    status: str
+    backend: str
+    latency_ms: float
+    version: str
+    capabilities: list[str]
+    error: ErrorBody | None = None
+
+
+class LockStatsOut(BaseModel):
+    """Contention statistics per lock name (or family) of the server's KeyedLocks."""
+
+    locks: dict[str, dict[str, JsonValue]]
+
+
+class CacheStatsOut(BaseModel):
+    """The read caches' counters (null when that cache is off)."""
+
+    cache: dict[str, JsonValue] | None
+    shared_cache: dict[str, JsonValue] | None
+
+
+class ErrorBody(BaseModel):
+    """What went wrong: a stable ``code``, a message for humans, and fields by error."""
+
+    model_config = ConfigDict(extra="allow")
+
+    code: str = Field(
+        description="unauthorized, bad_json, validation_error, not_found, conflict, "
+        "precondition_failed, payload_too_large, history_unavailable, "
+        "not_supported, backend_unavailable, ..."
+    )
+    message: str
+
+
+class ErrorOut(BaseModel):
+    """Every error response: ``{"error": {"code": ..., "message": ..., ...fields}}``."""
+
+    error: ErrorBody
+
+
+HealthOut.model_rebuild()

@@ -1,0 +1,585 @@
+"""The WebSocket change feed (``WS /ws``): one store watch per process, fanned out.
+
+:class:`ChangeHub` follows every commit with a single ``store.watch("")`` and hands
+each change to the clients whose subscriptions match it. Every client has its own
+bounded queue and its own sender task; the fan-out loop only ever does
+``put_nowait``, so a slow client cannot slow the others: when its queue overflows
+it is told (``lagging``) and disconnected (close code 4408). The protocol is in
+docs/websocket.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketDisconnected
+
+from statekit.backend import JSON, Capability, Record, dumps
+from statekit.codec import check_key
+from statekit.errors import StatekitError, ValidationError
+from statekit.store import StateStore, Watch
+
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_INTERNAL_ERROR",
+    "CLOSE_LAGGING",
+    "CLOSE_TRY_AGAIN_LATER",
+    "CLOSE_UNAUTHORIZED",
+    "ChangeHub",
+    "Topic",
+]
+
+log = logging.getLogger("statekit.api.ws")
+
+CLOSE_UNAUTHORIZED = 4401
+"""Close code: the connection carried no valid API key."""
+CLOSE_LAGGING = 4408
+"""Close code: the client fell too far behind (its queue overflowed)."""
+CLOSE_GOING_AWAY = 1001
+"""Close code: the server is shutting down."""
+CLOSE_INTERNAL_ERROR = 1011
+"""Close code: the store stopped delivering changes."""
+CLOSE_TRY_AGAIN_LATER = 1013
+"""Close code: the server already has ``max_clients`` connections."""
+
+MAX_TOPIC_LENGTH = 512
+_PAGE = 256
+# What a socket operation raises once the client is gone (uvicorn raises
+# ClientDisconnected, an OSError; Starlette raises WebSocketDisconnected once closed).
+_GONE = (WebSocketDisconnect, WebSocketDisconnected, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A parsed subscription topic.
+
+    :param text: the topic as the client sent it (echoed in every message).
+    :param kind: for ``states:<kind>``, the kind matched; None for ``states:*``.
+    :param prefix: for ``keys:<prefix>``, the key prefix matched; else None.
+    """
+
+    text: str
+    kind: str | None = None
+    prefix: str | None = None
+
+    @classmethod
+    def parse(cls, value: object) -> Topic:
+        """The topic ``value`` names, or :class:`_Refused` (``bad_topic``)."""
+        if not isinstance(value, str) or not value:
+            raise _Refused("bad_topic", "topic must be a non-empty string", topic=None)
+        if len(value) > MAX_TOPIC_LENGTH:
+            raise _Refused(
+                "bad_topic",
+                f"topic is {len(value)} characters long; the limit is {MAX_TOPIC_LENGTH}",
+                topic=value[:80],
+            )
+        scheme, sep, rest = value.partition(":")
+        if sep and scheme == "states" and rest == "*":
+            return cls(value)
+        if sep and scheme == "states" and rest:
+            return cls(value, kind=rest)
+        if sep and scheme == "keys":
+            return cls(value, prefix=rest)
+        raise _Refused(
+            "bad_topic",
+            f"unknown topic {value[:80]!r}: use states:<state_type>, states:* or keys:<prefix>",
+            topic=value[:80],
+        )
+
+    def matches(self, record: Record) -> bool:
+        """True when a change of ``record`` belongs to this topic."""
+        if self.prefix is not None:
+            return record.key.startswith(self.prefix)
+        return self.kind is None or record.kind == self.kind
+
+
+class _Refused(Exception):
+    """A client message the hub answers with an ``error`` message (never raised out)."""
+
+    def __init__(self, code: str, message: str, **fields: JSON) -> None:
+        super().__init__(message)
+        self.code = code
+        self.fields = fields
+
+    def frame(self) -> str:
+        return _encode({"type": "error", "code": self.code, "message": str(self), **self.fields})
+
+
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    """One message to send; ``change`` = (topic, key, version) for a change message."""
+
+    text: str
+    change: tuple[str, str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Close:
+    """Tells the sender to stop: send ``lagging`` first when ``lagging``, then close."""
+
+    code: int
+    reason: str
+    lagging: bool = False
+    error: str | None = None
+
+
+def _encode(message: Mapping[str, JSON]) -> str:
+    return dumps(dict(message))
+
+
+def _description(record: Record) -> JSON:
+    for field in ("note", "description"):
+        value = record.meta.get(field)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _change(topic: str, record: Record) -> _Frame:
+    text = _encode(
+        {
+            "type": "change",
+            "topic": topic,
+            "state_id": record.key,
+            "state_type": record.kind,
+            "version": record.version,
+            "data": record.data,
+            "deleted": record.deleted,
+            "timestamp": record.at.isoformat(),
+            "description": _description(record),
+        }
+    )
+    return _Frame(text, (topic, record.key, record.version))
+
+
+class _Subscription:
+    """One topic of one client.
+
+    ``floors`` (keys resumed with ``since``): live changes of those keys at or below
+    the floor were already replayed and are dropped. ``pending`` holds live changes
+    of those keys while the replay runs, so they go out after it, in order.
+    """
+
+    __slots__ = ("floors", "pending", "topic")
+
+    def __init__(self, topic: Topic, since: dict[str, int] | None) -> None:
+        self.topic = topic
+        self.floors: dict[str, int] = dict(since or {})
+        self.pending: deque[Record] | None = deque() if since else None
+
+
+class _Client:
+    """One connection: its subscriptions, its bounded queue, its receive and send loops."""
+
+    def __init__(self, hub: ChangeHub, websocket: WebSocket) -> None:
+        self.hub = hub
+        self.websocket = websocket
+        self.queue: asyncio.Queue[_Frame | _Close] = asyncio.Queue(hub.queue_size)
+        self.subscriptions: dict[str, _Subscription] = {}
+        self.closing = False
+        self.last_change: tuple[str, str, int] | None = None
+
+    # -- called by the fan-out loop: never awaits --------------------------------
+
+    def offer(self, record: Record, frames: dict[str, _Frame]) -> None:
+        """Queue ``record`` once per matching subscription; drop the client on overflow."""
+        if self.closing:
+            return
+        for sub in self.subscriptions.values():
+            if not sub.topic.matches(record):
+                continue
+            floor = sub.floors.get(record.key)
+            if floor is not None:
+                if sub.pending is not None:
+                    sub.pending.append(record)
+                    if len(sub.pending) > self.hub.queue_size:
+                        self.shut(_Close(CLOSE_LAGGING, "lagging", lagging=True))
+                        return
+                    continue
+                if record.version <= floor:
+                    continue
+            frame = frames.get(sub.topic.text)
+            if frame is None:
+                frame = frames[sub.topic.text] = _change(sub.topic.text, record)
+            try:
+                self.queue.put_nowait(frame)
+            except asyncio.QueueFull:
+                self.shut(_Close(CLOSE_LAGGING, "lagging", lagging=True))
+                return
+
+    def shut(self, close: _Close) -> None:
+        """Stop taking changes, drop what is queued and tell the sender to close."""
+        if self.closing:
+            return
+        self.closing = True
+        if close.lagging:
+            self.hub._dropped += 1
+        self.hub._clients.discard(self)
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(close)
+
+    # -- the connection's own tasks: they may wait ------------------------------
+
+    async def put(self, frame: _Frame) -> None:
+        """Queue a reply or a replayed change, waiting for room (the client's own pace)."""
+        if not self.closing:
+            await self.queue.put(frame)
+
+    async def send_loop(self) -> None:
+        while True:
+            item = await self.queue.get()
+            if isinstance(item, _Close):
+                await self._close(item)
+                return
+            try:
+                await self.websocket.send_text(item.text)
+            except _GONE:
+                return
+            if item.change is not None:
+                self.last_change = item.change
+            self.hub._sent += 1
+
+    async def _close(self, close: _Close) -> None:
+        messages: list[str] = []
+        if close.error is not None:
+            messages.append(_Refused("watch_failed", close.error).frame())
+        if close.lagging:
+            topic, key, version = self.last_change or (None, None, None)
+            messages.append(
+                _encode(
+                    {
+                        "type": "lagging",
+                        "topic": topic,
+                        "state_id": key,
+                        "dropped_after_version": version,
+                        "max_queue": self.hub.queue_size,
+                        "message": (
+                            f"more than {self.hub.queue_size} messages were waiting for this "
+                            "connection; it is closed and nothing after the change named here "
+                            "was sent: reconnect and subscribe with since"
+                        ),
+                    }
+                )
+            )
+        # A client that stopped reading may never take these: bounded, then given up.
+        with contextlib.suppress(TimeoutError, *_GONE):
+            async with asyncio.timeout(self.hub.close_timeout):
+                for text in messages:
+                    await self.websocket.send_text(text)
+                await self.websocket.close(close.code, close.reason)
+
+    async def receive_loop(self) -> None:
+        while True:
+            try:
+                message = await self.websocket.receive()
+            except _GONE:
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                raw = message.get("bytes") or b""
+                try:
+                    text = raw.decode()
+                except UnicodeDecodeError:
+                    await self.put(_Frame(_Refused("bad_json", "messages are UTF-8 JSON").frame()))
+                    continue
+            try:
+                await self.handle(text)
+            except _Refused as refused:
+                await self.put(_Frame(refused.frame()))
+
+    async def handle(self, text: str) -> None:
+        size = len(text.encode())
+        if size > self.hub.max_message_bytes:
+            raise _Refused(
+                "message_too_large",
+                f"message is {size} bytes; the limit is {self.hub.max_message_bytes}",
+            )
+        try:
+            message = json.loads(text)
+        except ValueError:
+            raise _Refused("bad_json", "the message is not valid JSON") from None
+        if not isinstance(message, dict):
+            raise _Refused("bad_message", "a message is a JSON object with an action")
+        action = message.get("action")
+        if action == "ping":
+            await self.put(_Frame(_encode({"type": "pong"})))
+        elif action == "subscribe":
+            await self.subscribe(Topic.parse(message.get("topic")), message.get("since"))
+        elif action == "unsubscribe":
+            topic = Topic.parse(message.get("topic"))
+            if self.subscriptions.pop(topic.text, None) is None:
+                raise _Refused("not_subscribed", "not subscribed to this topic", topic=topic.text)
+            await self.put(_Frame(_encode({"type": "unsubscribed", "topic": topic.text})))
+        else:
+            shown = action if isinstance(action, str) else json.dumps(action)
+            raise _Refused(
+                "unknown_action",
+                f"unknown action {shown[:80]!r}: use subscribe, unsubscribe or ping",
+            )
+
+    def _since(self, topic: Topic, value: object) -> dict[str, int] | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise _Refused(
+                "bad_since", 'since is an object {"<state_id>": <version>}', topic=topic.text
+            )
+        if len(value) > self.hub.max_since_keys:
+            raise _Refused(
+                "bad_since",
+                f"since names {len(value)} keys; the limit is {self.hub.max_since_keys}",
+                topic=topic.text,
+            )
+        since: dict[str, int] = {}
+        for key, version in value.items():
+            try:
+                check_key(key)
+            except ValidationError as exc:
+                raise _Refused("bad_since", str(exc), topic=topic.text) from None
+            if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+                raise _Refused(
+                    "bad_since",
+                    f"since[{key!r}] must be a version number >= 0",
+                    topic=topic.text,
+                )
+            since[key] = version
+        return since or None
+
+    async def subscribe(self, topic: Topic, since_value: object) -> None:
+        hub = self.hub
+        if hub._unavailable is not None:
+            raise _Refused("watch_unavailable", hub._unavailable, topic=topic.text)
+        store = hub._store
+        assert store is not None
+        since = self._since(topic, since_value)
+        if since and Capability.HISTORY not in store.capabilities:
+            raise _Refused(
+                "history_unavailable",
+                f"the {store.backend.name} backend keeps no history, so it cannot resume "
+                "from a version; subscribe without since and read the current states",
+                topic=topic.text,
+            )
+        if topic.text not in self.subscriptions and (
+            len(self.subscriptions) >= hub.max_subscriptions
+        ):
+            raise _Refused(
+                "too_many_subscriptions",
+                f"a connection may hold {hub.max_subscriptions} subscriptions",
+                topic=topic.text,
+            )
+        # The reply is queued before the subscription exists, so it precedes its changes.
+        await self.put(_Frame(_encode({"type": "subscribed", "topic": topic.text})))
+        sub = _Subscription(topic, since)
+        self.subscriptions[topic.text] = sub  # replaces an earlier one of the same topic
+        if since:
+            await self._resume(store, sub, since)
+
+    async def _resume(self, store: StateStore, sub: _Subscription, since: dict[str, int]) -> None:
+        """Replay history after each ``since`` version, then the live changes held meanwhile.
+
+        The subscription was registered before history is read: a commit the watch
+        delivers from now on is held in ``pending``; one it delivered before was
+        committed before the read, so the read returns it. Hence no gap; the
+        floors drop what both returned. Hence no duplicate.
+        """
+        topic = sub.topic.text
+        replayed = 0
+        try:
+            for key, after in since.items():
+                first = True
+                while True:
+                    page = await store.history(key, after=after, limit=_PAGE, newest_first=False)
+                    if first and page and page[0].version > after + 1:
+                        await self.put(
+                            _Frame(
+                                _Refused(
+                                    "history_pruned",
+                                    f"versions {after + 1} to {page[0].version - 1} of "
+                                    f"{key!r} were pruned; replay starts at {page[0].version}",
+                                    topic=topic,
+                                    state_id=key,
+                                    first_version=page[0].version,
+                                ).frame()
+                            )
+                        )
+                    first = False
+                    for record in page:
+                        if sub.topic.matches(record):
+                            await self.put(_change(topic, record))
+                            replayed += 1
+                        sub.floors[key] = record.version
+                    if len(page) < _PAGE:
+                        break
+                    after = page[-1].version
+        except StatekitError:
+            # The error text stays in the server log: it may name server internals.
+            log.exception("replaying history for a WebSocket client failed")
+            self.subscriptions.pop(topic, None)
+            raise _Refused(
+                "replay_failed",
+                "reading the history failed; the subscription is dropped: subscribe again",
+                topic=topic,
+            ) from None
+        await self.put(_Frame(_encode({"type": "resumed", "topic": topic, "replayed": replayed})))
+        pending = sub.pending
+        assert pending is not None
+        while pending:  # the fan-out loop may add more while we wait for room
+            record = pending.popleft()
+            if record.version > sub.floors[record.key]:
+                sub.floors[record.key] = record.version
+                await self.put(_change(topic, record))
+        sub.pending = None  # no await since the last check: nothing is left behind
+
+
+class ChangeHub:
+    """Fans committed changes out to WebSocket clients (``WS /ws``, docs/websocket.md).
+
+    :param queue_size: messages a client may have waiting; one more and it is dropped.
+    :param max_subscriptions: topics one connection may hold.
+    :param max_message_bytes: largest client message accepted.
+    :param max_since_keys: keys one ``since`` may name.
+    :param max_clients: connections served at once; more are closed with 1013.
+    :param close_timeout: seconds given to a closing client to take its last messages.
+    """
+
+    def __init__(
+        self,
+        *,
+        queue_size: int = 1000,
+        max_subscriptions: int = 32,
+        max_message_bytes: int = 64 * 1024,
+        max_since_keys: int = 1000,
+        max_clients: int = 10_000,
+        close_timeout: float = 5.0,
+    ) -> None:
+        for name, value in (
+            ("queue_size", queue_size),
+            ("max_subscriptions", max_subscriptions),
+            ("max_message_bytes", max_message_bytes),
+            ("max_since_keys", max_since_keys),
+            ("max_clients", max_clients),
+        ):
+            if value < 1:
+                raise ValidationError(f"ChangeHub {name} must be >= 1", reason=name)
+        self.queue_size = queue_size
+        self.max_subscriptions = max_subscriptions
+        self.max_message_bytes = max_message_bytes
+        self.max_since_keys = max_since_keys
+        self.max_clients = max_clients
+        self.close_timeout = close_timeout
+        self._store: StateStore | None = None
+        self._watch: Watch | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._clients: set[_Client] = set()
+        self._unavailable: str | None = "the change feed is not started"
+        self._dropped = 0
+        self._sent = 0
+        self._changes = 0
+
+    async def start(self, store: StateStore) -> None:
+        """Follow ``store`` (one watch for the whole process) and serve its changes.
+
+        A store without the watch capability is accepted: clients are then told
+        ``watch_unavailable`` when they subscribe.
+        """
+        if self._store is not None:
+            raise RuntimeError("ChangeHub.start() was already called")
+        self._store = store
+        if Capability.WATCH not in store.capabilities:
+            self._unavailable = (
+                f"the {store.backend.name} backend cannot follow changes (no watch "
+                "capability), so there is no live feed; poll GET /states instead"
+            )
+            return
+        self._watch = await store.watch("").start()
+        self._unavailable = None
+        self._pump = asyncio.create_task(self._run(self._watch), name="statekit-ws-fanout")
+
+    async def stop(self) -> None:
+        """Stop following the store and close every connection with 1001."""
+        if self._unavailable is None:
+            self._unavailable = "the server is shutting down"
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            await watch.aclose()
+        for client in list(self._clients):
+            client.shut(_Close(CLOSE_GOING_AWAY, "server shutting down"))
+
+    async def _run(self, watch: Watch) -> None:
+        try:
+            async for record in watch:
+                self._changes += 1
+                frames: dict[str, _Frame] = {}  # one encoding per topic, shared by clients
+                for client in list(self._clients):
+                    client.offer(record, frames)
+        except Exception:  # the feed is dead either way: say so to every client
+            log.exception("the WebSocket change feed stopped")
+            self._unavailable = "the change feed stopped (the server log says why)"
+            for client in list(self._clients):
+                client.shut(
+                    _Close(CLOSE_INTERNAL_ERROR, "change feed stopped", error=self._unavailable)
+                )
+
+    async def serve(self, websocket: WebSocket, *, authorized: bool) -> None:
+        """Run one connection until it closes.
+
+        The handshake is always accepted, so that a refused client sees why in the
+        close code: 4401 when not ``authorized``, 1013 when ``max_clients`` are
+        connected.
+        """
+        try:
+            await websocket.accept()
+            if not authorized:
+                await websocket.close(CLOSE_UNAUTHORIZED, "unauthorized: send a valid API key")
+                return
+            if len(self._clients) >= self.max_clients:
+                await websocket.close(CLOSE_TRY_AGAIN_LATER, "too many connections")
+                return
+        except _GONE:
+            return
+        client = _Client(self, websocket)
+        self._clients.add(client)
+        sender = asyncio.create_task(client.send_loop(), name="statekit-ws-send")
+        receiver = asyncio.create_task(client.receive_loop(), name="statekit-ws-receive")
+        try:
+            await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            client.closing = True
+            self._clients.discard(client)
+            for task in (sender, receiver):
+                task.cancel()
+            results = await asyncio.gather(sender, receiver, return_exceptions=True)
+            for result in results:
+                if isinstance(result, Exception):
+                    log.error("WebSocket connection failed", exc_info=result)
+
+    def stats(self) -> dict[str, Any]:
+        """Connections, drops and queue fill, for the stats endpoint."""
+        sizes = [client.queue.qsize() for client in self._clients]
+        return {
+            "watching": self._unavailable is None,
+            "clients": len(self._clients),
+            "subscriptions": sum(len(c.subscriptions) for c in self._clients),
+            "dropped_clients": self._dropped,
+            "changes": self._changes,
+            "messages_sent": self._sent,
+            "max_queue": self.queue_size,
+            "queued_total": sum(sizes),
+            "queued_max": max(sizes, default=0),
+        }
