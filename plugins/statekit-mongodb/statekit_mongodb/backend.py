@@ -18,7 +18,9 @@
 - ``watch`` follows ``statekit_versions`` through a change stream and resumes it
   with its resume token after a lost connection or a server restart
   (:mod:`statekit_mongodb.watch`). A standalone ``mongod`` has no change streams:
-  there ``watch`` is not declared.
+  there (or with ``?watch=poll``) every version is stored with its namespace's
+  commit number ``seq``, and ``watch`` polls for new numbers
+  (:mod:`statekit_mongodb.poll`).
 """
 
 from __future__ import annotations
@@ -63,9 +65,12 @@ from statekit_mongodb.documents import (
 from statekit_mongodb.options import (
     DEFAULT_DATABASE,
     DEFAULT_NAMESPACE,
+    DEFAULT_POLL_INTERVAL,
     MongoOptions,
     Transactions,
+    WatchMode,
 )
+from statekit_mongodb.poll import MongoPoll
 from statekit_mongodb.translate import DRIVER_ERRORS, NAME, translate
 from statekit_mongodb.watch import MongoWatch
 
@@ -78,6 +83,8 @@ MAX_ATTEMPTS = 50
 """Appends that lose a race (a write conflict, a head moved under them) start over
 this many times before giving up with BackendUnavailable; a failed ``expect`` is
 never retried: it is a ConflictError at once."""
+SEQ_ATTEMPTS = 200
+"""Tries at numbering one version when other writers keep taking the number first."""
 _DUPLICATE_KEY = 11000
 
 
@@ -126,9 +133,14 @@ class MongoBackend(Backend):
         self.transactions = False
         """Appends run in transactions (decided at open from ``hello``)."""
         self.change_streams = False
-        """``watch`` uses change streams (decided at open from ``hello``)."""
+        """``watch`` uses change streams (decided at open from ``hello`` and ``watch=``)."""
+        self.sequenced = False
+        """Versions are stored with their commit number ``seq`` and ``watch`` polls
+        (no change streams, or ``watch=poll``)."""
         self.topology = "unknown"
-        self._watches: weakref.WeakSet[MongoWatch] = weakref.WeakSet()
+        self._seq_seen = 0
+        """A ``seq`` this backend saw stored: the namespace's highest is at least this."""
+        self._watches: weakref.WeakSet[MongoWatch | MongoPoll] = weakref.WeakSet()
 
     # -- opening -----------------------------------------------------------------------
 
@@ -162,11 +174,14 @@ class MongoBackend(Backend):
         namespace: str = DEFAULT_NAMESPACE,
         database: str = DEFAULT_DATABASE,
         transactions: Transactions = "auto",
+        watch: WatchMode = "auto",
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> Self:
         """A backend on the caller's client, which :meth:`aclose` leaves open."""
-        backend = cls(
-            client, MongoOptions.for_client(namespace, database, transactions), owns_client=False
+        options = MongoOptions.for_client(
+            namespace, database, transactions, watch=watch, poll_interval=poll_interval
         )
+        backend = cls(client, options, owns_client=False)
         await backend._prepare()
         return backend
 
@@ -189,17 +204,34 @@ class MongoBackend(Backend):
                     f"{self.topology}; transactions need a replica set or a sharded cluster",
                     source="url",
                 )
+            if self.options.watch == "changestream" and not replicated:
+                raise ConfigError(
+                    f"mongodb {self.options.shown}: watch=changestream, but the server is a "
+                    f"{self.topology}; change streams need a replica set or a sharded cluster",
+                    source="url",
+                )
             self.transactions = wanted != "off" and replicated and sessions
-            self.change_streams = replicated
-            caps = set(type(self).capabilities)
+            self.change_streams = replicated and self.options.watch != "poll"
+            self.sequenced = not self.change_streams
+            caps = set(type(self).capabilities) | {Capability.WATCH}
             if self.transactions:
                 caps.add(Capability.ATOMIC_BATCH)
-            if self.change_streams:
-                caps.add(Capability.WATCH)
             self.capabilities = frozenset(caps)
             await self._versions.create_index(
                 [("ns", 1), ("key", 1), ("v", 1)], unique=True, name="ns_key_v"
             )
+            if self.sequenced:
+                # Unique: one version per number. Partial: versions without `seq` (an
+                # older release, change streams) are not in it.
+                await self._versions.create_index(
+                    [("ns", 1), ("seq", 1)],
+                    unique=True,
+                    name="ns_seq_unique",
+                    partialFilterExpression={"seq": {"$exists": True}},
+                )
+                # What the queries on `seq` use: SecantusDB plans no query with a
+                # partial index (a real mongod may use either).
+                await self._versions.create_index([("ns", 1), ("seq", -1)], name="ns_seq")
             await self._heads.create_index([("ns", 1), ("key", 1)], unique=True, name="ns_key")
 
     # -- the one place driver errors become statekit's ---------------------------------
@@ -311,8 +343,14 @@ class MongoBackend(Backend):
                 result = await self._heads.bulk_write(ops, ordered=True, session=session)
                 if result.matched_count != updates:
                     raise _Raced
+                if self.sequenced:  # numbers taken inside the transaction: all or none
+                    first = await self._highest_seq(session) + 1
+                    for n, doc in enumerate(docs):
+                        doc["seq"] = first + n
                 await self._versions.insert_many(docs, ordered=True, session=session)
                 await session.commit_transaction()
+                if self.sequenced:
+                    self._seq_seen = max(self._seq_seen, int(docs[-1]["seq"]))
             except BaseException:
                 await _abort(session)
                 raise
@@ -331,11 +369,13 @@ class MongoBackend(Backend):
             if await self._move_head(write.key, expect, doc):
                 return expect + 1
         head = await self._heads.find_one({"ns": ns, "key": write.key})
+        current = int(head["v"]) if head else 0
+        # A pending version is committed (its head moved): a write expecting another
+        # head fails here at once, without finishing someone else's copy.
+        check_expect(write, current, head is not None and not head["live"], backend=NAME)
         if head is not None and "pending" in head:
             await self._finish_pending(head)
             raise _Raced  # read the head again
-        current = int(head["v"]) if head else 0
-        check_expect(write, current, head is not None and not head["live"], backend=NAME)
         doc = version_document(ns, write, current + 1, at)
         if head is None:
             await self._heads.insert_one({**head_document(doc), "pending": doc})
@@ -357,14 +397,81 @@ class MongoBackend(Backend):
         return True
 
     async def _finish_pending(self, head: Mapping[str, Any]) -> None:
-        """Copy a head's pending version into the history (once) and clear it."""
+        """Copy a head's pending version into the history (once) and clear it.
+
+        ``pending`` is cleared only after the version is stored (and numbered): the
+        key's next version cannot start before, so a key's numbers follow its versions.
+        """
         pending = dict(head["pending"])
         pending.pop("_id", None)
-        with contextlib.suppress(DuplicateKeyError):  # someone else copied it already
-            await self._versions.insert_one(pending)
+        await self._store_version(pending)
         await self._heads.update_one(
             {"ns": head["ns"], "key": head["key"], "v": pending["v"]}, {"$unset": {"pending": ""}}
         )
+
+    async def _store_version(self, doc: Mapping[str, Any]) -> None:
+        """Insert the version ``doc`` into the history unless it is there already.
+
+        When :attr:`sequenced`, with the next commit number: the highest ``seq`` of
+        the namespace plus one, taken by this very insert (the unique ``(ns, seq)``
+        index lets one writer have it; the others read the highest again). So no
+        number is ever taken and left unused, and n + 1 is stored only once n is
+        visible: what :class:`~statekit_mongodb.poll.MongoPoll` relies on.
+        """
+        if not self.sequenced:
+            with contextlib.suppress(DuplicateKeyError):  # someone else copied it already
+                await self._versions.insert_one(dict(doc))
+            return
+        for attempt in range(SEQ_ATTEMPTS):
+            seq = await self._highest_seq() + 1
+            try:
+                await self._versions.insert_one({**doc, "seq": seq})
+            except DuplicateKeyError:
+                stored = await self._versions.find_one(
+                    {"ns": doc["ns"], "key": doc["key"], "v": doc["v"]}, {"_id": 1}
+                )
+                if stored is not None:  # someone else copied it already
+                    return
+                # Another writer took `seq` first: read the highest again.
+                await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+                continue
+            self._seq_seen = max(self._seq_seen, seq)
+            return
+        raise BackendUnavailable(
+            f"mongodb {self.options.shown}: {SEQ_ATTEMPTS} attempts at numbering version "
+            f"{doc['v']} of {doc['key']!r} lost to other writers; it is committed and the "
+            "next reader, writer or watcher of the key stores it",
+            backend=NAME,
+        )
+
+    async def _highest_seq(self, session: AsyncClientSession | None = None) -> int:
+        """The namespace's highest commit number, 0 before the first.
+
+        It never goes down (the version holding it is its key's head, which prune
+        keeps), so the search starts at the highest seen: an index range of what
+        was added since, not the namespace's whole history. Only
+        :meth:`drop_namespace` lowers it: then the search starts over at 1.
+        """
+        for low in dict.fromkeys((max(self._seq_seen, 1), 1)):
+            top = await self._versions.find_one(
+                {"ns": self.namespace, "seq": {"$gte": low}},
+                {"_id": 0, "seq": 1},
+                sort=[("seq", -1)],
+                session=session,
+            )
+            if top is not None:
+                self._seq_seen = int(top["seq"])
+                return self._seq_seen
+        self._seq_seen = 0
+        return 0
+
+    async def _finish_stranded(self, bounds: Mapping[str, str]) -> None:
+        """Finish the writes under ``bounds`` whose writer moved the head and then died."""
+        stranded = await self._heads.find(
+            {"ns": self.namespace, "key": dict(bounds), "pending": {"$exists": True}}
+        ).to_list()
+        for head in stranded:
+            await self._finish_pending(head)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -439,21 +546,21 @@ class MongoBackend(Backend):
                 return 0
             # Heads only move up: what is below the head read here is never a head again.
             below = min(before_version, int(head["v"]))
-            result = await self._versions.delete_many(
-                {"ns": self.namespace, "key": key, "v": {"$lt": below}}
-            )
+            query: dict[str, Any] = {"ns": self.namespace, "key": key, "v": {"$lt": below}}
+            if self.sequenced:
+                # The namespace's highest number stays, so it never goes down, even
+                # when replicate() stored an old version last (_highest_seq).
+                query["seq"] = {"$ne": await self._highest_seq()}
+            result = await self._versions.delete_many(query)
         return int(result.deleted_count)
 
     async def watch(self, prefix: str = "") -> AsyncIterator[Record]:
-        if not self.change_streams:
-            raise CapabilityError(
-                f"mongodb {self.options.shown}: watch needs change streams, which this "
-                f"{self.topology} does not have (use a replica set, even of one node)",
-                backend=NAME,
-                capability=Capability.WATCH.value,
-            )
         with self._driver():
-            watch = MongoWatch(self, self._versions, prefix)
+            watch: MongoWatch | MongoPoll
+            if self.change_streams:
+                watch = MongoWatch(self, self._versions, prefix)
+            else:
+                watch = MongoPoll(self, self._versions, prefix)
             await watch.start()
         self._watches.add(watch)
         return watch
@@ -480,11 +587,15 @@ class MongoBackend(Backend):
             if doc["key"] not in newest or doc["v"] > newest[doc["key"]]["v"]:
                 newest[doc["key"]] = doc
         with self._driver():
-            try:
-                await self._versions.insert_many(docs, ordered=False)
-            except BulkWriteError as exc:
-                if not _duplicate(exc):
-                    raise
+            if self.sequenced:  # numbered one by one, each key's versions in order
+                for doc in sorted(docs, key=lambda d: (d["key"], d["v"])):
+                    await self._store_version(doc)
+            else:
+                try:
+                    await self._versions.insert_many(docs, ordered=False)
+                except BulkWriteError as exc:
+                    if not _duplicate(exc):
+                        raise
             moves = [
                 UpdateOne(
                     {"ns": ns, "key": key, "v": {"$lt": doc["v"]}},
@@ -511,7 +622,7 @@ class MongoBackend(Backend):
             "database": self.options.database,
             "namespace": self.namespace,
             "transactions": self.transactions,
-            "watch": "change streams" if self.change_streams else "unavailable",
+            "watch": self.watch_method,
             "max_wire_version": hello.get("maxWireVersion"),
             "watchers": len(self._watches),
         }
@@ -535,7 +646,15 @@ class MongoBackend(Backend):
             "database": self.options.database,
             "topology": self.topology,
             "transactions": self.transactions,
+            "watch": self.watch_method,
         }
+
+    @property
+    def watch_method(self) -> str:
+        """How ``watch`` follows commits: ``change streams`` or ``polling every <s> s``."""
+        if self.change_streams:
+            return "change streams"
+        return f"polling every {self.options.poll_interval:g} s"
 
     # -- beyond the contract -------------------------------------------------------------
 
@@ -551,7 +670,7 @@ class MongoBackend(Backend):
             await self._versions.delete_many({"ns": self.namespace})
         return int(heads.deleted_count)
 
-    def _forget_watch(self, watch: MongoWatch) -> None:
+    def _forget_watch(self, watch: MongoWatch | MongoPoll) -> None:
         self._watches.discard(watch)
 
 

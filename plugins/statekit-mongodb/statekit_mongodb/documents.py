@@ -2,8 +2,9 @@
 
 ``statekit_versions``, one document per version (the history)::
 
-    {ns, key, v, kind, data: <JSON text> | null, meta: <JSON text>, at: <int64 µs>}
+    {ns, key, v, kind, data: <JSON text> | null, meta: <JSON text>, at: <int64 µs> [, seq]}
     unique index (ns, key, v)      <- no two writers can both create version n
+    unique index (ns, seq), partial <- one version per commit number (polling watch only)
 
 ``statekit_heads``, one document per key (the current state)::
 
@@ -21,6 +22,9 @@ since the epoch: a BSON date keeps only milliseconds.
 moved first (that is the compare-and-set), carrying the new version, which is
 then copied into ``statekit_versions`` and removed from the head. Whoever finds
 a head still ``pending`` (its writer crashed or is slow) finishes the copy first.
+
+``seq``, the namespace's commit number, exists only where ``watch`` polls (no
+change streams, or ``watch=poll``): see :mod:`statekit_mongodb.poll`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
 
     mongodb[+srv]://[user:password@]host[:port][,host...][/database][?namespace=bot1&...]
 
-statekit reads ``namespace``, ``database`` and ``transactions`` and removes them;
+statekit reads ``namespace``, ``database``, ``transactions``, ``watch`` and
+``poll_interval`` and removes them;
 every option PyMongo knows (``replicaSet``, ``tls``, ``authSource``...) stays in the
 URI unchanged. Anything else is a ConfigError, so a misspelt option fails at
 ``open()`` instead of becoming a PyMongo warning.
@@ -26,10 +27,12 @@ from statekit.errors import ConfigError
 __all__ = [
     "DEFAULT_DATABASE",
     "DEFAULT_NAMESPACE",
+    "DEFAULT_POLL_INTERVAL",
     "DRIVER_DEFAULTS",
     "STATEKIT_PARAMS",
     "MongoOptions",
     "Transactions",
+    "WatchMode",
     "check_namespace",
     "with_namespace",
 ]
@@ -37,7 +40,12 @@ __all__ = [
 DEFAULT_NAMESPACE = "default"
 DEFAULT_DATABASE = "statekit"
 
-STATEKIT_PARAMS: frozenset[str] = frozenset({"namespace", "database", "transactions"})
+DEFAULT_POLL_INTERVAL = 0.05
+"""Seconds between a polling watcher's looks at the history (as the file store)."""
+
+STATEKIT_PARAMS: frozenset[str] = frozenset(
+    {"namespace", "database", "transactions", "watch", "poll_interval"}
+)
 """Query parameters statekit reads itself and removes before PyMongo sees the URI."""
 
 _DRIVER_PARAMS: frozenset[str] = frozenset(
@@ -53,6 +61,11 @@ Transactions = Literal["auto", "on", "off"]
 """``auto`` (use them when the deployment has them), ``on`` (require them) or ``off``."""
 _TRANSACTIONS = ("auto", "on", "off")
 
+WatchMode = Literal["auto", "poll", "changestream"]
+"""``auto`` (change streams where the deployment has them, else polling), ``poll``
+(number every commit and poll, on any deployment) or ``changestream`` (require them)."""
+_WATCH_MODES = ("auto", "poll", "changestream")
+
 # MongoDB refuses these in database names (and we keep them short and printable).
 _DATABASE = re.compile(r"[^/\\. \"$*<>:|?\x00]{1,63}")
 
@@ -60,6 +73,28 @@ _DATABASE = re.compile(r"[^/\\. \"$*<>:|?\x00]{1,63}")
 def check_namespace(namespace: str, where: str) -> str:
     """``namespace`` if it is a valid namespace name (statekit's one rule), else ConfigError."""
     return codec.check_namespace(namespace, backend="mongodb", where=where)
+
+
+def _check_watch(watch: str, where: str) -> WatchMode:
+    if watch not in _WATCH_MODES:
+        raise ConfigError(
+            f"mongodb {where}: watch={watch!r} must be auto, poll or changestream", source="url"
+        )
+    return cast(WatchMode, watch)
+
+
+def _check_poll_interval(value: str | float, where: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0.001 <= seconds <= 60:  # also refuses nan and inf
+        raise ConfigError(
+            f"mongodb {where}: poll_interval={value!r} must be a number of seconds "
+            "from 0.001 to 60",
+            source="url",
+        )
+    return seconds
 
 
 def _check_database(database: str, where: str) -> str:
@@ -83,6 +118,8 @@ class MongoOptions:
         database never see or touch them.
     :param database: the MongoDB database holding statekit's two collections.
     :param transactions: ``auto``, ``on`` or ``off`` (see docs/backends/mongodb.md).
+    :param watch: ``auto``, ``poll`` or ``changestream`` (see docs/backends/mongodb.md).
+    :param poll_interval: seconds between a polling watcher's looks at the history.
     :param client_kwargs: PyMongo keyword arguments statekit adds (its defaults).
     :param password: the password in the URL, only to scrub it from driver messages.
     """
@@ -92,12 +129,19 @@ class MongoOptions:
     namespace: str = DEFAULT_NAMESPACE
     database: str = DEFAULT_DATABASE
     transactions: Transactions = "auto"
+    watch: WatchMode = "auto"
+    poll_interval: float = DEFAULT_POLL_INTERVAL
     client_kwargs: dict[str, Any] = field(default_factory=dict)
     password: str | None = field(default=None, repr=False)
 
     @classmethod
     def for_client(
-        cls, namespace: str, database: str, transactions: Transactions = "auto"
+        cls,
+        namespace: str,
+        database: str,
+        transactions: Transactions = "auto",
+        watch: WatchMode = "auto",
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> MongoOptions:
         """Options of a backend built on a caller's client (no URL of its own)."""
         if transactions not in _TRANSACTIONS:
@@ -111,6 +155,8 @@ class MongoOptions:
             namespace=check_namespace(namespace, "client"),
             database=_check_database(database, "client"),
             transactions=transactions,
+            watch=_check_watch(watch, "client"),
+            poll_interval=_check_poll_interval(poll_interval, "client"),
         )
 
     @classmethod
@@ -165,6 +211,10 @@ class MongoOptions:
                 f"mongodb URL {shown!r}: transactions={transactions!r} must be auto, on or off",
                 source="url",
             )
+        watch = _check_watch(ours.get("watch", "auto"), shown)
+        poll_interval = _check_poll_interval(
+            ours.get("poll_interval", DEFAULT_POLL_INTERVAL), shown
+        )
         given = {name.lower() for name, _ in driver}
         client_kwargs: dict[str, Any] = {
             name: value for name, value in DRIVER_DEFAULTS.items() if name.lower() not in given
@@ -178,6 +228,8 @@ class MongoOptions:
             namespace=namespace,
             database=database,
             transactions=cast(Transactions, transactions),
+            watch=watch,
+            poll_interval=poll_interval,
             client_kwargs=client_kwargs,
             password=password,
         )

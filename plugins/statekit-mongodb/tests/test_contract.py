@@ -1,4 +1,6 @@
-"""statekit's conformance suite against SecantusDB (and a real mongod when one is given)."""
+"""statekit's conformance suite against SecantusDB (and a real mongod when one is given),
+once as the deployment chooses (change streams on SecantusDB) and once with ``watch=poll``
+(commit numbers and a polling watch, what a standalone mongod gets)."""
 
 from __future__ import annotations
 
@@ -35,3 +37,12 @@ class TestMongoBackend(BackendContract):
         if mongo_url.split("?")[0] == secantus.split("?")[0]:
             return server_control("mongodb")
         return None
+
+
+class TestMongoBackendPolling(TestMongoBackend):
+    """The whole suite again with the polling watch and numbered versions."""
+
+    @pytest.fixture
+    def backend_url(self, mongo_url: str) -> str:
+        # Worker processes open this URL too: every writer numbers its versions.
+        return with_namespace(mongo_url, fresh_namespace()) + "&watch=poll"

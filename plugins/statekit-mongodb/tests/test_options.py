@@ -17,6 +17,17 @@ def test_defaults() -> None:
     )
     assert options.uri == "mongodb://localhost/"
     assert options.client_kwargs == DRIVER_DEFAULTS
+    assert (options.watch, options.poll_interval) == ("auto", 0.05)
+
+
+def test_watch_and_poll_interval() -> None:
+    options = MongoOptions.parse("mongodb://h/?watch=poll&poll_interval=0.5&retryWrites=false")
+    assert (options.watch, options.poll_interval) == ("poll", 0.5)
+    assert options.uri == "mongodb://h/?retryWrites=false"
+    assert MongoOptions.parse("mongodb://h/?watch=changestream").watch == "changestream"
+    assert MongoOptions.for_client("n", "d", watch="poll", poll_interval=1).watch == "poll"
+    with pytest.raises(ConfigError, match="watch"):
+        MongoOptions.for_client("n", "d", watch="sometimes")  # type: ignore[arg-type]
 
 
 def test_statekit_options_are_stripped_and_driver_options_kept() -> None:
@@ -52,6 +63,10 @@ def test_database_parameter_and_path() -> None:
         ("mongodb://h/?namespace=" + "a" * 65, "namespace"),
         ("mongodb://h/?namespace=a&namespace=b", "twice"),
         ("mongodb://h/?transactions=maybe", "transactions"),
+        ("mongodb://h/?watch=stream", "watch='stream' must be auto, poll or changestream"),
+        ("mongodb://h/?poll_interval=fast", "poll_interval"),
+        ("mongodb://h/?poll_interval=0", "poll_interval"),
+        ("mongodb://h/?poll_interval=nan", "poll_interval"),
         ("redis://h/", "not a mongodb"),
         ("mongodb:///db", "no host"),
         ("mongodb://h/#frag", "fragment"),

@@ -1,4 +1,5 @@
-"""watch resumes its change stream after a lost connection and a server restart."""
+"""watch resumes after a lost connection and a server restart: its change stream
+(with the resume token), and the polling watch (``watch=poll``, from its number)."""
 
 from __future__ import annotations
 
@@ -83,10 +84,15 @@ async def _follow(it: AsyncIterator[Record], count: int, within: float) -> list[
     return got
 
 
+MODES = pytest.mark.parametrize("mode", ["", "&watch=poll"], ids=["changestream", "poll"])
+
+
 @pytest.mark.asyncio
+@MODES
 async def test_watch_resumes_after_its_connection_is_cut(
-    open_backend: Opener, secantus_url: str
+    open_backend: Opener, secantus_url: str, mode: str
 ) -> None:
+    secantus_url += mode
     parts = urlsplit(secantus_url)
     proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 27017)
     port = await proxy.start()
@@ -115,11 +121,12 @@ async def test_watch_resumes_after_its_connection_is_cut(
 
 
 @pytest.mark.asyncio
+@MODES
 async def test_watch_resumes_after_a_server_restart(
-    open_backend: Opener, secantus_url: str
+    open_backend: Opener, secantus_url: str, mode: str
 ) -> None:
     server = server_control("mongodb")
-    backend = await open_backend("watchrestart", secantus_url)
+    backend = await open_backend("watchrestart", secantus_url + mode)
     assert Capability.WATCH in backend.capabilities
     it = await backend.watch("w/")
     done: list[Record] = []
