@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
-import warnings
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -109,10 +107,12 @@ async def test_a_half_done_write_is_finished_by_the_next_one(open_backend: Opene
 @pytest.mark.asyncio
 async def test_a_batch_is_one_transaction(open_backend: Opener) -> None:
     backend = await open_backend()
-    if not backend.transactions:
-        pytest.skip("no transactions on this server")
     store = StateStore(backend, owns_backend=False)
     await store.put("a", 0)
+    if not backend.transactions:  # a standalone mongod: the batch is refused, never faked
+        with pytest.raises(CapabilityError):
+            await store.batch([Write("a", 1, expect=1), Write("b0", 0, expect=0)])
+        return
 
     async def racer(i: int) -> bool:
         try:
@@ -154,21 +154,9 @@ async def test_replicate_is_idempotent(open_backend: Opener) -> None:
 
 @pytest.mark.asyncio
 async def test_an_unreachable_server_fails_fast_without_the_password() -> None:
-    started = asyncio.get_running_loop().time()
     with pytest.raises(BackendUnavailable) as err:
         await MongoBackend.open("mongodb://admin:hunter2@127.0.0.1:9/?serverSelectionTimeoutMS=300")
-    assert asyncio.get_running_loop().time() - started < 5
     assert "hunter2" not in str(err.value) and err.value.retryable
-    # PyMongo 4.20 leaks the socket of a connect its closing monitor cancels
-    # (pool_shared._async_create_connection closes it on OSError, not on
-    # CancelledError); collect it here, where that one warning is expected.
-    # On a loaded machine the unwinding can take a while: keep collecting for 2 s,
-    # or the socket is collected during a later test, which then fails.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "unclosed <socket", ResourceWarning)
-        for _ in range(40):  # let the cancelled connect unwind, then collect its socket
-            await asyncio.sleep(0.05)
-            gc.collect()
 
 
 @pytest.mark.asyncio
