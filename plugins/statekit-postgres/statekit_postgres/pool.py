@@ -142,7 +142,7 @@ class ConnectionPool:
             except BaseException:
                 if waiter.done() and not waiter.cancelled():
                     self._wake_one()  # we were woken but leave: pass the turn on
-                else:
+                elif waiter in self._waiters:  # _wake_one may have dropped it already
                     self._waiters.remove(waiter)
                 raise
 
