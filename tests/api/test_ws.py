@@ -112,7 +112,9 @@ async def test_resume_after_reconnect_has_no_gap_and_no_duplicate(server: Any, s
             assert (await receive(second))["type"] == "subscribed"
             seen_second: list[int] = []
             resumed = None
-            while not seen_second or seen_second[-1] < total:
+            # Until the replay has ended (``resumed``) and the last version has come:
+            # when the writer finished first, ``resumed`` follows the last change.
+            while resumed is None or not seen_second or seen_second[-1] < total:
                 message = await receive(second)
                 if message["type"] == "resumed":
                     resumed = message
