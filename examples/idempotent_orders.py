@@ -2,7 +2,8 @@
 
 Fires one signal 20 times at once, through an exchange that loses the answer
 to the first create_order (the order *was* placed), then "crashes" a second
-signal between reserve and result and recovers it. Run it twice: the second
+signal between reserve and result and recovers it, and last places an IOC
+order (time in force is part of the intent). Run it twice: the second
 run finds every signal already in the ledger (``./idempotency.db``) and
 replays it; the exchange, being in memory, starts empty each run.
 """
@@ -17,7 +18,7 @@ import statekit
 from statekit.errors import ExchangeUnavailable
 from statekit.trading.exchange import ExchangeOrder
 from statekit.trading.idempotency import IdempotencyLedger, Retry
-from statekit.trading.models import OrderSide, OrderType
+from statekit.trading.models import OrderSide, OrderType, TimeInForce
 from statekit.trading.paper import PaperExchange
 
 
@@ -40,9 +41,16 @@ class LossyExchange(PaperExchange):
         price: Decimal | None = None,
         *,
         client_order_id: str,
+        time_in_force: TimeInForce = TimeInForce.GTC,
     ) -> ExchangeOrder:
         order = await super().create_order(
-            symbol, type, side, amount, price, client_order_id=client_order_id
+            symbol,
+            type,
+            side,
+            amount,
+            price,
+            client_order_id=client_order_id,
+            time_in_force=time_in_force,
         )
         fault, self.next_fault = self.next_fault, None
         if fault == "lost":
@@ -93,6 +101,16 @@ async def main() -> None:
         again = await ledger.place(exchange, **crash)
         print(f"second signal: order {again.order.id}, replayed={again.replayed}")
         print(f"orders at the exchange now: {len(exchange.orders)}")
+
+        # Time in force travels with the intent (and, unless GTC, is part of its key).
+        # An IOC buy below the price takes nothing and is cancelled at once; a GTC
+        # one would rest.
+        ioc_signal = {**signal, "signal_id": "2026-01-05T09:32/BTC", "price": Decimal(63_000)}
+        ioc = await ledger.place(exchange, **ioc_signal, time_in_force=TimeInForce.IOC)
+        print(
+            f"IOC signal: order {ioc.order.id} {ioc.order.status.value}, "
+            f"filled {ioc.order.filled}, replayed={ioc.replayed}"
+        )
 
 
 if __name__ == "__main__":

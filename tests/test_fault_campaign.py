@@ -45,7 +45,7 @@ from statekit.host import PluginHost
 from statekit.testing import fresh_namespace, server_url
 from statekit.trading.exchange import ExchangeOrder, Fill
 from statekit.trading.idempotency import EntryStatus, IdempotencyLedger, OrderIntent, Retry
-from statekit.trading.models import OrderSide, OrderType
+from statekit.trading.models import OrderSide, OrderType, TimeInForce
 from statekit.trading.paper import Faults, PaperExchange
 
 T = TypeVar("T")
@@ -84,10 +84,17 @@ class CampaignExchange(PaperExchange):
         price: Decimal | None = None,
         *,
         client_order_id: str,
+        time_in_force: TimeInForce = TimeInForce.GTC,
     ) -> ExchangeOrder:
         try:
             order = await super().create_order(
-                symbol, type, side, amount, price, client_order_id=client_order_id
+                symbol,
+                type,
+                side,
+                amount,
+                price,
+                client_order_id=client_order_id,
+                time_in_force=time_in_force,
             )
         except BaseException as exc:
             duplicate = isinstance(exc, OrderRejected) and "duplicate clientOrderId" in str(exc)
@@ -164,6 +171,10 @@ def random_signals(rng: random.Random, seed: int, count: int) -> list[OrderInten
                 # now and then more than the account holds: a rejection
                 amount=Decimal(rng.choice([1, 2, 5, 10, 500])) / 4,
                 price=None if market else price,
+                # IOC and FOK orders end at once (filled, part-filled or killed)
+                time_in_force=rng.choice(
+                    [TimeInForce.GTC, TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK]
+                ),
             )
         )
     return signals
@@ -285,6 +296,10 @@ async def check(
                 f"{len(at_exchange[key])} times, not once"
             )
             assert entry.order is not None and entry.order.id == outcome[key], f"seed {seed}"
+            [order] = at_exchange[key]
+            assert order.time_in_force is intent.time_in_force, f"seed {seed}: {order}"
+            if intent.time_in_force is not TimeInForce.GTC and intent.type is OrderType.LIMIT:
+                assert order.status.final, f"seed {seed}: an {intent.time_in_force} order rests"
     keys = {i.key for i in intents}
     phantoms = [o for o in exchange.orders if o.client_order_id not in keys]
     assert phantoms == [], f"seed {seed}: orders no signal intended: {phantoms}"

@@ -37,13 +37,14 @@ from statekit.trading.exchange import ExchangeConnector, ExchangeOrder, Exchange
 from statekit.trading.idempotency import (
     KEY_LENGTH,
     KEY_PREFIX,
+    KIND,
     EntryStatus,
     IdempotencyLedger,
     OrderIntent,
     Retry,
     idempotency_key,
 )
-from statekit.trading.models import Balance, OrderSide, OrderStatus, OrderType
+from statekit.trading.models import Balance, OrderSide, OrderStatus, OrderType, TimeInForce
 from statekit.trading.paper import PaperExchange
 
 FAST = Retry(attempts=4, backoff=0.0, max_backoff=0.0)
@@ -92,6 +93,7 @@ class ScriptedPaper(PaperExchange):
         price: Decimal | None = None,
         *,
         client_order_id: str,
+        time_in_force: TimeInForce = TimeInForce.GTC,
     ) -> ExchangeOrder:
         self.creates += 1
         step = self._next_fault("create")
@@ -102,7 +104,13 @@ class ScriptedPaper(PaperExchange):
         if step == "crash-before":
             raise RuntimeError("process died before sending")
         order = await super().create_order(
-            symbol, type, side, amount, price, client_order_id=client_order_id
+            symbol,
+            type,
+            side,
+            amount,
+            price,
+            client_order_id=client_order_id,
+            time_in_force=time_in_force,
         )
         if step == "after":
             raise ExchangeUnavailable("timed out after accept", exchange=self.name)
@@ -141,6 +149,7 @@ class BookExchange(ExchangeConnector):
         price: Decimal | None = None,
         *,
         client_order_id: str,
+        time_in_force: TimeInForce = TimeInForce.GTC,
     ) -> ExchangeOrder:
         await self.book.put(f"calls/{uuid.uuid4().hex}", {"client_order_id": client_order_id})
         now = datetime.now(UTC)
@@ -152,6 +161,7 @@ class BookExchange(ExchangeConnector):
             type=type,
             amount=amount,
             price=price,
+            time_in_force=time_in_force,
             status=OrderStatus.OPEN,
             created_at=now,
             updated_at=now,
@@ -282,6 +292,7 @@ def test_the_key_is_deterministic_canonical_and_fits_exchange_client_ids() -> No
         ({"amount": Decimal("NaN")}, "amount"),
         ({"price": None}, "price"),
         ({"side": "long"}, "side or type"),
+        ({"time_in_force": "gtd"}, "time_in_force"),
         ({"signal_id": ""}, "signal_id"),
         ({"amount": [1]}, "amount type"),
     ],
@@ -292,6 +303,115 @@ def test_bad_intents_are_refused_before_anything_is_stored(
     with pytest.raises(ValidationError) as caught:
         OrderIntent(**{**SIGNAL, **change})
     assert caught.value.reason == reason
+
+
+# -- time in force ------------------------------------------------------------------------------
+
+
+def test_gtc_keys_are_the_keys_computed_before_time_in_force_existed() -> None:
+    # Computed with the ledger as it was before time_in_force: entries stored
+    # then must still answer for their keys.
+    limit: dict[str, Any] = {
+        "strategy_id": "mm",
+        "signal_id": "sig-1",
+        "symbol": "BTC/USDT",
+        "side": "buy",
+        "type": "limit",
+        "amount": Decimal("0.5"),
+        "price": Decimal("100"),
+    }
+    market: dict[str, Any] = {
+        **limit,
+        "signal_id": "sig-2",
+        "side": "sell",
+        "type": "market",
+        "amount": Decimal("1.50"),
+        "price": None,
+    }
+    assert idempotency_key(**limit) == "skd82cfc3567675bebb1a01ad5fe9d7e"
+    assert idempotency_key(**limit, time_in_force="gtc") == "skd82cfc3567675bebb1a01ad5fe9d7e"
+    assert idempotency_key(**market) == "skffb3694365aa67d888814d8a570ee8"
+    assert OrderIntent(**limit).params() == {
+        "strategy_id": "mm",
+        "signal_id": "sig-1",
+        "symbol": "BTC/USDT",
+        "side": "buy",
+        "type": "limit",
+        "amount": "0.5",
+        "price": "100",
+    }
+
+
+def test_ioc_and_fok_are_other_keys_with_the_time_in_force_appended() -> None:
+    gtc = OrderIntent(**SIGNAL)
+    ioc = OrderIntent(**SIGNAL, time_in_force=TimeInForce.IOC)
+    fok = OrderIntent(**SIGNAL, time_in_force="fok")  # type: ignore[arg-type]
+    assert fok.time_in_force is TimeInForce.FOK
+    assert len({gtc.key, ioc.key, fok.key}) == 3
+    assert ioc.canonical() == (
+        '["statekit.idempotency/1","momentum","sig-1","BTC/USDT","buy","limit","0.5","100","ioc"]'
+    )
+    assert ioc.params() == {**gtc.params(), "time_in_force": "ioc"}
+    assert ioc.key == idempotency_key(**SIGNAL, time_in_force="ioc")
+    for intent in (gtc, ioc, fok):
+        assert OrderIntent.from_params(intent.params()) == intent
+
+
+@pytest.mark.asyncio
+async def test_the_ledger_sends_the_time_in_force_with_the_order(memory: StateStore) -> None:
+    exchange = ScriptedPaper()
+    ledger = IdempotencyLedger(memory, retry=FAST)
+    # Nothing to take at 99 or below now (the price is 100): IOC cancels, FOK kills.
+    ioc = await ledger.place(
+        exchange, **{**SIGNAL, "price": Decimal(99)}, time_in_force=TimeInForce.IOC
+    )
+    assert ioc.order.time_in_force is TimeInForce.IOC
+    assert ioc.order.status is OrderStatus.CANCELLED and ioc.order.filled == 0
+    fok = await ledger.place_intent(
+        exchange, OrderIntent(**{**SIGNAL, "signal_id": "sig-2"}, time_in_force=TimeInForce.FOK)
+    )
+    assert fok.order.time_in_force is TimeInForce.FOK and fok.order.status is OrderStatus.FILLED
+    gtc = await ledger.place(exchange, **{**SIGNAL, "price": Decimal(99)})
+    assert gtc.order.time_in_force is TimeInForce.GTC and gtc.order.status is OrderStatus.OPEN
+    assert [o.time_in_force for o in exchange.orders] == [
+        TimeInForce.IOC,
+        TimeInForce.FOK,
+        TimeInForce.GTC,
+    ]
+    entry = await ledger.entry(ioc.key)
+    assert entry is not None and entry.params["time_in_force"] == "ioc"
+    assert entry.order is not None and entry.order.time_in_force is TimeInForce.IOC
+    # A replay is the same order, the time in force included.
+    again = await ledger.place(exchange, **{**SIGNAL, "price": Decimal(99)}, time_in_force="ioc")
+    assert again.replayed and again.order == ioc.order and exchange.creates == 3
+
+
+@pytest.mark.asyncio
+async def test_an_entry_stored_before_time_in_force_reads_as_gtc(memory: StateStore) -> None:
+    exchange = ScriptedPaper()
+    ledger = IdempotencyLedger(memory, retry=FAST)
+    placed = await ledger.place(exchange, **SIGNAL, key="own-key")
+    # The entry as the ledger wrote it before time_in_force: no such parameter,
+    # and an order without the field.
+    record = await memory.get(KEY_PREFIX + "own-key")
+    assert record is not None and isinstance(record.data, dict)
+    old = dict(record.data)
+    assert isinstance(old["params"], dict) and "time_in_force" not in old["params"]
+    assert isinstance(old["order"], dict)
+    old["order"] = {k: v for k, v in old["order"].items() if k != "time_in_force"}
+    await memory.put(KEY_PREFIX + "own-key", old, kind=KIND, expect=record.version)
+    entry = await ledger.entry("own-key")
+    assert entry is not None and entry.order is not None
+    assert entry.order.time_in_force is TimeInForce.GTC
+    assert OrderIntent.from_params(entry.params).time_in_force is TimeInForce.GTC
+    assert entry.differences(OrderIntent(**SIGNAL)) == {}
+    replay = await ledger.place(exchange, **SIGNAL, time_in_force="gtc", key="own-key")
+    assert replay.replayed and replay.order.id == placed.order.id
+    # Reused with another time in force: a conflict that names it.
+    with pytest.raises(IdempotencyConflict) as caught:
+        await ledger.place(exchange, **SIGNAL, time_in_force=TimeInForce.FOK, key="own-key")
+    assert caught.value.differences == {"time_in_force": ("gtc", "fok")}
+    assert exchange.creates == 1
 
 
 # -- placing ------------------------------------------------------------------------------------

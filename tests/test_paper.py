@@ -28,11 +28,13 @@ from statekit.errors import (
 )
 from statekit.host import ConnectorRegistry
 from statekit.trading.exchange import ExchangeConnector, ExchangeOrder, ExchangePosition, Fill
-from statekit.trading.models import Balance, OrderSide, OrderStatus, OrderType
+from statekit.trading.models import Balance, OrderSide, OrderStatus, OrderType, TimeInForce
 from statekit.trading.paper import START, Faults, PaperExchange
+from statekit.trading.paper_remote import RemoteExchange
 
 BUY, SELL = OrderSide.BUY, OrderSide.SELL
 MARKET, LIMIT = OrderType.MARKET, OrderType.LIMIT
+GTC, IOC, FOK = TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK
 D = Decimal
 
 
@@ -148,6 +150,155 @@ async def test_the_price_path_holds_its_last_price() -> None:
     assert ex.now == START + 100 * timedelta(minutes=1)
     with pytest.raises(ValueError, match="negative"):
         ex.advance(-1)
+
+
+# -- time in force --------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_gtc_is_the_default_and_rests_as_before() -> None:
+    ex = paper()
+    default = await ex.create_order("BTC/USDT", LIMIT, BUY, D(1), D(85), client_order_id="d")
+    explicit = await ex.create_order(
+        "BTC/USDT", LIMIT, BUY, D(1), D(85), client_order_id="e", time_in_force=GTC
+    )
+    for order in (default, explicit):
+        assert order.status is OrderStatus.OPEN and order.time_in_force is GTC
+    assert await balances(ex) == {"BTC": (D(1), D(0)), "USDT": (D(9830), D(170))}
+    ex.advance(2)  # 80 reaches 85: both rest until then and fill at their limit
+    assert [(o.status, o.average_price) for o in ex.orders] == [(OrderStatus.FILLED, D(85))] * 2
+
+
+@pytest.mark.asyncio
+async def test_ioc_fills_what_crosses_at_once_and_cancels_the_rest() -> None:
+    ex = paper(max_fill_per_step=D("0.4"))
+    order = await ex.create_order(
+        "BTC/USDT", LIMIT, BUY, D(1), D(105), client_order_id="i", time_in_force=IOC
+    )
+    # As CCXT reports a partly filled IOC: canceled, with filled > 0.
+    assert order.status is OrderStatus.CANCELLED and order.time_in_force is IOC
+    assert order.filled == D("0.4") and order.remaining == D("0.6")
+    assert order.average_price == D(100)  # taker: the current price
+    assert [f.amount for f in order.fills] == [D("0.4")]
+    # Nothing stays locked: the 0.6 left was never going to rest.
+    assert await balances(ex) == {"BTC": (D("1.4"), D(0)), "USDT": (D(9960), D(0))}
+    assert await ex.fetch_open_orders() == []
+    ex.advance(5)  # it never rests, so later prices never fill it
+    assert ex.orders == [order] and len(ex.fills) == 1
+
+
+@pytest.mark.asyncio
+async def test_ioc_that_does_not_cross_is_cancelled_with_nothing_filled() -> None:
+    ex = paper()
+    order = await ex.create_order(
+        "BTC/USDT", LIMIT, SELL, D(1), D(150), client_order_id="i", time_in_force=IOC
+    )
+    assert order.status is OrderStatus.CANCELLED and order.filled == 0 and order.fills == []
+    assert await balances(ex) == {"BTC": (D(1), D(0)), "USDT": (D(10_000), D(0))}
+    # It was accepted, then cancelled: its client order id is used up.
+    with pytest.raises(OrderRejected, match="duplicate clientOrderId"):
+        await ex.create_order("BTC/USDT", MARKET, BUY, D(1), client_order_id="i")
+    found = await ex.fetch_order_by_client_id("i", "BTC/USDT")
+    assert found is not None and found.time_in_force is IOC
+
+
+@pytest.mark.asyncio
+async def test_ioc_that_fills_completely_is_filled() -> None:
+    ex = paper()
+    order = await ex.create_order(
+        "BTC/USDT", LIMIT, BUY, D(2), D(100), client_order_id="i", time_in_force=IOC
+    )
+    assert order.status is OrderStatus.FILLED and order.filled == D(2)
+    assert await balances(ex) == {"BTC": (D(3), D(0)), "USDT": (D(9800), D(0))}
+
+
+@pytest.mark.asyncio
+async def test_fok_fills_completely_at_once() -> None:
+    ex = paper(max_fill_per_step=D(2))
+    order = await ex.create_order(
+        "BTC/USDT", LIMIT, BUY, D(2), D(110), client_order_id="f", time_in_force=FOK
+    )
+    assert order.status is OrderStatus.FILLED and order.time_in_force is FOK
+    assert [(f.amount, f.price) for f in order.fills] == [(D(2), D(100))]
+    assert await balances(ex) == {"BTC": (D(3), D(0)), "USDT": (D(9800), D(0))}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("limit", "cap", "why"),
+    [(D(110), D("1.5"), "more than one step fills"), (D(95), None, "does not cross")],
+)
+async def test_fok_that_cannot_fill_completely_is_killed(
+    limit: Decimal, cap: Decimal | None, why: str
+) -> None:
+    ex = paper(max_fill_per_step=cap)
+    order = await ex.create_order(
+        "BTC/USDT", LIMIT, BUY, D(2), limit, client_order_id="f", time_in_force=FOK
+    )
+    # Killed: nothing filled. Binance says EXPIRED here; the paper, like CCXT's
+    # unified status on most venues, says cancelled (docs/paper-exchange.md).
+    assert order.status is OrderStatus.CANCELLED, why
+    assert order.filled == 0 and order.fills == [] and ex.fills == []
+    assert await balances(ex) == {"BTC": (D(1), D(0)), "USDT": (D(10_000), D(0))}
+    ex.advance(2)  # 80 would cross: a killed order stays killed
+    assert (await ex.fetch_order(order.id, "BTC/USDT")).status is OrderStatus.CANCELLED
+    assert await ex.fetch_positions() == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("tif", [IOC, FOK])
+async def test_market_orders_ignore_the_time_in_force(tif: TimeInForce) -> None:
+    ex = paper(max_fill_per_step=D("0.1"))  # the cap is for limit orders only
+    order = await ex.create_order(
+        "BTC/USDT", MARKET, BUY, D(2), client_order_id="m", time_in_force=tif
+    )
+    assert order.status is OrderStatus.FILLED and order.filled == D(2)
+    assert order.time_in_force is tif  # reported as given
+
+
+@pytest.mark.asyncio
+async def test_an_unknown_time_in_force_is_refused() -> None:
+    ex = paper()
+    with pytest.raises(OrderRejected, match="time in force 'gtd' is not supported"):
+        await ex.create_order(
+            "BTC/USDT",
+            LIMIT,
+            BUY,
+            D(1),
+            D(90),
+            client_order_id="x",
+            time_in_force="gtd",  # type: ignore[arg-type]
+        )
+    assert ex.orders == []
+
+
+@pytest.mark.asyncio
+async def test_ioc_and_fok_draw_as_many_random_numbers_as_gtc() -> None:
+    # The same draws per call whatever the time in force, so the faults that
+    # follow fall on the same calls: a seed replays the same run.
+    async def run(tif: TimeInForce) -> list[bool]:
+        ex = paper(seed=11, faults=Faults(lost_ack=0.5, duplicate_fill=0.5))
+        lost = []
+        for n, price in enumerate((D(50), D(100))):  # one that rests (or not), one that fills
+            try:
+                await ex.create_order(
+                    "BTC/USDT", LIMIT, BUY, D(1), price, client_order_id=f"o{n}", time_in_force=tif
+                )
+                lost.append(False)
+            except ExchangeUnavailable:
+                lost.append(True)
+        assert len(ex.fills) == 1
+        for _ in range(30):
+            try:
+                await ex.fetch_balance()
+                lost.append(False)
+            except ExchangeUnavailable:
+                lost.append(True)
+        return lost
+
+    gtc = await run(GTC)
+    assert any(gtc) and not all(gtc)
+    assert await run(IOC) == gtc and await run(FOK) == gtc
 
 
 # -- cancel ---------------------------------------------------------------------------------------
@@ -340,6 +491,7 @@ async def random_session(ex: PaperExchange, rng: Random, calls: int) -> list[str
                     D(rng.randint(1, 30)) / 10,
                     price if price is None or price > 0 else D(1),
                     client_order_id=f"c{n % 120}",  # some repeat, on purpose
+                    time_in_force=rng.choice([GTC, GTC, IOC, FOK]),
                 )
                 trace.append(f"placed {order.id} {order.status} {order.filled}")
             elif action < 0.6 and ex.orders:
@@ -638,10 +790,11 @@ class AcmePlugin:
 def test_the_paper_exchange_is_the_trading_plugins_connector() -> None:
     host = PluginHost(autoload=False)
     assert host.connector_class("paper") is PaperExchange
-    assert host.connectors().names() == ["paper"]
+    assert host.connector_class("paper-remote") is RemoteExchange
+    assert host.connectors().names() == ["paper", "paper-remote"]
     infos = {info.name: info for info in host.plugins()}
-    assert infos["trading"].connectors == ["paper"]
-    assert infos["trading"].as_dict()["connectors"] == ["paper"]
+    assert infos["trading"].connectors == ["paper", "paper-remote"]
+    assert infos["trading"].as_dict()["connectors"] == ["paper", "paper-remote"]
     assert infos["memory"].connectors == []
 
 
@@ -649,7 +802,7 @@ def test_a_plugin_registers_its_own_connector() -> None:
     host = PluginHost(autoload=False, plugins=[("acme", AcmePlugin())])
     assert host.connector_class("acme") is RecordingExchange
     assert host.connector_class("ACME") is RecordingExchange  # names are case-insensitive
-    assert host.connectors().names() == ["acme", "paper"]
+    assert host.connectors().names() == ["acme", "paper", "paper-remote"]
     assert host.connectors().owned_by("acme") == ["acme"]
     assert host.failures() == []
 
@@ -659,7 +812,7 @@ def test_an_unknown_connector_is_a_clear_error_listing_the_installed_ones() -> N
     with pytest.raises(PluginError) as info:
         host.connector_class("binance")
     message = str(info.value)
-    assert "no exchange connector named 'binance' (installed: acme, paper)" in message
+    assert "no exchange connector named 'binance' (installed: acme, paper, paper-remote)" in message
     assert "statekit_register_connectors" in message
     blocked = PluginHost(autoload=False, blocked=["trading"])
     with pytest.raises(PluginError, match=r"\(installed: none\).*blocked plugins: trading"):
@@ -680,7 +833,8 @@ def test_a_connector_that_is_not_an_exchange_connector_is_refused() -> None:
     [failure] = host.failures()
     assert failure.name == "wrong" and failure.error is not None
     assert "not a statekit.trading.exchange.ExchangeConnector subclass" in failure.error
-    assert host.connectors().names() == ["paper"]  # a failed plugin registers nothing, not half
+    # a failed plugin registers nothing, not half
+    assert host.connectors().names() == ["paper", "paper-remote"]
     with pytest.raises(PluginError, match="plugins that failed to load: wrong"):
         host.connector_class("fine")
 

@@ -25,6 +25,7 @@ from statekit.trading.models import (
     Portfolio,
     Position,
     Quantity,
+    TimeInForce,
     UtcTime,
     to_json,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "Quantity",
     "SaveResult",
     "Section",
+    "TimeInForce",
     "TradingSnapshot",
     "TradingState",
     "UtcTime",

@@ -33,6 +33,7 @@ from statekit.trading.models import (
     OrderStatus,
     OrderType,
     Quantity,
+    TimeInForce,
     UtcTime,
     _Model,
 )
@@ -66,6 +67,7 @@ class ExchangeOrder(_Model):
     type: OrderType
     amount: Quantity
     price: Money | None = None
+    time_in_force: TimeInForce = TimeInForce.GTC
     status: OrderStatus
     filled: Quantity = Decimal(0)
     average_price: Money | None = None
@@ -105,8 +107,13 @@ class ExchangeConnector(ABC):
         price: Decimal | None = None,
         *,
         client_order_id: str,
+        time_in_force: TimeInForce = TimeInForce.GTC,
     ) -> ExchangeOrder:
         """Place an order carrying ``client_order_id``.
+
+        ``time_in_force`` applies to limit orders (a market order fills at once
+        whatever it says); a connector whose venue lacks one refuses the order
+        with OrderRejected rather than place it as something else.
 
         :raises ExchangeUnavailable: no answer; the order may or may not exist.
         :raises RateLimited: refused for the rate limit; it does not exist.

@@ -60,7 +60,7 @@ from statekit.errors import (
 from statekit.store import StateStore
 from statekit.trading import kinds
 from statekit.trading.exchange import ExchangeConnector, ExchangeOrder
-from statekit.trading.models import OrderSide, OrderType
+from statekit.trading.models import OrderSide, OrderType, TimeInForce
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -98,6 +98,9 @@ _CANONICAL_VERSION = "statekit.idempotency/1"
 _RECORD_TRIES = 50
 _CLIENT_KEY = re.compile(r"[A-Za-z0-9_-]{1,36}")
 _PARAMS = ("strategy_id", "signal_id", "symbol", "side", "type", "amount", "price")
+# Parameters added later: in the params (and the key) only when not at their default,
+# so the keys of the intents that existed before them stay what they were.
+_OPTIONAL_PARAMS = {"time_in_force": TimeInForce.GTC.value}
 
 
 def _now() -> datetime:
@@ -135,6 +138,8 @@ class OrderIntent:
     :param signal_id: the signal (or leg of it) within the strategy; a new signal
         that wants a new order needs a new id.
     :param price: required for limit and stop-limit orders.
+    :param time_in_force: sent with the order; part of the key only when it is
+        not GTC, so a GTC intent has the key it had before time in force existed.
     """
 
     strategy_id: str
@@ -144,6 +149,7 @@ class OrderIntent:
     type: OrderType
     amount: Decimal
     price: Decimal | None = None
+    time_in_force: TimeInForce = TimeInForce.GTC
 
     def __post_init__(self) -> None:
         for name in ("strategy_id", "signal_id", "symbol"):
@@ -155,6 +161,10 @@ class OrderIntent:
             object.__setattr__(self, "type", OrderType(self.type))
         except ValueError as exc:
             raise ValidationError(str(exc), reason="side or type") from None
+        try:
+            object.__setattr__(self, "time_in_force", TimeInForce(self.time_in_force))
+        except ValueError as exc:
+            raise ValidationError(str(exc), reason="time_in_force") from None
         object.__setattr__(self, "amount", _decimal("amount", self.amount))
         if self.price is not None:
             object.__setattr__(self, "price", _decimal("price", self.price))
@@ -162,8 +172,11 @@ class OrderIntent:
             raise ValidationError(f"a {self.type.value} order needs a price", reason="price")
 
     def params(self) -> dict[str, str | None]:
-        """The parameters as canonical text (numbers normalized), as stored in the entry."""
-        return {
+        """The parameters as canonical text (numbers normalized), as stored in the entry.
+
+        ``time_in_force`` is there only when it is not GTC (see :meth:`canonical`).
+        """
+        params: dict[str, str | None] = {
             "strategy_id": self.strategy_id,
             "signal_id": self.signal_id,
             "symbol": self.symbol,
@@ -172,11 +185,20 @@ class OrderIntent:
             "amount": _canonical_number(self.amount),
             "price": None if self.price is None else _canonical_number(self.price),
         }
+        if self.time_in_force is not TimeInForce.GTC:
+            params["time_in_force"] = self.time_in_force.value
+        return params
 
     def canonical(self) -> str:
-        """The text hashed into the key: a versioned JSON array of the parameters."""
+        """The text hashed into the key: a versioned JSON array of the parameters.
+
+        The parameters added after version 1 (``time_in_force``) are appended
+        only when not at their default, so a key computed before they existed
+        is still the key of the same intent.
+        """
         params = self.params()
         fields = [_CANONICAL_VERSION, *(params[name] for name in _PARAMS)]
+        fields += [params[name] for name in _OPTIONAL_PARAMS if name in params]
         return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
     @property
@@ -197,6 +219,8 @@ class OrderIntent:
             type=OrderType(params["type"]),
             amount=Decimal(params["amount"]),
             price=None if price is None else Decimal(price),
+            # an entry stored before time in force existed was a GTC order
+            time_in_force=TimeInForce(params.get("time_in_force") or TimeInForce.GTC),
         )
 
 
@@ -225,10 +249,18 @@ def idempotency_key(
     type: OrderType | str,
     amount: Decimal,
     price: Decimal | None = None,
+    time_in_force: TimeInForce | str = TimeInForce.GTC,
 ) -> str:
     """The idempotency key (and client order id) of an order; see :class:`OrderIntent`."""
     return OrderIntent(
-        strategy_id, signal_id, symbol, OrderSide(side), OrderType(type), amount, price
+        strategy_id,
+        signal_id,
+        symbol,
+        OrderSide(side),
+        OrderType(type),
+        amount,
+        price,
+        TimeInForce(time_in_force),
     ).key
 
 
@@ -307,12 +339,17 @@ class LedgerEntry:
         return data
 
     def differences(self, intent: OrderIntent) -> dict[str, tuple[str, str]]:
-        """The parameters where ``intent`` differs from this entry: ``{name: (stored, given)}``."""
-        given = intent.params()
+        """The parameters where ``intent`` differs from this entry: ``{name: (stored, given)}``.
+
+        A parameter left out of either (an entry stored before it existed, or
+        one at its default) reads as its default.
+        """
+        stored = {**_OPTIONAL_PARAMS, **self.params}
+        given = {**_OPTIONAL_PARAMS, **intent.params()}
         return {
-            name: (str(self.params.get(name)), str(given[name]))
-            for name in _PARAMS
-            if self.params.get(name) != given[name]
+            name: (str(stored.get(name)), str(given[name]))
+            for name in (*_PARAMS, *_OPTIONAL_PARAMS)
+            if stored.get(name) != given[name]
         }
 
 
@@ -439,10 +476,13 @@ class IdempotencyLedger:
         type: OrderType | str,
         amount: Decimal,
         price: Decimal | None = None,
+        time_in_force: TimeInForce | str = TimeInForce.GTC,
         key: str | None = None,
     ) -> PlacedOrder:
         """Place the order of this signal once; every duplicate gets the same result.
 
+        :param time_in_force: sent with the order (GTC, IOC, FOK); part of the
+            derived key only when it is not GTC.
         :param key: an idempotency key of the caller's own (Stripe style), up to 36
             of ``[A-Za-z0-9_-]``; by default the key is derived from all the
             parameters (:class:`OrderIntent`), so a changed amount or price is
@@ -457,7 +497,14 @@ class IdempotencyLedger:
             placed and the reservation was dropped.
         """
         intent = OrderIntent(
-            strategy_id, signal_id, symbol, OrderSide(side), OrderType(type), amount, price
+            strategy_id,
+            signal_id,
+            symbol,
+            OrderSide(side),
+            OrderType(type),
+            amount,
+            price,
+            TimeInForce(time_in_force),
         )
         return await self.place_intent(connector, intent, key=key)
 
@@ -562,6 +609,7 @@ class IdempotencyLedger:
                     intent.amount,
                     intent.price,
                     client_order_id=held.key,
+                    time_in_force=intent.time_in_force,
                 )
             except RateLimited as exc:  # refused before taking effect
                 if rate_limited >= self.retry.attempts:
@@ -650,6 +698,42 @@ class IdempotencyLedger:
             )
 
     # -- recovery and retention ----------------------------------------------------
+
+    async def resolve(
+        self, connector: ExchangeConnector, key: str, symbol: str
+    ) -> PlacedOrder | None:
+        """Settle one key's outcome by asking the exchange by client order id; never sends.
+
+        ``placed``: its order, as recorded. ``reserved``: the reservation is taken
+        over (whatever its age: call this only for keys no live caller is placing,
+        e.g. the reconciliation engine's own) and resolved like :meth:`recover`
+        does: found, recorded as placed; not found, the reservation is dropped and
+        None returned. ``rejected``: None. No entry (never reserved, or purged):
+        the exchange is asked, and nothing is recorded.
+
+        :raises ExchangeUnavailable: the exchange did not answer; nothing changed.
+        """
+        entry = await self.entry(key)
+        if entry is None:
+            found = await self._lookup(connector, key, symbol)
+            return None if found is None else PlacedOrder(key, found, replayed=True)
+        if entry.status is EntryStatus.PLACED:
+            assert entry.order is not None
+            return PlacedOrder(key, entry.order, replayed=True)
+        if entry.status is EntryStatus.REJECTED:
+            return None
+        held = await self._claim(entry, connector.name)
+        if held is None:
+            raise ExchangeUnavailable(
+                f"order {key}: another caller took its reservation over meanwhile; "
+                "its outcome is theirs to record",
+                exchange=connector.name,
+            )
+        found = await self._lookup(connector, key, symbol)
+        if found is None:
+            await self._release(held)
+            return None
+        return await self._record_placed(held, found, replayed=True)
 
     async def recover(self, connector: ExchangeConnector, *, older_than: float = 0.0) -> Recovery:
         """Resolve every entry left ``reserved`` by asking the exchange by client order id.

@@ -42,6 +42,7 @@ __all__ = [
     "Portfolio",
     "Position",
     "Quantity",
+    "TimeInForce",
     "UtcTime",
     "to_json",
 ]
@@ -92,6 +93,17 @@ class OrderType(StrEnum):
     LIMIT = "limit"
     STOP = "stop"
     STOP_LIMIT = "stop_limit"
+
+
+class TimeInForce(StrEnum):
+    """How long an order stays on the book (CCXT's ``timeInForce``)."""
+
+    GTC = "gtc"
+    """Good till cancelled: it rests until filled or cancelled."""
+    IOC = "ioc"
+    """Immediate or cancel: what fills at once fills, the rest is cancelled."""
+    FOK = "fok"
+    """Fill or kill: all of it fills at once, or none of it does."""
 
 
 class OrderStatus(StrEnum):

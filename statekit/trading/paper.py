@@ -14,6 +14,10 @@ Matching, in short (docs/paper-exchange.md has the whole story):
   below its limit, a sell at or above), at most ``max_fill_per_step`` per step,
   so orders can be partially filled. A limit order that crosses when placed
   fills at the current price (taker); a resting one at its limit (maker);
+- a limit order's time in force: GTC rests; IOC fills what it can when placed
+  and the rest is cancelled; FOK fills completely when placed or not at all.
+  Either way an IOC or FOK order that did not fill completely ends
+  ``cancelled`` (``filled`` says how much did, as CCXT reports it);
 - balances move with fills: the quote for an open buy and the base for an open
   sell are locked until filled or cancelled; an order the account cannot pay
   for is refused with :class:`~statekit.errors.OrderRejected`;
@@ -39,7 +43,7 @@ from statekit.errors import (
     RateLimited,
 )
 from statekit.trading.exchange import ExchangeConnector, ExchangeOrder, ExchangePosition, Fill
-from statekit.trading.models import Balance, OrderSide, OrderStatus, OrderType
+from statekit.trading.models import Balance, OrderSide, OrderStatus, OrderType, TimeInForce
 
 __all__ = ["Faults", "PaperExchange"]
 
@@ -124,6 +128,7 @@ class _PaperOrder:
     type: OrderType
     amount: Decimal
     price: Decimal | None  # the limit; None for a market order
+    time_in_force: TimeInForce
     created_at: datetime
     status: OrderStatus = OrderStatus.OPEN
     filled: Decimal = ZERO
@@ -145,6 +150,7 @@ class _PaperOrder:
             type=self.type,
             amount=self.amount,
             price=self.price,
+            time_in_force=self.time_in_force,
             status=self.status,
             filled=self.filled,
             average_price=self.cost / self.filled if self.filled else None,
@@ -277,15 +283,21 @@ class PaperExchange(ExchangeConnector):
         price: Decimal | None = None,
         *,
         client_order_id: str,
+        time_in_force: TimeInForce = TimeInForce.GTC,
     ) -> ExchangeOrder:
         """Place an order; see the module docstring for how it matches.
 
-        :raises OrderRejected: unknown symbol, unsupported type, bad amount or price,
-            insufficient funds, or a client order id already used.
+        ``time_in_force`` applies to limit orders; a market order fills at once
+        whatever it says (and reports it as given).
+
+        :raises OrderRejected: unknown symbol, unsupported type or time in force, bad
+            amount or price, insufficient funds, or a client order id already used.
         """
         return await self._call(
             "create_order",
-            lambda: self._place(symbol, type, side, amount, price, client_order_id).report(),
+            lambda: self._place(
+                symbol, type, side, amount, price, client_order_id, time_in_force
+            ).report(),
             "timeout_before_accept",
             "timeout_after_accept",
         )
@@ -434,6 +446,7 @@ class PaperExchange(ExchangeConnector):
         amount: Decimal,
         price: Decimal | None,
         client_order_id: str,
+        time_in_force: TimeInForce,
     ) -> _PaperOrder:
         if not isinstance(client_order_id, str) or not client_order_id:
             raise self._reject("a client order id is required")
@@ -441,6 +454,13 @@ class PaperExchange(ExchangeConnector):
             raise self._reject(f"duplicate clientOrderId {client_order_id!r}")
         current = self.price(symbol)
         side, type = OrderSide(side), OrderType(type)
+        try:
+            time_in_force = TimeInForce(time_in_force)
+        except ValueError:
+            supported = ", ".join(t.value for t in TimeInForce)
+            raise self._reject(
+                f"time in force {time_in_force!r} is not supported ({supported})"
+            ) from None
         amount = _decimal(amount, "amount")
         if amount <= 0:
             raise self._reject(f"amount must be positive, not {amount}")
@@ -474,6 +494,7 @@ class PaperExchange(ExchangeConnector):
             type=type,
             amount=amount,
             price=price,
+            time_in_force=time_in_force,
             created_at=now,
             updated_at=now,
         )
@@ -484,8 +505,23 @@ class PaperExchange(ExchangeConnector):
             wallet.updated_at = now
         self._orders[order.id] = order
         self._by_client_id[client_order_id] = order
-        self._match(order, taker=True)
+        if order.price is None or time_in_force is not TimeInForce.FOK or self._fills_all(order):
+            self._match(order, taker=True)
+        if order.price is not None and time_in_force is not TimeInForce.GTC:
+            # IOC and FOK never rest: what did not fill now is cancelled (a killed
+            # FOK too, with nothing filled). Binance says EXPIRED for both; CCXT's
+            # unified status for most venues, and ours, is cancelled.
+            self._release(order)
         return order
+
+    def _fills_all(self, order: _PaperOrder) -> bool:
+        """True when the limit ``order`` would fill completely if matched now (FOK)."""
+        assert order.price is not None
+        current = self.price(order.symbol)
+        buy = order.side is OrderSide.BUY
+        crosses = current <= order.price if buy else current >= order.price
+        cap = self.max_fill_per_step
+        return crosses and (cap is None or order.remaining <= cap)
 
     def _match(self, order: _PaperOrder, *, taker: bool) -> None:
         current = self.price(order.symbol)
@@ -560,8 +596,13 @@ class PaperExchange(ExchangeConnector):
 
     def _cancel(self, order_id: str, symbol: str) -> _PaperOrder:
         order = self._order(order_id, symbol)
+        self._release(order)
+        return order
+
+    def _release(self, order: _PaperOrder) -> None:
+        """Cancel what is left of ``order`` and unlock what it held; a final order stays."""
         if order.status.final:
-            return order
+            return
         now = self.now
         base_asset, quote_asset = _assets(order.symbol)
         if order.price is not None:  # market orders never rest
@@ -574,4 +615,3 @@ class PaperExchange(ExchangeConnector):
             wallet.updated_at = now
         order.status = OrderStatus.CANCELLED
         order.updated_at = now
-        return order
