@@ -163,7 +163,27 @@ class SerializationError(BackendError):
 
 
 class ReconcileError(StatekitError):
-    """Reconciliation could not bring actual state to the desired state."""
+    """Reconciliation could not bring actual state to the desired state.
+
+    :param key: the work item (``orders/intent-7``, ``positions/BTC/USDT``).
+    :param reason: a short machine-readable reason (``Rejected``, ``TooManyAttempts``).
+    :param terminal: True when retrying cannot help: the engine does not retry the
+        key with backoff (each full pass still looks at it, and the reconciler
+        decides whether anything changed); False for a retryable failure.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str | None = None,
+        reason: str | None = None,
+        terminal: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.reason = reason
+        self.terminal = terminal
 
 
 class LockTimeout(StatekitError):

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         BackendRegistry,
         CacheRegistry,
         ConnectorRegistry,
+        ReconcilerRegistry,
         ValidatorRegistry,
     )
 
@@ -94,5 +95,27 @@ def statekit_register_connectors(registry: ConnectorRegistry) -> None:
         names are case-insensitive. Registering a name another plugin already
         registered is a :class:`~statekit.errors.PluginError` reported against
         this plugin.
+    :return: nothing; the registry is the result.
+    """
+
+
+@hookspec
+def statekit_register_reconcilers(registry: ReconcilerRegistry) -> None:
+    """Register reconciliation strategies, one per name.
+
+    Called once per :class:`~statekit.host.PluginHost`, the first time a reconciler
+    is looked up (``ReconcileEngine(reconcilers=["orders", ...])``,
+    ``host.reconciler_class(name)``, ``statekit plugins``). The built-in
+    ``trading`` plugin registers ``orders``
+    (:class:`statekit.trading.reconcile.IntentReconciler`: intents drive orders)
+    and ``positions`` (:class:`statekit.trading.reconcile.PositionReconciler`:
+    the exchange is the truth for positions).
+
+    :param registry: call ``registry.add(name, ReconcilerClass)`` for each strategy,
+        e.g. ``registry.add("hedges", HedgeReconciler)``. ``ReconcilerClass``
+        subclasses :class:`statekit.trading.reconcile.Reconciler` and can be built
+        with no arguments; names are case-insensitive. Registering a name another
+        plugin already registered is a :class:`~statekit.errors.PluginError`
+        reported against this plugin.
     :return: nothing; the registry is the result.
     """

@@ -27,6 +27,7 @@ from statekit.tiered.shared import SharedCache
 if TYPE_CHECKING:
     from statekit.config import Settings
     from statekit.trading.exchange import ExchangeConnector
+    from statekit.trading.reconcile.base import Reconciler
 
 __all__ = [
     "KNOWN_SCHEMES",
@@ -35,6 +36,7 @@ __all__ = [
     "ConnectorRegistry",
     "PluginHost",
     "PluginInfo",
+    "ReconcilerRegistry",
     "ValidatorRegistry",
 ]
 
@@ -81,6 +83,7 @@ class PluginInfo:
     validators: list[str] = field(default_factory=list)
     caches: list[str] = field(default_factory=list)
     connectors: list[str] = field(default_factory=list)
+    reconcilers: list[str] = field(default_factory=list)
     error: str | None = None
     blocked: bool = False
 
@@ -94,6 +97,7 @@ class PluginInfo:
             "validators": self.validators,
             "caches": self.caches,
             "connectors": self.connectors,
+            "reconcilers": self.reconcilers,
             "error": self.error,
             "blocked": self.blocked,
         }
@@ -177,6 +181,25 @@ class ConnectorRegistry(_SchemeRegistry["ExchangeConnector"]):
 
     def names(self) -> list[str]:
         """Every registered connector name, sorted."""
+        return self.schemes()
+
+
+class ReconcilerRegistry(_SchemeRegistry["Reconciler"]):
+    """Passed to ``statekit_register_reconcilers``: strategy name -> Reconciler class
+    (``orders``, ``positions``, ...)."""
+
+    what = "statekit.trading.reconcile.Reconciler"
+    noun = "reconciler name"
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Imported here: statekit.trading imports the store, which imports this module.
+        from statekit.trading.reconcile.base import Reconciler
+
+        self.base = Reconciler  # type: ignore[type-abstract]  # a base, never instantiated
+
+    def names(self) -> list[str]:
+        """Every registered reconciler name, sorted."""
         return self.schemes()
 
 
@@ -288,6 +311,7 @@ class PluginHost:
         self._validators: ValidatorRegistry | None = None
         self._caches: CacheRegistry | None = None
         self._connectors: ConnectorRegistry | None = None
+        self._reconcilers: ReconcilerRegistry | None = None
 
         version = metadata.version("statekit")
         for name, module in _builtin_plugins():
@@ -365,7 +389,11 @@ class PluginHost:
     def _call_each(
         self,
         hook_name: str,
-        registry: BackendRegistry | CacheRegistry | ConnectorRegistry | ValidatorRegistry,
+        registry: BackendRegistry
+        | CacheRegistry
+        | ConnectorRegistry
+        | ReconcilerRegistry
+        | ValidatorRegistry,
     ) -> None:
         """Call one registration hook plugin by plugin, so that a failing plugin
         is reported by name and what each plugin registered is known."""
@@ -424,16 +452,25 @@ class PluginHost:
             self._connectors = registry
         return self._connectors
 
+    def reconcilers(self) -> ReconcilerRegistry:
+        """Every registered reconciler (``statekit_register_reconcilers``, called once)."""
+        if self._reconcilers is None:
+            registry = ReconcilerRegistry()
+            self._call_each("statekit_register_reconcilers", registry)
+            self._reconcilers = registry
+        return self._reconcilers
+
     def plugins(self) -> list[PluginInfo]:
         """Every plugin seen, with what it registered and any error, by name."""
         backends, validators, caches = self.backends(), self.validators(), self.caches()
-        connectors = self.connectors()
+        connectors, reconcilers = self.connectors(), self.reconcilers()
         infos = []
         for name, info in sorted(self._infos.items()):
             info.backends = backends.owned_by(name)
             info.validators = validators.owned_by(name)
             info.caches = caches.owned_by(name)
             info.connectors = connectors.owned_by(name)
+            info.reconcilers = reconcilers.owned_by(name)
             infos.append(info)
         for name, dist in sorted(self._blocked_seen.items()):
             if name not in self._infos:  # blocked: listed so `statekit plugins` shows why
@@ -509,3 +546,16 @@ class PluginHost:
         if self._blocked_seen:
             hint += f"; blocked plugins: {', '.join(sorted(self._blocked_seen))} ({_BLOCKED_BY})"
         raise PluginError(f"no exchange connector named {name!r} (installed: {installed}){hint}")
+
+    def reconciler_class(self, name: str) -> type[Reconciler]:
+        """The reconciler registered as ``name``, or a PluginError naming the installed ones."""
+        registry = self.reconcilers()
+        cls = registry.get(name)
+        if cls is not None:
+            return cls
+        installed = ", ".join(registry.names()) or "none"
+        hint = "; a plugin adds one with the statekit_register_reconcilers hook"
+        failed = sorted(n for n, i in self._infos.items() if i.error)
+        if failed:
+            hint += f"; plugins that failed to load: {', '.join(failed)} (see `statekit plugins`)"
+        raise PluginError(f"no reconciler named {name!r} (installed: {installed}){hint}")

@@ -7,10 +7,14 @@ a store's other kinds are untouched by it.
 from __future__ import annotations
 
 __all__ = [
+    "ACTUAL_ORDER",
     "AGGREGATE_SNAPSHOT",
     "BALANCE",
+    "DISCREPANCY",
     "IDEMPOTENCY",
     "INDEX",
+    "INTENT",
+    "INTENT_STATUS",
     "LEASE",
     "LEGACY_KINDS",
     "LEGACY_PAIR_STATE",
@@ -20,6 +24,7 @@ __all__ = [
     "PAIR_STATE",
     "PORTFOLIO",
     "POSITION",
+    "RECONCILE_METRICS",
 ]
 
 POSITION = "trading.position"
@@ -32,6 +37,16 @@ INDEX = "trading.index"
 
 LEASE = "trading.lease"
 """A lease (statekit.trading.leases); its version is the fencing token."""
+INTENT = "trading.intent"
+"""A reconciliation intent: a desired order (statekit.trading.reconcile)."""
+INTENT_STATUS = "trading.intent_status"
+"""What the reconciliation engine knows and did about an intent."""
+ACTUAL_ORDER = "trading.actual_order"
+"""The exchange's last report of an order the reconciliation engine sent."""
+DISCREPANCY = "trading.discrepancy"
+"""A difference the reconciliation found between the exchange and the store."""
+RECONCILE_METRICS = "trading.reconcile_metrics"
+"""A reconciliation engine's metrics, per scope."""
 IDEMPOTENCY = "trading.idempotency"
 """An idempotency ledger entry (statekit.trading.idempotency)."""
 AGGREGATE_SNAPSHOT = "trading.aggregate_snapshot"

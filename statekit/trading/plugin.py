@@ -4,8 +4,10 @@ Registered through ``statekit_register_validators`` like any plugin's, so
 another plugin can add rules for the same kinds (a maximum position size) and
 ``enable_validation = false`` (``TRADING_STATE_ENABLE_VALIDATION``) turns them off.
 The ``trading.legacy_*`` kinds (the legacy drop-in's free-form dicts) need an object.
-It registers the paper exchange as the connector ``paper``
-(``statekit_register_connectors``), as a third-party plugin registers its own.
+It registers the paper exchange as the connector ``paper`` (and its client for a
+paper exchange served to several processes as ``paper-remote``)
+(``statekit_register_connectors``) and the reconcilers ``orders`` and ``positions``
+(``statekit_register_reconcilers``), as a third-party plugin registers its own.
 """
 
 from __future__ import annotations
@@ -18,9 +20,14 @@ from statekit.hookspecs import hookimpl
 from statekit.trading import kinds
 from statekit.trading.models import Balance, Order, PairState, Portfolio, Position
 from statekit.trading.paper import PaperExchange
+from statekit.trading.paper_remote import RemoteExchange
+from statekit.trading.reconcile.intents import ActualOrder, Intent, IntentStatus
+from statekit.trading.reconcile.metrics import MetricsSnapshot
+from statekit.trading.reconcile.orders import IntentReconciler
+from statekit.trading.reconcile.positions import Discrepancy, PositionReconciler
 
 if TYPE_CHECKING:
-    from statekit.host import ConnectorRegistry, ValidatorRegistry
+    from statekit.host import ConnectorRegistry, ReconcilerRegistry, ValidatorRegistry
 
 
 def _an_object(key: str, data: JSON) -> None:
@@ -39,6 +46,11 @@ def statekit_register_validators(registry: ValidatorRegistry) -> None:
     registry.add_model(kinds.BALANCE, Balance)
     registry.add_model(kinds.PAIR_STATE, PairState)
     registry.add_model(kinds.PORTFOLIO, Portfolio)
+    registry.add_model(kinds.INTENT, Intent)
+    registry.add_model(kinds.INTENT_STATUS, IntentStatus)
+    registry.add_model(kinds.ACTUAL_ORDER, ActualOrder)
+    registry.add_model(kinds.DISCREPANCY, Discrepancy)
+    registry.add_model(kinds.RECONCILE_METRICS, MetricsSnapshot)
     for kind in kinds.LEGACY_KINDS:
         registry.add(kind, _an_object)
 
@@ -46,3 +58,10 @@ def statekit_register_validators(registry: ValidatorRegistry) -> None:
 @hookimpl
 def statekit_register_connectors(registry: ConnectorRegistry) -> None:
     registry.add("paper", PaperExchange)
+    registry.add("paper-remote", RemoteExchange)
+
+
+@hookimpl
+def statekit_register_reconcilers(registry: ReconcilerRegistry) -> None:
+    registry.add("orders", IntentReconciler)
+    registry.add("positions", PositionReconciler)
