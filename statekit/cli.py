@@ -1,4 +1,5 @@
-"""The ``statekit`` command: inspect plugins, check a store, read and write keys, snapshots.
+"""The ``statekit`` command: inspect plugins, check a store, read and write keys, snapshots,
+inspect reconciliation.
 
 Every command that touches a store runs all of its work inside one
 ``asyncio.run(...)`` and closes the store before returning. A user mistake or
@@ -15,15 +16,18 @@ password or token of the URL in use is scrubbed from every error message.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from time import perf_counter
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, get_type_hints
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 import typer
@@ -40,6 +44,10 @@ from statekit.errors import ConfigError, ConflictError, StatekitError, Validatio
 from statekit.host import PluginHost
 from statekit.snapshots import SNAPSHOT_PREFIX
 from statekit.store import StateStore
+
+if TYPE_CHECKING:
+    from statekit.trading.exchange import ExchangeConnector
+    from statekit.trading.reconcile import Action, Intent, IntentStatus
 
 __all__ = ["app", "main"]
 
@@ -61,6 +69,11 @@ snapshot_app = typer.Typer(
     help="Create, list, restore and diff snapshots of the live keys.", no_args_is_help=True
 )
 app.add_typer(snapshot_app, name="snapshot")
+reconcile_app = typer.Typer(
+    help="Inspect reconciliation: intents and their status, engine metrics, a dry-run plan.",
+    no_args_is_help=True,
+)
+app.add_typer(reconcile_app, name="reconcile")
 
 
 # -- secrets -----------------------------------------------------------------------
@@ -327,8 +340,20 @@ def _unhealthy(url: str, error: str, started: float) -> dict[str, Any]:
     }
 
 
-async def _backend_health(url: str, settings: Settings, host: PluginHost) -> dict[str, Any]:
-    """Open the store, time one health round trip, close it; any failure becomes the report."""
+@dataclass
+class _Reconcile:
+    """What doctor learnt about reconciliation: the stored metrics snapshots by scope,
+    or why they could not be read (None, None: the backend was not healthy)."""
+
+    snapshots: dict[str, dict[str, Any]] | None = None
+    error: str | None = None
+
+
+async def _backend_health(
+    url: str, settings: Settings, host: PluginHost, reconcile: _Reconcile
+) -> dict[str, Any]:
+    """Open the store, time one health round trip, read the reconciliation metrics
+    (into ``reconcile``), close it; any failure of the backend becomes the report."""
     started = perf_counter()
     try:
         store = await statekit.open(url, settings=settings, host=host)
@@ -340,6 +365,8 @@ async def _backend_health(url: str, settings: Settings, host: PluginHost) -> dic
                 "latency_ms": round(health.latency_ms, 3),
                 "detail": {**store.backend.describe(), **health.detail},
             }
+            if health.ok:
+                await _read_reconcile(store, reconcile)
     except StatekitError as exc:
         return _unhealthy(url, str(exc) or type(exc).__name__, started)
     except Exception as exc:  # doctor diagnoses: a plugin leaking a driver error is a finding
@@ -353,6 +380,17 @@ async def _backend_health(url: str, settings: Settings, host: PluginHost) -> dic
     return report
 
 
+async def _read_reconcile(store: StateStore, reconcile: _Reconcile) -> None:
+    """The metrics snapshots every reconciliation engine stored; informational, so a
+    failure to read them is noted, not raised."""
+    from statekit.trading.reconcile import read_metrics
+
+    try:
+        reconcile.snapshots = await read_metrics(store)
+    except StatekitError as exc:
+        reconcile.error = str(exc) or type(exc).__name__
+
+
 @app.command()
 def doctor(
     ctx: typer.Context,
@@ -361,10 +399,11 @@ def doctor(
         float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the backend.")
     ] = 10.0,
 ) -> None:
-    """Check the configuration, the plugins and the configured store's backend.
+    """Check the configuration, the plugins and the configured store's backend, and show
+    the metrics reconciliation engines stored.
 
     Secrets are never shown. Exit codes: 0 healthy, 1 the backend is unreachable or
-    unhealthy, or the configuration is bad.
+    unhealthy, or the configuration is bad (reconciliation metrics never change it).
     """
     opts = _options(ctx)
     with opts.reporting():
@@ -373,15 +412,19 @@ def doctor(
         host = opts.host()
         infos = host.plugins()
 
+    reconcile = _Reconcile()
+
     async def check() -> dict[str, Any]:
         started = perf_counter()
         try:
             async with asyncio.timeout(timeout):
-                return await _backend_health(url, settings, host)
+                return await _backend_health(url, settings, host, reconcile)
         except TimeoutError:
             return _unhealthy(url, f"no answer within {timeout:g}s", started)
 
     backend = asyncio.run(check())
+    if reconcile.snapshots is None and reconcile.error is None:
+        reconcile.error = "not read: the backend is not healthy"
     report: dict[str, Any] = _scrub_data(
         {
             "ok": bool(backend["ok"]),
@@ -392,6 +435,9 @@ def doctor(
                 "failed": [i.as_dict() for i in infos if i.error],
             },
             "backend": backend,
+            # Informational: what reconciliation engines stored; never changes the exit code.
+            "reconcile": reconcile.snapshots,
+            "reconcile_error": reconcile.error,
         },
         [*opts.urls(), url],
     )
@@ -427,6 +473,412 @@ def _print_doctor(opts: _Options, report: dict[str, Any]) -> None:
         detail,
     )
     opts.print(table)
+    _print_reconcile(opts, report["reconcile"], report["reconcile_error"])
+
+
+def _seconds(value: Any) -> Text:
+    """A duration for people: ms below a second."""
+    if value is None:
+        return Text("-")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return _short(value, 20)
+    return Text(f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s")
+
+
+def _age(value: Any) -> Text:
+    """An ISO time and how long ago it was: a stale snapshot means no engine runs."""
+    if not isinstance(value, str):
+        return Text("-") if value is None else _short(value, 40)
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return _short(value, 40)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    ago = max(0.0, (datetime.now(UTC) - at).total_seconds())
+    return _when(at, "seconds") + Text(f" ({_duration(ago)} ago)", style="dim")
+
+
+def _duration(seconds: float) -> str:
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def _print_reconcile(
+    opts: _Options, snapshots: dict[str, dict[str, Any]] | None, error: str | None
+) -> None:
+    """Doctor's reconciliation section: one column per scope, one row per figure."""
+    if snapshots is None:
+        opts.print(Text("Reconciliation: ", style="bold") + Text(error or "", style="yellow"))
+        return
+    if not snapshots:
+        opts.print(
+            Text("Reconciliation: ", style="bold")
+            + Text("no reconciliation engine has run against this store")
+        )
+        return
+    scopes = sorted(snapshots)
+    table = _table("", *scopes, title="Reconciliation")
+
+    def row(label: str, cell: Callable[[dict[str, Any]], Text]) -> None:
+        table.add_row(Text(label), *(cell(snapshots[scope]) for scope in scopes))
+
+    def count(name: str) -> Callable[[dict[str, Any]], Text]:
+        return lambda snap: _short(snap.get(name, "-"), 20)
+
+    def pending(snap: dict[str, Any]) -> Text:
+        shown = _short(snap.get("pending", "-"), 20)
+        waiting = _is_positive(snap.get("pending"))
+        if waiting:
+            shown.stylize("bold red" if snap.get("last_error") else "yellow")
+        return shown
+
+    def failed(snap: dict[str, Any]) -> Text:
+        shown = _short(snap.get("failed", "-"), 20)
+        if _is_positive(snap.get("failed")):
+            shown.stylize("red")
+        return shown
+
+    def last_error(snap: dict[str, Any]) -> Text:
+        message = snap.get("last_error")
+        if not message:
+            return Text("-")
+        style = "red" if _is_positive(snap.get("pending")) else "yellow"
+        return Text(str(message), style=style)
+
+    row("holder", lambda snap: Text(str(snap.get("holder") or "-")))
+    for name in ("passes", "keys"):
+        row(name, count(name))
+    row("pending", pending)
+    row("failed", failed)
+    for name in ("errors", "retries", "terminal", "drifts"):
+        row(name, count(name))
+    row(
+        "lag p50 / p99",
+        lambda snap: (
+            _seconds(snap.get("lag_p50_seconds"))
+            + Text(" / ")
+            + _seconds(snap.get("lag_p99_seconds"))
+        ),
+    )
+    row("last pass", lambda snap: _seconds(snap.get("last_pass_seconds")))
+    row("converge", lambda snap: _seconds(snap.get("converge_seconds")))
+    row("last error", last_error)
+    row("updated", lambda snap: _age(snap.get("updated_at")))
+    opts.print(table)
+
+
+def _is_positive(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+# -- reconcile ---------------------------------------------------------------------------------
+
+_CONDITION_STYLES = {
+    "InSync": "green",
+    "Pending": "yellow",
+    "Drifted": "yellow",
+    "Failed": "bold red",
+    "Unknown": "red",
+}
+_SECRET_OPTION = re.compile(r"key|secret|password|passphrase|token|auth", re.IGNORECASE)
+"""Connector options whose values never appear in an error message."""
+
+
+_STATUS_FIELDS = (
+    "observed_generation",
+    "condition",
+    "reason",
+    "message",
+    "filled",
+    "exchange_order_id",
+    "last_error",
+    "since",
+    "synced_at",
+)
+"""What ``reconcile status --json`` says about an intent's status: null until seen."""
+
+
+def _intent_row(intent: Intent, status: IntentStatus | None) -> dict[str, Any]:
+    """One intent with its status, as ``reconcile status --json`` prints it; the
+    status fields are null until an engine has looked at the intent."""
+    spec = intent.spec
+    row: dict[str, Any] = {
+        "id": intent.id,
+        "symbol": spec.symbol,
+        "side": spec.side.value,
+        "type": spec.type.value,
+        "amount": str(spec.amount),
+        "price": None if spec.price is None else str(spec.price),
+        "time_in_force": spec.time_in_force.value,
+        "oco_group": spec.oco_group,
+        "generation": intent.generation,
+        "deleting": intent.deleting,
+    }
+    if status is None:
+        return row | dict.fromkeys(_STATUS_FIELDS)
+    return row | {
+        "observed_generation": status.observed_generation,
+        "condition": status.condition.value,
+        "reason": status.reason,
+        "message": status.message,
+        "filled": str(status.filled),
+        "exchange_order_id": status.exchange_order_id,
+        "last_error": status.last_error,
+        "since": status.since.isoformat(),
+        "synced_at": None if status.synced_at is None else status.synced_at.isoformat(),
+    }
+
+
+@reconcile_app.command("status")
+def reconcile_status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """List every intent with what the engine last recorded about it (from the store only).
+
+    Exit codes: 0 listed (also when there are none), 1 any error.
+    """
+    from pydantic import ValidationError as PydanticError
+
+    from statekit.trading.reconcile import IntentStore
+
+    opts = _options(ctx)
+
+    async def read(store: StateStore) -> list[dict[str, Any]]:
+        intents = IntentStore(store)
+        try:
+            statuses = await intents.statuses()
+            return [_intent_row(i, statuses.get(i.id)) for i in await intents.all()]
+        except PydanticError as exc:
+            raise ValidationError(
+                f"an intent or intent status in the store does not parse: {exc.errors()[0]['msg']}",
+                reason="unreadable",
+            ) from None
+
+    with opts.reporting():
+        rows = opts.run(read)
+    if as_json:
+        opts.print_json(rows)
+        return
+    if not rows:
+        opts.print("no intents")
+        return
+    # Eleven columns: tighter padding than other tables, and only the reason may be
+    # cut on a narrow terminal, never an id, an amount or a condition.
+    table = _table()
+    table.collapse_padding, table.pad_edge = True, False
+    for heading in ("id", "symbol", "side", "amount", "price", "gen", "obs", "condition"):
+        table.add_column(heading, no_wrap=True)
+    table.add_column("filled", no_wrap=True)
+    table.add_column("exchange id", no_wrap=True)
+    table.add_column("reason", overflow="ellipsis")
+    for row in rows:
+        ident = Text(row["id"])
+        if row["deleting"]:
+            ident.append(" (deleting)", style="dim")
+        condition = row["condition"]
+        table.add_row(
+            ident,
+            Text(row["symbol"]),
+            Text(row["side"]),
+            Text(row["amount"]),
+            Text(row["price"] or "market"),
+            Text(str(row["generation"])),
+            _or_dash(row["observed_generation"]),
+            Text(condition, style=_CONDITION_STYLES.get(condition, ""))
+            if condition
+            else Text("unseen", style="dim"),
+            _or_dash(row["filled"]),
+            _or_dash(row["exchange_order_id"]),
+            _or_dash(row["reason"]),
+        )
+    opts.print(table)
+
+
+def _or_dash(value: Any) -> Text:
+    return Text("-" if value is None or value == "" else str(value))
+
+
+@reconcile_app.command("metrics")
+def reconcile_metrics(
+    ctx: typer.Context,
+    prometheus: Annotated[
+        bool,
+        typer.Option("--prometheus", help="Print the Prometheus text format (0.0.4) instead."),
+    ] = False,
+) -> None:
+    """Print every scope's stored engine metrics as JSON ({scope: snapshot}).
+
+    Exit codes: 0 printed (also when no engine has run: {}), 1 any error.
+    """
+    from statekit.trading.reconcile import prometheus_text, read_metrics
+
+    opts = _options(ctx)
+    with opts.reporting():
+        snapshots = opts.run(read_metrics)
+    if prometheus:
+        try:
+            text = prometheus_text(snapshots)
+        except (TypeError, ValueError) as exc:
+            opts.fail(f"a stored metrics snapshot is not numeric where it must be: {exc}")
+        typer.echo(text, nl=False)
+        return
+    opts.print_json(snapshots)
+
+
+def _option_values(options: list[str]) -> dict[str, tuple[str, Any]]:
+    """``--option key=value`` pairs: key -> (the text, the value as JSON, else the text).
+
+    JSON numbers with a fraction become Decimal, never float (money is Decimal).
+    """
+    found: dict[str, tuple[str, Any]] = {}
+    for option in options:
+        key, sep, text = option.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValidationError(
+                f"--option {option!r} is not key=value (e.g. --option seed=7)", reason="option"
+            )
+        if key in found:
+            raise ValidationError(f"--option {key} is given twice", reason="option")
+        try:
+            value: Any = json.loads(text, parse_float=Decimal, parse_constant=Decimal)
+        except json.JSONDecodeError:
+            value = text
+        found[key] = (text, value)
+    return found
+
+
+def _connector_options(cls: type[Any], options: dict[str, tuple[str, Any]]) -> dict[str, Any]:
+    """The options as the connector's ``__init__`` annotates them: the JSON value when it
+    validates against the parameter's type (strings become Decimal where a Decimal is
+    expected), else the text as typed; unannotated parameters get the JSON value."""
+    from pydantic import PydanticSchemaGenerationError, TypeAdapter
+    from pydantic import ValidationError as PydanticError
+
+    try:
+        hints = get_type_hints(cls.__init__)
+    except Exception:  # unresolvable annotations: pass the values as parsed
+        hints = {}
+    built: dict[str, Any] = {}
+    for key, (text, value) in options.items():
+        hint = hints.get(key)
+        try:
+            adapter: TypeAdapter[Any] | None = None if hint is None else TypeAdapter(hint)
+        except (PydanticSchemaGenerationError, TypeError):
+            adapter = None
+        if adapter is None:
+            built[key] = value
+            continue
+        problem: PydanticError | None = None
+        for candidate in (value, text) if value is not text else (value,):
+            try:
+                built[key] = adapter.validate_python(candidate)
+                break
+            except PydanticError as exc:
+                problem = problem or exc
+        else:
+            assert problem is not None
+            first = problem.errors()[0]
+            where = "".join(f"[{part}]" for part in first["loc"])
+            raise ValueError(f"option {key}{where}: {first['msg']}")
+    return built
+
+
+def _connector_factory(
+    host: PluginHost, name: str, options: list[str]
+) -> Callable[[], ExchangeConnector]:
+    """What builds ``host.connector_class(name)(**options)``: the name and the options
+    are checked now; the connector is built inside the event loop (it may open
+    sessions there). Refusals become a ValidationError naming the connector and its
+    options, never a secret-looking option's value."""
+    cls = host.connector_class(name)
+    given = _option_values(options)
+
+    def refused(exc: Exception) -> ValidationError:
+        message = str(exc) or type(exc).__name__
+        for key, (text, value) in given.items():
+            if _SECRET_OPTION.search(key):
+                for secret in sorted({text, str(value)}, key=len, reverse=True):
+                    if secret:
+                        message = message.replace(secret, "***")
+        return ValidationError(
+            f"cannot build the exchange connector {name!r} ({cls.__name__}) with the "
+            f"options given ({', '.join(given) or 'none'}): {message}",
+            reason="connector options",
+        )
+
+    try:
+        arguments = _connector_options(cls, given)
+    except ValueError as exc:
+        raise refused(exc) from None
+
+    def build() -> ExchangeConnector:
+        try:
+            return cls(**arguments)
+        except (TypeError, ValueError) as exc:
+            raise refused(exc) from None
+
+    return build
+
+
+@reconcile_app.command("plan")
+def reconcile_plan(
+    ctx: typer.Context,
+    connector: Annotated[
+        str,
+        typer.Option(
+            "--connector",
+            metavar="NAME",
+            help="The exchange connector's name (paper, or one a plugin registers).",
+        ),
+    ],
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option",
+            metavar="KEY=VALUE",
+            help="An argument of the connector (repeat it): the value is read as JSON when it "
+            'parses, else as text, e.g. --option prices=\'{"BTC/USDT": ["100"]}\'.',
+        ),
+    ] = None,
+    reconciler: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reconciler",
+            metavar="NAME",
+            help="A reconciler to plan with (repeat it; default: orders).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """Show what a reconciliation pass would do now: a dry run.
+
+    Nothing is written to the store and nothing is sent to the exchange: the engine
+    only reads the intents and statuses and asks the exchange what it holds. Exit
+    codes: 0 planned (also when there is nothing to do), 1 an unknown connector or
+    reconciler, options the connector refuses, or any error.
+    """
+    from statekit.trading.reconcile import ReconcileEngine, plan_table
+
+    opts = _options(ctx)
+    with opts.reporting():
+        host = opts.host()
+        build = _connector_factory(host, connector, option or [])
+
+        async def plan(store: StateStore) -> list[Action]:
+            async with build() as exchange:
+                engine = ReconcileEngine(store, exchange, reconcilers=reconciler or None, host=host)
+                return await engine.plan()
+
+        actions = opts.run(plan)
+    if as_json:
+        opts.print_json([dataclasses.asdict(action) for action in actions])
+        return
+    opts.print(plan_table(actions, title="reconcile plan (dry run: nothing written or sent)"))
 
 
 # -- keys ------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import pydantic
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Response, WebSocket
+from fastapi.responses import PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 
 import statekit
@@ -30,8 +31,11 @@ from statekit.api.models import (
     ErrorBody,
     HealthOut,
     HistoryOut,
+    IntentListOut,
+    IntentOut,
     OrdersOut,
     PositionsOut,
+    ReconcileMetricsOut,
     RestoreOut,
     SnapshotDetailOut,
     SnapshotDiffOut,
@@ -41,6 +45,7 @@ from statekit.api.models import (
     StateIn,
     StateListOut,
     StateOut,
+    intent_out,
     snapshot_out,
     state_out,
 )
@@ -54,9 +59,24 @@ from statekit.store import RESERVED_PREFIX, StateStore
 from statekit.trading import kinds
 from statekit.trading.locks import KeyedLocks
 from statekit.trading.models import OrderStatus
+from statekit.trading.reconcile import (
+    Intent,
+    IntentStatus,
+    IntentStore,
+    prometheus_text,
+    read_metrics,
+)
+from statekit.trading.reconcile.intents import INTENT_PREFIX, STATUS_PREFIX, check_intent_id
 from statekit.trading.state import Section, TradingState
 
-__all__ = ["HEALTH_TIMEOUT_SECONDS", "MAX_PAGE", "create_app", "redactor_for"]
+__all__ = [
+    "HEALTH_TIMEOUT_SECONDS",
+    "MAX_PAGE",
+    "PROMETHEUS_CONTENT_TYPE",
+    "PrometheusResponse",
+    "create_app",
+    "redactor_for",
+]
 
 log = logging.getLogger("statekit.api")
 
@@ -66,6 +86,27 @@ MAX_PAGE = 1000
 """The largest ``limit`` a list or history request may ask for."""
 
 M = TypeVar("M", bound=pydantic.BaseModel)
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The content type of ``GET /metrics``: Prometheus' text exposition format 0.0.4."""
+
+
+class PrometheusResponse(PlainTextResponse):
+    """A Prometheus text exposition (``GET /metrics``)."""
+
+    media_type = PROMETHEUS_CONTENT_TYPE
+
+
+def _json_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """:func:`responses` for a route whose success is not JSON: FastAPI would document
+    its errors in the route's media type, but every error body is JSON."""
+    return {
+        status: {
+            "description": doc["description"],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+        }
+        for status, doc in responses(*statuses).items()
+    }
 
 
 class _Exists(enum.Enum):
@@ -243,7 +284,8 @@ def create_app(
     app = FastAPI(
         title="statekit",
         version=statekit.__version__,
-        summary="Versioned trading state: states, history, snapshots, trading views, live changes.",
+        summary="Versioned trading state: states, history, snapshots, trading views, "
+        "reconciliation, live changes.",
         lifespan=lifespan,
         responses=responses(413, 422, 501, 503),
     )
@@ -638,6 +680,103 @@ def create_app(
         """Every balance, by asset."""
         items, unreadable = await section_items(trading.balances, kinds.BALANCE)
         return BalancesOut(balances=items, unreadable=unreadable)
+
+    # -- reconciliation --------------------------------------------------------------------
+
+    async def reconcile_metrics() -> dict[str, ReconcileMetricsOut]:
+        """Every scope's stored metrics snapshot; one that does not parse is left out
+        (and logged): it must not hide the others, nor break a Prometheus scrape."""
+        found: dict[str, ReconcileMetricsOut] = {}
+        for scope, snapshot in (await read_metrics(store)).items():
+            try:
+                found[scope] = ReconcileMetricsOut.model_validate(snapshot)
+            except pydantic.ValidationError as exc:
+                log.warning(
+                    "reconcile metrics of scope %r do not parse, left out: %s",
+                    scope,
+                    redactor.text(str(exc.errors()[0]["msg"])),
+                )
+        return found
+
+    @router.get(
+        "/reconcile/metrics",
+        response_model=dict[str, ReconcileMetricsOut],
+        tags=["reconcile"],
+    )
+    async def get_reconcile_metrics() -> dict[str, ReconcileMetricsOut]:
+        """Every scope's reconciliation metrics, by scope (`{}` when no engine has run)."""
+        return await reconcile_metrics()
+
+    @router.get(
+        "/reconcile/intents",
+        response_model=IntentListOut,
+        tags=["reconcile"],
+    )
+    async def list_intents() -> IntentListOut:
+        """Every intent with its status, in id order (from the store: no exchange call)."""
+        statuses: dict[str, IntentStatus] = {}
+        unreadable: list[str] = []
+        async for record in store.scan(STATUS_PREFIX, kind=kinds.INTENT_STATUS):
+            try:
+                status = IntentStatus.from_record(record)
+            except pydantic.ValidationError:
+                unreadable.append(record.key)
+                continue
+            statuses[status.intent_id] = status
+        items: list[IntentOut] = []
+        async for record in store.scan(INTENT_PREFIX, kind=kinds.INTENT):
+            try:
+                intent = Intent.from_record(record)
+            except pydantic.ValidationError:
+                unreadable.append(record.key)
+                continue
+            items.append(intent_out(intent, statuses.get(intent.id)))
+        return IntentListOut(items=items, unreadable=unreadable)
+
+    @router.get(
+        "/reconcile/intents/{intent_id}",
+        response_model=IntentOut,
+        tags=["reconcile"],
+        responses=responses(404),
+    )
+    async def get_intent(
+        intent_id: Annotated[str, Path(description="The intent's id.")],
+    ) -> IntentOut:
+        """One intent with its status."""
+        try:
+            check_intent_id(intent_id)
+        except ValidationError:
+            # No intent can have this id: it is absent, not a bad request.
+            raise ApiError(404, f"no intent {intent_id!r}", intent_id=intent_id) from None
+        intents = IntentStore(store)
+        intent = await intents.get(intent_id)
+        if intent is None:
+            raise ApiError(404, f"no intent {intent_id!r}", intent_id=intent_id)
+        return intent_out(intent, await intents.status(intent_id))
+
+    @router.get(
+        "/metrics",
+        response_class=PrometheusResponse,
+        tags=["reconcile"],
+        responses={
+            200: {
+                "description": "Prometheus text exposition format 0.0.4.",
+                "content": {PROMETHEUS_CONTENT_TYPE: {"schema": {"type": "string"}}},
+            },
+            # Overrides the app's and the router's error docs, which FastAPI would give
+            # this route's text/plain media type.
+            **_json_errors(413, 422, 501, 503, *((401,) if key.required else ())),
+        },
+    )
+    async def metrics() -> PrometheusResponse:
+        """Reconciliation metrics for Prometheus (`statekit_reconcile_*`, one series per scope).
+
+        Needs the API key when one is configured, as every route but `/health` does.
+        """
+        snapshots = {
+            scope: out.model_dump(mode="json") for scope, out in (await reconcile_metrics()).items()
+        }
+        return PrometheusResponse(prometheus_text(snapshots))
 
     # -- statistics ------------------------------------------------------------------------
 

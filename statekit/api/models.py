@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from statekit.backend import Record
 from statekit.snapshots import SnapshotInfo
-from statekit.trading.models import Balance, Order, Position
+from statekit.trading.models import (
+    Balance,
+    Order,
+    OrderSide,
+    OrderType,
+    Position,
+    TimeInForce,
+)
+from statekit.trading.reconcile.intents import Condition, Intent, IntentStatus, Leg
 
 __all__ = [
     "BalancesOut",
@@ -17,9 +26,12 @@ __all__ = [
     "ErrorOut",
     "HealthOut",
     "HistoryOut",
+    "IntentListOut",
+    "IntentOut",
     "LockStatsOut",
     "OrdersOut",
     "PositionsOut",
+    "ReconcileMetricsOut",
     "RestoreOut",
     "SnapshotDetailOut",
     "SnapshotDiffOut",
@@ -29,6 +41,7 @@ __all__ = [
     "StateIn",
     "StateListOut",
     "StateOut",
+    "intent_out",
     "snapshot_out",
     "state_out",
 ]
@@ -179,6 +192,108 @@ class BalancesOut(BaseModel):
     """Balances by asset (amounts as decimal strings); ``unreadable`` as for positions."""
 
     balances: dict[str, Balance]
+    unreadable: list[str]
+
+
+class ReconcileMetricsOut(BaseModel):
+    """One scope's reconciliation metrics, as its engine stored them after its last pass.
+
+    Fields a newer engine adds are passed through as they are.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    scope: str
+    holder: str | None = Field(default=None, description="Who held the scope's lease.")
+    passes: int = Field(default=0, description="Full passes run.")
+    keys: int = Field(default=0, description="Keys looked at in the last pass.")
+    pending: int = Field(default=0, description="Keys not in sync after the last pass.")
+    failed: int = Field(default=0, description="Keys in a terminal failure after the last pass.")
+    actions: int = Field(default=0, description="Actions taken (orders placed, cancelled...).")
+    errors: int = Field(default=0, description="Keys whose reconciliation failed.")
+    retries: int = Field(default=0, description="Keys queued again after a failure.")
+    terminal: int = Field(default=0, description="Keys that failed terminally.")
+    drifts: int = Field(default=0, description="Differences found that nobody asked for.")
+    lag_p50_seconds: float | None = Field(
+        default=None, description="Median seconds from an intent change to in sync."
+    )
+    lag_p99_seconds: float | None = None
+    lag_samples: int = 0
+    last_pass_seconds: float | None = None
+    converge_seconds: float | None = Field(
+        default=None,
+        description="Seconds the last pass with work took to bring every key in sync.",
+    )
+    last_error: str | None = None
+    updated_at: datetime | None = Field(default=None, description="When it was stored.")
+
+
+class IntentOut(BaseModel):
+    """An intent (what the strategy wants) with what the engine last recorded about it.
+
+    The status fields (``observed_generation`` to ``synced_at``) are null until an
+    engine has looked at the intent. Amounts are decimal strings.
+    """
+
+    id: str
+    symbol: str
+    side: OrderSide
+    type: OrderType
+    amount: Decimal
+    price: Decimal | None
+    time_in_force: TimeInForce
+    oco_group: str | None
+    generation: int = Field(description="Moves on by one with every change of the spec.")
+    deleting: bool = Field(description="Deleted: the engine cancels its order, then removes it.")
+    created_at: datetime
+    changed_at: datetime
+    observed_generation: int | None = Field(description="The generation the engine acted on.")
+    condition: Condition | None
+    reason: str | None
+    message: str | None
+    filled: Decimal | None = Field(description="Filled over every order sent for it.")
+    exchange_order_id: str | None = Field(
+        description="The exchange's id of the newest order it accepted."
+    )
+    last_error: str | None
+    since: datetime | None = Field(description="When `condition` last changed.")
+    synced_at: datetime | None = Field(description="When the engine last compared it.")
+    legs: list[Leg] = Field(description="Every order the engine sent for it.")
+
+
+def intent_out(intent: Intent, status: IntentStatus | None) -> IntentOut:
+    """The API's view of ``intent`` and its status (None: not seen by an engine yet)."""
+    spec = intent.spec
+    return IntentOut(
+        id=intent.id,
+        symbol=spec.symbol,
+        side=spec.side,
+        type=spec.type,
+        amount=spec.amount,
+        price=spec.price,
+        time_in_force=spec.time_in_force,
+        oco_group=spec.oco_group,
+        generation=intent.generation,
+        deleting=intent.deleting,
+        created_at=intent.created_at,
+        changed_at=intent.changed_at,
+        observed_generation=None if status is None else status.observed_generation,
+        condition=None if status is None else status.condition,
+        reason=None if status is None else status.reason,
+        message=None if status is None else status.message,
+        filled=None if status is None else status.filled,
+        exchange_order_id=None if status is None else status.exchange_order_id,
+        last_error=None if status is None else status.last_error,
+        since=None if status is None else status.since,
+        synced_at=None if status is None else status.synced_at,
+        legs=[] if status is None else list(status.legs),
+    )
+
+
+class IntentListOut(BaseModel):
+    """Every intent in id order; ``unreadable`` names intent or status keys that do not parse."""
+
+    items: list[IntentOut]
     unreadable: list[str]
 
 
