@@ -92,12 +92,15 @@ class Result:
         on the exchange: a cancel to finish, a resting order to fill), on top of the
         next full pass.
     :param actions: what was done, in order.
+    :param enqueue: other keys of the same reconciler to queue now (e.g. the group
+        an item belongs to).
     """
 
     in_sync: bool = True
     failed: bool = False
     requeue_after: float | None = None
     actions: list[Action] = field(default_factory=list)
+    enqueue: list[str] = field(default_factory=list)
 
 
 @dataclass

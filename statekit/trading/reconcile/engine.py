@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 __all__ = ["PassReport", "ReconcileEngine", "ThrottledConnector", "plan_table", "read_metrics"]
 
 log = logging.getLogger("statekit.reconcile")
+_TICKING = frozenset({"passes", "last_pass_seconds", "updated_at"})
+"""Snapshot fields that change every pass: alone, they do not make a new version."""
 
 
 def _now() -> datetime:
@@ -159,6 +161,11 @@ class ReconcileEngine:
     :param resync: seconds between full passes.
     :param backoff: per-key retry backoff (default 0.05 s doubling to 30 s, jittered).
     :param owner: a label stored with the lease (``reconciler-1``).
+    :param clock: the current UTC time, for the lease, the ledger and lag (tests).
+    :param ledger_retry: how the engine's ledger retries a rate-limited or unanswered
+        call before the key goes back to the queue (default: twice, briefly).
+    :param metrics_interval: seconds between stored metrics snapshots when nothing
+        but the pass counters changed (a change of any other figure is stored at once).
     """
 
     def __init__(
@@ -177,6 +184,8 @@ class ReconcileEngine:
         backoff: Backoff | None = None,
         owner: str = "",
         clock: Callable[[], datetime] = _now,
+        ledger_retry: Retry | None = None,
+        metrics_interval: float = 10.0,
     ) -> None:
         if workers < 1:
             raise ReconcileError(f"workers must be at least 1, not {workers}", reason="config")
@@ -194,9 +203,14 @@ class ReconcileEngine:
         # Only the lease holder places for these keys and one worker per key: a
         # reservation found is this engine's own (or a dead holder's), resolved at once.
         self.ledger = IdempotencyLedger(
-            store, grace=0.0, retry=Retry(attempts=2, backoff=0.02, max_backoff=0.2)
+            store,
+            grace=0.0,
+            retry=ledger_retry or Retry(attempts=2, backoff=0.02, max_backoff=0.2),
+            clock=clock,
         )
         self.metrics = ReconcileMetrics(scope=self.scope.name)
+        self.metrics_interval = metrics_interval
+        self._saved: tuple[dict[str, Any], float] | None = None
         self.queue = WorkQueue(backoff or Backoff())
         self._in_sync: dict[str, bool] = {}
         self._failed: set[str] = set()
@@ -255,13 +269,14 @@ class ReconcileEngine:
         own_workers = not self._tasks
         if own_workers:
             self._start_workers()
+        waiting = asyncio.create_task(self.queue.wait_idle())
+        lost = asyncio.create_task(self._lost.wait())
         try:
-            waiting = asyncio.create_task(self.queue.wait_idle())
-            lost = asyncio.create_task(self._lost.wait())
             await asyncio.wait({waiting, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
             for task in (waiting, lost):
                 task.cancel()
-        finally:
+            await asyncio.gather(waiting, lost, return_exceptions=True)
             if own_workers:
                 await self._stop_workers()
         if self._lost.is_set():
@@ -375,6 +390,8 @@ class ReconcileEngine:
         self._actions += result.actions
         if result.requeue_after is not None:
             self.queue.add_after(key, result.requeue_after)
+        for other in result.enqueue:
+            self.queue.add(f"{name}/{other}")
 
     # -- the lease ---------------------------------------------------------------------------
 
@@ -480,13 +497,21 @@ class ReconcileEngine:
 
     # -- metrics ---------------------------------------------------------------------------
 
-    async def save_metrics(self) -> None:
-        """Store the metrics snapshot at ``reconcile-metrics/<scope>``."""
+    async def save_metrics(self, *, force: bool = False) -> None:
+        """Store the metrics snapshot at ``reconcile-metrics/<scope>``: when a figure
+        changed, or ``metrics_interval`` seconds after the last one (an idle engine
+        does not write a version every pass)."""
+        snapshot = self.metrics.snapshot()
+        steady = {k: v for k, v in snapshot.items() if k not in _TICKING}
+        now = time.monotonic()
+        if not force and self._saved is not None:
+            before, at = self._saved
+            if before == steady and now - at < self.metrics_interval:
+                return
         await self.store.put(
-            METRICS_PREFIX + self.scope.name,
-            self.metrics.snapshot(),
-            kind=kinds.RECONCILE_METRICS,
+            METRICS_PREFIX + self.scope.name, snapshot, kind=kinds.RECONCILE_METRICS
         )
+        self._saved = (steady, now)
 
     async def aclose(self) -> None:
         self.queue.close()

@@ -18,6 +18,7 @@ order id. All three are versioned keys, so their full history stays in the store
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -110,6 +111,9 @@ class Intent(_Model):
     """An intent as stored: the spec, its generation, and whether it is being deleted."""
 
     id: str
+    uid: str = Field(min_length=1)
+    """Random, new at each create: an id used again after a removal is another
+    intent, whose orders get other client order ids."""
     spec: IntentSpec
     generation: int = Field(ge=1)
     deleting: bool = False
@@ -249,7 +253,14 @@ class IntentStore:
         check_intent_id(intent_id)
         await self._check_group(intent_id, spec)
         now = self._clock()
-        intent = Intent(id=intent_id, spec=spec, generation=1, created_at=now, changed_at=now)
+        intent = Intent(
+            id=intent_id,
+            uid=uuid.uuid4().hex[:12],
+            spec=spec,
+            generation=1,
+            created_at=now,
+            changed_at=now,
+        )
         record = await self.store.put(
             INTENT_PREFIX + intent_id,
             to_json(intent),
@@ -285,24 +296,9 @@ class IntentStore:
             if spec == current.spec:
                 return current
             await self._check_group(intent_id, spec)
-            changed = current.model_copy(
-                update={
-                    "spec": spec,
-                    "generation": current.generation + 1,
-                    "changed_at": self._clock(),
-                }
-            )
-            try:
-                record = await self.store.put(
-                    INTENT_PREFIX + intent_id,
-                    to_json(changed),
-                    kind=kinds.INTENT,
-                    meta={"intent": "update"},
-                    expect=current.version,
-                )
-            except ConflictError:
-                continue
-            return Intent.from_record(record)
+            record = await self._next_generation(current, "update", spec=spec)
+            if record is not None:
+                return Intent.from_record(record)
 
     async def delete(self, intent_id: str) -> Intent:
         """Ask for the intent to go: it is marked ``deleting``; the engine cancels its live
@@ -311,24 +307,26 @@ class IntentStore:
             current = await self._require(intent_id, allow_deleting=True)
             if current.deleting:
                 return current
-            marked = current.model_copy(
-                update={
-                    "deleting": True,
-                    "generation": current.generation + 1,
-                    "changed_at": self._clock(),
-                }
+            record = await self._next_generation(current, "delete", deleting=True)
+            if record is not None:
+                return Intent.from_record(record)
+
+    async def _next_generation(self, current: Intent, why: str, **changes: object) -> Record | None:
+        """Store ``current`` with ``changes`` as its next generation; None when another
+        writer changed it meanwhile (the caller reads it again)."""
+        changed = current.model_copy(
+            update={**changes, "generation": current.generation + 1, "changed_at": self._clock()}
+        )
+        try:
+            return await self.store.put(
+                INTENT_PREFIX + current.id,
+                to_json(changed),
+                kind=kinds.INTENT,
+                meta={"intent": why},
+                expect=current.version,
             )
-            try:
-                record = await self.store.put(
-                    INTENT_PREFIX + intent_id,
-                    to_json(marked),
-                    kind=kinds.INTENT,
-                    meta={"intent": "delete"},
-                    expect=current.version,
-                )
-            except ConflictError:
-                continue
-            return Intent.from_record(record)
+        except ConflictError:
+            return None
 
     async def all(self, symbol: str | None = None, group: str | None = None) -> list[Intent]:
         """Every intent (deleting ones included), in id order, optionally of one symbol

@@ -17,7 +17,7 @@ exchange says about the intent's orders (*legs*):
   filled on every leg) is kept; any other live leg is cancelled first (an amend is
   cancel-and-replace: nothing new is placed while an old order may still fill);
   with no live leg, a new leg is placed, its client order id derived from
-  (intent, generation, attempt), after its status is stored under the lease.
+  (intent uid, generation, attempt), after its status is stored under the lease.
 - a resting GTC leg that ended cancelled or expired without the engine asking is
   **drift**: placed again (a new attempt), up to ``max_attempts`` per generation.
   An IOC/FOK or market leg that ended is the end of that generation. A rejected leg
@@ -27,7 +27,6 @@ exchange says about the intent's orders (*legs*):
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -97,7 +96,7 @@ class IntentReconciler(Reconciler):
         self.max_attempts = max_attempts
         self.poll = poll
         self._open: dict[str, ExchangeOrder] = {}
-        self._open_at = float("-inf")
+        self._snapshot_keys: set[str] = set()  # keys of the pass that took self._open
 
     # -- the reconciler contract -------------------------------------------------------
 
@@ -115,7 +114,6 @@ class IntentReconciler(Reconciler):
         # after it is a real orphan.
         opened = await ctx.connector.fetch_open_orders()
         self._open = {o.client_order_id: o for o in opened if o.client_order_id}
-        self._open_at = time.monotonic()
         store = IntentStore(ctx.store, clock=ctx.clock)
         statuses = await store.statuses()
         keys: set[str] = set()
@@ -134,6 +132,9 @@ class IntentReconciler(Reconciler):
                 strategy = entry.params.get("strategy_id") if entry else None
                 if strategy and strategy.startswith(STRATEGY_PREFIX):
                     keys.add("orphan:" + cid)
+        # The snapshot speaks for these keys' first look in this pass only: a key
+        # looked at later (a watch hint, a requeue) asks the exchange itself.
+        self._snapshot_keys = set(keys)
         return sorted(keys)
 
     async def plan(self, ctx: Context, key: str) -> list[Action]:
@@ -143,8 +144,10 @@ class IntentReconciler(Reconciler):
                 return []
             return [self._action(key, "cancel", order.symbol, f"orphan order {order.id}")]
         members = await self._load(ctx, key)
+        if not members and key.startswith("intent:"):
+            return []
         for member in members:
-            await self._refresh(ctx, member, resolve=False)
+            await self._refresh(ctx, member, resolve=False, snapshot=True)
         actions: list[Action] = []
         for member in members:
             actions += [a for a, _ in self._decide(key, member, members)]
@@ -153,10 +156,15 @@ class IntentReconciler(Reconciler):
     async def reconcile(self, ctx: Context, key: str) -> Result:
         if key.startswith("orphan:"):
             return await self._reconcile_orphan(ctx, key)
+        group = await self._group_of(ctx, key)
+        if group is not None:  # one worker per group: the group's own key does the work
+            return Result(enqueue=[f"oco:{group}"])
         members = await self._load(ctx, key)
         result = Result()
+        snapshot = key in self._snapshot_keys
+        self._snapshot_keys.discard(key)
         try:
-            await self._rounds(ctx, key, members, result)
+            await self._rounds(ctx, key, members, result, snapshot=snapshot)
         except Exception:
             # What was learnt and done before the failure is kept (best effort),
             # so the next attempt starts from it.
@@ -174,14 +182,20 @@ class IntentReconciler(Reconciler):
             result.requeue_after = self.poll  # watch the resting order fill
         return result
 
-    async def _rounds(self, ctx: Context, key: str, members: list[_Member], result: Result) -> None:
-        """Refresh, decide and act until nothing is left to do (or _STEPS rounds)."""
-        for _ in range(_STEPS):
+    async def _rounds(
+        self, ctx: Context, key: str, members: list[_Member], result: Result, *, snapshot: bool
+    ) -> None:
+        """Refresh, decide and act until nothing is left to do (or out of rounds).
+
+        In an OCO group at most one order is placed per round, and the group is
+        looked at again before the next one: an order that filled on arrival
+        stops its siblings before they are sent."""
+        for round_ in range(_STEPS + 2 * len(members)):
             present = [m for m in members if not m.removed]
             if not present:
                 return
             for member in present:
-                await self._refresh(ctx, member, resolve=True)
+                await self._refresh(ctx, member, resolve=True, snapshot=snapshot and round_ == 0)
             steps = [
                 (member, action, step)
                 for member in present
@@ -192,6 +206,13 @@ class IntentReconciler(Reconciler):
             await self._act(ctx, key, members, steps, result)
 
     # -- loading and refreshing -----------------------------------------------------------
+
+    async def _group_of(self, ctx: Context, key: str) -> str | None:
+        """The OCO group of an ``intent:<id>`` key's intent (queued by a watch hint)."""
+        if not key.startswith("intent:"):
+            return None
+        intent = await IntentStore(ctx.store).get(key.removeprefix("intent:"))
+        return None if intent is None else intent.spec.oco_group
 
     def _key_of(self, intent: Intent) -> str:
         group = intent.spec.oco_group
@@ -221,15 +242,16 @@ class IntentReconciler(Reconciler):
             members.append(_Member(intent, status, status.model_dump_json(), ctx.clock))
         return members
 
-    async def _refresh(self, ctx: Context, member: _Member, *, resolve: bool) -> None:
+    async def _refresh(
+        self, ctx: Context, member: _Member, *, resolve: bool, snapshot: bool
+    ) -> None:
         """Bring every live leg up to what the exchange says; unknown outcomes are asked
         by client order id. Raises ExchangeUnavailable when the exchange cannot say."""
-        fresh = time.monotonic() - self._open_at <= self.poll
         for index, leg in enumerate(member.status.legs):
             if not leg.live:
                 continue
             report: ExchangeOrder | None = None
-            if fresh and leg.client_order_id in self._open and leg.status is not None:
+            if snapshot and leg.client_order_id in self._open and leg.status is not None:
                 report = self._open[leg.client_order_id]
             elif leg.exchange_order_id is not None:
                 try:
@@ -285,6 +307,8 @@ class IntentReconciler(Reconciler):
     def _apply_report(self, member: _Member, index: int, report: ExchangeOrder) -> None:
         leg = member.status.legs[index]
         new = leg.exchange_order_id is None
+        if not new and leg.status is report.status and leg.filled >= report.filled:
+            return  # nothing new: no write (an idle pass writes nothing)
         member.status.legs[index] = leg.model_copy(
             update={
                 "exchange_order_id": report.id,
@@ -470,6 +494,8 @@ class IntentReconciler(Reconciler):
                         "the order left the book without the engine asking; placing it again",
                     )
                 await self._place(ctx, member, leg)
+                if len(members) > 1:
+                    break  # decide again before a sibling is sent
         if any(m.removed for m in members):
             await self._save(ctx, members)
 
@@ -495,7 +521,7 @@ class IntentReconciler(Reconciler):
             remaining = spec.amount - status.filled
             order_intent = OrderIntent(
                 strategy_id=STRATEGY_PREFIX + intent.id,
-                signal_id=f"g{intent.generation}.a{attempt}",
+                signal_id=f"{intent.uid}.g{intent.generation}.a{attempt}",
                 symbol=spec.symbol,
                 side=spec.side,
                 type=spec.type,
@@ -524,7 +550,7 @@ class IntentReconciler(Reconciler):
             leg = resend
             order_intent = OrderIntent(
                 strategy_id=STRATEGY_PREFIX + intent.id,
-                signal_id=f"g{leg.generation}.a{leg.attempt}",
+                signal_id=f"{intent.uid}.g{leg.generation}.a{leg.attempt}",
                 symbol=leg.symbol,
                 side=leg.side,
                 type=leg.type,
