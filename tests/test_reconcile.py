@@ -580,3 +580,35 @@ async def test_a_standby_engine_takes_over_and_the_old_one_is_fenced(
     (order,) = open_orders(ex)
     assert order.price == D("91")
     assert_unique_client_ids(ex)
+
+
+class _CancelRefusedOnce(PaperExchange):
+    """Refuses the first cancel for its rate limit (nothing happens), then behaves."""
+
+    refused = False
+
+    async def cancel_order(self, order_id: str, symbol: str) -> ExchangeOrder:
+        if not self.refused:
+            self.refused = True
+            raise RateLimited("cancel refused (test)", exchange=self.name)
+        return await super().cancel_order(order_id, symbol)
+
+
+async def test_an_oco_leg_stopped_before_its_cancel_failed_is_cancelled_next_pass(
+    memory: StateStore,
+) -> None:
+    """Regression (found by the property tests): the stop was stored, the cancel was
+    refused, and the next pass took the group for settled (the leg rested as recorded)."""
+    ex = _CancelRefusedOnce(
+        prices={SYMBOL: [D(100)]}, balances={"USDT": D(1_000_000), "BTC": D(100)}
+    )
+    intents = IntentStore(memory)
+    engine = ReconcileEngine(memory, ex, backoff=Backoff(base=30, cap=30))
+    await intents.create("a-rest", buy(price="99", oco_group="g"))  # placed first
+    await intents.create("b-cross", buy(price="101", oco_group="g"))  # fills at once
+    report = await engine.run_once()
+    assert report.pending == ["orders/oco:g"]  # the cancel was refused
+    await converge(engine)
+    assert open_orders(ex) == []
+    rest = await intents.status("a-rest")
+    assert rest is not None and rest.stopped == "OcoCancelled"

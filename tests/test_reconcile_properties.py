@@ -364,10 +364,7 @@ class ReconcileMachine(RuleBasedStateMachine):
     def new_engine(self) -> ReconcileEngine:
         assert self.connector is not None
         self.engines += 1
-        # A long poll: a pass's open-order snapshot serves the whole pass (and the change
-        # hints after it, as within poll seconds of it), and no key comes back on a timer
-        # in the middle of a later pass.
-        self.reconciler = IntentReconciler(max_attempts=MAX_ATTEMPTS, poll=3600)
+        self.reconciler = IntentReconciler(max_attempts=MAX_ATTEMPTS)
         engine = ReconcileEngine(
             self.store,
             self.connector,
@@ -1087,13 +1084,13 @@ async def test_an_oco_leg_is_not_placed_once_its_sibling_filled(store: StateStor
 async def test_a_change_right_after_a_pass_sees_the_oco_sibling_fill(
     store: StateStore,
 ) -> None:
-    """A change reconciled within ``poll`` seconds of a pass (what the engine's store watch
-    does) trusts that pass's open-order snapshot: an OCO sibling that filled since reads
-    as still open, and the amended leg is cancelled and placed again, resting beside
+    """Regression: a change reconciled right after a pass (what the engine's store watch
+    does) trusted that pass's open-order snapshot: an OCO sibling that filled since read
+    as still open, and the amended leg was cancelled and placed again, resting beside
     the filled sibling."""
     exchange = btc_exchange(100, 94)
     intents = IntentStore(store)
-    reconciler = IntentReconciler(poll=60)  # within poll, whatever the machine's speed
+    reconciler = IntentReconciler()
     engine = ReconcileEngine(store, exchange, reconcilers=[reconciler], lease_ttl=5)
     for intent_id, side, price in (("tp", SELL, 105), ("entry", BUY, 95)):
         spec = IntentSpec(symbol="BTC/USDT", side=side, amount=D(1), price=D(price), oco_group="g")

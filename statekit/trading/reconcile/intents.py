@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -344,6 +344,28 @@ class IntentStore:
     async def group(self, group: str) -> list[Intent]:
         """The intents of one OCO group."""
         return await self.all(group=group)
+
+    async def with_statuses(
+        self, intent_ids: Sequence[str]
+    ) -> list[tuple[Intent, IntentStatus | None]]:
+        """The intents of ``intent_ids`` that exist, each with its status, in one read."""
+        ids = [check_intent_id(i) for i in intent_ids]
+        records = await self.store.get_many(
+            [INTENT_PREFIX + i for i in ids] + [STATUS_PREFIX + i for i in ids]
+        )
+        found = []
+        for intent_id in ids:
+            record = records.get(INTENT_PREFIX + intent_id)
+            if record is None:
+                continue
+            status = records.get(STATUS_PREFIX + intent_id)
+            found.append(
+                (
+                    Intent.from_record(record),
+                    None if status is None else IntentStatus.from_record(status),
+                )
+            )
+        return found
 
     # -- statuses (the engine writes these, fenced by its lease) ---------------------
 

@@ -85,18 +85,15 @@ class IntentReconciler(Reconciler):
 
     :param max_attempts: legs placed per generation at most (drift re-placements
         included) before the intent is Failed (``TooManyAttempts``).
-    :param poll: seconds before a key with a resting order is looked at again
-        between full passes (its fills), and the age up to which a pass's bulk
-        open-order snapshot is trusted.
     """
 
     name = "orders"
 
-    def __init__(self, *, max_attempts: int = 5, poll: float = 1.0) -> None:
+    def __init__(self, *, max_attempts: int = 5) -> None:
         self.max_attempts = max_attempts
-        self.poll = poll
         self._open: dict[str, ExchangeOrder] = {}
         self._snapshot_keys: set[str] = set()  # keys of the pass that took self._open
+        self._groups: dict[str, list[str]] = {}  # OCO group -> intent ids, as last observed
 
     # -- the reconciler contract -------------------------------------------------------
 
@@ -109,6 +106,9 @@ class IntentReconciler(Reconciler):
         return "intent:" + key.removeprefix("intent/") if key.startswith("intent/") else None
 
     async def observe(self, ctx: Context) -> list[str]:
+        """One bulk look at the exchange's open orders, then every intent and status; the
+        keys returned are those the comparison says need work (level-triggered: a key
+        left out now is compared again next pass)."""
         # The open orders first, the statuses after: an order in the snapshot was
         # placed after its leg was stored, so a leg missing from the statuses read
         # after it is a real orphan.
@@ -116,15 +116,21 @@ class IntentReconciler(Reconciler):
         self._open = {o.client_order_id: o for o in opened if o.client_order_id}
         store = IntentStore(ctx.store, clock=ctx.clock)
         statuses = await store.statuses()
-        keys: set[str] = set()
+        groups: dict[str, list[tuple[Intent, IntentStatus | None]]] = {}
         owned: set[str] = set()
         for intent in await store.all():
             if not ctx.scope.includes(intent.spec.symbol):
                 continue
-            keys.add(self._key_of(intent))
             status = statuses.get(intent.id)
+            groups.setdefault(self._key_of(intent), []).append((intent, status))
             if status is not None:
                 owned.update(leg.client_order_id for leg in status.legs)
+        keys = {key for key, members in groups.items() if not self._settled(members)}
+        self._groups = {
+            key.removeprefix("oco:"): [intent.id for intent, _ in members]
+            for key, members in groups.items()
+            if key.startswith("oco:")
+        }
         for order in opened:
             cid = order.client_order_id
             if cid and cid not in owned and ctx.scope.includes(order.symbol):
@@ -137,15 +143,45 @@ class IntentReconciler(Reconciler):
         self._snapshot_keys = set(keys)
         return sorted(keys)
 
+    def _settled(self, members: Sequence[tuple[Intent, IntentStatus | None]]) -> bool:
+        """Nothing to do, by this pass's snapshot: each intent's status is in sync (or
+        done, or failed) for its generation, and every live leg is open at the
+        exchange exactly as recorded (no fill, no cancel since)."""
+        for intent, status in members:
+            if status is None or intent.deleting:
+                return False
+            if status.condition is Condition.IN_SYNC:
+                if status.observed_generation != intent.generation:
+                    return False
+            elif status.condition is not Condition.FAILED:
+                return False
+            if status.condition is Condition.FAILED and status.done_generation != intent.generation:
+                return False
+            live = status.live_legs
+            if live and (status.stopped or status.done_generation == intent.generation):
+                return False  # stopped or done, yet an order rests: to be cancelled
+            for leg in live:
+                report = self._open.get(leg.client_order_id)
+                if report is None or leg.status is None:
+                    return False
+                if report.status is not leg.status or report.filled != leg.filled:
+                    return False
+        if len(members) > 1:  # OCO: once a leg filled, no other leg may rest
+            filled = [s for _, s in members if s is not None and s.filled > 0]
+            resting = [s for _, s in members if s is not None and s.live_legs]
+            if filled and any(s not in filled for s in resting):
+                return False
+        return True
+
     async def plan(self, ctx: Context, key: str) -> list[Action]:
         if key.startswith("orphan:"):
             order = await self._orphan(ctx, key.removeprefix("orphan:"))
             if order is None:
                 return []
             return [self._action(key, "cancel", order.symbol, f"orphan order {order.id}")]
-        members = await self._load(ctx, key)
-        if not members and key.startswith("intent:"):
-            return []
+        members, group = await self._load(ctx, key)
+        if group is not None:
+            members, _ = await self._load(ctx, f"oco:{group}")
         for member in members:
             await self._refresh(ctx, member, resolve=False, snapshot=True)
         actions: list[Action] = []
@@ -156,10 +192,9 @@ class IntentReconciler(Reconciler):
     async def reconcile(self, ctx: Context, key: str) -> Result:
         if key.startswith("orphan:"):
             return await self._reconcile_orphan(ctx, key)
-        group = await self._group_of(ctx, key)
+        members, group = await self._load(ctx, key)
         if group is not None:  # one worker per group: the group's own key does the work
             return Result(enqueue=[f"oco:{group}"])
-        members = await self._load(ctx, key)
         result = Result()
         snapshot = key in self._snapshot_keys
         self._snapshot_keys.discard(key)
@@ -178,8 +213,6 @@ class IntentReconciler(Reconciler):
         settled = (Condition.IN_SYNC, Condition.FAILED)
         result.in_sync = all(m.status.condition in settled for m in members)
         result.failed = any(m.status.condition is Condition.FAILED for m in members)
-        if any(leg.live for m in members for leg in m.status.legs):
-            result.requeue_after = self.poll  # watch the resting order fill
         return result
 
     async def _rounds(
@@ -207,40 +240,33 @@ class IntentReconciler(Reconciler):
 
     # -- loading and refreshing -----------------------------------------------------------
 
-    async def _group_of(self, ctx: Context, key: str) -> str | None:
-        """The OCO group of an ``intent:<id>`` key's intent (queued by a watch hint)."""
-        if not key.startswith("intent:"):
-            return None
-        intent = await IntentStore(ctx.store).get(key.removeprefix("intent:"))
-        return None if intent is None else intent.spec.oco_group
-
     def _key_of(self, intent: Intent) -> str:
         group = intent.spec.oco_group
         return f"oco:{group}" if group else f"intent:{intent.id}"
 
-    async def _load(self, ctx: Context, key: str) -> list[_Member]:
+    async def _load(self, ctx: Context, key: str) -> tuple[list[_Member], str | None]:
+        """The members of a work key, read in one round trip; for the key of an intent
+        in an OCO group, no members and the group (whose key does the work)."""
         store = IntentStore(ctx.store, clock=ctx.clock)
         if key.startswith("oco:"):
-            intents = await store.group(key.removeprefix("oco:"))
+            group = key.removeprefix("oco:")
+            ids = self._groups.get(group)
+            if ids is None:  # not seen by the last observe: find its members
+                ids = [intent.id for intent in await store.group(group)]
+            pairs = [p for p in await store.with_statuses(ids) if p[0].spec.oco_group == group]
         elif key.startswith("intent:"):
-            intent = await store.get(key.removeprefix("intent:"))
-            if intent is None:
-                return []
-            if intent.spec.oco_group:  # reconciled with its group
-                intents = await store.group(intent.spec.oco_group)
-            else:
-                intents = [intent]
+            pairs = await store.with_statuses([key.removeprefix("intent:")])
+            if pairs and pairs[0][0].spec.oco_group:
+                return [], pairs[0][0].spec.oco_group
         else:
             raise ReconcileError(f"orders: unknown work key {key!r}", key=key, terminal=True)
         members = []
-        for intent in intents:
+        for intent, status in pairs:
             if not ctx.scope.includes(intent.spec.symbol):
                 continue
-            status = await store.status(intent.id) or IntentStatus(
-                intent_id=intent.id, since=ctx.clock()
-            )
+            status = status or IntentStatus(intent_id=intent.id, since=ctx.clock())
             members.append(_Member(intent, status, status.model_dump_json(), ctx.clock))
-        return members
+        return members, None
 
     async def _refresh(
         self, ctx: Context, member: _Member, *, resolve: bool, snapshot: bool
