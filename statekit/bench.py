@@ -663,6 +663,10 @@ BACKENDS: dict[str, BenchRunner] = {
     "locks": bench_locks,
     # statekit.api needs the api extra (fastapi): imported only when this one runs.
     "api": lambda config, scratch: import_module("statekit.api.bench").bench_api(config, scratch),
+    # The reconciliation engine and the paper exchange: imported only when this one runs.
+    "reconcile": lambda config, scratch: import_module(
+        "statekit.trading.bench_reconcile"
+    ).bench_reconcile(config, scratch),
 }
 """Built-in backend name -> its benchmark."""
 

@@ -175,3 +175,60 @@ async def test_tiered_bench_on_postgres(tmp_path: Path) -> None:
         assert result["backend"] == "tiered"
         for name in RATE_FIELDS:
             assert isinstance(result[name], float | int) and result[name] > 0, name
+
+
+def _positive_number(value: object) -> bool:
+    return isinstance(value, float | int) and math.isfinite(value) and value > 0
+
+
+@pytest.mark.asyncio
+async def test_reconcile_bench_reports_passes_lag_faults_and_the_baseline(tmp_path: Path) -> None:
+    config = bench.BenchConfig(n=24, rounds=2, directory=tmp_path)
+
+    results = [r async for r in bench.run("reconcile", config)]
+
+    assert len(results) == 1
+    result = results[0]
+    assert (result["backend"], result["intents"], result["store"]) == ("reconcile", 24, "sqlite")
+    assert result["durability"] == "WAL synchronous=FULL"
+    passes = result["full_pass_seconds"]
+    assert isinstance(passes, dict)
+    assert _positive_number(passes["first"]) and _positive_number(passes["steady"])
+    assert result["first_pass_actions"] == 48  # a place and an in-sync record per intent
+    for name in ("actions_per_second", "raw_seconds", "ratio", "lag_p50_seconds"):
+        assert _positive_number(result[name]), name
+    assert result["ratio"] == pytest.approx(passes["first"] / result["raw_seconds"], rel=0.05)
+    assert "PaperExchange" in str(result["baseline"]) and "store.put" in str(result["baseline"])
+    # One intent changed per round, two rounds: one lag sample each.
+    assert (result["lag_rounds"], result["changes_per_round"], result["lag_samples"]) == (2, 1, 2)
+    assert isinstance(result["faults_passes_to_converge"], int)
+    assert 1 <= result["faults_passes_to_converge"] <= 20
+    assert list(tmp_path.iterdir()) == [], "the scratch folder is removed afterwards"
+
+
+def test_reconcile_bench_command_takes_every_knob(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from statekit.trading import bench_reconcile
+
+    argv = ["--intents", "9", "--symbols", "3", "--faults", "off", "--rounds", "1"]
+    status = bench_reconcile.main([*argv, "--changes", "2", "--dir", str(tmp_path)])
+
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    (result,) = [json.loads(line) for line in out.splitlines()]
+    assert (result["intents"], result["symbols"], result["changes_per_round"]) == (9, 3, 2)
+    assert result["lag_samples"] == 2
+    assert "faults_passes_to_converge" not in result
+
+
+@pytest.mark.asyncio
+async def test_reconcile_bench_on_postgres(tmp_path: Path) -> None:
+    from statekit.testing import server_url
+
+    config = bench.BenchConfig(n=8, rounds=1, directory=tmp_path, url=server_url("postgres"))
+    (result,) = [r async for r in bench.run("reconcile", config)]
+    assert result["store"] == "postgresql"
+    assert str(result["durability"]).startswith("synchronous_commit=")
+    assert result["first_pass_actions"] == 16
+    assert _positive_number(result["ratio"])

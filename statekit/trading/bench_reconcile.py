@@ -1,0 +1,527 @@
+"""``python -m statekit.bench reconcile``: the reconciliation engine against the paper exchange.
+
+``intents`` resting GTC limit orders (``--n``, 1000 by default) over ``symbols``
+(100) are created in a fresh store, then one :class:`ReconcileEngine` (``workers``
+keys at once, no rate limit: the paper exchange has none) works against a
+:class:`PaperExchange`. One JSON line:
+
+``full_pass_seconds``
+    ``first``: the pass that places every order (each placement is a status write
+    under the lease, the ledger's reservation and outcome, the placed order and the
+    status again); ``steady``: the next pass, with nothing to do.
+``actions_per_second``
+    the first pass's actions (a ``place`` and a ``record`` per intent) per second.
+``lag_p50_seconds`` / ``lag_p99_seconds``
+    in steady state, ``changes`` random intents (1 % by default) get a new price,
+    then passes run until everything is in sync, ``lag_rounds`` times; the engine's
+    own lag figures (:class:`ReconcileMetrics`: from the intent's change to its
+    status in sync) over those rounds only. Driven by ``run_once`` passes, so this
+    is the level-triggered lag; ``engine.run()`` also wakes on store changes.
+``faults_passes_to_converge``
+    the same intents in another fresh store, against a paper exchange injecting
+    :data:`FAULTS` on every call for the whole run: passes until every intent is
+    in sync (a pass whose observe failed counts too), at most :data:`MAX_PASSES`.
+``raw_seconds``, ``ratio``
+    the baseline (:data:`BASELINE`): the same orders placed straight on the same
+    paper exchange with client ids, one ``store.put`` per order in the same store,
+    with as many concurrent tasks as the engine has workers. ``ratio`` is the
+    engine's first pass time divided by the raw time (how many times longer the
+    engine takes); the raw orders are cancelled before the engine starts (untimed),
+    so the engine does not see them.
+
+Every phase checks that the exchange ended up with exactly one open order per intent,
+matching it, before its figures are printed.
+
+``python -m statekit.trading.bench_reconcile`` takes every knob (``--intents``,
+``--symbols``, ``--store``, ``--faults on|off``, ``--changes``, ``--workers``);
+``python -m statekit.bench reconcile`` maps ``--n`` to intents and ``--url`` to the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import random
+import sqlite3
+import sys
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import statekit
+import statekit.config
+from statekit.backend import JSON
+from statekit.errors import StatekitError
+from statekit.store import StateStore
+from statekit.trading.models import OrderSide, to_json
+from statekit.trading.paper import Faults, PaperExchange
+from statekit.trading.reconcile import (
+    IntentReconciler,
+    IntentSpec,
+    IntentStore,
+    PassReport,
+    ReconcileEngine,
+)
+
+if TYPE_CHECKING:  # statekit.bench imports this module (lazily) for its BACKENDS table
+    from statekit.bench import BenchConfig, Result
+
+__all__ = [
+    "BASELINE",
+    "DEFAULT_SYMBOLS",
+    "FAULTS",
+    "LAG_ROUNDS",
+    "MAX_PASSES",
+    "NO_FAULTS",
+    "WORKERS",
+    "ReconcileBench",
+    "bench_reconcile",
+    "intent_specs",
+    "main",
+    "paper_exchange",
+    "run_reconcile_bench",
+    "symbol_names",
+]
+
+DEFAULT_SYMBOLS = 100
+"""Symbols the intents are spread over (fewer when there are fewer intents)."""
+WORKERS = 8
+"""Keys the engine reconciles at once; the raw side runs as many tasks."""
+LAG_ROUNDS = 3
+"""Rounds of price changes at most (``--rounds`` lowers it): each takes a full pass."""
+MAX_PASSES = 20
+"""Passes a phase may take to converge before the bench gives up."""
+NO_FAULTS = Faults()
+FAULTS = Faults(timeout_after_accept=0.01, lost_ack=0.01, rate_limit=0.01, duplicate_fill=0.01)
+"""What the faults phase injects (probability per call, per fill report)."""
+PRICE = Decimal(100)
+"""Every symbol's price; the intents rest 10 to 14 away from it."""
+BASELINE = (
+    "the same orders placed directly on the same PaperExchange (create_order with a client "
+    "id), each followed by one plain store.put of the placed order to the same store: the "
+    "least durable work that records N placements; as many concurrent tasks as engine workers"
+)
+RAW_PREFIX = "bench-raw/"
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileBench:
+    """What the reconcile benchmark runs.
+
+    :param intents: resting limit orders wanted, over ``symbols`` symbols.
+    :param symbols: symbols they are spread over (at most ``intents``).
+    :param store: the store URL (``postgresql://...``: each phase uses a fresh
+        namespace there, dropped afterwards); None: SQLite files in the scratch folder.
+    :param faults: run the faults phase too.
+    :param lag_rounds: rounds of price changes for the lag figures.
+    :param changes: intents changed per lag round (default 1 % of them, at least 1).
+    :param workers: the engine's workers, and the raw side's tasks.
+    :param seed: seeds the choice of changed intents and the exchange's faults.
+    """
+
+    intents: int = 1000
+    symbols: int = DEFAULT_SYMBOLS
+    store: str | None = None
+    faults: bool = True
+    lag_rounds: int = LAG_ROUNDS
+    changes: int | None = None
+    workers: int = WORKERS
+    seed: int = 0
+
+    @property
+    def changed_per_round(self) -> int:
+        return self.changes if self.changes is not None else max(1, self.intents // 100)
+
+
+def symbol_names(count: int) -> list[str]:
+    """``S000/USDT``, ``S001/USDT``, ..."""
+    return [f"S{i:03d}/USDT" for i in range(count)]
+
+
+def paper_exchange(
+    symbols: Sequence[str],
+    *,
+    faults: Faults = NO_FAULTS,
+    seed: int = 0,
+    prices: Sequence[Decimal] = (PRICE,),
+    max_fill_per_step: Decimal | None = None,
+) -> PaperExchange:
+    """A paper exchange trading ``symbols`` along ``prices``, with funds for any test."""
+    balances = {"USDT": Decimal(10) ** 15}
+    for symbol in symbols:
+        balances[symbol.partition("/")[0]] = Decimal(10) ** 12
+    return PaperExchange(
+        prices={symbol: list(prices) for symbol in symbols},
+        balances=balances,
+        seed=seed,
+        faults=faults,
+        max_fill_per_step=max_fill_per_step,
+    )
+
+
+def intent_specs(count: int, symbols: Sequence[str]) -> list[tuple[str, IntentSpec]]:
+    """``count`` resting GTC limit orders round-robin over ``symbols``: buys 10-14 under
+    :data:`PRICE`, sells 10-14 over it, so none fills."""
+    specs = []
+    for i in range(count):
+        buy = i % 2 == 0
+        offset = 10 + (i // 2) % 5
+        specs.append(
+            (
+                f"b{i:06d}",
+                IntentSpec(
+                    symbol=symbols[i % len(symbols)],
+                    side=OrderSide.BUY if buy else OrderSide.SELL,
+                    amount=Decimal(1),
+                    price=PRICE - offset if buy else PRICE + offset,
+                ),
+            )
+        )
+    return specs
+
+
+def _phase_url(base: str | None, scratch: Path, tag: str) -> tuple[str, bool]:
+    """A fresh store for one phase, and whether its namespace is dropped afterwards."""
+    if base is None:
+        return f"sqlite:///{scratch / f'reconcile-{tag}.db'}", False
+    scheme = base.partition("://")[0]
+    if scheme in ("postgres", "postgresql"):
+        namespace = f"bench_reconcile_{tag}_{uuid.uuid4().hex[:8]}"
+        return f"{base}{'&' if '?' in base else '?'}namespace={namespace}", True
+    if scheme == "sqlite":  # the file named, one per phase beside it: x-first.db, x-faults.db
+        location, mark, options = base.partition("?")
+        path = Path(location.removeprefix("sqlite://"))
+        phase = path.with_name(f"{path.stem}-{tag}{path.suffix}")
+        return f"sqlite://{phase}{mark}{options}", False
+    return base, False  # memory:// and the like: a new one per open
+
+
+@asynccontextmanager
+async def _fresh_store(base: str | None, scratch: Path, tag: str) -> AsyncIterator[StateStore]:
+    url, drop = _phase_url(base, scratch, tag)
+    settings = statekit.config.load_settings(config_file="", env_file="")
+    async with await statekit.open(url, settings=settings) as store:
+        try:
+            async for _ in store.scan("intent/"):
+                raise StatekitError(f"reconcile bench: the store at {url} already has intents")
+            yield store
+        finally:
+            remove = getattr(store.backend, "drop_namespace", None)
+            if drop and remove is not None:
+                await remove(forget=True)
+
+
+async def _durability(store: StateStore) -> str:
+    detail = (await store.backend.health()).detail
+    if "synchronous_commit" in detail:
+        return f"synchronous_commit={detail['synchronous_commit']}"
+    if "synchronous" in detail:
+        return f"WAL synchronous={detail['synchronous']}"
+    return f"{store.backend.name}: not durable"
+
+
+def _engine(store: StateStore, exchange: PaperExchange, workers: int) -> ReconcileEngine:
+    # No rate limit (the paper exchange has none).
+    return ReconcileEngine(
+        store,
+        exchange,
+        reconcilers=[IntentReconciler()],
+        workers=workers,
+        rate=1e9,
+        burst=10**9,
+        lease_ttl=30.0,
+    )
+
+
+async def _create(store: StateStore, specs: Sequence[tuple[str, IntentSpec]]) -> float:
+    intents = IntentStore(store)
+    started = time.perf_counter()
+    for intent_id, spec in specs:
+        await intents.create(intent_id, spec)
+    return time.perf_counter() - started
+
+
+async def _timed_pass(engine: ReconcileEngine) -> tuple[PassReport | None, float]:
+    """One pass and its wall time; None when its observe failed (the exchange did not
+    answer the open-order snapshot): the engine's own loop retries those too."""
+    started = time.perf_counter()
+    try:
+        report = await engine.run_once()
+    except (StatekitError, OSError):
+        return None, time.perf_counter() - started
+    return report, time.perf_counter() - started
+
+
+async def _converge(engine: ReconcileEngine) -> tuple[int, float, int]:
+    """Passes until a pass ends in sync: (passes, seconds, actions)."""
+    seconds = 0.0
+    actions = 0
+    for passes in range(1, MAX_PASSES + 1):
+        report, took = await _timed_pass(engine)
+        seconds += took
+        if report is not None:
+            actions += len(report.actions)
+            if report.in_sync:
+                return passes, seconds, actions
+    raise StatekitError(f"reconcile bench: not in sync after {MAX_PASSES} passes")
+
+
+async def _check_in_sync(store: StateStore, exchange: PaperExchange) -> None:
+    """Exactly one open order per intent on the exchange, matching it; no other."""
+    intents = {i.id: i.spec for i in await IntentStore(store).all()}
+    statuses = await IntentStore(store).statuses()
+    owner = {
+        leg.client_order_id: intent_id
+        for intent_id, status in statuses.items()
+        for leg in status.legs
+    }
+    seen: set[str] = set()
+    for order in exchange.orders:
+        if order.status.final or order.client_order_id is None:
+            continue
+        if order.client_order_id.startswith("raw-"):
+            raise StatekitError(f"reconcile bench: raw order {order.client_order_id} is open")
+        intent_id = owner.get(order.client_order_id)
+        spec = intents.get(intent_id or "")
+        if intent_id is None or spec is None or intent_id in seen:
+            raise StatekitError(f"reconcile bench: stray open order {order.client_order_id}")
+        seen.add(intent_id)
+        if (order.symbol, order.side, order.price, order.remaining) != (
+            spec.symbol,
+            spec.side,
+            spec.price,
+            spec.amount,
+        ):
+            raise StatekitError(f"reconcile bench: order {order.id} does not match {intent_id}")
+    if seen != intents.keys():
+        missing = sorted(intents.keys() - seen)[:5]
+        raise StatekitError(f"reconcile bench: no open order for {missing}...")
+
+
+async def _raw_place(
+    store: StateStore,
+    exchange: PaperExchange,
+    specs: Sequence[tuple[str, IntentSpec]],
+    tasks: int,
+) -> float:
+    """The baseline: place each order, then ``store.put`` it (see :data:`BASELINE`)."""
+    work = iter(specs)
+
+    async def task() -> None:
+        for intent_id, spec in work:  # one iterator shared by every task
+            order = await exchange.create_order(
+                spec.symbol,
+                spec.type,
+                spec.side,
+                spec.amount,
+                spec.price,
+                client_order_id=f"raw-{intent_id}",
+                time_in_force=spec.time_in_force,
+            )
+            await store.put(RAW_PREFIX + intent_id, to_json(order))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(task() for _ in range(tasks)))
+    return time.perf_counter() - started
+
+
+async def _lag_rounds(
+    engine: ReconcileEngine,
+    store: StateStore,
+    specs: Sequence[tuple[str, IntentSpec]],
+    bench: ReconcileBench,
+) -> tuple[list[int], float]:
+    """Change ``changes`` random intents' prices per round, pass until in sync; the
+    passes each round took, and the seconds in all."""
+    intents = IntentStore(store)
+    rng = random.Random(bench.seed)
+    ids = [intent_id for intent_id, _ in specs]
+    count = min(bench.changed_per_round, len(ids))
+    passes: list[int] = []
+    seconds = 0.0
+    engine.metrics.lag.clear()
+    for round_ in range(bench.lag_rounds):
+        step = Decimal(-1 if round_ % 2 == 0 else 1)  # away and back: never crosses
+        for intent_id in rng.sample(ids, count):
+            intent = await intents.get(intent_id)
+            assert intent is not None and intent.spec.price is not None
+            await intents.update(intent_id, price=intent.spec.price + step)
+        took, spent, _ = await _converge(engine)
+        passes.append(took)
+        seconds += spent
+    return passes, seconds
+
+
+async def run_reconcile_bench(bench: ReconcileBench, scratch: Path) -> Result:
+    """Run every phase (module docstring); the JSON line."""
+    if bench.intents < 1 or bench.symbols < 1 or bench.workers < 1:
+        raise StatekitError("reconcile bench: intents, symbols and workers must be >= 1")
+    symbols = symbol_names(min(bench.symbols, bench.intents))
+    specs = intent_specs(bench.intents, symbols)
+    result: Result = {
+        "backend": "reconcile",
+        "workload": "intents",
+        "intents": bench.intents,
+        "symbols": len(symbols),
+        "workers": bench.workers,
+    }
+    async with AsyncExitStack() as stack:
+        store = await stack.enter_async_context(_fresh_store(bench.store, scratch, "first"))
+        exchange = paper_exchange(symbols, seed=bench.seed)
+        result["store"] = store.backend.name
+        result["durability"] = await _durability(store)
+        result["create_seconds"] = round(await _create(store, specs), 3)
+
+        raw_seconds = await _raw_place(store, exchange, specs, bench.workers)
+        for order in exchange.orders:  # untimed: the engine must not see them as its own
+            if not order.status.final:
+                await exchange.cancel_order(order.id, order.symbol)
+
+        engine = _engine(store, exchange, bench.workers)
+        stack.push_async_callback(engine.aclose)
+        first, first_seconds = await _timed_pass(engine)
+        if first is None or not first.in_sync:
+            raise StatekitError("reconcile bench: the first pass did not bring every key in sync")
+        await _check_in_sync(store, exchange)
+        steady, steady_seconds = await _timed_pass(engine)
+        if steady is None or steady.actions:
+            raise StatekitError("reconcile bench: the steady pass found work to do")
+        result["full_pass_seconds"] = {
+            "first": round(first_seconds, 3),
+            "steady": round(steady_seconds, 3),
+        }
+        result["first_pass_actions"] = len(first.actions)
+        result["actions_per_second"] = round(len(first.actions) / first_seconds, 1)
+        result["raw_seconds"] = round(raw_seconds, 3)
+        result["ratio"] = round(first_seconds / raw_seconds, 2)
+        result["baseline"] = BASELINE
+
+        lag_passes, lag_seconds = await _lag_rounds(engine, store, specs, bench)
+        await _check_in_sync(store, exchange)
+        snapshot = engine.metrics.snapshot()
+        result["changes_per_round"] = min(bench.changed_per_round, bench.intents)
+        result["lag_rounds"] = bench.lag_rounds
+        passes_each: list[JSON] = [*lag_passes]
+        result["lag_passes"] = passes_each
+        result["lag_p50_seconds"] = _rounded(snapshot["lag_p50_seconds"])
+        result["lag_p99_seconds"] = _rounded(snapshot["lag_p99_seconds"])
+        result["lag_samples"] = snapshot["lag_samples"]
+        result["lag_phase_seconds"] = round(lag_seconds, 3)
+
+    if bench.faults:
+        async with AsyncExitStack() as stack:
+            store = await stack.enter_async_context(_fresh_store(bench.store, scratch, "faults"))
+            exchange = paper_exchange(symbols, faults=FAULTS, seed=bench.seed)
+            await _create(store, specs)
+            engine = _engine(store, exchange, bench.workers)
+            stack.push_async_callback(engine.aclose)
+            passes, seconds, actions = await _converge(engine)
+            await _check_in_sync(store, exchange)
+            result["faults"] = {
+                name: value
+                for name, value in (
+                    ("timeout_after_accept", FAULTS.timeout_after_accept),
+                    ("lost_ack", FAULTS.lost_ack),
+                    ("rate_limit", FAULTS.rate_limit),
+                    ("duplicate_fill", FAULTS.duplicate_fill),
+                )
+            }
+            result["faults_passes_to_converge"] = passes
+            result["faults_seconds"] = round(seconds, 3)
+            result["faults_actions"] = actions
+            result["faults_errors"] = engine.metrics.errors
+    result["python"] = platform.python_version()
+    result["at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return result
+
+
+def _rounded(value: object) -> JSON:
+    return round(value, 4) if isinstance(value, float) else None
+
+
+async def bench_reconcile(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
+    """The :data:`statekit.bench.BACKENDS` entry: ``--n`` intents, ``--url`` the store,
+    ``--rounds`` the lag rounds (at most :data:`LAG_ROUNDS`)."""
+    bench = ReconcileBench(
+        intents=config.n,
+        store=config.url,
+        lag_rounds=min(config.rounds, LAG_ROUNDS),
+    )
+    yield await run_reconcile_bench(bench, scratch)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m statekit.trading.bench_reconcile",
+        description="The reconciliation engine against the paper exchange; one JSON line.",
+    )
+    parser.add_argument("--intents", type=_positive, default=1000, help="default %(default)s")
+    parser.add_argument(
+        "--symbols", type=_positive, default=DEFAULT_SYMBOLS, help="default %(default)s"
+    )
+    parser.add_argument(
+        "--store",
+        default=None,
+        help="store URL (postgresql://...: a fresh namespace per phase, dropped after); "
+        "default: SQLite files in a temp folder",
+    )
+    parser.add_argument("--faults", choices=["on", "off"], default="on", help="faults phase")
+    parser.add_argument(
+        "--rounds", type=_positive, default=LAG_ROUNDS, help="lag rounds (default %(default)s)"
+    )
+    parser.add_argument(
+        "--changes", type=_positive, default=None, help="intents changed per lag round (1 %%)"
+    )
+    parser.add_argument("--workers", type=_positive, default=WORKERS, help="default %(default)s")
+    parser.add_argument("--seed", type=int, default=0, help="default %(default)s")
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="folder for the SQLite files (default: temp)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status."""
+    import tempfile
+
+    args = _parser().parse_args(argv)
+    if args.dir is not None and not args.dir.is_dir():
+        print(f"bench_reconcile: --dir {args.dir} is not a folder", file=sys.stderr)
+        return 2
+    bench = ReconcileBench(
+        intents=args.intents,
+        symbols=args.symbols,
+        store=args.store,
+        faults=args.faults == "on",
+        lag_rounds=args.rounds,
+        changes=args.changes,
+        workers=args.workers,
+        seed=args.seed,
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix="statekit-bench-", dir=args.dir) as scratch:
+            result = asyncio.run(run_reconcile_bench(bench, Path(scratch)))
+    except (StatekitError, sqlite3.Error, OSError) as exc:
+        print(f"bench_reconcile: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
