@@ -366,15 +366,9 @@ class ReconcileEngine:
                 self.metrics.retries += 1
                 self.queue.retry(key)
             return
-        except (StatekitError, OSError) as exc:
-            self.metrics.errors += 1
-            self.metrics.retries += 1
-            self.metrics.last_error = f"{key}: {type(exc).__name__}: {exc}"
-            self._in_sync[key] = False
-            self.queue.retry(key)
-            return
-        except Exception as exc:  # a bug in a reconciler: logged, retried slowly
-            log.exception("reconcile %s failed", key)
+        except Exception as exc:  # exchange, store, or a bug: retried with backoff
+            if not isinstance(exc, StatekitError | OSError):
+                log.exception("reconcile %s failed", key)  # a bug in a reconciler
             self.metrics.errors += 1
             self.metrics.retries += 1
             self.metrics.last_error = f"{key}: {type(exc).__name__}: {exc}"

@@ -80,6 +80,20 @@ class _Member:
         return self.status.model_dump_json() != self.before
 
 
+def _order_intent(intent: Intent, leg: Leg) -> OrderIntent:
+    """The ledger's view of a leg: its client order id is this intent's key."""
+    return OrderIntent(
+        strategy_id=STRATEGY_PREFIX + intent.id,
+        signal_id=f"{intent.uid}.g{leg.generation}.a{leg.attempt}",
+        symbol=leg.symbol,
+        side=leg.side,
+        type=leg.type,
+        amount=leg.amount,
+        price=leg.price,
+        time_in_force=leg.time_in_force,
+    )
+
+
 class IntentReconciler(Reconciler):
     """Intent-driven order reconciliation (module docstring).
 
@@ -544,28 +558,19 @@ class IntentReconciler(Reconciler):
                 (leg.attempt for leg in status.legs if leg.generation == intent.generation),
                 default=0,
             )
-            remaining = spec.amount - status.filled
-            order_intent = OrderIntent(
-                strategy_id=STRATEGY_PREFIX + intent.id,
-                signal_id=f"{intent.uid}.g{intent.generation}.a{attempt}",
-                symbol=spec.symbol,
-                side=spec.side,
-                type=spec.type,
-                amount=remaining,
-                price=spec.price,
-                time_in_force=spec.time_in_force,
-            )
             leg = Leg(
-                client_order_id=order_intent.key,
+                client_order_id="",  # derived below, from the leg itself
                 generation=intent.generation,
                 attempt=attempt,
                 symbol=spec.symbol,
                 side=spec.side,
                 type=spec.type,
-                amount=remaining,
+                amount=spec.amount - status.filled,
                 price=spec.price,
                 time_in_force=spec.time_in_force,
             )
+            order_intent = _order_intent(intent, leg)
+            leg.client_order_id = order_intent.key
             status.legs.append(leg)
             if status.condition is not Condition.DRIFTED:
                 self._set(member, Condition.PENDING, "Placing", f"placing {leg.client_order_id}")
@@ -574,16 +579,7 @@ class IntentReconciler(Reconciler):
             await self._save(ctx, [member])
         else:
             leg = resend
-            order_intent = OrderIntent(
-                strategy_id=STRATEGY_PREFIX + intent.id,
-                signal_id=f"{intent.uid}.g{leg.generation}.a{leg.attempt}",
-                symbol=leg.symbol,
-                side=leg.side,
-                type=leg.type,
-                amount=leg.amount,
-                price=leg.price,
-                time_in_force=leg.time_in_force,
-            )
+            order_intent = _order_intent(intent, leg)
         index = status.legs.index(leg)
         try:
             placed = await ctx.ledger.place_intent(ctx.connector, order_intent)
