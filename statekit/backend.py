@@ -14,9 +14,9 @@ from __future__ import annotations
 import enum
 import json
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self, TypeAlias
 
@@ -25,13 +25,17 @@ from statekit.errors import CapabilityError, ConflictError
 __all__ = [
     "ANY",
     "JSON",
+    "MICROSECOND",
     "Backend",
     "Capability",
     "Expect",
     "Health",
     "Record",
+    "Stamp",
     "Write",
     "check_expect",
+    "next_at",
+    "search_at",
 ]
 
 JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
@@ -78,7 +82,8 @@ class Record:
     :param kind: what the value is (``position``, ``order``...); used by scan and validators.
     :param data: the JSON value, or ``None`` for a tombstone (the key was deleted).
     :param meta: free JSON fields about the change (``user_id``, ``description``...).
-    :param at: when the core issued the write, UTC, microsecond precision.
+    :param at: when the version was committed, UTC, microsecond precision; strictly
+        later than the key's previous version (see :meth:`Backend.append`).
     """
 
     key: str
@@ -146,6 +151,67 @@ def check_expect(write: Write, head_version: int, head_deleted: bool, *, backend
     raise ConflictError(write.key, expect, head_version, backend=backend)
 
 
+MICROSECOND: Final = timedelta(microseconds=1)
+"""The step by which ``at`` rises past the previous version's when the clock has not."""
+
+
+def next_at(clock: datetime, previous: Iterable[datetime | None]) -> datetime:
+    """The ``at`` of an append: ``clock``, raised past every key's previous ``at``.
+
+    :param clock: the clock reading taken inside the atomic section.
+    :param previous: the head's ``at`` of each key written (None for a new key).
+    """
+    latest = max((p for p in previous if p is not None), default=None)
+    return clock if latest is None or clock > latest else latest + MICROSECOND
+
+
+Stamp: TypeAlias = tuple[int, datetime]
+"""A version number and its ``at``: all a time search needs of a stored version."""
+
+
+def search_at(low: Stamp, high: int, at: datetime) -> Generator[tuple[int, int], Stamp | None, int]:
+    """The binary search behind ``as_of``, for a backend to drive (sync or async).
+
+    It needs ``at`` to rise with the version (:meth:`Backend.append`). Start it with
+    ``low``, a version whose ``at`` is at or before ``at``, and ``high``, a version
+    number from which on every version is later than ``at`` (or absent). It yields
+    ``(middle, high)``: send back the first stored version in ``[middle, high)`` as
+    a :data:`Stamp` (None if there is none). It returns the newest version with
+    ``at`` at or before ``at``. Gaps in the versions (a mirror's copies) are fine.
+    """
+    low_version = low[0]
+    while high - low_version > 1:
+        middle = (low_version + high) // 2
+        probe = yield middle, high
+        if probe is not None and probe[1] <= at:
+            low_version = probe[0]
+        else:
+            high = middle
+    return low_version
+
+
+async def _version_at(backend: Backend, key: str, at: datetime) -> Record | None:
+    """The newest version of ``key`` with ``record.at <= at``, by :func:`search_at`
+    over :meth:`Backend.read` (one read per step)."""
+    oldest = await backend.read(key, limit=1)
+    if not oldest or oldest[0].at > at:
+        return None
+    newest = (await backend.read(key, limit=1, newest_first=True))[0]
+    if newest.at <= at:
+        return newest
+    seen = {oldest[0].version: oldest[0]}
+    search = search_at((oldest[0].version, oldest[0].at), newest.version, at)
+    try:
+        middle, high = next(search)
+        while True:
+            probe = await backend.read(key, after=middle - 1, before=high, limit=1)
+            if probe:
+                seen[probe[0].version] = probe[0]
+            middle, high = search.send((probe[0].version, probe[0].at) if probe else None)
+    except StopIteration as done:
+        return seen[done.value]
+
+
 @dataclass(frozen=True, slots=True)
 class Health:
     """What ``health()`` found.
@@ -187,8 +253,20 @@ class Backend(ABC):
         Each write's ``expect`` is checked against the head with
         :func:`check_expect` atomically with the append; the first failure
         raises :class:`~statekit.errors.ConflictError` and nothing is stored.
-        Keys are distinct within one call. ``at`` is stamped on every record.
-        Returns the new records in the order of ``writes``.
+        Keys are distinct within one call.
+
+        **Time order.** Every record of one append carries the same ``at``, decided
+        inside the same atomic section that assigns the versions::
+
+            at = max(clock, previous at of every key in the batch + 1 µs)
+
+        so that, per key, ``at`` strictly rises with the version whatever the
+        clocks, tasks, store objects and processes involved (:func:`next_at`).
+        ``clock`` is read once the atomic section is entered: the database
+        server's clock where it has one, else this host's. ``at`` (the core's
+        reading when the call was made) may serve when nothing better is at hand.
+
+        Returns the new records, with the ``at`` stored, in the order of ``writes``.
         """
 
     @abstractmethod
@@ -210,6 +288,22 @@ class Backend(ABC):
     @abstractmethod
     async def latest(self, keys: Sequence[str]) -> dict[str, Record]:
         """The head record of each key that has one (tombstones included)."""
+
+    async def as_of(self, keys: Sequence[str], at: datetime) -> dict[str, Record]:
+        """The record each key held at ``at``: its newest version with ``record.at <= at``.
+
+        Tombstones included; keys with no version at or before ``at`` (never
+        written then, or that version pruned) are left out. Since ``at`` rises with
+        the version (:meth:`append`), this is a search, never a walk: override it
+        with an index lookup where the database has one. This default binary-searches
+        the versions with :meth:`read`, ``O(log n)`` round trips per key.
+        """
+        found: dict[str, Record] = {}
+        for key in keys:
+            record = await _version_at(self, key, at)
+            if record is not None:
+                found[key] = record
+        return found
 
     @abstractmethod
     def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,17 @@ from urllib.parse import urlsplit
 
 import pydantic
 
-from statekit.backend import ANY, JSON, Backend, Capability, Expect, Health, Record, Write
+from statekit.backend import (
+    ANY,
+    JSON,
+    MICROSECOND,
+    Backend,
+    Capability,
+    Expect,
+    Health,
+    Record,
+    Write,
+)
 from statekit.codec import Codec, check_key, check_kind, dumps, redact_url
 from statekit.errors import (
     BackendError,
@@ -35,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_VALUE_BYTES",
+    "DEFAULT_RETRY_FOR",
     "RESERVED_PREFIX",
     "Fence",
     "Retention",
@@ -44,12 +56,12 @@ __all__ = [
 ]
 
 DEFAULT_MAX_VALUE_BYTES = 16 * 1024 * 1024
+DEFAULT_RETRY_FOR = 10.0
+"""Seconds ``update()`` keeps retrying a conflicting read-modify-write."""
 RESERVED_PREFIX = "_sk/"
 """Keys statekit keeps for itself (snapshots). Users cannot write them directly."""
 STORE_ID_KEY = RESERVED_PREFIX + "store-id"
 """A random id written once into a store: names its entries in a shared cache."""
-
-_PAGE = 256
 
 UpdateFn = Callable[[JSON], JSON | Awaitable[JSON]]
 
@@ -119,7 +131,6 @@ class StateStore:
         self._codec = codec or Codec()
         self.max_value_bytes = max_value_bytes
         self._owns_backend = owns_backend
-        self._last_at = datetime.min.replace(tzinfo=UTC)
         self._snapshots: Snapshots | None = None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -168,15 +179,6 @@ class StateStore:
         return self._snapshots
 
     # -- writes ------------------------------------------------------------------
-
-    def _now(self) -> datetime:
-        # Strictly increasing within this store, so as_of is exact for its own writes
-        # even if the wall clock steps back.
-        now = datetime.now(UTC)
-        if now <= self._last_at:
-            now = self._last_at + timedelta(microseconds=1)
-        self._last_at = now
-        return now
 
     def _prepare(self, write: Write, *, internal: bool = False) -> Write:
         key = check_key(write.key)
@@ -232,7 +234,8 @@ class StateStore:
                         f"key {w.key!r} appears twice in one batch", key=w.key, reason="duplicate"
                     )
                 seen.add(w.key)
-        return await self.backend.append(prepared, self._now())
+        # The backend raises this reading past each key's previous `at` (Backend.append).
+        return await self.backend.append(prepared, datetime.now(UTC))
 
     async def _append(self, writes: list[Write], fence: Fence | None) -> list[Record]:
         if fence is None:
@@ -291,7 +294,8 @@ class StateStore:
         *,
         kind: str | None = None,
         meta: Mapping[str, Any] | None = None,
-        retries: int = 10,
+        retry_for: float = DEFAULT_RETRY_FOR,
+        retries: int | None = None,
         backoff: float = 0.002,
         max_backoff: float = 0.2,
         fence: Fence | None = None,
@@ -300,16 +304,23 @@ class StateStore:
 
         ``fn`` gets the current value (None when absent) and returns the new one
         (it may be async). When another writer got there first, the key is read
-        again and ``fn`` called again, after a jittered exponential backoff.
+        again and ``fn`` called again, after a jittered exponential backoff (full
+        jitter, from ``backoff`` doubling up to ``max_backoff`` seconds), for as long
+        as ``retry_for`` allows: bounded by time, not by a count, so it holds under
+        contention (docs/concepts.md).
 
+        :param retry_for: seconds after which a conflict is raised instead of retried.
+        :param retries: also stop after this many retries (None: only ``retry_for``).
         :param fence: a lease (:class:`Fence`) whose token each attempt carries.
-        :raises ConflictError: still conflicting after ``retries`` retries.
+        :raises ConflictError: still conflicting when ``retry_for`` (or ``retries``) ran out.
         :raises FencedOff: ``fence`` has a newer holder; nothing was written.
         """
         self.require(Capability.COMPARE_AND_SET, "update()")
+        check_key(key)
+        deadline = time.monotonic() + retry_for
         attempt = 0
         while True:
-            head = (await self.backend.latest([check_key(key)])).get(key)
+            head = (await self.backend.latest([key])).get(key)
             current = None if head is None else head.data
             new = fn(current)
             if inspect.isawaitable(new):
@@ -332,10 +343,12 @@ class StateStore:
                 (record,) = await self._append([write], fence)
                 return record
             except ConflictError:
-                if attempt >= retries:
+                # Full jitter: spreads competing writers so they stop colliding.
+                pause = random.uniform(0, min(max_backoff, backoff * 2**attempt))
+                out_of_time = time.monotonic() + pause > deadline
+                if out_of_time or (retries is not None and attempt >= retries):
                     raise
-            # Full jitter: spreads competing writers so they stop colliding.
-            await asyncio.sleep(random.uniform(0, min(max_backoff, backoff * 2**attempt)))
+            await asyncio.sleep(pause)
             attempt += 1
 
     # -- reads -------------------------------------------------------------------
@@ -343,40 +356,49 @@ class StateStore:
     async def get(self, key: str, *, as_of: datetime | None = None) -> Record | None:
         """The live record of ``key`` (None when absent or deleted).
 
-        :param as_of: the record that was current at that moment (needs history).
+        :param as_of: the record that was current at that moment (needs history):
+            the newest version with ``at <= as_of``, found by an index lookup or a
+            binary search, never by walking the history.
         :raises HistoryUnavailable: the version current then was pruned.
         """
         check_key(key)
         if as_of is not None:
-            return await self._as_of(key, as_of)
+            return (await self._as_of([key], as_of)).get(key)
         head = (await self.backend.latest([key])).get(key)
         return None if head is None or head.deleted else head
 
-    async def get_many(self, keys: Sequence[str]) -> dict[str, Record]:
-        """Live records of several keys in one call; absent and deleted keys are left out."""
+    async def get_many(
+        self, keys: Sequence[str], *, as_of: datetime | None = None
+    ) -> dict[str, Record]:
+        """Live records of several keys in one call; absent and deleted keys are left out.
+
+        :param as_of: the records current at that moment, as :meth:`get` reads them.
+        :raises HistoryUnavailable: the version of one key current then was pruned.
+        """
         for key in keys:
             check_key(key)
+        if as_of is not None:
+            return await self._as_of(list(keys), as_of)
         heads = await self.backend.latest(list(keys))
         return {k: r for k, r in heads.items() if not r.deleted}
 
-    async def _as_of(self, key: str, at: datetime) -> Record | None:
+    async def _as_of(self, keys: list[str], at: datetime) -> dict[str, Record]:
         self.require(Capability.HISTORY, "get(as_of=...)")
         if at.tzinfo is None:
-            raise ValidationError("as_of must be timezone-aware (use UTC)", key=key, reason="naive")
-        before: int | None = None
-        while True:
-            page = await self.backend.read(key, before=before, limit=_PAGE, newest_first=True)
-            if not page:
-                if before is not None and before > 1:
-                    raise HistoryUnavailable(
-                        f"{key!r} as of {at.isoformat()}: versions before {before} were pruned",
-                        key=key,
-                    )
-                return None
-            for record in page:
-                if record.at <= at:
-                    return None if record.deleted else record
-            before = page[-1].version
+            raise ValidationError("as_of must be timezone-aware (use UTC)", reason="naive")
+        found = await self.backend.as_of(keys, at)
+        for key in keys:
+            if key in found:
+                continue
+            # Nothing at or before `at`: the key did not exist yet, or that was pruned.
+            oldest = await self.backend.read(key, limit=1)
+            if oldest and oldest[0].version > 1:
+                raise HistoryUnavailable(
+                    f"{key!r} as of {at.isoformat()}: versions before {oldest[0].version} "
+                    "were pruned",
+                    key=key,
+                )
+        return {k: r for k, r in found.items() if not r.deleted}
 
     async def history(
         self,
@@ -425,15 +447,9 @@ class StateStore:
         return await self.backend.prune(key, cut) if cut > 1 else 0
 
     async def _first_version_since(self, key: str, cutoff: datetime, head: int) -> int:
-        after = 0
-        while True:
-            page = await self.backend.read(key, after=after, limit=_PAGE)
-            if not page:
-                return head
-            for record in page:
-                if record.at >= cutoff:
-                    return record.version
-            after = page[-1].version
+        # The version current just before the cutoff is the last one written before it.
+        before = (await self.backend.as_of([key], cutoff - MICROSECOND)).get(key)
+        return 1 if before is None else min(before.version + 1, head)
 
     async def apply_retention(self, retention: Retention, prefix: str = "") -> int:
         """Prune every live key under ``prefix``; returns the versions dropped."""

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -441,7 +442,7 @@ async def test_trading_views(client: httpx.AsyncClient, store: StateStore) -> No
     await client.post("/states", json={"state_id": "position/x", "state_type": "mine", "data": 1})
     await store.backend.append(
         [statekit.Write("position/BAD", {"amount": "x"}, "trading.position")],
-        store._now(),
+        datetime.now(UTC),
     )
     positions = (await client.get("/positions")).json()
     assert positions["positions"] == {"EURUSD": {"symbol": "EURUSD", "amount": "100000.10"}}

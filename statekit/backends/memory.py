@@ -12,11 +12,20 @@ import bisect
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from time import perf_counter
 from typing import Self
 
-from statekit.backend import Backend, Capability, Health, Record, Write, check_expect, dumps
+from statekit.backend import (
+    Backend,
+    Capability,
+    Health,
+    Record,
+    Write,
+    check_expect,
+    dumps,
+    next_at,
+)
 from statekit.codec import loads
 from statekit.errors import BackendError
 from statekit.hookspecs import hookimpl
@@ -77,21 +86,18 @@ class MemoryBackend(Backend):
     async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
         self._check_open()
         async with self._lock:
+            previous: list[datetime | None] = []
             for w in writes:
                 history = self._versions.get(w.key)
                 head = history[-1] if history else None
                 deleted = head is None or head.data is None
                 check_expect(w, self._heads.get(w.key, 0), deleted, backend=self.name)
+                previous.append(head.at if head else None)
+            at = next_at(datetime.now(UTC), previous)
             records = []
             for w in writes:
                 version = self._heads.get(w.key, 0) + 1
-                stored = _Stored(
-                    version,
-                    w.kind,
-                    w.data_json(),
-                    w.meta_json(),
-                    at,
-                )
+                stored = _Stored(version, w.kind, w.data_json(), w.meta_json(), at)
                 if w.key not in self._versions:
                     self._versions[w.key] = []
                     bisect.insort(self._keys, w.key)
@@ -142,6 +148,17 @@ class MemoryBackend(Backend):
     async def latest(self, keys: Sequence[str]) -> dict[str, Record]:
         self._check_open()
         return {k: self._versions[k][-1].record(k) for k in keys if self._versions.get(k)}
+
+    async def as_of(self, keys: Sequence[str], at: datetime) -> dict[str, Record]:
+        self._check_open()
+        found = {}
+        for key in keys:
+            history = self._versions.get(key, [])
+            # `at` rises with the version: bisect on it.
+            index = bisect.bisect_right(history, at, key=lambda s: s.at)
+            if index:
+                found[key] = history[index - 1].record(key)
+        return found
 
     async def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:
         self._check_open()

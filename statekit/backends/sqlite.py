@@ -25,7 +25,17 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from statekit.backend import Backend, Capability, Health, Record, Write, check_expect, dumps
+from statekit.backend import (
+    Backend,
+    Capability,
+    Health,
+    Record,
+    Stamp,
+    Write,
+    check_expect,
+    dumps,
+    search_at,
+)
 from statekit.codec import from_micros, loads, prefix_end, redact_url, to_micros
 from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
 from statekit.hookspecs import hookimpl
@@ -63,6 +73,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
 ]
 
 SELECT_HEAD = "SELECT version, live FROM sk_heads WHERE key = ?"
+SELECT_HEAD_AT = (
+    "SELECT h.version, h.live, v.at FROM sk_heads h "
+    "LEFT JOIN sk_versions v ON v.key = h.key AND v.version = h.version WHERE h.key = ?"
+)
+"""A key's head version, liveness and ``at`` (what an append checks and stamps after)."""
 INSERT_VERSION = (
     "INSERT INTO sk_versions (key, version, kind, data, meta, at) VALUES (?, ?, ?, ?, ?, ?)"
 )
@@ -246,36 +261,41 @@ class SqliteBackend(Backend):
 
     # -- the contract --------------------------------------------------------------
 
-    def _append_sync(self, writes: Sequence[Write], at: int) -> list[tuple[int, str]]:
+    def _append_sync(self, writes: Sequence[Write]) -> tuple[list[int], int]:
         con = self._writer
         assert con is not None
         con.execute("BEGIN IMMEDIATE")
         try:
             versions = []
+            latest = 0  # the newest previous `at` of the batch's keys
             for w in writes:
-                row = con.execute(SELECT_HEAD, (w.key,)).fetchone()
-                head, live = row if row else (0, 0)
+                row = con.execute(SELECT_HEAD_AT, (w.key,)).fetchone()
+                head, live, head_at = row if row else (0, 0, None)
                 check_expect(w, head, not live, backend=self.name)
                 versions.append(head + 1)
+                latest = max(latest, head_at or 0)
+            # Read once the write lock is held: `at` then rises with the version
+            # across every process writing this file (Backend.append).
+            at = max(time.time_ns() // 1000, latest + 1)
             rows = [
-                (w.key, v, w.kind, w.data_json(), w.meta_json())
+                (w.key, v, w.kind, w.data_json(), w.meta_json(), at)
                 for w, v in zip(writes, versions, strict=True)
             ]
             if len(rows) == 1:
-                key, version, kind, data, meta = rows[0]
-                con.execute(INSERT_VERSION, (key, version, kind, data, meta, at))
+                con.execute(INSERT_VERSION, rows[0])
+                key, version, kind, data, _, _ = rows[0]
                 con.execute(UPSERT_HEAD, (key, version, kind, data is not None))
             else:
-                con.executemany(INSERT_VERSION, [(*r, at) for r in rows])
+                con.executemany(INSERT_VERSION, rows)
                 con.executemany(
-                    UPSERT_HEAD, [(k, v, kind, d is not None) for k, v, kind, d, _ in rows]
+                    UPSERT_HEAD, [(k, v, kind, d is not None) for k, v, kind, d, _, _ in rows]
                 )
             con.execute("COMMIT")
         except BaseException:
             if con.in_transaction:
                 con.execute("ROLLBACK")
             raise
-        return [(v, r[4]) for v, r in zip(versions, rows, strict=True)]
+        return versions, at
 
     def _replicate_sync(self, rows: list[tuple[str, int, str, str | None, str, int]]) -> None:
         con = self._writer
@@ -314,10 +334,11 @@ class SqliteBackend(Backend):
         await self._run_writer(self._replicate_sync, rows)
 
     async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
-        stamped = await self._run_writer(self._append_sync, writes, to_micros(at))
+        versions, stamped = await self._run_writer(self._append_sync, writes)
+        at = from_micros(stamped)
         return [
             Record(w.key, version, w.kind, w.data, dict(w.meta), at)
-            for w, (version, _) in zip(writes, stamped, strict=True)
+            for w, version in zip(writes, versions, strict=True)
         ]
 
     def _read_sync(
@@ -361,6 +382,51 @@ class SqliteBackend(Backend):
         if not keys:
             return {}
         return await self._run_reader(self._latest_sync, keys)
+
+    def _as_of_sync(self, keys: Sequence[str], at: datetime) -> dict[str, Record]:
+        con = self._reader
+        assert con is not None
+        found: dict[str, Record] = {}
+        for key in keys:
+            # Binary search over the (key, version) index: `at` rises with the version.
+            ends = con.execute(
+                "SELECT (SELECT version FROM sk_versions WHERE key = ?1 ORDER BY version "
+                "LIMIT 1), (SELECT version FROM sk_versions WHERE key = ?1 ORDER BY version "
+                "DESC LIMIT 1)",
+                (key,),
+            ).fetchone()
+            if ends[0] is None:
+                continue
+            low = self._stamp_sync(key, ends[0], ends[0] + 1)
+            if low is None or low[1] > at:
+                continue
+            search = search_at(low, ends[1] + 1, at)
+            try:
+                middle, high = next(search)
+                while True:
+                    middle, high = search.send(self._stamp_sync(key, middle, high))
+            except StopIteration as done:
+                version = done.value
+            row = con.execute(
+                f"SELECT {COLUMNS} FROM sk_versions WHERE key = ? AND version = ?", (key, version)
+            ).fetchone()
+            found[key] = _row_record(row)
+        return found
+
+    def _stamp_sync(self, key: str, low: int, high: int) -> Stamp | None:
+        """The first version of ``key`` in ``[low, high)`` with its ``at``."""
+        assert self._reader is not None
+        row = self._reader.execute(
+            "SELECT version, at FROM sk_versions WHERE key = ? AND version >= ? AND version < ? "
+            "ORDER BY version LIMIT 1",
+            (key, low, high),
+        ).fetchone()
+        return None if row is None else (row[0], from_micros(row[1]))
+
+    async def as_of(self, keys: Sequence[str], at: datetime) -> dict[str, Record]:
+        if not keys:
+            return {}
+        return await self._run_reader(self._as_of_sync, keys, at)
 
     def _scan_sync(
         self, low: str, first: bool, high: str, kind: str | None, page: int

@@ -86,6 +86,9 @@ class GuardedBackend(Backend):
     async def latest(self, keys: Sequence[str]) -> dict[str, Record]:
         return await self._call("latest", self.inner.latest(keys))
 
+    async def as_of(self, keys: Sequence[str], at: datetime) -> dict[str, Record]:
+        return await self._call("as_of", self.inner.as_of(keys, at))
+
     def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:
         try:
             it = self.inner.scan(prefix, kind)
