@@ -1,9 +1,12 @@
 """``postgresql://``: statekit's versioned keys in PostgreSQL, through asyncpg.
 
-- Every append is one round trip: ``SELECT statekit_append(...)``, a plpgsql
-  function that locks the keys' heads in key order, checks every ``expect``,
-  stamps the namespace's next commit number and writes the version rows and
-  heads, all or nothing (docs/backends/postgresql.md).
+- Every append is one round trip: ``SELECT ... FROM statekit_append(...)``, a
+  plpgsql function that locks the keys' heads in key order, checks every
+  ``expect``, stamps the batch's time (the server's clock, past each key's
+  previous version) and the namespace's next commit number, and writes the
+  version rows and heads, all or nothing (docs/backends/postgresql.md).
+- ``as_of`` is one round trip too: ``statekit_version_at`` binary-searches a
+  key's versions on the primary key, since ``at`` rises with the version.
 - Several bots share a database through namespaces (``?namespace=``): every
   statement is scoped to one, and :meth:`PostgresBackend.drop_namespace` drops
   only its own.
@@ -161,7 +164,8 @@ class PostgresBackend(Backend):
         keys = [w.key for w in writes]
         if len(writes) > 1 and len(set(keys)) != len(keys):
             raise ValidationError("a key appears twice in one append", reason="duplicate")
-        versions = await self._fetchval(
+        # The function stamps the server's clock, raised past each key's previous `at`.
+        (versions, stamped), *_ = await self._fetch(
             queries.APPEND,
             self.namespace,
             keys,
@@ -169,10 +173,9 @@ class PostgresBackend(Backend):
             [w.data_json() for w in writes],
             [w.meta_json() for w in writes],
             [_ANY if w.expect is ANY else w.expect for w in writes],
-            at,
         )
         return [
-            Record(w.key, version, w.kind, w.data, dict(w.meta), at)
+            Record(w.key, version, w.kind, w.data, dict(w.meta), stamped)
             for w, version in zip(writes, versions, strict=True)
         ]
 
@@ -199,6 +202,12 @@ class PostgresBackend(Backend):
         if not keys:
             return {}
         rows = await self._fetch(queries.LATEST, self.namespace, list(keys))
+        return {row[0]: to_record(*row) for row in rows}
+
+    async def as_of(self, keys: Sequence[str], at: datetime) -> dict[str, Record]:
+        if not keys:
+            return {}
+        rows = await self._fetch(queries.AS_OF, self.namespace, list(keys), at)
         return {row[0]: to_record(*row) for row in rows}
 
     async def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:

@@ -21,7 +21,6 @@ import json
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -77,7 +76,6 @@ class _RawWriter:
             [_compact(value)],
             ["{}"],
             [-1],
-            datetime.now(UTC),
         )
 
     async def batch(self, conn: Any, items: list[tuple[str, JSON]]) -> None:
@@ -90,7 +88,6 @@ class _RawWriter:
             [_compact(value) for _, value in items],
             ["{}"] * size,
             [-1] * size,
-            datetime.now(UTC),
         )
 
 

@@ -10,6 +10,7 @@ import functools
 
 __all__ = [
     "APPEND",
+    "AS_OF",
     "CHANGES",
     "CHANGES_BOUNDED",
     "COMMIT_SEQ",
@@ -29,14 +30,22 @@ __all__ = [
 COLUMNS = "v.key, v.version, v.kind, v.data::text, v.meta::text, v.at"
 """What every read returns; json as text, whatever codecs the connection has."""
 
-APPEND = "SELECT statekit_append($1, $2, $3, $4, $5, $6, $7)"
-"""(ns, keys, kinds, datas, metas, expects, at) -> the new versions, in input order."""
+APPEND = "SELECT versions, at FROM statekit_append($1, $2, $3, $4, $5, $6)"
+"""(ns, keys, kinds, datas, metas, expects) -> the new versions (in input order) and the
+batch's ``at``."""
 
 LATEST = (
     f"SELECT {COLUMNS} FROM statekit_heads AS h "
     "JOIN statekit_versions AS v ON v.ns = h.ns AND v.key = h.key AND v.version = h.version "
     "WHERE h.ns = $1 AND h.key = ANY ($2::text[])"
 )
+
+AS_OF = (
+    f"SELECT {COLUMNS} FROM unnest($2::text[]) AS k (key) "
+    "JOIN statekit_versions AS v ON v.ns = $1 AND v.key = k.key "
+    "AND v.version = statekit_version_at($1, k.key, $3)"
+)
+"""(ns, keys, at) -> the version of each key current at ``at`` (statekit_version_at)."""
 
 _READ = (
     f"SELECT {COLUMNS} FROM statekit_versions AS v "

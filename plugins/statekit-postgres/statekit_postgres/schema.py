@@ -101,6 +101,118 @@ BEGIN
 END
 $fn$"""
 
+APPEND_FUNCTION_V2 = r"""
+CREATE FUNCTION statekit_append(
+    p_ns      text,
+    p_keys    text[],
+    p_kinds   text[],
+    p_datas   text[],      -- JSON text; NULL = tombstone
+    p_metas   text[],      -- JSON text
+    p_expects bigint[],    -- -1 = ANY, 0 = no live value, n = head must be n
+    OUT versions bigint[], -- the new versions, in the order of p_keys
+    OUT at timestamptz     -- the batch's time, stamped on every version
+)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_prev_live boolean[];
+    v_seq       bigint;
+BEGIN
+    -- 1. Move every head on by one, in key order: the upsert locks each head row
+    --    (a new key gets one) in that order, so concurrent batches cannot deadlock.
+    --    prev_live keeps what the head was, for the expect check.
+    WITH w AS (
+        SELECT * FROM unnest(p_keys, p_kinds, p_datas) WITH ORDINALITY AS w (key, kind, data, ord)
+    ), moved AS (
+        INSERT INTO statekit_heads AS h (ns, key, version, kind, live, prev_live)
+        SELECT p_ns, w.key, 1, w.kind, w.data IS NOT NULL, false
+        FROM w ORDER BY w.key COLLATE "C"
+        ON CONFLICT (ns, key) DO UPDATE
+        SET version = h.version + 1, kind = excluded.kind, live = excluded.live,
+            prev_live = h.live
+        RETURNING h.key, h.version, h.prev_live
+    )
+    SELECT array_agg(moved.version ORDER BY w.ord), array_agg(moved.prev_live ORDER BY w.ord)
+    INTO versions, v_prev_live
+    FROM w JOIN moved ON moved.key = w.key;
+
+    -- 2. Check every expect against the head as it was (version - 1, prev_live), with
+    --    the rule of statekit.backend.check_expect. The first failure, in input
+    --    order, raises: the whole statement rolls back, heads included.
+    IF NOT (-1 = ALL (p_expects)) THEN
+        FOR i IN 1 .. cardinality(p_keys) LOOP
+            IF p_expects[i] <> -1
+               AND p_expects[i] <> versions[i] - 1
+               AND NOT (p_expects[i] = 0 AND NOT v_prev_live[i]) THEN
+                RAISE EXCEPTION USING
+                    ERRCODE = 'SK409',
+                    MESSAGE = 'statekit: expect failed',
+                    DETAIL = json_build_object(
+                        'key', p_keys[i], 'expected', p_expects[i],
+                        'actual', versions[i] - 1, 'deleted', NOT v_prev_live[i])::text;
+            END IF;
+        END LOOP;
+    END IF;
+
+    -- 3. The batch's time, read now that its heads are locked: the server's clock,
+    --    past the previous version of every key written, so per key `at` rises
+    --    with the version whatever the clients' clocks (statekit.backend.next_at).
+    SELECT greatest(clock_timestamp(), max(v.at) + interval '1 microsecond') INTO at
+    FROM unnest(p_keys, versions) AS w (key, version)
+    JOIN statekit_versions AS v ON v.ns = p_ns AND v.key = w.key AND v.version = w.version - 1;
+
+    -- 4. The namespace's commit number, taken after the heads: its row lock is held
+    --    until commit, so numbers are handed out in commit order (watch relies on it).
+    INSERT INTO statekit_namespaces AS n (ns, commit_seq) VALUES (p_ns, 1)
+    ON CONFLICT (ns) DO UPDATE SET commit_seq = n.commit_seq + 1
+    RETURNING n.commit_seq INTO v_seq;
+
+    -- 5. One version row per write; pos keeps the batch's order for watchers.
+    INSERT INTO statekit_versions (ns, key, version, kind, data, meta, at, commit_seq, pos)
+    SELECT p_ns, w.key, w.version, w.kind, w.data::json, w.meta::json, at, v_seq, w.ord
+    FROM unnest(p_keys, versions, p_kinds, p_datas, p_metas) WITH ORDINALITY
+         AS w (key, version, kind, data, meta, ord);
+
+    PERFORM pg_notify('statekit', json_build_object('ns', p_ns, 'seq', v_seq)::text);
+END
+$fn$"""
+
+VERSION_AT_FUNCTION = r"""
+CREATE FUNCTION statekit_version_at(p_ns text, p_key text, p_at timestamptz)
+RETURNS bigint              -- the newest version with at <= p_at; NULL when none
+LANGUAGE plpgsql STABLE AS $fn$
+DECLARE
+    v_low     bigint;       -- a version at or before p_at
+    v_low_at  timestamptz;
+    v_high    bigint;       -- from here on every version is later than p_at, or absent
+    v_mid     bigint;
+    v_probe   bigint;
+    v_probe_at timestamptz;
+BEGIN
+    -- A binary search over the primary key (ns, key, version): `at` rises with the
+    -- version, so about log2(versions) index probes, never a walk of the history.
+    SELECT version, at INTO v_low, v_low_at FROM statekit_versions
+    WHERE ns = p_ns AND key = p_key ORDER BY version LIMIT 1;
+    IF v_low IS NULL OR v_low_at > p_at THEN
+        RETURN NULL;
+    END IF;
+    SELECT version + 1 INTO v_high FROM statekit_versions
+    WHERE ns = p_ns AND key = p_key ORDER BY version DESC LIMIT 1;
+    WHILE v_high - v_low > 1 LOOP
+        v_mid := (v_low + v_high) / 2;
+        v_probe := NULL;
+        SELECT version, at INTO v_probe, v_probe_at FROM statekit_versions
+        WHERE ns = p_ns AND key = p_key AND version >= v_mid AND version < v_high
+        ORDER BY version LIMIT 1;
+        IF v_probe IS NOT NULL AND v_probe_at <= p_at THEN
+            v_low := v_probe;
+        ELSE
+            v_high := v_mid;
+        END IF;
+    END LOOP;
+    RETURN v_low;
+END
+$fn$"""
+
 # Each migration takes the schema from its index to index + 1. Never edit a shipped one.
 MIGRATIONS: list[tuple[str, ...]] = [
     (
@@ -134,6 +246,12 @@ MIGRATIONS: list[tuple[str, ...]] = [
     )""",
         "CREATE INDEX statekit_versions_commit ON statekit_versions (ns, commit_seq, pos)",
         APPEND_FUNCTION_V1,
+    ),
+    (  # 2: `at` decided under the heads' locks (server clock, rising per key); as_of search
+        "DROP FUNCTION statekit_append("
+        "text, text[], text[], text[], text[], bigint[], timestamptz)",
+        APPEND_FUNCTION_V2,
+        VERSION_AT_FUNCTION,
     ),
 ]
 
