@@ -36,12 +36,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from statekit.backend import ANY, JSON, Backend, Capability, Health, Record, Write, check_expect
-from statekit.codec import prefix_end, to_micros
+from statekit.codec import from_micros, prefix_end, to_micros
 from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
-from statekit_redis.layout import LAYOUT_VERSION, Layout, check_namespace, decode, stamp, tail
+from statekit_redis.layout import LAYOUT_VERSION, Layout, check_namespace, decode, tail
 from statekit_redis.options import DEFAULT_LOG_MAX, DEFAULT_NAMESPACE, parse_url
 from statekit_redis.persistence import UNKNOWN, Persistence
-from statekit_redis.scripts import APPEND, LATEST, PRUNE
+from statekit_redis.scripts import APPEND, AS_OF, LATEST, PRUNE
 
 __all__ = ["INLINE_MAX", "RedisBackend"]
 
@@ -134,6 +134,7 @@ class RedisBackend(Backend):
         self._append = client.register_script(APPEND)
         self._latest = client.register_script(LATEST)
         self._prune = client.register_script(PRUNE)
+        self._as_of = client.register_script(AS_OF)
         # XREAD BLOCK must return well before redis-py's read timeout fires.
         timeout = kwargs.get("socket_timeout", 5.0)
         self._block_ms = 2000 if timeout is None else max(1, min(2000, int(timeout * 500)))
@@ -292,6 +293,13 @@ class RedisBackend(Backend):
                 f"{LAYOUT_VERSION}); upgrade statekit-redis",
                 backend=self.name,
             )
+        if stored is not None and int(stored) < LAYOUT_VERSION:
+            # Layout 1 data reads and writes on (the scripts fall back for it); marking
+            # the namespace makes an older statekit-redis refuse it instead of misreading
+            # the heads this one writes.
+            upgrade = self.layout.meta, "layout", LAYOUT_VERSION
+            with contextlib.suppress(StatekitError):  # read-only user: nothing to mark
+                await self._run(lambda c: c.hset(*upgrade))
 
     # -- the contract --------------------------------------------------------------------
 
@@ -300,7 +308,6 @@ class RedisBackend(Backend):
         history = layout.history_prefix
         keys = [layout.heads, layout.live, layout.log, layout.seq]
         args: list[str | int] = [self.log_max, INLINE_MAX]
-        at_text = stamp(to_micros(at))
         for w in writes:
             data = w.data_json()
             keys.append(history + w.key)
@@ -308,7 +315,7 @@ class RedisBackend(Backend):
                 w.key,
                 "" if w.expect is ANY else w.expect,
                 "0" if data is None else "1",
-                tail(w.kind, w.meta_json(), at_text, data),
+                tail(w.kind, w.meta_json(), data),
             )
         reply = await self._run(lambda client: self._append(keys, args, client))
         if reply[0] != 1:
@@ -320,8 +327,10 @@ class RedisBackend(Backend):
                 f"(expect={write.expect!r}, head {head}) but check_expect accepts it",
                 backend=self.name,
             )
+        # The script stamps the server's clock, raised past each key's previous `at`.
+        stamped = from_micros(int(reply[2]))
         return [
-            Record(w.key, int(version), w.kind, w.data, dict(w.meta), at)
+            Record(w.key, int(version), w.kind, w.data, dict(w.meta), stamped)
             for w, version in zip(writes, reply[1].split(), strict=True)
         ]
 
@@ -371,6 +380,20 @@ class RedisBackend(Backend):
             for key, text in zip(keys, await self._heads(keys), strict=True)
             if text is not None
         }
+
+    async def as_of(self, keys: Sequence[str], at: datetime) -> dict[str, Record]:
+        history = self.layout.history_prefix
+        found: dict[str, Record] = {}
+        for start in range(0, len(keys), PAGE):  # keep each script short for the server
+            page = keys[start : start + PAGE]
+            names = [history + key for key in page]
+            texts = await self._run(
+                lambda c: self._as_of(names, [to_micros(at)], c)  # noqa: B023
+            )
+            found.update(
+                (key, decode(key, text)) for key, text in zip(page, texts, strict=True) if text
+            )
+        return found
 
     async def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:
         live = self.layout.live

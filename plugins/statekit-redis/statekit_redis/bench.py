@@ -18,7 +18,6 @@ The server is the one of ``--url`` or ``STATEKIT_TEST_REDIS_URL`` (``make bench`
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import AsyncExitStack
@@ -69,7 +68,7 @@ class RawRedis:
 
     async def put(self, key: str, value: JSON) -> list[Any]:
         """Append one version of ``key``; returns the script's reply."""
-        text = ',"k":"state","m":{},"at":' + str(time.time_ns() // 1000) + ',"d":'
+        text = ',"k":"state","m":{},"d":'
         result: list[Any] = await self.script(
             [*self.fixed, self.history + key],
             [DEFAULT_LOG_MAX, INLINE_MAX, key, "", "1", text + _compact(value) + "}"],
@@ -79,7 +78,7 @@ class RawRedis:
 
     async def batch(self, items: Sequence[tuple[str, JSON]]) -> list[Any]:
         """Append one version of each key, atomically; returns the script's reply."""
-        stamp = ',"k":"state","m":{},"at":' + str(time.time_ns() // 1000) + ',"d":'
+        stamp = ',"k":"state","m":{},"d":'
         keys = [*self.fixed]
         args: list[str | int] = [DEFAULT_LOG_MAX, INLINE_MAX]
         for key, value in items:

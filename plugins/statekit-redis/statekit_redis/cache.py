@@ -29,7 +29,7 @@ from statekit.backend import JSON, Health, Record, dumps
 from statekit.codec import to_micros
 from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
 from statekit.tiered import SharedCache
-from statekit_redis.layout import check_namespace, decode, stamp, tail
+from statekit_redis.layout import check_namespace, decode, record_text, tail
 from statekit_redis.options import parse_url
 from statekit_redis.scripts import CACHE_PUT
 
@@ -54,7 +54,7 @@ def encode(head: Record | None) -> bytes | str:
         return ABSENT
     data = None if head.data is None else dumps(head.data)
     meta = dumps(dict(head.meta)) if head.meta else "{}"
-    return '{"v":' + str(head.version) + tail(head.kind, meta, stamp(to_micros(head.at)), data)
+    return record_text(head.version, to_micros(head.at), tail(head.kind, meta, data))
 
 
 class RedisCache(SharedCache):

@@ -8,7 +8,7 @@ cluster as on a single server.
 =========================  ======  ==================================================
 key                        type    holds
 =========================  ======  ==================================================
-``sk:{ns}:heads``          HASH    user key -> ``"<head version>:<1 live | 0 deleted>"``
+``sk:{ns}:heads``          HASH    user key -> ``"<head version>:<1 live | 0 deleted>:<at µs>"``
 ``sk:{ns}:live``           ZSET    live user keys, all scores 0 (prefix scans by lex)
 ``sk:{ns}:v:<user key>``   ZSET    one member per version: score = version,
                                    member = the record's JSON text
@@ -19,10 +19,15 @@ key                        type    holds
 =========================  ======  ==================================================
 
 A stored version (a history member, and the ``r`` field of a log entry) is one
-JSON object, ``{"v":<version>,"k":<kind>,"m":<meta>,"at":<µs>,"d":<data>}``.
-The append script builds it by concatenation, ``'{"v":' .. version .. tail``,
-with ``tail`` made here from text the core already encoded, so Lua never
-parses a value.
+JSON object, ``{"v":<version>,"at":<µs>,"k":<kind>,"m":<meta>,"d":<data>}``.
+The append script builds it by concatenation,
+``'{"v":' .. version .. ',"at":' .. at .. tail``, with ``tail`` made here from
+text the core already encoded, so Lua never parses a value; and the ``as_of``
+script reads a version's time from the text's first bytes.
+
+Layout 1 (statekit-redis before 0.2) put ``at`` after the meta and kept no
+``at`` in the heads hash: such records still read (they are JSON), and the
+scripts fall back to decoding them for their time.
 """
 
 from __future__ import annotations
@@ -40,12 +45,13 @@ __all__ = [
     "Layout",
     "check_namespace",
     "decode",
-    "stamp",
+    "record_text",
     "tail",
 ]
 
-LAYOUT_VERSION = 1
-"""Bumped when the key layout or the record text changes; stored in ``sk:{ns}:meta``."""
+LAYOUT_VERSION = 2
+"""Bumped when the key layout or the record text changes; stored in ``sk:{ns}:meta``.
+2: ``at`` moved to the front of a record's text and into the heads hash."""
 
 
 def check_namespace(namespace: str) -> str:
@@ -100,22 +106,23 @@ def _kind_json(kind: str) -> str:
     return dumps(kind)
 
 
-def stamp(at_micros: int) -> str:
-    """The part of a stored version's text between its meta and its data: the time."""
-    return ',"at":' + str(at_micros) + ',"d":'
-
-
-def tail(kind: str, meta_json: str, stamp: str, data_json: str | None) -> str:
-    """Everything of a stored version after its version number (``stamp`` from :func:`stamp`)."""
+def tail(kind: str, meta_json: str, data_json: str | None) -> str:
+    """Everything of a stored version after its version number and time."""
     return (
         ',"k":'
         + _kind_json(kind)
         + ',"m":'
         + meta_json
-        + stamp
+        + ',"d":'
         + (data_json if data_json is not None else "null")
         + "}"
     )
+
+
+def record_text(version: int, at_micros: int, tail: str) -> str:
+    """The stored text of a version (``tail`` from :func:`tail`), as the append script
+    builds it."""
+    return '{"v":' + str(version) + ',"at":' + str(at_micros) + tail
 
 
 def decode(key: str, text: bytes | str) -> Record:

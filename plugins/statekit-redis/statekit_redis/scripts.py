@@ -17,6 +17,7 @@ __all__ = [
     "APPEND_FIXED_ARGS",
     "APPEND_FIXED_KEYS",
     "APPEND_WRITE_ARGS",
+    "AS_OF",
     "CACHE_PUT",
     "LATEST",
     "PRUNE",
@@ -29,15 +30,33 @@ APPEND_FIXED_ARGS = 2
 APPEND_WRITE_ARGS = 4
 """ARGV per write: user key, expect ('' = ANY), live ('1' or '0'), record tail."""
 
-APPEND = """
+_AT_OF = """
+-- The time (µs) of a stored version's text: layout 2 has it first; a layout 1 text
+-- is decoded (0 if even that fails: the caller's clock then wins).
+local function at_of(record)
+  local at = string.match(record, '^{"v":%d+,"at":(%d+)')
+  if at then return tonumber(at) end
+  local ok, decoded = pcall(cjson.decode, record)
+  if ok and type(decoded) == 'table' and type(decoded.at) == 'number' then
+    return decoded.at
+  end
+  return 0
+end
+"""
+
+APPEND = (
+    _AT_OF
+    + """
 -- Append one version per write, all or none.
 -- KEYS: heads, live, log, seq, then the history ZSET of each write's key
 -- ARGV: log_max, inline_max, then per write: key, expect ('' = ANY), live ('1'/'0'), tail
--- Returns {1, "v1 v2 ..."} (the new versions, one string: cheaper to parse than n integers)
--- or, on a failed expect, {0, write index, head version, head live}.
+-- Returns {1, "v1 v2 ...", at} (the new versions as one string: cheaper to parse than n
+-- integers, and the batch's time in µs) or, on a failed expect,
+-- {0, write index, head version, head live}.
 local heads, live, log, seq = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local n = #KEYS - 4
 local versions, alive = {}, {}
+local latest = -1  -- the newest previous `at` of the batch's keys
 
 -- Check every expect first; nothing is written unless all hold.
 for i = 1, n do
@@ -45,9 +64,16 @@ for i = 1, n do
   local head = redis.call('HGET', heads, ARGV[a + 1])
   local version, is_alive = 0, false
   if head then
-    local sep = string.find(head, ':', 1, true)
-    version = tonumber(string.sub(head, 1, sep - 1))
-    is_alive = string.sub(head, sep + 1) == '1'
+    -- "<version>:<live>:<at>" (layout 1: "<version>:<live>", the time in the record)
+    local v, l, t = string.match(head, '^(%d+):(%d)(.*)$')
+    version = tonumber(v)
+    is_alive = l == '1'
+    local at = tonumber(string.sub(t, 2))
+    if not at then
+      local top = redis.call('ZRANGE', KEYS[4 + i], -1, -1)
+      at = top[1] and at_of(top[1]) or 0
+    end
+    if at > latest then latest = at end
   end
   local expect = ARGV[a + 2]
   if expect ~= '' then
@@ -61,6 +87,13 @@ for i = 1, n do
   alive[i] = is_alive
 end
 
+-- The batch's time: the server's clock, past every key's previous version, so per
+-- key `at` rises with the version (statekit.backend.next_at).
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+if now <= latest then now = latest + 1 end
+local at = string.format('%d', now)
+
 local log_max, inline_max = ARGV[1], tonumber(ARGV[2])
 local last = redis.call('INCRBY', seq, n)
 local out = {}
@@ -68,9 +101,9 @@ for i = 1, n do
   local a = 2 + (i - 1) * 4
   local key, now_live = ARGV[a + 1], ARGV[a + 3]
   local v = string.format('%d', versions[i])
-  local record = '{"v":' .. v .. ARGV[a + 4]
+  local record = '{"v":' .. v .. ',"at":' .. at .. ARGV[a + 4]
   redis.call('ZADD', KEYS[4 + i], versions[i], record)
-  redis.call('HSET', heads, key, v .. ':' .. now_live)
+  redis.call('HSET', heads, key, v .. ':' .. now_live .. ':' .. at)
   if now_live == '1' then
     if not alive[i] then redis.call('ZADD', live, 0, key) end
   elseif alive[i] then
@@ -84,8 +117,47 @@ for i = 1, n do
   end
   out[i] = v
 end
-return {1, table.concat(out, ' ')}
+return {1, table.concat(out, ' '), at}
 """
+)
+
+AS_OF = (
+    _AT_OF
+    + """
+-- The text of each key's newest version with at <= ARGV[1] (µs), false where none.
+-- KEYS: the history ZSETs. A binary search on the version scores: `at` rises with
+-- the version, so about log2(versions) lookups per key, never a walk.
+local wanted = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS do
+  local history = KEYS[i]
+  local found = false
+  local first = redis.call('ZRANGE', history, 0, 0, 'WITHSCORES')
+  if first[1] and at_of(first[1]) <= wanted then
+    local newest = redis.call('ZRANGE', history, -1, -1, 'WITHSCORES')
+    if at_of(newest[1]) <= wanted then
+      found = newest[1]
+    else
+      -- low: a version at or before `wanted`; from high on, every version is later.
+      local low, low_text, high = tonumber(first[2]), first[1], tonumber(newest[2])
+      while high - low > 1 do
+        local middle = math.floor((low + high) / 2)
+        local probe = redis.call(
+          'ZRANGEBYSCORE', history, middle, '(' .. high, 'WITHSCORES', 'LIMIT', 0, 1)
+        if probe[1] and at_of(probe[1]) <= wanted then
+          low, low_text = tonumber(probe[2]), probe[1]
+        else
+          high = middle
+        end
+      end
+      found = low_text
+    end
+  end
+  out[i] = found
+end
+return out
+"""
+)
 
 LATEST = """
 -- The head record text of each history ZSET in KEYS (false where there is none).

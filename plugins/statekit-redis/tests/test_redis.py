@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from statekit_redis.options import parse_url, with_namespace
 import statekit
 from statekit import Write
 from statekit.backend import Capability, Record
+from statekit.codec import from_micros, to_micros
 from statekit.errors import BackendError, BackendUnavailable, ConfigError, SerializationError
 from statekit.store import StateStore
 from statekit.testing import server_control
@@ -136,10 +138,11 @@ async def test_stored_layout(open_store: Opener, raw: aioredis.Redis) -> None:
     put = await store.put("k", {"x": [1, 2.5]}, kind="note", meta={"user_id": "u"})
     gone = await store.delete("k")
     names = layout(store)
-    assert await raw.hgetall(names.heads) == {b"k": b"2:0"}
+    assert await raw.hgetall(names.heads) == {b"k": f"2:0:{to_micros(gone.at)}".encode()}
     assert await raw.zrange(names.live, 0, -1) == []
     members = await raw.zrange(names.history("k"), 0, -1, withscores=True)
     assert [score for _, score in members] == [1.0, 2.0]
+    assert members[0][0].startswith(f'{{"v":1,"at":{to_micros(put.at)},"k":'.encode())
     first = json.loads(members[0][0])
     assert first == {
         "v": 1,
@@ -153,8 +156,31 @@ async def test_stored_layout(open_store: Opener, raw: aioredis.Redis) -> None:
     assert [entry_id for entry_id, _ in entries] == [b"1-0", b"2-0"]
     assert entries[0][1][b"k"] == b"k" and entries[0][1][b"v"] == b"1"
     assert await raw.get(names.seq) == b"2"
-    assert await raw.hget(names.meta, "layout") == b"1"
+    assert await raw.hget(names.meta, "layout") == b"2"
     assert (put.version, gone.version) == (1, 2)
+
+
+@pytest.mark.asyncio
+async def test_a_layout_1_namespace_is_read_written_and_marked(
+    open_store: Opener, raw: aioredis.Redis, namespace_url: Callable[[], str]
+) -> None:
+    """What statekit-redis 0.1 left (``at`` after the meta, heads without it) goes on
+    working: its versions read, time travel finds them, new versions rise past them."""
+    url = namespace_url()
+    names = layout(await open_store(url))
+    future = to_micros(datetime.now(UTC)) + 60_000_000  # a writer whose clock ran ahead
+    old = [f'{{"v":{v},"k":"state","m":{{"n":"x"}},"at":{future + v},"d":{v}}}' for v in (1, 2)]
+    await raw.zadd(names.history("old"), {old[0]: 1, old[1]: 2})
+    await raw.hset(names.heads, "old", "2:1")
+    await raw.zadd(names.live, {"old": 0})
+    await raw.hset(names.meta, "layout", 1)
+    again = await open_store(url)
+    assert await raw.hget(names.meta, "layout") == b"2"
+    assert (await again.get("old")).data == 2  # type: ignore[union-attr]
+    new = await again.put("old", 3)
+    assert new.version == 3 and to_micros(new.at) == future + 3  # past v2, not the clock
+    assert (await again.get("old", as_of=from_micros(future + 1))).data == 1  # type: ignore[union-attr]
+    assert (await again.get("old", as_of=new.at)) == new
 
 
 @pytest.mark.asyncio
