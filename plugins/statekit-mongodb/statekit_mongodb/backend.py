@@ -30,8 +30,8 @@ import contextlib
 import random
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from datetime import datetime
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Self
 
 from pymongo import AsyncMongoClient, InsertOne, UpdateOne
@@ -46,7 +46,7 @@ from pymongo.errors import (
 )
 
 from statekit.backend import Backend, Capability, Health, Record, Write, check_expect
-from statekit.codec import prefix_end, to_micros
+from statekit.codec import from_micros, prefix_end, to_micros
 from statekit.errors import (
     BackendError,
     BackendUnavailable,
@@ -220,6 +220,8 @@ class MongoBackend(Backend):
             await self._versions.create_index(
                 [("ns", 1), ("key", 1), ("v", 1)], unique=True, name="ns_key_v"
             )
+            # as_of: the newest version at or before a time is one lookup.
+            await self._versions.create_index([("ns", 1), ("key", 1), ("at", 1)], name="ns_key_at")
             if self.sequenced:
                 # Unique: one version per number. Partial: versions without `seq` (an
                 # older release, change streams) are not in it.
@@ -273,15 +275,17 @@ class MongoBackend(Backend):
             for attempt in range(MAX_ATTEMPTS):
                 try:
                     if len(writes) == 1:  # the common put: no transaction needed
-                        versions = [await self._append_one(writes[0], at)]
+                        version, stamped = await self._append_one(writes[0])
+                        versions = [version]
                     else:
-                        versions = await self._append_in_transaction(writes, at)
+                        versions, stamped = await self._append_in_transaction(writes)
                 except _Raced:
                     pass
                 except PyMongoError as exc:
                     if not (_duplicate(exc) or _transient(exc)):
                         raise
                 else:
+                    at = from_micros(stamped)
                     return [
                         Record(w.key, v, w.kind, w.data, dict(w.meta), at)
                         for w, v in zip(writes, versions, strict=True)
@@ -293,8 +297,12 @@ class MongoBackend(Backend):
             backend=NAME,
         )
 
-    async def _append_in_transaction(self, writes: Sequence[Write], at: datetime) -> list[int]:
-        """One attempt: read the heads, check, move the heads, insert the versions, commit."""
+    async def _append_in_transaction(self, writes: Sequence[Write]) -> tuple[list[int], int]:
+        """One attempt: read the heads, check, move the heads, insert the versions, commit.
+
+        Returns the new versions and the batch's ``at`` (µs): this host's clock, past
+        every key's previous version (the heads are read in the transaction, and a
+        head moved meanwhile aborts it)."""
         ns = self.namespace
         keys = [w.key for w in writes]
         async with self._client.start_session() as session:
@@ -304,7 +312,7 @@ class MongoBackend(Backend):
                     doc["key"]: doc
                     async for doc in self._heads.find(
                         {"ns": ns, "key": {"$in": keys}},
-                        {"_id": 0, "ns": 1, "key": 1, "v": 1, "live": 1, "pending": 1},
+                        {"_id": 0, "ns": 1, "key": 1, "v": 1, "live": 1, "at": 1, "pending": 1},
                         session=session,
                     )
                 }
@@ -317,6 +325,7 @@ class MongoBackend(Backend):
                 docs: list[Document] = []
                 ops: list[InsertOne[Document] | UpdateOne] = []
                 updates = 0
+                at = _next_at(int(head["at"]) for head in heads.values())
                 for write in writes:
                     head = heads.get(write.key)
                     current = int(head["v"]) if head else 0
@@ -354,20 +363,25 @@ class MongoBackend(Backend):
             except BaseException:
                 await _abort(session)
                 raise
-        return [int(doc["v"]) for doc in docs]
+        return [int(doc["v"]) for doc in docs], at
 
-    async def _append_one(self, write: Write, at: datetime) -> int:
+    async def _append_one(self, write: Write) -> tuple[int, int]:
         """One attempt at a single write, no transaction: move the head (the
         compare-and-set, carrying the new version as ``pending``), copy the version
         into the history, clear ``pending``. Twice as fast as a transaction on
-        SecantusDB, and as safe: whoever meets a ``pending`` head finishes it first."""
+        SecantusDB, and as safe: whoever meets a ``pending`` head finishes it first.
+
+        Returns the version and its ``at`` (µs): this host's clock, past the head's
+        (the head move is conditional on the head read, so its ``at`` cannot change)."""
         ns = self.namespace
         expect = write.expect
         if isinstance(expect, int) and expect > 0:
-            # The head must be `expect`: try the move at once, read only when it fails.
+            # The head must be `expect`: try the move at once, read only when it fails
+            # (or when the head's time is not before the clock's).
+            at = _next_at(())
             doc = version_document(ns, write, expect + 1, at)
-            if await self._move_head(write.key, expect, doc):
-                return expect + 1
+            if await self._move_head(write.key, expect, doc, earlier_than=at):
+                return expect + 1, at
         head = await self._heads.find_one({"ns": ns, "key": write.key})
         current = int(head["v"]) if head else 0
         # A pending version is committed (its head moved): a write expecting another
@@ -376,20 +390,31 @@ class MongoBackend(Backend):
         if head is not None and "pending" in head:
             await self._finish_pending(head)
             raise _Raced  # read the head again
+        at = _next_at([int(head["at"])] if head else ())
         doc = version_document(ns, write, current + 1, at)
         if head is None:
             await self._heads.insert_one({**head_document(doc), "pending": doc})
             await self._finish_pending({**head_document(doc), "pending": doc})
         elif not await self._move_head(write.key, current, doc):
             raise _Raced
-        return current + 1
+        return current + 1, at
 
-    async def _move_head(self, key: str, current: int, doc: Document) -> bool:
+    async def _move_head(
+        self, key: str, current: int, doc: Document, *, earlier_than: int | None = None
+    ) -> bool:
         """Move the head from version ``current`` to ``doc`` and copy ``doc`` into the
-        history; False (nothing written) when the head is not ``current`` any more."""
+        history; False (nothing written) when the head is not ``current`` any more, or
+        (with ``earlier_than``) its ``at`` is not before that."""
+        query: Document = {
+            "ns": self.namespace,
+            "key": key,
+            "v": current,
+            "pending": {"$exists": False},
+        }
+        if earlier_than is not None:
+            query["at"] = {"$lt": earlier_than}
         moved = await self._heads.update_one(
-            {"ns": self.namespace, "key": key, "v": current, "pending": {"$exists": False}},
-            {"$set": {**head_document(doc), "pending": doc}},
+            query, {"$set": {**head_document(doc), "pending": doc}}
         )
         if moved.matched_count != 1:
             return False
@@ -465,7 +490,7 @@ class MongoBackend(Backend):
         self._seq_seen = 0
         return 0
 
-    async def _finish_stranded(self, bounds: Mapping[str, str]) -> None:
+    async def _finish_stranded(self, bounds: Mapping[str, Any]) -> None:
         """Finish the writes under ``bounds`` whose writer moved the head and then died."""
         stranded = await self._heads.find(
             {"ns": self.namespace, "key": dict(bounds), "pending": {"$exists": True}}
@@ -502,6 +527,26 @@ class MongoBackend(Backend):
                 cursor = cursor.limit(limit)
             docs = await cursor.to_list()
         return [to_record(doc) for doc in docs]
+
+    async def as_of(self, keys: Sequence[str], at: datetime) -> dict[str, Record]:
+        if not keys:
+            return {}
+        ns, micros = self.namespace, to_micros(at)
+        with self._driver():
+            # Writes half done (their writer is slow or died) are finished first.
+            await self._finish_stranded({"$in": list(keys)})
+            # One index lookup per key on (ns, key, at): `at` rises with the version.
+            docs = await asyncio.gather(
+                *(
+                    self._versions.find_one(
+                        {"ns": ns, "key": key, "at": {"$lte": micros}},
+                        {"_id": 0},
+                        sort=[("at", -1)],
+                    )
+                    for key in keys
+                )
+            )
+        return {doc["key"]: to_record(doc) for doc in docs if doc is not None}
 
     async def latest(self, keys: Sequence[str]) -> dict[str, Record]:
         if not keys:
@@ -672,6 +717,13 @@ class MongoBackend(Backend):
 
     def _forget_watch(self, watch: MongoWatch | MongoPoll) -> None:
         self._watches.discard(watch)
+
+
+def _next_at(previous: Iterable[int]) -> int:
+    """The ``at`` (µs) of an append: this host's clock, past every previous ``at``."""
+    clock = to_micros(datetime.now(UTC))
+    latest = max(previous, default=clock - 1)
+    return clock if clock > latest else latest + 1
 
 
 def _transient(exc: PyMongoError) -> bool:

@@ -30,11 +30,10 @@ change streams, or ``watch=poll``): see :mod:`statekit_mongodb.poll`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from statekit.backend import Record, Write
-from statekit.codec import from_micros, loads, to_micros
+from statekit.codec import from_micros, loads
 from statekit.errors import SerializationError
 
 __all__ = [
@@ -51,8 +50,8 @@ HEADS = "statekit_heads"
 NAME = "mongodb"
 
 
-def version_document(namespace: str, write: Write, version: int, at: datetime) -> dict[str, Any]:
-    """The ``statekit_versions`` document of ``write`` landing as ``version``."""
+def version_document(namespace: str, write: Write, version: int, at: int) -> dict[str, Any]:
+    """The ``statekit_versions`` document of ``write`` landing as ``version`` at ``at`` (µs)."""
     return {
         "ns": namespace,
         "key": write.key,
@@ -60,7 +59,7 @@ def version_document(namespace: str, write: Write, version: int, at: datetime) -
         "kind": write.kind,
         "data": write.data_json(),
         "meta": write.meta_json(),
-        "at": to_micros(at),
+        "at": at,
     }
 
 
