@@ -30,18 +30,17 @@ from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from statekit.backend import Backend, Capability, Health, Record, Write
-from statekit.codec import redact_url
+from statekit.codec import from_micros, redact_url, to_micros
 from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
 from statekit.worker import Worker
-from statekit_file.folder import Cursor, Folder
+from statekit_file.folder import Cursor, Folder, Stamped
 from statekit_file.lock import LockTimeout
-from statekit_file.records import at_text
 
 __all__ = ["FileBackend", "parse_url"]
 
 T = TypeVar("T")
-_Queued = tuple[Sequence[Write], str, "asyncio.Future[list[int]]"]
-_Outcome = list[int] | StatekitError
+_Queued = tuple[Sequence[Write], "asyncio.Future[Stamped]"]
+_Outcome = Stamped | StatekitError
 
 DEFAULT_CHECKPOINT = 10_000
 """Journal versions kept before a checkpoint copies them into the per-key files."""
@@ -196,13 +195,14 @@ class FileBackend(Backend):
     async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
         if self._closed:
             raise self._is_closed()
-        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._queued.append((writes, at_text(at), future))
+        future: asyncio.Future[Stamped] = asyncio.get_running_loop().create_future()
+        self._queued.append((writes, future))
         if not self._committing:
             self._commit_queued()
-        versions = await future
+        versions, stamped = await future
+        committed = from_micros(stamped)  # the clock under the lock, past each key's last
         return [
-            Record(w.key, v, w.kind, w.data, dict(w.meta), at)
+            Record(w.key, v, w.kind, w.data, dict(w.meta), committed)
             for w, v in zip(writes, versions, strict=True)
         ]
 
@@ -213,23 +213,23 @@ class FileBackend(Backend):
         so concurrent writers share flushes (group commit) and a lone writer pays
         nothing extra. A caller cancelled before its group starts commits nothing.
         """
-        group = [queued for queued in self._queued if not queued[2].done()]
+        group = [queued for queued in self._queued if not queued[1].done()]
         self._queued.clear()
         self._committing = bool(group)
         if not group:
             return
         if self._closed:
-            for _, _, future in group:
+            for _, future in group:
                 future.set_exception(self._is_closed())
             self._committing = False
             return
-        job = self._worker.submit(self._folder.append_group, [(w, at) for w, at, _ in group])
+        job = self._worker.submit(self._folder.append_group, [writes for writes, _ in group])
         job.add_done_callback(functools.partial(self._settle_group, group))
 
     def _settle_group(self, group: list[_Queued], job: asyncio.Future[list[_Outcome]]) -> None:
         error = job.exception()
         outcomes = job.result() if error is None else []
-        for n, (_, _, future) in enumerate(group):
+        for n, (_, future) in enumerate(group):
             if future.done():  # cancelled while its group was flushed: committed all the same
                 continue
             outcome = outcomes[n] if error is None else self._failure(error)
@@ -254,6 +254,11 @@ class FileBackend(Backend):
         if not keys:
             return {}
         return await self._run(self._folder.latest, keys)
+
+    async def as_of(self, keys: Sequence[str], at: datetime) -> dict[str, Record]:
+        if not keys:
+            return {}
+        return await self._run(self._folder.as_of, keys, to_micros(at))
 
     async def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:
         keys = await self._run(self._folder.keys, prefix)

@@ -29,16 +29,19 @@ head file; its history is its history file plus the live journal.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import os
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from statekit.backend import Record, Write, check_expect
+from statekit.codec import to_micros
 from statekit.errors import BackendError, SerializationError, StatekitError
 from statekit_file.files import (
     complete_lines,
@@ -52,7 +55,7 @@ from statekit_file.lock import FolderLock
 from statekit_file.names import KeyNames
 from statekit_file.records import Entry, decode, encode_record, encode_write, entry_of, pretty
 
-__all__ = ["FORMAT_VERSION", "Cursor", "Folder"]
+__all__ = ["FORMAT_VERSION", "Cursor", "Folder", "Stamped"]
 
 FORMAT_VERSION = 1
 MARKER = "statekit-file.json"
@@ -62,6 +65,9 @@ KEEP_GENERATIONS = 4
 CHECKPOINT_BYTES = 64 * 1024 * 1024
 """A journal this large is checkpointed whatever its count of versions."""
 _TEMP = re.compile(r"\.tmp-\d+$")
+
+Stamped = tuple[list[int], int]
+"""What an append committed: its versions (in the order of its writes) and ``at`` (µs)."""
 
 
 def journal_name(generation: int) -> str:
@@ -274,42 +280,49 @@ class Folder:
             record = decode(text, str(path))
             if record.key != key:  # a hashed name shared by two keys: astronomically unlikely
                 raise BackendError(f"{path} holds key {record.key!r}, not {key!r}")
-            entry = Entry(record.version, not record.deleted, record.kind, _compact(text))
+            entry = Entry(
+                record.version,
+                not record.deleted,
+                record.kind,
+                _compact(text),
+                to_micros(record.at),
+            )
         self._heads[key] = entry
         return entry
 
     # -- the contract, synchronously ---------------------------------------------------
 
-    def append(self, writes: Sequence[Write], at: str) -> list[int]:
+    def append(self, writes: Sequence[Write]) -> Stamped:
         """Check every ``expect`` and commit all writes as one journal line."""
-        (outcome,) = self.append_group([(writes, at)])
+        (outcome,) = self.append_group([writes])
         if isinstance(outcome, StatekitError):
             raise outcome
         return outcome
 
-    def append_group(
-        self, appends: Sequence[tuple[Sequence[Write], str]]
-    ) -> list[list[int] | StatekitError]:
+    def append_group(self, appends: Sequence[Sequence[Write]]) -> list[Stamped | StatekitError]:
         """Commit several appends with one flush (group commit); each is still its own line.
 
         Each append is checked against the heads left by the ones before it and
         commits whole or not at all: one that fails its ``expect`` gets its error in
         its slot and the others go on. A failed write or flush fails them all (raised).
+        Each gets the versions and the ``at`` (µs) it committed with: the clock read
+        under the lock, past the previous ``at`` of each of its keys.
         """
         with self.lock.exclusive():
             self._refresh(repair=True)
+            clock = time.time_ns() // 1000
             staged: dict[str, Entry] = {}  # heads written by earlier appends of this group
             commits: list[list[tuple[str, Entry]]] = []
-            outcomes: list[list[int] | StatekitError] = []
-            for writes, at in appends:
+            outcomes: list[Stamped | StatekitError] = []
+            for writes in appends:
                 try:
-                    items = self._stage(writes, at, staged)
+                    items = self._stage(writes, clock, staged)
                 except StatekitError as exc:
                     outcomes.append(exc)
                     continue
                 staged.update(items)
                 commits.append(items)
-                outcomes.append([e.version for _, e in items])
+                outcomes.append(([e.version for _, e in items], items[0][1].at))
             if commits:
                 self._commit(commits)
                 if self._pending >= self.checkpoint_every or self._offset >= CHECKPOINT_BYTES:
@@ -317,15 +330,20 @@ class Folder:
         return outcomes
 
     def _stage(
-        self, writes: Sequence[Write], at: str, staged: dict[str, Entry]
+        self, writes: Sequence[Write], clock: int, staged: dict[str, Entry]
     ) -> list[tuple[str, Entry]]:
-        items: list[tuple[str, Entry]] = []
+        heads: list[tuple[Write, Entry | None]] = []
+        latest = clock - 1
         for w in writes:  # the core refuses a key twice in one batch
             head = staged[w.key] if w.key in staged else self._head(w.key)
             version = head.version if head is not None else 0
             check_expect(w, version, head is None or not head.live, backend="file")
-            items.append((w.key, encode_write(w, version + 1, at)))
-        return items
+            heads.append((w, head))
+            latest = max(latest, head.at if head is not None else latest)
+        at = latest + 1 if latest >= clock else clock
+        return [
+            (w.key, encode_write(w, (head.version if head else 0) + 1, at)) for w, head in heads
+        ]
 
     def replicate(self, records: Sequence[Record]) -> int:
         """Commit the records newer than each key's head, as one line; returns how many."""
@@ -379,6 +397,31 @@ class Folder:
         if limit is not None:
             versions = versions[:limit]
         return [decode(texts[v], where) for v in versions]
+
+    def as_of(self, keys: Iterable[str], at: int) -> dict[str, Record]:
+        """Each key's newest version with ``at`` (µs) at or before ``at``.
+
+        ``at`` rises with the version, so both parts of a key's history (the live
+        journal's tail, then the history file's lines) are bisected: a history file
+        is split into lines, but only about log2(lines) of them are decoded.
+        """
+        found: dict[str, Record] = {}
+        with self.lock.shared():
+            self._refresh(repair=False)
+            for key in keys:
+                tail = self._tail.get(key, [])
+                index = bisect.bisect_right(tail, at, key=lambda e: e.at)
+                if index:
+                    found[key] = decode(tail[index - 1].text, key)
+                    continue
+                where = str(self._history_file(key))
+                lines = [line.decode("utf-8") for line in self._history_lines(key)]
+                index = bisect.bisect_right(
+                    lines, at, key=lambda line: to_micros(decode(line, where).at)
+                )
+                if index:
+                    found[key] = decode(lines[index - 1], where)
+        return found
 
     def keys(self, prefix: str) -> list[str]:
         """Every key starting with ``prefix`` that has a head (live or not), sorted."""

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from statekit.backend import JSON, Record, Write, dumps
+from statekit.codec import from_micros, to_micros
 from statekit.errors import SerializationError
 
 __all__ = ["Entry", "at_text", "decode", "encode_record", "encode_write", "entry_of", "pretty"]
@@ -30,12 +31,14 @@ class Entry:
     :param live: False for a tombstone.
     :param kind: the kind (scan filters on it without decoding).
     :param text: the record's compact JSON text.
+    :param at: its ``at`` in microseconds (the next version's must be later).
     """
 
     version: int
     live: bool
     kind: str
     text: str
+    at: int
 
 
 def at_text(at: datetime) -> str:
@@ -43,14 +46,15 @@ def at_text(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def encode_write(write: Write, version: int, at: str) -> Entry:
-    """The entry of a write landing as ``version`` at ``at`` (from :func:`at_text`)."""
+def encode_write(write: Write, version: int, at: int) -> Entry:
+    """The entry of a write landing as ``version`` at ``at`` (µs)."""
     data = write.data_json()
     text = (
         f'{{"key":{dumps(write.key)},"version":{version},"kind":{dumps(write.kind)},'
-        f'"at":"{at}","meta":{write.meta_json()},"data":{"null" if data is None else data}}}'
+        f'"at":"{at_text(from_micros(at))}","meta":{write.meta_json()},'
+        f'"data":{"null" if data is None else data}}}'
     )
-    return Entry(version, data is not None, write.kind, text)
+    return Entry(version, data is not None, write.kind, text, at)
 
 
 def encode_record(record: Record) -> Entry:
@@ -60,7 +64,7 @@ def encode_record(record: Record) -> Entry:
         f'{{"key":{dumps(record.key)},"version":{record.version},"kind":{dumps(record.kind)},'
         f'"at":"{at_text(record.at)}","meta":{meta},"data":{dumps(record.data)}}}'
     )
-    return Entry(record.version, record.data is not None, record.kind, text)
+    return Entry(record.version, record.data is not None, record.kind, text, to_micros(record.at))
 
 
 def _fields(text: str | Mapping[str, Any], where: str) -> Mapping[str, Any]:
@@ -82,17 +86,25 @@ def entry_of(obj: Mapping[str, Any], where: str) -> tuple[str, Entry]:
     fields = _fields(obj, where)
     text = dumps(dict(fields))  # re-encoded once: entries hold text, never shared objects
     return str(fields["key"]), Entry(
-        int(fields["version"]), fields["data"] is not None, str(fields["kind"]), text
+        int(fields["version"]),
+        fields["data"] is not None,
+        str(fields["kind"]),
+        text,
+        to_micros(_at(fields, where)),
     )
+
+
+def _at(fields: Mapping[str, Any], where: str) -> datetime:
+    try:
+        return datetime.fromisoformat(fields["at"]).astimezone(UTC)
+    except (ValueError, TypeError) as exc:
+        raise SerializationError(f"{where}: bad time {fields['at']!r}", backend="file") from exc
 
 
 def decode(text: str, where: str) -> Record:
     """A fresh :class:`Record` of a record text."""
     fields = _fields(text, where)
-    try:
-        at = datetime.fromisoformat(fields["at"]).astimezone(UTC)
-    except (ValueError, TypeError) as exc:
-        raise SerializationError(f"{where}: bad time {fields['at']!r}", backend="file") from exc
+    at = _at(fields, where)
     meta: JSON = fields["meta"]
     if not isinstance(meta, dict):
         raise SerializationError(f"{where}: meta is not an object", backend="file")

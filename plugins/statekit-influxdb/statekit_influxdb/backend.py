@@ -19,12 +19,12 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Self
 
 import aiohttp
 
-from statekit.backend import Backend, Capability, Health, Record, Write, check_expect
+from statekit.backend import Backend, Capability, Health, Record, Write, check_expect, next_at
 from statekit.codec import to_micros
 from statekit.errors import BackendError, BackendUnavailable, CapabilityError
 from statekit_influxdb.client import InfluxClient, StatementResult
@@ -118,9 +118,12 @@ class InfluxBackend(Backend):
     # -- the contract --------------------------------------------------------------------
 
     async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
-        micros = to_micros(at)
         async with self._lock:
             heads = await self.latest([w.key for w in writes])
+            # The clock read under the lock, past each key's previous version: versions
+            # stay in time order, which is also the order of their points.
+            stamped = next_at(datetime.now(UTC), [h.at for h in heads.values()])
+            micros = to_micros(stamped)
             lines: list[str] = []
             records: list[Record] = []
             for w in writes:
@@ -132,20 +135,9 @@ class InfluxBackend(Backend):
                     backend=self.name,
                 )
                 version = head.version + 1 if head else 1
-                if head is not None and point_time(micros, version) <= point_time(
-                    to_micros(head.at), head.version
-                ):
-                    # Versions are ordered by time; an earlier point would hide the new head.
-                    raise BackendError(
-                        f"influxdb {self.options.shown}: cannot write version {version} of "
-                        f"{w.key!r} at {at.isoformat()}: version {head.version} was written "
-                        f"later ({head.at.isoformat()}); another writer or a clock that "
-                        "stepped back (statekit-influxdb is single-writer)",
-                        backend=self.name,
-                    )
                 data = w.data_json()
                 lines.append(line(self._head, w.key, version, w.kind, data, w.meta_json(), micros))
-                records.append(Record(w.key, version, w.kind, w.data, dict(w.meta), at))
+                records.append(Record(w.key, version, w.kind, w.data, dict(w.meta), stamped))
             await self._client.write(lines)
         return records
 
@@ -190,19 +182,28 @@ class InfluxBackend(Backend):
         records.sort(key=lambda r: r.version, reverse=newest_first)
         return records
 
-    def _heads_statement(self, keys: Iterable[str]) -> str:
+    def _heads_statement(self, keys: Iterable[str], before: int | None) -> str:
         matches = " OR ".join(f'"key" = {literal(encode_key(k))}' for k in keys)
+        until = "" if before is None else f" AND time < {int(before)}"
         return (
-            f"{_SELECT} {self._from} WHERE {self._in_ns} AND ({matches}) "
+            f"{_SELECT} {self._from} WHERE {self._in_ns} AND ({matches}){until} "
             'GROUP BY "key" ORDER BY time DESC LIMIT 1'
         )
 
     async def latest(self, keys: Sequence[str]) -> dict[str, Record]:
+        return await self._newest(keys, None)
+
+    async def as_of(self, keys: Sequence[str], at: datetime) -> dict[str, Record]:
+        # A version's point time is its `at` in ns plus a part below one µs.
+        return await self._newest(keys, point_time(to_micros(at) + 1, 0))
+
+    async def _newest(self, keys: Sequence[str], before: int | None) -> dict[str, Record]:
+        """Each key's newest point, or newest point before ``before`` (ns)."""
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return {}
         statements = [
-            self._heads_statement(wanted[i : i + KEYS_PER_QUERY])
+            self._heads_statement(wanted[i : i + KEYS_PER_QUERY], before)
             for i in range(0, len(wanted), KEYS_PER_QUERY)
         ]
         results = await self._client.query(";".join(statements))

@@ -68,15 +68,17 @@ async def test_versions_with_the_same_timestamp_do_not_merge(
     backend: InfluxBackend, raw: Raw
 ) -> None:
     at = datetime.now(UTC)
+    # Whatever time the caller passes (a second store object, a clock that stepped
+    # back), each version is stamped past the previous one: distinct points, in order.
     first = await backend.append([Write("k", {"n": 1})], at)
-    # Same key, same `at` (as a second store object could stamp it): a distinct point.
-    with pytest.raises(BackendError, match="single-writer"):
-        await backend.append([Write("k", {"n": 0})], at - timedelta(seconds=1))
-    second = await backend.append([Write("k", {"n": 2})], at)
-    assert [r.version for r in first + second] == [1, 2]
-    assert [r.data for r in await backend.read("k")] == [{"n": 1}, {"n": 2}]
+    second = await backend.append([Write("k", {"n": 0})], at - timedelta(seconds=1))
+    third = await backend.append([Write("k", {"n": 2})], at)
+    records = first + second + third
+    assert [r.version for r in records] == [1, 2, 3]
+    assert records[0].at < records[1].at < records[2].at
+    assert [r.data for r in await backend.read("k")] == [{"n": 1}, {"n": 0}, {"n": 2}]
     rows = await raw.rows(f'SELECT "version" FROM "statekit" WHERE {_ns(backend)}')
-    assert len(rows) == 2 and rows[0][0] != rows[1][0]
+    assert len(rows) == 3 and len({row[0] for row in rows}) == 3
 
 
 @pytest.mark.asyncio
