@@ -13,7 +13,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Self
 
 from statekit.backend import Backend, Capability, Health, Record, Write
@@ -24,13 +24,17 @@ from statekit.tiered.journal import FallbackJournal, JournalEntry
 from statekit.tiered.mirrors import Mirror
 from statekit.tiered.shared import SharedCache, SharedLevel
 
-__all__ = ["WRITE_ID", "TieredBackend"]
+__all__ = ["DEFERRED_AT", "WRITE_ID", "TieredBackend"]
 
 log = logging.getLogger("statekit.tiered")
 
 WRITE_ID = "statekit.write_id"
 """Meta field naming each write when a fallback journal is on: replay uses it to tell
 whether a write whose outcome was unknown (the primary failed mid-call) landed."""
+
+DEFERRED_AT = "statekit.deferred_at"
+"""Meta field of a write replayed from the fallback journal: when it was accepted (ISO 8601
+UTC). Its ``at`` is the time of the replay, so that the key's versions stay in time order."""
 
 _LOOKBACK = 64  # versions of a key searched for a write id at replay
 
@@ -194,8 +198,10 @@ class TieredBackend(Backend):
             await self.fallback.done(entry.seq)  # it did commit before the primary went away
             self._pending -= 1
             return
+        accepted = from_micros(entry.at_micros).isoformat(timespec="microseconds")
+        writes = [replace(w, meta={**w.meta, DEFERRED_AT: accepted}) for w in entry.writes]
         try:
-            records = await self.primary.append(entry.writes, from_micros(entry.at_micros))
+            records = await self.primary.append(writes, datetime.now(UTC))
         except BackendUnavailable:
             raise  # still down: the replay loop waits and tries again
         except StatekitError as exc:  # refused for good (a conflict, a value it cannot hold)
@@ -272,6 +278,9 @@ class TieredBackend(Backend):
                 await shared.put_many(heads)
             found.update(fetched)
         return found
+
+    async def as_of(self, keys: Sequence[str], at: datetime) -> dict[str, Record]:
+        return await self.primary.as_of(keys, at)
 
     async def read(
         self,
