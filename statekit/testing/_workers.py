@@ -18,7 +18,7 @@ async def _increments(url: str, key: str, count: int) -> int:
 
     async with await statekit.open(url) as store:
         for _ in range(count):
-            await store.update(key, _increment, retries=100_000, max_backoff=0.05)
+            await store.update(key, _increment)
     return count
 
 
@@ -42,3 +42,17 @@ async def _put_many(url: str, prefix: str, count: int) -> None:
 def put_many(url: str, prefix: str, count: int) -> None:
     """Open ``url`` and put ``count`` keys ``<prefix><i>``."""
     asyncio.run(_put_many(url, prefix, count))
+
+
+async def _put_one(url: str, key: str, count: int) -> None:
+    import statekit
+
+    async with await statekit.open(url) as store:
+        for n in range(count):
+            await store.put(key, {"n": n})
+
+
+def put_one(url: str, key: str, count: int, start_at: float) -> None:
+    """Open ``url`` and put ``key`` ``count`` times, from ``start_at`` (time.time())."""
+    time.sleep(max(0.0, start_at - time.time()))
+    asyncio.run(_put_one(url, key, count))

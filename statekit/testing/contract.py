@@ -45,6 +45,7 @@ from statekit.errors import (
 from statekit.store import Retention, StateStore
 from statekit.testing import _workers
 from statekit.testing._guard import GuardedBackend
+from statekit.testing.history import TimeOrderContract
 
 
 class ServerControl(Protocol):
@@ -79,7 +80,7 @@ async def _collect(it: AsyncIterator[Record], count: int, within: float = 10.0) 
     return out
 
 
-class BackendContract:
+class BackendContract(TimeOrderContract):
     """Contract tests for a :class:`statekit.backend.Backend`.
 
     Provide the ``backend`` fixture (an async fixture yielding an EMPTY backend)
@@ -250,7 +251,7 @@ class BackendContract:
 
         async def worker() -> None:
             for _ in range(25):
-                await store.update("counter", _bump, retries=10_000, max_backoff=0.02)
+                await store.update("counter", _bump)
 
         await asyncio.gather(*(worker() for _ in range(8)))
         counter = await store.get("counter")
@@ -270,7 +271,7 @@ class BackendContract:
 
             async def worker() -> None:
                 for _ in range(INCREMENTS_PER_PROCESS):
-                    await store.update("shared", _bump, retries=100_000, max_backoff=0.02)
+                    await store.update("shared", _bump)
 
             await asyncio.gather(*(worker() for _ in range(PROCESSES)))
         else:
