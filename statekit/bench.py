@@ -74,6 +74,7 @@ __all__ = [
 
 DEFAULT_N = 1000
 DEFAULT_ROUNDS = 7
+DEFAULT_VERSIONS = 100_000
 
 Timed = Callable[[], Awaitable[float]]
 """Runs one round of a workload and returns the seconds it took."""
@@ -94,6 +95,7 @@ class BenchConfig:
     :param url: the server a server backend measures against (``--url``); its
         benchmark uses a namespace of its own there and removes it afterwards.
     :param writers: concurrent writers in a ``concurrent`` workload.
+    :param versions: versions of the long history in the ``history`` benchmark.
     """
 
     n: int = DEFAULT_N
@@ -103,6 +105,7 @@ class BenchConfig:
     batch_size: int = 100
     url: str | None = None
     writers: int = 8
+    versions: int = DEFAULT_VERSIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -663,6 +666,10 @@ BACKENDS: dict[str, BenchRunner] = {
     "locks": bench_locks,
     # statekit.api needs the api extra (fastapi): imported only when this one runs.
     "api": lambda config, scratch: import_module("statekit.api.bench").bench_api(config, scratch),
+    # Time travel against history length, on the store of --url (default SQLite).
+    "history": lambda config, scratch: import_module("statekit.bench_history").bench_history(
+        config, scratch
+    ),
     # The reconciliation engine and the paper exchange: imported only when this one runs.
     "reconcile": lambda config, scratch: import_module(
         "statekit.trading.bench_reconcile"
@@ -734,6 +741,12 @@ def _parser() -> argparse.ArgumentParser:
         "--rounds", type=_positive, default=DEFAULT_ROUNDS, help="rounds (default %(default)s)"
     )
     parser.add_argument(
+        "--versions",
+        type=_positive,
+        default=DEFAULT_VERSIONS,
+        help="versions of the long history of the history benchmark (default %(default)s)",
+    )
+    parser.add_argument(
         "--dir",
         type=Path,
         default=None,
@@ -768,7 +781,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dir is not None and not args.dir.is_dir():
         print(f"statekit.bench: --dir {args.dir} is not a folder", file=sys.stderr)
         return 2
-    config = BenchConfig(n=args.n, rounds=args.rounds, directory=args.dir, url=args.url)
+    config = BenchConfig(
+        n=args.n, rounds=args.rounds, directory=args.dir, url=args.url, versions=args.versions
+    )
     try:
         asyncio.run(_main(backend, config))
     except (StatekitError, sqlite3.Error, OSError) as exc:

@@ -357,8 +357,8 @@ class TradingState:
             listed = index.data.get("keys") if index and isinstance(index.data, dict) else None
             if isinstance(listed, list):
                 keys.update(k for k in listed if isinstance(k, str))
-            found = await asyncio.gather(*(self.store.get(k, as_of=as_of) for k in sorted(keys)))
-            records = [r for r in found if r is not None]
+            found = await self.store.get_many(sorted(keys), as_of=as_of)
+            records = list(found.values())
         targets: list[tuple[Section[Any], dict[str, Any]]] = [
             (self.positions, snapshot.positions),
             (self.orders, snapshot.orders),
