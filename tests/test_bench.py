@@ -232,3 +232,30 @@ async def test_reconcile_bench_on_postgres(tmp_path: Path) -> None:
     assert str(result["durability"]).startswith("synchronous_commit=")
     assert result["first_pass_actions"] == 16
     assert _positive_number(result["ratio"])
+
+
+@pytest.mark.asyncio
+async def test_history_bench_compares_a_long_history_with_a_short_one(tmp_path: Path) -> None:
+    config = bench.BenchConfig(rounds=1, directory=tmp_path, versions=300)
+
+    results = [r async for r in bench.run("history", config)]
+
+    assert [r["workload"] for r in results] == [
+        "as_of",
+        "oldest_page",
+        "page_before",
+        "trading_load_as_of",
+    ]
+    for result in results:
+        assert (result["backend"], result["short_versions"], result["long_versions"]) == (
+            "sqlite",
+            100,
+            300,
+        )
+        for name in ("short_us_op", "long_us_op", "growth"):
+            assert _positive_number(result[name]), name
+        assert result["growth"] == pytest.approx(
+            result["long_us_op"] / result["short_us_op"], rel=0.01
+        )
+        assert result["target"] == 2.0 and isinstance(result["met"], bool)
+    json.dumps(results)
