@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import json
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Generator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -31,11 +31,9 @@ __all__ = [
     "Expect",
     "Health",
     "Record",
-    "Stamp",
     "Write",
     "check_expect",
     "next_at",
-    "search_at",
 ]
 
 JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
@@ -165,51 +163,29 @@ def next_at(clock: datetime, previous: Iterable[datetime | None]) -> datetime:
     return clock if latest is None or clock > latest else latest + MICROSECOND
 
 
-Stamp: TypeAlias = tuple[int, datetime]
-"""A version number and its ``at``: all a time search needs of a stored version."""
-
-
-def search_at(low: Stamp, high: int, at: datetime) -> Generator[tuple[int, int], Stamp | None, int]:
-    """The binary search behind ``as_of``, for a backend to drive (sync or async).
-
-    It needs ``at`` to rise with the version (:meth:`Backend.append`). Start it with
-    ``low``, a version whose ``at`` is at or before ``at``, and ``high``, a version
-    number from which on every version is later than ``at`` (or absent). It yields
-    ``(middle, high)``: send back the first stored version in ``[middle, high)`` as
-    a :data:`Stamp` (None if there is none). It returns the newest version with
-    ``at`` at or before ``at``. Gaps in the versions (a mirror's copies) are fine.
-    """
-    low_version = low[0]
-    while high - low_version > 1:
-        middle = (low_version + high) // 2
-        probe = yield middle, high
-        if probe is not None and probe[1] <= at:
-            low_version = probe[0]
-        else:
-            high = middle
-    return low_version
-
-
 async def _version_at(backend: Backend, key: str, at: datetime) -> Record | None:
-    """The newest version of ``key`` with ``record.at <= at``, by :func:`search_at`
-    over :meth:`Backend.read` (one read per step)."""
+    """The newest version of ``key`` with ``record.at <= at``, by bisecting its versions
+    with :meth:`Backend.read` (one read per step; needs ``at`` rising with the version).
+
+    ``low`` is a version at or before ``at``; from ``high`` on every version is later
+    than ``at`` or absent. Each step reads the first version in ``[middle, high)``, so
+    gaps in the versions (a mirror's copies) are fine.
+    """
     oldest = await backend.read(key, limit=1)
     if not oldest or oldest[0].at > at:
         return None
     newest = (await backend.read(key, limit=1, newest_first=True))[0]
     if newest.at <= at:
         return newest
-    seen = {oldest[0].version: oldest[0]}
-    search = search_at((oldest[0].version, oldest[0].at), newest.version, at)
-    try:
-        middle, high = next(search)
-        while True:
-            probe = await backend.read(key, after=middle - 1, before=high, limit=1)
-            if probe:
-                seen[probe[0].version] = probe[0]
-            middle, high = search.send((probe[0].version, probe[0].at) if probe else None)
-    except StopIteration as done:
-        return seen[done.value]
+    low, high = oldest[0], newest.version
+    while high - low.version > 1:
+        middle = (low.version + high) // 2
+        probe = await backend.read(key, after=middle - 1, before=high, limit=1)
+        if probe and probe[0].at <= at:
+            low = probe[0]
+        else:
+            high = middle
+    return low
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ import pytest_asyncio
 
 import statekit
 from statekit import ConflictError, Retention, StateStore
-from statekit.backend import MICROSECOND, Backend, Record, next_at, search_at
+from statekit.backend import MICROSECOND, Backend, Record, next_at
 from statekit.backends.memory import MemoryBackend
 from statekit.config import Settings
 from statekit.testing import server_url
@@ -62,28 +62,6 @@ def test_next_at_is_the_clock_unless_a_previous_at_is_not_before_it() -> None:
     assert next_at(T0, [T0 - MICROSECOND, T0 + timedelta(seconds=5), None]) == (
         T0 + timedelta(seconds=5, microseconds=1)
     )
-
-
-def test_search_at_finds_the_newest_version_at_or_before_a_time_across_gaps() -> None:
-    versions = [1, 2, 5, 6, 9, 10, 11, 20]  # a mirror's copies may have gaps
-    stamps = {v: T0 + timedelta(seconds=v) for v in versions}
-
-    def drive(at: datetime) -> int:
-        search = search_at((1, stamps[1]), 21, at)
-        try:
-            middle, high = next(search)
-            while True:
-                first = next((v for v in versions if middle <= v < high), None)
-                probe = None if first is None else (first, stamps[first])
-                middle, high = search.send(probe)
-        except StopIteration as done:
-            return int(done.value)
-
-    for v in versions:
-        assert drive(stamps[v]) == v
-        assert drive(stamps[v] + timedelta(milliseconds=500)) == v
-    assert drive(T0 + timedelta(seconds=4)) == 2
-    assert drive(T0 + timedelta(days=1)) == 20
 
 
 @pytest.mark.asyncio

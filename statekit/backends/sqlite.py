@@ -25,17 +25,7 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from statekit.backend import (
-    Backend,
-    Capability,
-    Health,
-    Record,
-    Stamp,
-    Write,
-    check_expect,
-    dumps,
-    search_at,
-)
+from statekit.backend import Backend, Capability, Health, Record, Write, check_expect, dumps
 from statekit.codec import from_micros, loads, prefix_end, redact_url, to_micros
 from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
 from statekit.hookspecs import hookimpl
@@ -87,6 +77,30 @@ UPSERT_HEAD = (
     "version = excluded.version, kind = excluded.kind, live = excluded.live"
 )
 COLUMNS = "key, version, kind, data, meta, at"
+
+AS_OF = f"""WITH RECURSIVE search (low, high) AS (
+    VALUES (
+        (SELECT version FROM sk_versions WHERE key = ?1 ORDER BY version LIMIT 1),
+        (SELECT version + 1 FROM sk_versions WHERE key = ?1 ORDER BY version DESC LIMIT 1)
+    )
+    UNION ALL
+    SELECT CASE WHEN v.at <= ?2 THEN v.version ELSE s.low END,
+           CASE WHEN v.at <= ?2 THEN s.high ELSE (s.low + s.high) / 2 END
+    FROM search AS s LEFT JOIN sk_versions AS v ON v.key = ?1 AND v.version = (
+        SELECT version FROM sk_versions WHERE key = ?1
+        AND version >= (s.low + s.high) / 2 AND version < s.high ORDER BY version LIMIT 1)
+    WHERE s.high - s.low > 1
+)
+SELECT {COLUMNS} FROM sk_versions
+WHERE key = ?1 AND version = (SELECT low FROM search WHERE high - low <= 1) AND at <= ?2"""
+"""(key, at µs) -> the newest version with at <= at, or no row.
+
+A binary search over the (key, version) index, run by SQLite itself: ``at`` rises
+with the version, so ``low`` (at or before the time) and ``high`` (every version
+from it on is later, or absent) close in on it in about log2(versions) steps, each
+probing the first version in [middle, high), so gaps are fine. When even the
+oldest version is later, the search ends on it and the last condition drops it.
+"""
 
 _SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 
@@ -383,50 +397,20 @@ class SqliteBackend(Backend):
             return {}
         return await self._run_reader(self._latest_sync, keys)
 
-    def _as_of_sync(self, keys: Sequence[str], at: datetime) -> dict[str, Record]:
+    def _as_of_sync(self, keys: Sequence[str], at: int) -> dict[str, Record]:
         con = self._reader
         assert con is not None
         found: dict[str, Record] = {}
         for key in keys:
-            # Binary search over the (key, version) index: `at` rises with the version.
-            ends = con.execute(
-                "SELECT (SELECT version FROM sk_versions WHERE key = ?1 ORDER BY version "
-                "LIMIT 1), (SELECT version FROM sk_versions WHERE key = ?1 ORDER BY version "
-                "DESC LIMIT 1)",
-                (key,),
-            ).fetchone()
-            if ends[0] is None:
-                continue
-            low = self._stamp_sync(key, ends[0], ends[0] + 1)
-            if low is None or low[1] > at:
-                continue
-            search = search_at(low, ends[1] + 1, at)
-            try:
-                middle, high = next(search)
-                while True:
-                    middle, high = search.send(self._stamp_sync(key, middle, high))
-            except StopIteration as done:
-                version = done.value
-            row = con.execute(
-                f"SELECT {COLUMNS} FROM sk_versions WHERE key = ? AND version = ?", (key, version)
-            ).fetchone()
-            found[key] = _row_record(row)
+            row = con.execute(AS_OF, (key, at)).fetchone()
+            if row is not None:
+                found[key] = _row_record(row)
         return found
-
-    def _stamp_sync(self, key: str, low: int, high: int) -> Stamp | None:
-        """The first version of ``key`` in ``[low, high)`` with its ``at``."""
-        assert self._reader is not None
-        row = self._reader.execute(
-            "SELECT version, at FROM sk_versions WHERE key = ? AND version >= ? AND version < ? "
-            "ORDER BY version LIMIT 1",
-            (key, low, high),
-        ).fetchone()
-        return None if row is None else (row[0], from_micros(row[1]))
 
     async def as_of(self, keys: Sequence[str], at: datetime) -> dict[str, Record]:
         if not keys:
             return {}
-        return await self._run_reader(self._as_of_sync, keys, at)
+        return await self._run_reader(self._as_of_sync, keys, to_micros(at))
 
     def _scan_sync(
         self, low: str, first: bool, high: str, kind: str | None, page: int
