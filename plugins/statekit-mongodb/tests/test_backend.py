@@ -13,6 +13,7 @@ from statekit_mongodb.documents import HEADS, VERSIONS
 from statekit_mongodb.options import MongoOptions
 
 from statekit.backend import Capability, Record, Write
+from statekit.codec import to_micros
 from statekit.errors import BackendUnavailable, CapabilityError, ConfigError, ConflictError
 from statekit.store import StateStore
 
@@ -179,3 +180,27 @@ async def test_from_client_leaves_the_client_open(secantus_url: str) -> None:
 
 def test_collection_names() -> None:
     assert (HEADS, VERSIONS) == ("statekit_heads", "statekit_versions")
+
+
+def _stages(plan: dict[str, object]) -> list[dict[str, object]]:
+    """Every stage of an explain plan, outermost first."""
+    found = [plan]
+    for name in ("inputStage", "queryPlan"):
+        inner = plan.get(name)
+        if isinstance(inner, dict):
+            found += _stages(inner)
+    return found
+
+
+@pytest.mark.asyncio
+async def test_as_of_is_one_seek_of_the_ns_key_at_index(open_backend: Opener) -> None:
+    """The planner's view (what a real MongoDB executes as one key examined): an index
+    scan with bounds on (ns, key, at), not a collection scan of the history."""
+    backend = await open_backend("asof")
+    written = [(await backend.append([Write("k", n)], now()))[0] for n in range(20)]
+    query, projection, sort = backend.as_of_query("k", to_micros(written[9].at))
+    assert (await backend.as_of(["k"], written[9].at))["k"] == written[9]
+    cursor = backend._versions.find(query, projection).sort(sort).limit(1)
+    plan = (await cursor.explain())["queryPlanner"]["winningPlan"]
+    scans = [stage for stage in _stages(plan) if stage.get("stage") == "IXSCAN"]
+    assert [scan["keyPattern"] for scan in scans] == [{"ns": 1, "key": 1, "at": 1}], plan
