@@ -17,7 +17,16 @@ from urllib.parse import urlsplit
 import pydantic
 
 from statekit.backend import ANY, JSON, Backend, Capability, Expect, Health, Record, Write
-from statekit.codec import Codec, check_key, check_kind, dumps, redact_url
+from statekit.codec import (
+    MAX_VERSION,
+    Codec,
+    check_bound,
+    check_key,
+    check_kind,
+    check_prefix,
+    encode,
+    redact_url,
+)
 from statekit.errors import (
     BackendError,
     CapabilityError,
@@ -189,20 +198,24 @@ class StateStore:
         kind = check_kind(write.kind, key)
         expect = write.expect
         if expect is not ANY:
-            if not isinstance(expect, int) or isinstance(expect, bool) or expect < 0:
+            if not isinstance(expect, int) or isinstance(expect, bool):
                 raise ValidationError(
                     f"expect for {key!r} must be ANY, 0 or a positive version, not {expect!r}",
                     key=key,
                     reason="expect",
                 )
+            # The version written is expect + 1, which must fit in 64 bits too.
+            check_bound("expect", expect, minimum=0, maximum=MAX_VERSION - 1, key=key)
             self.require(Capability.COMPARE_AND_SET, f"expect={expect} on {key!r}")
         if not isinstance(write.meta, Mapping):
             raise ValidationError(f"meta for {key!r} must be a mapping", key=key, reason="meta")
         meta = self._codec.normalize(dict(write.meta), key=key)
+        if meta:
+            encode(meta, key=key, what="meta")  # refuses what no backend could store
         data = None if write.data is None else self._codec.normalize(write.data, key=key)
         encoded = None
         if data is not None:
-            encoded = dumps(data)
+            encoded = encode(data, key=key)
             # A character is at most 4 UTF-8 bytes: only count bytes when it could matter.
             too_big = len(encoded) * 4 > self.max_value_bytes
             size = len(encoded.encode()) if too_big else 0
@@ -394,14 +407,19 @@ class StateStore:
         """
         self.require(Capability.HISTORY, "history()")
         check_key(key)
-        if limit < 1:
-            raise ValidationError("history limit must be >= 1", key=key, reason="limit")
+        check_bound("limit", limit, minimum=1, key=key)
+        check_bound("after", after, minimum=0, key=key)
+        if before is not None:
+            check_bound("before", before, minimum=1, key=key)
         return await self.backend.read(
             key, after=after, before=before, limit=limit, newest_first=newest_first
         )
 
     async def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:
         """Live records whose key starts with ``prefix`` (and of ``kind``), in key order."""
+        check_prefix(prefix)
+        if kind is not None:
+            check_kind(kind)
         internal = prefix.startswith(RESERVED_PREFIX)
         async for record in self.backend.scan(prefix, kind):
             if internal or not record.key.startswith(RESERVED_PREFIX):
@@ -450,7 +468,7 @@ class StateStore:
         first ``async for`` step when used without it).
         """
         self.require(Capability.WATCH, "watch()")
-        return Watch(self.backend, prefix)
+        return Watch(self.backend, check_prefix(prefix))
 
 
 async def _open_backend(url: str, host: PluginHost) -> Backend:
