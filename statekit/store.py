@@ -472,7 +472,19 @@ class StateStore:
 
 
 async def _open_backend(url: str, host: PluginHost) -> Backend:
-    scheme = urlsplit(url).scheme
+    if not url.strip():
+        # An explicitly empty URL is a mistake (an unset variable?), not "the default".
+        raise ConfigError(
+            "the store URL is empty; give one, e.g. sqlite:///statekit.db or memory://, "
+            "or pass none to use the configured one",
+            source="url",
+        )
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket: redis://[::1
+        raise ConfigError(
+            f"store URL {redact_url(url)!r} is malformed: {exc}", source="url"
+        ) from None
     if not scheme:
         raise ValidationError(
             f"{redact_url(url)!r} is not a store URL; try sqlite:///statekit.db or memory://",
@@ -660,7 +672,9 @@ async def open(
 
     settings = settings or load_settings()
     host = host or PluginHost.from_settings(settings)
-    backend = await _open_backend(url or primary or settings.store_url(), host)
+    if url is None:
+        url = primary
+    backend = await _open_backend(settings.store_url() if url is None else url, host)
     mirror_urls = settings.mirrors if mirrors is None else list(mirrors)
     if fallback is None:
         fallback = settings.fallback_path if settings.enable_file_fallback else ""

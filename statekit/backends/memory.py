@@ -17,7 +17,7 @@ from time import perf_counter
 from typing import Self
 
 from statekit.backend import Backend, Capability, Health, Record, Write, check_expect, dumps
-from statekit.codec import loads
+from statekit.codec import loads, url_options
 from statekit.errors import BackendError
 from statekit.hookspecs import hookimpl
 from statekit.host import BackendRegistry
@@ -68,6 +68,7 @@ class MemoryBackend(Backend):
 
     @classmethod
     async def open(cls, url: str = "memory://") -> Self:
+        url_options(url, frozenset(), backend="memory")  # it has none: refuse a misspelt one
         return cls()
 
     def _check_open(self) -> None:
