@@ -34,6 +34,7 @@ __all__ = [
     "check_prefix",
     "dumps",
     "encode",
+    "escape_surrogates",
     "from_micros",
     "loads",
     "prefix_end",
@@ -182,9 +183,12 @@ MAX_DEPTH = 200
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
-def _escaped(text: str) -> str:
-    """``text`` with lone surrogates written as ``\\udxxx``, so an error naming it can be
-    printed and sent as UTF-8."""
+def escape_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate written out as ``\\udxxx``.
+
+    For messages, reports and error bodies that name a bad input: they must print,
+    and encode as UTF-8, even when what they name cannot.
+    """
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
@@ -223,7 +227,7 @@ def encode(value: JSON, *, key: str | None = None, what: str = "value") -> str:
             f"{what} for {key!r} cannot be written as JSON: {exc}", key=key
         ) from exc
     if not text.isascii() and _SURROGATES.search(text) is not None:
-        path = _escaped(_surrogate_path(value, "$") or "$")
+        path = escape_surrogates(_surrogate_path(value, "$") or "$")
         raise SerializationError(
             f"{what} for {key!r} has a lone surrogate at {path}: a string that is not valid "
             "Unicode (e.g. text decoded with errors='surrogateescape') cannot be stored",
@@ -231,6 +235,14 @@ def encode(value: JSON, *, key: str | None = None, what: str = "value") -> str:
             path=path,
         )
     return text
+
+
+def _refused(key: str | None, path: str, problem: str) -> SerializationError:
+    """The error for a value that cannot be stored, ``{path}`` in ``problem`` naming where."""
+    shown = escape_surrogates(path)
+    return SerializationError(
+        f"value for {key!r} " + problem.replace("{path}", shown), key=key, path=shown
+    )
 
 
 class Codec:
@@ -269,11 +281,7 @@ class Codec:
 
     def _walk(self, value: Any, path: str, key: str | None, depth: int) -> JSON:
         if depth > MAX_DEPTH:
-            raise SerializationError(
-                f"value for {key!r} is nested deeper than {MAX_DEPTH} levels at {_escaped(path)}",
-                key=key,
-                path=_escaped(path),
-            )
+            raise _refused(key, path, f"is nested deeper than {MAX_DEPTH} levels at {{path}}")
         # Exact types first; bool is an int subclass and must stay a bool.
         if value is None or type(value) is str or type(value) is bool:
             return value
@@ -282,30 +290,26 @@ class Codec:
         if isinstance(value, int):  # IntEnum and other int subclasses: store the number
             number = int(value)
             if not -_INT_LIMIT < number < _INT_LIMIT:
-                raise SerializationError(
-                    f"value for {key!r} has an integer of more than {MAX_INT_DIGITS} digits at "
-                    f"{_escaped(path)}, which JSON readers refuse; store it as a str",
-                    key=key,
-                    path=_escaped(path),
+                raise _refused(
+                    key,
+                    path,
+                    f"has an integer of more than {MAX_INT_DIGITS} digits at {{path}}, which "
+                    "JSON readers refuse; store it as a str",
                 )
             return number
         if isinstance(value, float):
             if math.isfinite(value):
                 return float(value)
-            raise SerializationError(
-                f"value for {key!r} has {value!r} at {_escaped(path)}; JSON has no NaN or Infinity",
-                key=key,
-                path=_escaped(path),
-            )
+            raise _refused(key, path, f"has {value!r} at {{path}}; JSON has no NaN or Infinity")
         if isinstance(value, dict):
             out: dict[str, JSON] = {}
             for k, v in value.items():
                 if not isinstance(k, str):
-                    raise SerializationError(
-                        f"value for {key!r} has a {type(k).__name__} dict key {k!r} at "
-                        f"{_escaped(path)}; JSON object keys are strings",
-                        key=key,
-                        path=_escaped(path),
+                    raise _refused(
+                        key,
+                        path,
+                        f"has a {type(k).__name__} dict key {k!r} at {{path}}; "
+                        "JSON object keys are strings",
                     )
                 out[k] = self._walk(v, f"{path}.{k}", key, depth + 1)
             return out
@@ -313,12 +317,12 @@ class Codec:
             return [self._walk(v, f"{path}[{i}]", key, depth + 1) for i, v in enumerate(value)]
         encoder = self._find_encoder(type(value))
         if encoder is None:
-            raise SerializationError(
-                f"value for {key!r} has a {type(value).__name__} at {_escaped(path)}, which "
-                f"JSON cannot hold; convert it first or open the store with "
-                f"codec=Codec({{{type(value).__name__}: ...}})",
-                key=key,
-                path=_escaped(path),
+            name = type(value).__name__
+            raise _refused(
+                key,
+                path,
+                f"has a {name} at {{path}}, which JSON cannot hold; convert it first or open "
+                f"the store with codec=Codec({{{name}: ...}})",
             )
         return self._walk(encoder(value), path, key, depth + 1)
 

@@ -8,15 +8,22 @@ error (never a raw ``ValueError``/``RecursionError``) and that nothing was writt
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner, Result
 
 import statekit
 from statekit.backends.sqlite import SqliteBackend
+from statekit.cli import app
 from statekit.codec import MAX_INT_DIGITS, Codec, encode
-from statekit.errors import ConfigError, SerializationError
+from statekit.compat import TradingStateManager, legacy_value
+from statekit.compat.legacy_format import Failure, read_legacy_file
+from statekit.config import load_settings
+from statekit.errors import ConfigError, SerializationError, ValidationError
 
 # -- store URLs ----------------------------------------------------------------------------
 
@@ -172,3 +179,145 @@ def test_stored_json_nested_too_deep_for_python_is_a_serialization_error() -> No
 
     with pytest.raises(SerializationError, match="not valid JSON"):
         loads("[" * 100_000 + "]" * 100_000, key="k")
+
+
+# -- config files, legacy state files and the command line ------------------------------------
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No settings from the developer's environment; the working directory is tmp_path."""
+    for name in list(os.environ):
+        if name.startswith(("STATEKIT_", "TRADING_STATE_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def deep_json(depth: int, inner: str = "1") -> str:
+    return '{"a":' * depth + inner + "}" * depth
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+
+
+def test_a_config_file_nested_100000_deep_is_a_config_error(isolated: Path) -> None:
+    config = isolated / "config.json"
+    config.write_text('{"url": "memory://", "plugins": ' + deep_json(100_000) + "}")
+    with pytest.raises(ConfigError, match="nested too deeply") as err:
+        load_settings(config_file=config)
+    assert err.value.source == str(config)
+    result = cli("--config", str(config), "get", "k")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"error: {config}: arrays or objects are nested too deeply to read"
+    ]
+
+
+def test_a_list_setting_nested_too_deep_is_a_config_error(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STATEKIT_MIRRORS", "[" * 50_000 + "]" * 50_000)
+    with pytest.raises(ConfigError, match="STATEKIT_MIRRORS: nested too deeply"):
+        load_settings(config_file="")
+
+
+def legacy_files(folder: Path) -> dict[str, Path]:
+    """Legacy state files holding what the bad-input campaign found (and one good item)."""
+    good = '"GBPUSD": {"qty": "2"}'
+    texts = {
+        "deep": '{"active_positions": {"EURUSD": ' + deep_json(50_000) + "}}",
+        "deep_item": '{"active_positions": {"EURUSD": ' + deep_json(900) + ", " + good + "}}",
+        "surrogate_value": '{"active_positions": {"EURUSD": {"note": "\\ud800"}, ' + good + "}}",
+        "surrogate_symbol": '{"active_positions": {"EUR\\udfffUSD": {"qty": "1"}, ' + good + "}}",
+        "surrogate_field": '{"active_positions": {"EURUSD": {"\\udc00": 1}, ' + good + "}}",
+    }
+    for name, text in texts.items():
+        (folder / f"{name}.json").write_text(text)
+    return {name: folder / f"{name}.json" for name in texts}
+
+
+@pytest.mark.parametrize(
+    ("name", "item", "reason"),
+    [
+        ("deep", "(file)", "nested too deeply to read"),
+        ("deep_item", "active_positions.EURUSD", "nested deeper than 200 levels"),
+        ("surrogate_value", "active_positions.EURUSD", "lone surrogate at $.note"),
+        ("surrogate_symbol", "active_positions.EUR\\udfffUSD", "lone surrogate"),
+        ("surrogate_field", "active_positions.EURUSD", "lone surrogate at $.\\udc00"),
+    ],
+)
+def test_the_legacy_manager_reports_a_bad_file_and_keeps_the_good_items(
+    isolated: Path, name: str, item: str, reason: str
+) -> None:
+    path = legacy_files(isolated)[name]
+    before = path.read_bytes()
+    manager = TradingStateManager(path)
+    try:
+        state = manager.load_trading_state()  # the first use migrates: no raw error
+        report = manager.migration_report
+    finally:
+        manager.shutdown()
+    assert report is not None
+    failures = {f.item: f.reason for f in report.failures}
+    assert item in failures and reason in failures[item], failures
+    expected = {} if name == "deep" else {"GBPUSD": {"qty": "2"}}
+    assert (state or {}).get("active_positions", {}) == expected
+    assert path.read_bytes() == before
+
+
+def test_statekit_migrate_lists_bad_legacy_files_and_exits_non_zero(isolated: Path) -> None:
+    files = legacy_files(isolated)
+    for name, path in files.items():
+        result = cli("--url", f"sqlite:///{isolated / (name + '.db')}", "migrate", str(path))
+        assert result.exit_code == 1, (name, result.output)
+        assert "Traceback" not in result.output
+        assert len(result.stderr.splitlines()) == 1, (name, result.stderr)
+        assert result.stderr.startswith("error: "), result.stderr
+    found = cli("--url", f"sqlite:///{isolated / 'surrogate_symbol.db'}", "get", "position/GBPUSD")
+    assert found.exit_code == 0 and '"qty"' in found.stdout
+
+
+def test_legacy_values_that_contain_themselves_are_refused() -> None:
+    looped: dict[str, Any] = {"qty": 1}
+    looped["self"] = looped
+    with pytest.raises(ValidationError) as err:
+        legacy_value(looped, "active_positions.EURUSD")
+    assert err.value.reason == "too deep"
+
+
+def test_failure_reports_write_lone_surrogates_out() -> None:
+    failure = Failure("active_positions.A\ud800", "bad \udfff")
+    assert failure.as_dict() == {"item": "active_positions.A\\ud800", "reason": "bad \\udfff"}
+    assert read_legacy_file(Path("/nonexistent/x.json")).unreadable
+
+
+@pytest.mark.parametrize("option", [("--url", ""), ("--url", "  ")])
+def test_an_empty_url_option_is_one_line_not_the_default_store(
+    isolated: Path, option: tuple[str, str]
+) -> None:
+    result = cli(*option, "put", "k", "1")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "error: --url is empty; give a store URL (e.g. sqlite:///statekit.db or memory://), "
+        "or leave the option out to use the configured store"
+    ]
+    assert list(isolated.iterdir()) == []
+    serve = cli("serve", "--store", "")
+    assert serve.exit_code == 1 and "--store is empty" in serve.stderr
+
+
+def test_cli_values_nested_too_deep_or_unstorable_are_one_line(isolated: Path) -> None:
+    url = f"sqlite:///{isolated / 'cli.db'}"
+    for args, message in [
+        (("put", "k", "[" * 50_000 + "]" * 50_000), "error: VALUE is nested too deeply to read"),
+        (("put", "k", '{"a": "\\ud800"}'), "error: value for 'k' has a lone surrogate at $.a"),
+        (("put", "k", "1", "--meta", '{"\\udfff": 1}'), "error: meta for 'k' has a lone surrogate"),
+        (("history", "k", "--limit", str(2**64)), "error: limit for 'k' is 18446744073709551616"),
+    ]:
+        result = cli("--url", url, *args)
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stderr.startswith(message), (args, result.stderr)
+        assert len(result.stderr.splitlines()) == 1
+    assert cli("--url", url, "get", "k").exit_code == 1  # nothing was stored
