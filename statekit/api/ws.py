@@ -23,7 +23,13 @@ from fastapi import WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketDisconnected
 
 from statekit.backend import JSON, Capability, Record, dumps
-from statekit.codec import check_key
+from statekit.codec import (
+    MAX_VERSION,
+    check_key,
+    check_kind,
+    check_prefix,
+    escape_surrogates,
+)
 from statekit.errors import StatekitError, ValidationError
 from statekit.store import StateStore, Watch
 
@@ -82,12 +88,15 @@ class Topic:
                 topic=value[:80],
             )
         scheme, sep, rest = value.partition(":")
-        if sep and scheme == "states" and rest == "*":
-            return cls(value)
-        if sep and scheme == "states" and rest:
-            return cls(value, kind=rest)
-        if sep and scheme == "keys":
-            return cls(value, prefix=rest)
+        try:
+            if sep and scheme == "states" and rest == "*":
+                return cls(value)
+            if sep and scheme == "states" and rest:
+                return cls(value, kind=check_kind(rest))
+            if sep and scheme == "keys":
+                return cls(value, prefix=check_prefix(rest))
+        except ValidationError as exc:  # a kind or prefix no change can have
+            raise _Refused("bad_topic", f"topic {value[:80]!r}: {exc}", topic=value[:80]) from None
         raise _Refused(
             "bad_topic",
             f"unknown topic {value[:80]!r}: use states:<state_type>, states:* or keys:<prefix>",
@@ -110,7 +119,10 @@ class _Refused(Exception):
         self.fields = fields
 
     def frame(self) -> str:
-        return _encode({"type": "error", "code": self.code, "message": str(self), **self.fields})
+        text = _encode({"type": "error", "code": self.code, "message": str(self), **self.fields})
+        # It may echo a client's lone surrogate ("\\ud800" in its JSON); a text frame is
+        # UTF-8, so send it back as that same JSON escape.
+        return escape_surrogates(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +145,11 @@ class _Close:
 
 def _encode(message: Mapping[str, JSON]) -> str:
     return dumps(dict(message))
+
+
+def _json_type(value: dict[str, Any] | list[Any]) -> str:
+    """What a JSON structure is, for a message that must not echo it whole (nor walk it)."""
+    return "(an object)" if isinstance(value, dict) else "(an array)"
 
 
 def _description(record: Record) -> JSON:
@@ -309,6 +326,8 @@ class _Client:
             message = json.loads(text)
         except ValueError:
             raise _Refused("bad_json", "the message is not valid JSON") from None
+        except RecursionError:
+            raise _Refused("bad_json", "the message is nested too deeply to read") from None
         if not isinstance(message, dict):
             raise _Refused("bad_message", "a message is a JSON object with an action")
         action = message.get("action")
@@ -322,10 +341,11 @@ class _Client:
                 raise _Refused("not_subscribed", "not subscribed to this topic", topic=topic.text)
             await self.put(_Frame(_encode({"type": "unsubscribed", "topic": topic.text})))
         else:
-            shown = action if isinstance(action, str) else json.dumps(action)
+            shown = _json_type(action) if isinstance(action, dict | list) else None
+            if shown is None:
+                shown = repr((action if isinstance(action, str) else json.dumps(action))[:80])
             raise _Refused(
-                "unknown_action",
-                f"unknown action {shown[:80]!r}: use subscribe, unsubscribe or ping",
+                "unknown_action", f"unknown action {shown}: use subscribe, unsubscribe or ping"
             )
 
     def _since(self, topic: Topic, value: object) -> dict[str, int] | None:
@@ -347,10 +367,14 @@ class _Client:
                 check_key(key)
             except ValidationError as exc:
                 raise _Refused("bad_since", str(exc), topic=topic.text) from None
-            if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            if (
+                not isinstance(version, int)
+                or isinstance(version, bool)
+                or not 0 <= version <= MAX_VERSION
+            ):
                 raise _Refused(
                     "bad_since",
-                    f"since[{key!r}] must be a version number >= 0",
+                    f"since[{key!r}] must be a version number from 0 to {MAX_VERSION}",
                     topic=topic.text,
                 )
             since[key] = version
