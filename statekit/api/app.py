@@ -53,7 +53,7 @@ from statekit.api.models import (
 from statekit.api.redact import Redactor
 from statekit.api.ws import ChangeHub
 from statekit.backend import ANY, JSON, Expect, Record
-from statekit.codec import MAX_VERSION
+from statekit.codec import MAX_KEY_LENGTH, MAX_KIND_LENGTH, MAX_VERSION
 from statekit.config import Settings
 from statekit.errors import ConflictError, StatekitError, ValidationError
 from statekit.snapshots import SNAPSHOT_KIND, SNAPSHOT_PREFIX
@@ -405,8 +405,15 @@ def create_app(
         tags=["states"],
     )
     async def list_states(
-        prefix: Annotated[str, Query(description="Only keys starting with this.")] = "",
-        state_type: Annotated[str | None, Query(description="Only values of this kind.")] = None,
+        prefix: Annotated[
+            str, Query(max_length=MAX_KEY_LENGTH, description="Only keys starting with this.")
+        ] = "",
+        state_type: Annotated[
+            str | None,
+            Query(
+                min_length=1, max_length=MAX_KIND_LENGTH, description="Only values of this kind."
+            ),
+        ] = None,
         limit: Limit = 100,
         cursor: Annotated[
             str | None, Query(description="The `next_cursor` of the previous page.")
