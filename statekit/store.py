@@ -654,7 +654,8 @@ async def open(
     """Open the store at ``url`` with the backend registered for its scheme.
 
     ``url`` defaults to the configured one (``STATEKIT_URL``, the legacy
-    ``TRADING_STATE_*`` settings, ``config.json``), else ``sqlite:///statekit.db``.
+    ``TRADING_STATE_*`` settings, ``config.json``), else ``sqlite:///statekit.db``;
+    an explicitly empty ``url`` is a ConfigError, not the default.
     ``settings`` defaults to :func:`statekit.config.load_settings`.
 
     Tiers (docs/tiered.md), each defaulting to the settings:

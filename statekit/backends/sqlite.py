@@ -10,7 +10,9 @@
   connection, one reader connection), never on the event loop.
 
 URL forms: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, with
-optional ``?synchronous=full|normal&busy_timeout=30&poll_interval=0.05``.
+optional ``?synchronous=full|normal&busy_timeout=30&poll_interval=0.05`` (finite
+seconds; ``poll_interval`` above 0). A new or empty file becomes a store; a file
+holding another application's tables is refused, untouched.
 """
 
 from __future__ import annotations
