@@ -51,6 +51,8 @@ integer, which is what every backend stores and compares versions as."""
 MAX_INT_DIGITS = 4300
 """The most digits an integer in a value may have: Python's default limit for turning
 text into an int, so that every process (whatever its own limit) can read a value back."""
+MAX_DEPTH = 200
+"""How deeply a value may nest lists and objects."""
 
 _INT_LIMIT = 10**MAX_INT_DIGITS  # an integer must be smaller than this in magnitude
 
@@ -177,8 +179,6 @@ def check_namespace(namespace: object, *, backend: str, where: str = "") -> str:
 Encoder = Callable[[Any], JSON]
 
 _FLAT = frozenset({str, bool, type(None)})  # exact types that are JSON as they are
-MAX_DEPTH = 200
-"""How deeply a value may nest lists and objects."""
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 

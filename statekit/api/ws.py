@@ -403,8 +403,9 @@ class _Client:
                 raise _Refused("not_subscribed", "not subscribed to this topic", topic=topic.text)
             await self.put(_Frame(_encode({"type": "unsubscribed", "topic": topic.text})))
         else:
-            shown = _json_type(action) if isinstance(action, dict | list) else None
-            if shown is None:
+            if isinstance(action, dict | list):
+                shown = _json_type(action)
+            else:
                 shown = repr((action if isinstance(action, str) else json.dumps(action))[:80])
             raise _Refused(
                 "unknown_action", f"unknown action {shown}: use subscribe, unsubscribe or ping"
