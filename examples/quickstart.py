@@ -57,9 +57,7 @@ async def main(url: str | None) -> None:
 
         # 3. retry: 20 concurrent fills through update(); optimistic locking loses none
         before = pos.data["qty"] if isinstance(pos.data, dict) else 0
-        await asyncio.gather(
-            *(store.update("position/EURUSD", add_fill(1_000)) for _ in range(20))
-        )
+        await asyncio.gather(*(store.update("position/EURUSD", add_fill(1_000)) for _ in range(20)))
         now = await store.get("position/EURUSD")
         assert now is not None and isinstance(now.data, dict)
         print(

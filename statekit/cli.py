@@ -144,8 +144,11 @@ class _Options:
         return self._settings
 
     def store_url(self) -> str:
-        """``--url`` / ``STATEKIT_URL``, else the configured store URL."""
-        return self.url or self.settings().store_url()
+        """``--url`` / ``STATEKIT_URL``, else the configured store URL.
+
+        ``--url ""`` is kept: opening it is an error, not a silent fall back to the default.
+        """
+        return self.settings().store_url() if self.url is None else self.url
 
     def urls(self) -> list[str]:
         """Every URL whose secrets must never be printed."""
@@ -194,6 +197,12 @@ class _Options:
         typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=_json_default))
 
 
+_EMPTY_URL = (
+    "{option} is empty; give a store URL (e.g. sqlite:///statekit.db or memory://), "
+    "or leave the option out to use the configured store"
+)
+
+
 def _options(ctx: typer.Context) -> _Options:
     options = ctx.find_object(_Options)
     assert options is not None, "the app callback sets ctx.obj"
@@ -220,6 +229,8 @@ def _global_options(
 ) -> None:
     """Versioned, auditable state for trading systems: inspect and change a store."""
     ctx.obj = _Options(url=url, config=config)
+    if url is not None and not url.strip():
+        ctx.obj.fail(_EMPTY_URL.format(option="--url"))
 
 
 # -- formatting ----------------------------------------------------------------------------
@@ -279,6 +290,8 @@ def _parse_json(text: str, what: str) -> Any:
             f"'{json.dumps(shown, ensure_ascii=False)}'",
             reason="not JSON",
         ) from None
+    except RecursionError:
+        raise ValidationError(f"{what} is nested too deeply to read", reason="too deep") from None
 
 
 def _parse_time(text: str) -> datetime:
@@ -748,6 +761,8 @@ def _option_values(options: list[str]) -> dict[str, tuple[str, Any]]:
             value: Any = json.loads(text, parse_float=Decimal, parse_constant=Decimal)
         except json.JSONDecodeError:
             value = text
+        except RecursionError:
+            raise ValidationError(f"--option {key} is nested too deeply", reason="option") from None
         found[key] = (text, value)
     return found
 
@@ -1283,7 +1298,9 @@ def serve(
     --host without an API key, a busy port) or a store that cannot be opened.
     """
     opts = _options(ctx)
-    if store:
+    if store is not None:
+        if not store.strip():
+            opts.fail(_EMPTY_URL.format(option="--store"))
         opts.url = store
     with opts.reporting():
         try:

@@ -21,22 +21,40 @@ from statekit.errors import ConfigError, SerializationError, ValidationError
 
 __all__ = [
     "DEFAULT_NAMESPACE",
+    "MAX_DEPTH",
+    "MAX_INT_DIGITS",
     "MAX_KEY_LENGTH",
     "MAX_KIND_LENGTH",
+    "MAX_VERSION",
     "Codec",
+    "check_bound",
     "check_key",
     "check_kind",
     "check_namespace",
+    "check_prefix",
     "dumps",
+    "encode",
+    "escape_surrogates",
     "from_micros",
     "loads",
     "prefix_end",
     "redact_url",
     "to_micros",
+    "url_options",
 ]
 
 MAX_KEY_LENGTH = 512
 MAX_KIND_LENGTH = 64
+MAX_VERSION = 2**63 - 1
+"""The largest version, ``expect``, ``after``, ``before`` or ``limit``: a signed 64-bit
+integer, which is what every backend stores and compares versions as."""
+MAX_INT_DIGITS = 4300
+"""The most digits an integer in a value may have: Python's default limit for turning
+text into an int, so that every process (whatever its own limit) can read a value back."""
+MAX_DEPTH = 200
+"""How deeply a value may nest lists and objects."""
+
+_INT_LIMIT = 10**MAX_INT_DIGITS  # an integer must be smaller than this in magnitude
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -75,6 +93,26 @@ def check_key(key: object) -> str:
     return key
 
 
+def check_prefix(prefix: object) -> str:
+    """Return ``prefix`` if some key could start with it, else raise ValidationError.
+
+    A scan or watch prefix follows the key rules except that it may be empty: one
+    with a control character or a lone surrogate can match no key, and some
+    databases cannot even encode it, so it is a mistake to report, not an empty answer.
+    """
+    if not isinstance(prefix, str):
+        raise ValidationError(f"prefix must be a str, not {type(prefix).__name__}", reason="prefix")
+    if len(prefix) > MAX_KEY_LENGTH:
+        raise ValidationError(
+            f"prefix is {len(prefix)} characters long; no key is longer than {MAX_KEY_LENGTH}",
+            reason="prefix",
+        )
+    bad = _bad_char(prefix)
+    if bad:
+        raise ValidationError(f"prefix {prefix!r} contains a {bad}", reason="prefix")
+    return prefix
+
+
 def check_kind(kind: object, key: str | None = None) -> str:
     """Return ``kind`` if it is usable, else raise ValidationError."""
     if not isinstance(kind, str) or not kind:
@@ -86,6 +124,36 @@ def check_kind(kind: object, key: str | None = None) -> str:
             reason="kind",
         )
     return kind
+
+
+def _shown_int(value: int) -> str:
+    # str() of a huge int is slow and, past Python's digit limit, an error of its own.
+    return str(value) if abs(value) < 10**30 else f"an integer of {value.bit_length()} bits"
+
+
+def check_bound(
+    name: str, value: object, *, minimum: int, maximum: int = MAX_VERSION, key: str | None = None
+) -> int:
+    """``value`` if it is an int from ``minimum`` to ``maximum``, else ValidationError naming
+    ``name`` (``reason=name``).
+
+    For the integers that reach a backend's version columns (``expect``, ``after``,
+    ``before``, ``limit``): one check here, so that no backend meets an integer its
+    database cannot hold. A bool is refused: ``True`` is not a version.
+    """
+    where = f" for {key!r}" if key is not None else ""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValidationError(
+            f"{name}{where} must be an int, not {type(value).__name__}", key=key, reason=name
+        )
+    if not minimum <= value <= maximum:
+        raise ValidationError(
+            f"{name}{where} is {_shown_int(value)}; it must be from {minimum} to {maximum} "
+            "(versions are signed 64-bit integers)",
+            key=key,
+            reason=name,
+        )
+    return value
 
 
 DEFAULT_NAMESPACE = "default"
@@ -110,7 +178,71 @@ def check_namespace(namespace: object, *, backend: str, where: str = "") -> str:
 
 Encoder = Callable[[Any], JSON]
 
-_FLAT = frozenset({str, int, bool, type(None)})  # exact types that are JSON as they are
+_FLAT = frozenset({str, bool, type(None)})  # exact types that are JSON as they are
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def escape_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate written out as ``\\udxxx``.
+
+    For messages, reports and error bodies that name a bad input: they must print,
+    and encode as UTF-8, even when what they name cannot.
+    """
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _surrogate_path(value: JSON, path: str) -> str | None:
+    """Where in ``value`` a string or an object key holds a lone surrogate (None: nowhere)."""
+    if isinstance(value, str):
+        return path if _SURROGATES.search(value) else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if _SURROGATES.search(k):
+                return f"{path}.{k}"
+            found = _surrogate_path(v, f"{path}.{k}")
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _surrogate_path(v, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def encode(value: JSON, *, key: str | None = None, what: str = "value") -> str:
+    """The JSON text every backend stores of a normalized ``value``.
+
+    Refuses (SerializationError naming the path) a lone surrogate in a string or an
+    object key: it has no UTF-8 form, so no database could store it. The common
+    path costs one scan of the text, none at all for ASCII text.
+
+    :param what: what ``value`` is, for the message (``value``, ``meta``).
+    """
+    try:
+        text = dumps(value)
+    except ValueError as exc:  # an int past a lowered sys.set_int_max_str_digits()
+        raise SerializationError(
+            f"{what} for {key!r} cannot be written as JSON: {exc}", key=key
+        ) from exc
+    if not text.isascii() and _SURROGATES.search(text) is not None:
+        path = escape_surrogates(_surrogate_path(value, "$") or "$")
+        raise SerializationError(
+            f"{what} for {key!r} has a lone surrogate at {path}: a string that is not valid "
+            "Unicode (e.g. text decoded with errors='surrogateescape') cannot be stored",
+            key=key,
+            path=path,
+        )
+    return text
+
+
+def _refused(key: str | None, path: str, problem: str) -> SerializationError:
+    """The error for a value that cannot be stored, ``{path}`` in ``problem`` naming where."""
+    shown = escape_surrogates(path)
+    return SerializationError(
+        f"value for {key!r} " + problem.replace("{path}", shown), key=key, path=shown
+    )
 
 
 class Codec:
@@ -124,6 +256,9 @@ class Codec:
 
         Codec({Decimal: str, datetime: datetime.isoformat})
 
+    Also refused: integers of more than :data:`MAX_INT_DIGITS` digits and values
+    nested deeper than :data:`MAX_DEPTH` levels.
+
     :param encoders: type -> function returning a JSON value.
     """
 
@@ -133,41 +268,48 @@ class Codec:
     def normalize(self, value: Any, *, key: str | None = None) -> JSON:
         """A fresh JSON copy of ``value`` (so later changes by the caller do not leak in)."""
         if type(value) is dict and all(
-            type(k) is str and (type(v) in _FLAT or (type(v) is float and math.isfinite(v)))
+            type(k) is str
+            and (
+                type(v) in _FLAT
+                or (type(v) is int and -_INT_LIMIT < v < _INT_LIMIT)
+                or (type(v) is float and math.isfinite(v))
+            )
             for k, v in value.items()
         ):
             return dict(value)  # the common flat record: nothing to convert or refuse
         return self._walk(value, "$", key, 0)
 
     def _walk(self, value: Any, path: str, key: str | None, depth: int) -> JSON:
-        if depth > 200:
-            raise SerializationError(
-                f"value for {key!r} is nested deeper than 200 levels at {path}", key=key, path=path
-            )
+        if depth > MAX_DEPTH:
+            raise _refused(key, path, f"is nested deeper than {MAX_DEPTH} levels at {{path}}")
         # Exact types first; bool is an int subclass and must stay a bool.
         if value is None or type(value) is str or type(value) is bool:
             return value
         if isinstance(value, str):  # StrEnum and other str subclasses: store the plain text
             return str.__str__(value)
         if isinstance(value, int):  # IntEnum and other int subclasses: store the number
-            return int(value)
+            number = int(value)
+            if not -_INT_LIMIT < number < _INT_LIMIT:
+                raise _refused(
+                    key,
+                    path,
+                    f"has an integer of more than {MAX_INT_DIGITS} digits at {{path}}, which "
+                    "JSON readers refuse; store it as a str",
+                )
+            return number
         if isinstance(value, float):
             if math.isfinite(value):
                 return float(value)
-            raise SerializationError(
-                f"value for {key!r} has {value!r} at {path}; JSON has no NaN or Infinity",
-                key=key,
-                path=path,
-            )
+            raise _refused(key, path, f"has {value!r} at {{path}}; JSON has no NaN or Infinity")
         if isinstance(value, dict):
             out: dict[str, JSON] = {}
             for k, v in value.items():
                 if not isinstance(k, str):
-                    raise SerializationError(
-                        f"value for {key!r} has a {type(k).__name__} dict key {k!r} at {path}; "
+                    raise _refused(
+                        key,
+                        path,
+                        f"has a {type(k).__name__} dict key {k!r} at {{path}}; "
                         "JSON object keys are strings",
-                        key=key,
-                        path=path,
                     )
                 out[k] = self._walk(v, f"{path}.{k}", key, depth + 1)
             return out
@@ -175,12 +317,12 @@ class Codec:
             return [self._walk(v, f"{path}[{i}]", key, depth + 1) for i, v in enumerate(value)]
         encoder = self._find_encoder(type(value))
         if encoder is None:
-            raise SerializationError(
-                f"value for {key!r} has a {type(value).__name__} at {path}, which JSON cannot "
-                f"hold; convert it first or open the store with "
-                f"codec=Codec({{{type(value).__name__}: ...}})",
-                key=key,
-                path=path,
+            name = type(value).__name__
+            raise _refused(
+                key,
+                path,
+                f"has a {name} at {{path}}, which JSON cannot hold; convert it first or open "
+                f"the store with codec=Codec({{{name}: ...}})",
             )
         return self._walk(encoder(value), path, key, depth + 1)
 
@@ -195,7 +337,7 @@ def loads(text: str | bytes, *, key: str | None = None, backend: str | None = No
     """Parse stored JSON, turning corruption into a SerializationError."""
     try:
         return json.loads(text)  # type: ignore[no-any-return]
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise SerializationError(
             f"stored value of {key!r} is not valid JSON: {exc}", key=key, backend=backend
         ) from exc
@@ -228,6 +370,31 @@ def prefix_end(prefix: str) -> str | None:
                 nxt = 0xE000
             return "".join(chars) + chr(nxt)
     return None
+
+
+def url_options(url: str, allowed: frozenset[str], *, backend: str) -> dict[str, str]:
+    """The ``?name=value`` options of store URL ``url``.
+
+    ConfigError for an option not in ``allowed``, one given twice or one without
+    ``=``: a misspelt option fails at open() instead of being ignored.
+    """
+    shown = redact_url(url)
+    try:
+        pairs = parse_qsl(urlsplit(url).query, keep_blank_values=True)
+    except ValueError as exc:
+        raise ConfigError(f"{backend} URL {shown!r} is malformed: {exc}", source="url") from None
+    options: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise ConfigError(
+                f"unknown {backend} URL option {name!r} in {shown!r}; its options: {known}",
+                source="url",
+            )
+        if name in options:
+            raise ConfigError(f"{backend} URL {shown!r} gives {name} twice", source="url")
+        options[name] = value
+    return options
 
 
 _SECRET_PARAMS = ("password", "token", "secret", "key", "auth")

@@ -478,6 +478,11 @@ def _read_json(file: _File) -> dict[str, Any]:
             f"{file.path} line {exc.lineno} column {exc.colno}: {exc.msg}",
             source=os.fspath(file.path),
         ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{file.path}: arrays or objects are nested too deeply to read",
+            source=os.fspath(file.path),
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(
             f"{file.path}: the top level must be a JSON object {{...}}, not {type(data).__name__}",
@@ -617,6 +622,8 @@ def _split_list(raw: str, label: str, source: str) -> list[Any]:
             raise ConfigError(
                 f"{label}: not a JSON array (column {exc.colno}: {exc.msg})", source=source
             ) from None
+        except RecursionError:
+            raise ConfigError(f"{label}: nested too deeply to read", source=source) from None
         return list(value)  # a valid JSON text starting with "[" is an array
     return [part.strip() for part in raw.split(",") if part.strip()]
 

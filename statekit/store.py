@@ -28,7 +28,16 @@ from statekit.backend import (
     Record,
     Write,
 )
-from statekit.codec import Codec, check_key, check_kind, dumps, redact_url
+from statekit.codec import (
+    MAX_VERSION,
+    Codec,
+    check_bound,
+    check_key,
+    check_kind,
+    check_prefix,
+    encode,
+    redact_url,
+)
 from statekit.errors import (
     BackendError,
     CapabilityError,
@@ -191,20 +200,24 @@ class StateStore:
         kind = check_kind(write.kind, key)
         expect = write.expect
         if expect is not ANY:
-            if not isinstance(expect, int) or isinstance(expect, bool) or expect < 0:
+            if not isinstance(expect, int) or isinstance(expect, bool):
                 raise ValidationError(
                     f"expect for {key!r} must be ANY, 0 or a positive version, not {expect!r}",
                     key=key,
                     reason="expect",
                 )
+            # The version written is expect + 1, which must fit in 64 bits too.
+            check_bound("expect", expect, minimum=0, maximum=MAX_VERSION - 1, key=key)
             self.require(Capability.COMPARE_AND_SET, f"expect={expect} on {key!r}")
         if not isinstance(write.meta, Mapping):
             raise ValidationError(f"meta for {key!r} must be a mapping", key=key, reason="meta")
         meta = self._codec.normalize(dict(write.meta), key=key)
+        if meta:
+            encode(meta, key=key, what="meta")  # refuses what no backend could store
         data = None if write.data is None else self._codec.normalize(write.data, key=key)
         encoded = None
         if data is not None:
-            encoded = dumps(data)
+            encoded = encode(data, key=key)
             # A character is at most 4 UTF-8 bytes: only count bytes when it could matter.
             too_big = len(encoded) * 4 > self.max_value_bytes
             size = len(encoded.encode()) if too_big else 0
@@ -416,14 +429,19 @@ class StateStore:
         """
         self.require(Capability.HISTORY, "history()")
         check_key(key)
-        if limit < 1:
-            raise ValidationError("history limit must be >= 1", key=key, reason="limit")
+        check_bound("limit", limit, minimum=1, key=key)
+        check_bound("after", after, minimum=0, key=key)
+        if before is not None:
+            check_bound("before", before, minimum=1, key=key)
         return await self.backend.read(
             key, after=after, before=before, limit=limit, newest_first=newest_first
         )
 
     async def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:
         """Live records whose key starts with ``prefix`` (and of ``kind``), in key order."""
+        check_prefix(prefix)
+        if kind is not None:
+            check_kind(kind)
         internal = prefix.startswith(RESERVED_PREFIX)
         async for record in self.backend.scan(prefix, kind):
             if internal or not record.key.startswith(RESERVED_PREFIX):
@@ -466,11 +484,23 @@ class StateStore:
         first ``async for`` step when used without it).
         """
         self.require(Capability.WATCH, "watch()")
-        return Watch(self.backend, prefix)
+        return Watch(self.backend, check_prefix(prefix))
 
 
 async def _open_backend(url: str, host: PluginHost) -> Backend:
-    scheme = urlsplit(url).scheme
+    if not url.strip():
+        # An explicitly empty URL is a mistake (an unset variable?), not "the default".
+        raise ConfigError(
+            "the store URL is empty; give one, e.g. sqlite:///statekit.db or memory://, "
+            "or pass none to use the configured one",
+            source="url",
+        )
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket: redis://[::1
+        raise ConfigError(
+            f"store URL {redact_url(url)!r} is malformed: {exc}", source="url"
+        ) from None
     if not scheme:
         raise ValidationError(
             f"{redact_url(url)!r} is not a store URL; try sqlite:///statekit.db or memory://",
@@ -640,7 +670,8 @@ async def open(
     """Open the store at ``url`` with the backend registered for its scheme.
 
     ``url`` defaults to the configured one (``STATEKIT_URL``, the legacy
-    ``TRADING_STATE_*`` settings, ``config.json``), else ``sqlite:///statekit.db``.
+    ``TRADING_STATE_*`` settings, ``config.json``), else ``sqlite:///statekit.db``;
+    an explicitly empty ``url`` is a ConfigError, not the default.
     ``settings`` defaults to :func:`statekit.config.load_settings`.
 
     Tiers (docs/tiered.md), each defaulting to the settings:
@@ -658,7 +689,9 @@ async def open(
 
     settings = settings or load_settings()
     host = host or PluginHost.from_settings(settings)
-    backend = await _open_backend(url or primary or settings.store_url(), host)
+    if url is None:
+        url = primary
+    backend = await _open_backend(settings.store_url() if url is None else url, host)
     mirror_urls = settings.mirrors if mirrors is None else list(mirrors)
     if fallback is None:
         fallback = settings.fallback_path if settings.enable_file_fallback else ""

@@ -84,7 +84,7 @@ async def test_url_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         ("sqlite://", "names no file"),
         ("sqlite:///x.db?synchronous=sometimes", "synchronous"),
         ("sqlite:///x.db?busy_timeout=soon", "busy_timeout"),
-        ("sqlite:///x.db?colour=red", "unknown sqlite URL options: colour"),
+        ("sqlite:///x.db?colour=red", "unknown sqlite URL option 'colour'"),
     ]:
         with pytest.raises(ConfigError, match=message):
             await SqliteBackend.open(url)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -52,6 +53,7 @@ from statekit.api.models import (
 from statekit.api.redact import Redactor
 from statekit.api.ws import ChangeHub
 from statekit.backend import ANY, JSON, Expect, Record
+from statekit.codec import MAX_KEY_LENGTH, MAX_KIND_LENGTH, MAX_VERSION
 from statekit.config import Settings
 from statekit.errors import ConflictError, StatekitError, ValidationError
 from statekit.snapshots import SNAPSHOT_KIND, SNAPSHOT_PREFIX
@@ -172,6 +174,11 @@ def _tagged(record: Record, response: Response) -> StateOut:
     return state_out(record)
 
 
+_DIGITS = re.compile("[0-9]+")
+_OPAQUE_TAG = re.compile("[\x21\x23-\x7e]*")
+"""What may stand between the quotes of an ETag here: printable ASCII but ``"``."""
+
+
 def _precondition(if_match: str | None, if_none_match: str | None) -> Precondition:
     """Read ``If-Match`` / ``If-None-Match`` (RFC 9110) into what a write expects.
 
@@ -199,14 +206,16 @@ def _precondition(if_match: str | None, if_none_match: str | None) -> Preconditi
         raise ApiError(
             400, 'If-Match needs a strong ETag, e.g. If-Match: "3"', code="bad_precondition"
         )
-    if len(tag) >= 2 and tag[0] == tag[-1] == '"':
+    quoted = len(tag) >= 2 and tag[0] == tag[-1] == '"'
+    if quoted and _OPAQUE_TAG.fullmatch(tag[1:-1]):
         tag = tag[1:-1]
-    elif not tag.isdigit():
+    elif quoted or not _DIGITS.fullmatch(tag):
+        # Not str.isdigit(): it is true for "²" and other digits int() refuses.
         raise ApiError(
             400, f'If-Match {tag[:40]!r} is not an ETag, e.g. "3"', code="bad_precondition"
         )
     # An ETag this server never issued matches nothing: version 0 is never a live value.
-    return int(tag) if tag.isdigit() and len(tag) < 19 and int(tag) > 0 else -1
+    return int(tag) if _DIGITS.fullmatch(tag) and len(tag) < 19 and int(tag) > 0 else -1
 
 
 def _failed(key: str, precondition: Precondition, actual: int, deleted: bool = False) -> ApiError:
@@ -396,8 +405,15 @@ def create_app(
         tags=["states"],
     )
     async def list_states(
-        prefix: Annotated[str, Query(description="Only keys starting with this.")] = "",
-        state_type: Annotated[str | None, Query(description="Only values of this kind.")] = None,
+        prefix: Annotated[
+            str, Query(max_length=MAX_KEY_LENGTH, description="Only keys starting with this.")
+        ] = "",
+        state_type: Annotated[
+            str | None,
+            Query(
+                min_length=1, max_length=MAX_KIND_LENGTH, description="Only values of this kind."
+            ),
+        ] = None,
         limit: Limit = 100,
         cursor: Annotated[
             str | None, Query(description="The `next_cursor` of the previous page.")
@@ -437,7 +453,11 @@ def create_app(
         limit: Limit = 100,
         before: Annotated[
             int | None,
-            Query(ge=1, description="Only versions below this (the `next_before` of a page)."),
+            Query(
+                ge=1,
+                le=MAX_VERSION,
+                description="Only versions below this (the `next_before` of a page).",
+            ),
         ] = None,
     ) -> HistoryOut:
         """Versions of `state_id`, newest first (deletions included, `data` null)."""

@@ -7,6 +7,7 @@ through :class:`Redactor` so no secret (store URL password, API key) reaches a c
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,9 +16,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from statekit.api.models import ErrorOut
 from statekit.api.redact import Redactor
+from statekit.codec import MAX_INT_DIGITS, escape_surrogates
 from statekit.errors import (
     BackendError,
     BackendUnavailable,
@@ -30,7 +33,14 @@ from statekit.errors import (
     ValidationError,
 )
 
-__all__ = ["RETRY_AFTER_SECONDS", "ApiError", "error_response", "install_handlers", "responses"]
+__all__ = [
+    "RETRY_AFTER_SECONDS",
+    "ApiError",
+    "allowed_methods",
+    "error_response",
+    "install_handlers",
+    "responses",
+]
 
 log = logging.getLogger("statekit.api")
 
@@ -96,6 +106,20 @@ class ApiError(Exception):
         self.fields = fields
 
 
+class _ErrorJSON(JSONResponse):
+    """A JSON error body that renders whatever bad input it echoes.
+
+    A refused key or value may hold a lone surrogate (JSON ``"\\ud800"``), which has
+    no UTF-8 form: it is sent as the same JSON escape, so the body stays valid JSON
+    and a client reads back exactly what it sent, instead of the render failing.
+    """
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+        ).encode("utf-8", "backslashreplace")
+
+
 def error_response(
     status: int,
     code: str,
@@ -105,7 +129,7 @@ def error_response(
     **fields: Any,
 ) -> JSONResponse:
     """The one error body shape."""
-    return JSONResponse(
+    return _ErrorJSON(
         {"error": {"code": code, "message": message, **fields}},
         status_code=status,
         headers=dict(headers or {}),
@@ -135,6 +159,21 @@ def _statekit_error(exc: StatekitError) -> ApiError:
     if isinstance(exc, BackendError):
         return ApiError(500, message, code="backend_error", backend=exc.backend)
     return ApiError(500, message, code="internal_error")
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers on ``request``'s path (for ``Allow``)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
 
 
 def _pydantic_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
@@ -171,7 +210,7 @@ def install_handlers(app: FastAPI, redactor: Redactor) -> None:
                 request.method,
                 request.url.path,
                 type(exc).__name__,
-                redactor.text(str(exc)),
+                escape_surrogates(redactor.text(str(exc))),
             )
         return render(error)
 
@@ -183,6 +222,8 @@ def install_handlers(app: FastAPI, redactor: Redactor) -> None:
         details = _pydantic_errors(errors)
         first = details[0] if details else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(part) for part in first["loc"])
+        if len(where) > 120:  # a value nested hundreds of levels deep
+            where = where[:120] + "..."
         message = f"{where}: {first['msg']}" if where else str(first["msg"])
         if first["loc"] == ["body"] and first["type"] == "model_attributes_type":
             # curl -d without -H sends a form: say what the server expects.
@@ -193,11 +234,21 @@ def install_handlers(app: FastAPI, redactor: Redactor) -> None:
         assert isinstance(exc, StarletteHTTPException)
         status = exc.status_code
         code = _HTTP_CODES.get(status, "error")
-        if status == 400:
-            # FastAPI's "There was an error parsing the body" (e.g. nested too deep).
-            code = "bad_json"
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-        return render(ApiError(status, message, code=code, headers=exc.headers))
+        if status == 400:
+            code = "bad_json"
+        if exc.detail == "There was an error parsing the body":
+            # FastAPI's answer when Python's JSON parser gives up on a body that is
+            # JSON (the syntax errors are RequestValidationErrors): say why it may have.
+            message = (
+                "the body could not be parsed: JSON nested too deeply, or an integer of "
+                f"more than {MAX_INT_DIGITS} digits (send a big number as a string)"
+            )
+        headers = dict(exc.headers or {})
+        if status == 405:
+            # Starlette names the methods of the first route on the path only.
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return render(ApiError(status, message, code=code, headers=headers))
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         # A bug: log it (type and redacted text, no locals), answer without details.
@@ -206,7 +257,7 @@ def install_handlers(app: FastAPI, redactor: Redactor) -> None:
             request.method,
             request.url.path,
             type(exc).__name__,
-            redactor.text(str(exc)),
+            escape_surrogates(redactor.text(str(exc))),
         )
         return render(ApiError(500, "internal error", code="internal_error"))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import ipaddress
 import logging
 import signal
@@ -27,7 +28,14 @@ from statekit.errors import ConfigError, StatekitError
 from statekit.store import StateStore
 from statekit.trading.locks import KeyedLocks
 
-__all__ = ["GRACEFUL_SHUTDOWN_SECONDS", "check_bind", "is_loopback", "serve"]
+__all__ = [
+    "GRACEFUL_SHUTDOWN_SECONDS",
+    "check_bind",
+    "check_websockets",
+    "is_loopback",
+    "serve",
+    "websocket_library",
+]
 
 log = logging.getLogger("statekit.api")
 
@@ -59,6 +67,34 @@ def check_bind(api: ApiSettings) -> None:
             "anyone who can reach it could change the state. Set api.api_key "
             "(STATEKIT_API__API_KEY or config.json) or bind to 127.0.0.1",
             source="api.api_key",
+        )
+
+
+def websocket_library() -> str | None:
+    """The WebSocket library uvicorn will use (it tries them in this order), or None.
+
+    Without one uvicorn still serves HTTP but answers every ``/ws`` handshake with 404,
+    and says nothing about it at startup.
+    """
+    for name in ("websockets", "wsproto"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+        return name
+    return None
+
+
+def check_websockets() -> None:
+    """Refuse to serve without a WebSocket library: ``/ws`` is part of the API.
+
+    :raises ConfigError: neither ``websockets`` nor ``wsproto`` can be imported.
+    """
+    if websocket_library() is None:
+        raise ConfigError(
+            "no WebSocket library is installed, so WS /ws would answer 404: "
+            "pip install 'statekit[api]' (it brings websockets)",
+            source="api",
         )
 
 
@@ -174,7 +210,8 @@ async def serve(
     :param log_level: uvicorn's log level (default: ``settings.log_level``).
     :param configure_logging: let uvicorn set up its log handlers (a command line);
         off, the host application's logging configuration is left alone.
-    :raises ConfigError: a non-loopback host without an API key, or the port cannot be bound.
+    :raises ConfigError: a non-loopback host without an API key, no WebSocket library
+        (:func:`check_websockets`), or the port cannot be bound.
     """
     from statekit.config import load_settings
 
@@ -193,6 +230,7 @@ async def serve(
         settings.url = url  # type: ignore[assignment]  # validated into a SecretStr
     api = settings.api
     check_bind(api)
+    check_websockets()
     sock = _bind(api.host, api.port)
     try:
         if store is not None:

@@ -6,6 +6,19 @@ bounded queue and its own sender task; the fan-out loop only ever does
 ``put_nowait``, so a slow client cannot slow the others: when its queue overflows
 it is told (``lagging``) and disconnected (close code 4408). The protocol is in
 docs/websocket.md.
+
+**Where a subscription starts.** The shared watch runs behind the commits by up to
+a poll (SQLite polls every 50 ms), so a subscription registered at once would get
+changes committed *before* it subscribed, still on their way. A subscription
+without ``since`` therefore starts at a *start mark*: the hub appends a version of
+its internal key :data:`START_KEY` after the subscribe arrives (one append serves
+every subscribe waiting at that moment) and, until the watch delivers that
+version, holds the subscription's changes. The watch delivers in commit order, so
+what came before the mark was committed before it and is dropped; what comes after
+it is delivered. The mark is committed between the subscribe and the
+``subscribed`` reply, so nothing committed before the subscribe is sent and
+nothing committed after the reply is missed, on every backend. The cost is one
+small write per subscribe (or per burst of them); the key's old versions are pruned.
 """
 
 from __future__ import annotations
@@ -15,17 +28,23 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketDisconnected
 
-from statekit.backend import JSON, Capability, Record, dumps
-from statekit.codec import check_key
+from statekit.backend import JSON, Capability, Record, Write, dumps
+from statekit.codec import (
+    MAX_VERSION,
+    check_key,
+    check_kind,
+    check_prefix,
+    escape_surrogates,
+)
 from statekit.errors import StatekitError, ValidationError
-from statekit.store import StateStore, Watch
+from statekit.store import RESERVED_PREFIX, StateStore
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -33,6 +52,7 @@ __all__ = [
     "CLOSE_LAGGING",
     "CLOSE_TRY_AGAIN_LATER",
     "CLOSE_UNAUTHORIZED",
+    "START_KEY",
     "ChangeHub",
     "Topic",
 ]
@@ -50,7 +70,12 @@ CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
 """Close code: the server already has ``max_clients`` connections."""
 
+START_KEY = RESERVED_PREFIX + "ws/start"
+"""The internal key whose versions mark where new subscriptions start (module docstring)."""
+START_KIND = "statekit.ws_start"
 MAX_TOPIC_LENGTH = 512
+_PRUNE_EVERY = 64
+"""Start marks between two prunes of :data:`START_KEY`'s history."""
 _PAGE = 256
 # What a socket operation raises once the client is gone (uvicorn raises
 # ClientDisconnected, an OSError; Starlette raises WebSocketDisconnected once closed).
@@ -82,12 +107,15 @@ class Topic:
                 topic=value[:80],
             )
         scheme, sep, rest = value.partition(":")
-        if sep and scheme == "states" and rest == "*":
-            return cls(value)
-        if sep and scheme == "states" and rest:
-            return cls(value, kind=rest)
-        if sep and scheme == "keys":
-            return cls(value, prefix=rest)
+        try:
+            if sep and scheme == "states" and rest == "*":
+                return cls(value)
+            if sep and scheme == "states" and rest:
+                return cls(value, kind=check_kind(rest))
+            if sep and scheme == "keys":
+                return cls(value, prefix=check_prefix(rest))
+        except ValidationError as exc:  # a kind or prefix no change can have
+            raise _Refused("bad_topic", f"topic {value[:80]!r}: {exc}", topic=value[:80]) from None
         raise _Refused(
             "bad_topic",
             f"unknown topic {value[:80]!r}: use states:<state_type>, states:* or keys:<prefix>",
@@ -110,7 +138,10 @@ class _Refused(Exception):
         self.fields = fields
 
     def frame(self) -> str:
-        return _encode({"type": "error", "code": self.code, "message": str(self), **self.fields})
+        text = _encode({"type": "error", "code": self.code, "message": str(self), **self.fields})
+        # It may echo a client's lone surrogate ("\\ud800" in its JSON); a text frame is
+        # UTF-8, so send it back as that same JSON escape.
+        return escape_surrogates(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +164,11 @@ class _Close:
 
 def _encode(message: Mapping[str, JSON]) -> str:
     return dumps(dict(message))
+
+
+def _json_type(value: dict[str, Any] | list[Any]) -> str:
+    """What a JSON structure is, for a message that must not echo it whole (nor walk it)."""
+    return "(an object)" if isinstance(value, dict) else "(an array)"
 
 
 def _description(record: Record) -> JSON:
@@ -166,14 +202,20 @@ class _Subscription:
     ``floors`` (keys resumed with ``since``): live changes of those keys at or below
     the floor were already replayed and are dropped. ``pending`` holds live changes
     of those keys while the replay runs, so they go out after it, in order.
+
+    ``held`` (a subscription without ``since``, until it starts): its changes and the
+    start marks, in commit order, until the watch delivers its own start mark
+    (``mark``, the version of :data:`START_KEY`; None until that append returns).
     """
 
-    __slots__ = ("floors", "pending", "topic")
+    __slots__ = ("floors", "held", "mark", "pending", "topic")
 
     def __init__(self, topic: Topic, since: dict[str, int] | None) -> None:
         self.topic = topic
         self.floors: dict[str, int] = dict(since or {})
         self.pending: deque[Record] | None = deque() if since else None
+        self.held: deque[Record] | None = None if since else deque()
+        self.mark: int | None = None
 
 
 class _Client:
@@ -190,11 +232,25 @@ class _Client:
     # -- called by the fan-out loop: never awaits --------------------------------
 
     def offer(self, record: Record, frames: dict[str, _Frame]) -> None:
-        """Queue ``record`` once per matching subscription; drop the client on overflow."""
+        """Queue ``record`` once per matching subscription; drop the client on overflow.
+
+        ``record`` may be a start mark (:data:`START_KEY`): it starts the subscriptions
+        waiting for it and is never sent.
+        """
         if self.closing:
             return
+        mark = record.key == START_KEY
         for sub in self.subscriptions.values():
-            if not sub.topic.matches(record):
+            if sub.held is not None:
+                if mark and sub.mark is not None and record.version >= sub.mark:
+                    sub.held = None  # everything held was committed before the mark
+                elif mark or sub.topic.matches(record):
+                    sub.held.append(record)
+                    if len(sub.held) > self.hub.queue_size:
+                        self.shut(_Close(CLOSE_LAGGING, "lagging", lagging=True))
+                        return
+                continue
+            if mark or not sub.topic.matches(record):
                 continue
             floor = sub.floors.get(record.key)
             if floor is not None:
@@ -213,6 +269,29 @@ class _Client:
                 self.queue.put_nowait(frame)
             except asyncio.QueueFull:
                 self.shut(_Close(CLOSE_LAGGING, "lagging", lagging=True))
+                return
+
+    def start(self, sub: _Subscription, mark: int) -> None:
+        """``sub``'s start mark is version ``mark``: start it there.
+
+        When the watch already delivered the mark, the changes held after it go out
+        now; else the watch starts it when the mark comes (:meth:`offer`). No await,
+        so the fan-out loop cannot slip a change in between.
+        """
+        held = sub.held
+        if held is None or self.closing:
+            return
+        sub.mark = mark
+        for i, record in enumerate(held):
+            if record.key == START_KEY and record.version >= mark:
+                after = [r for r in list(held)[i + 1 :] if r.key != START_KEY]
+                sub.held = None
+                for change in after:
+                    try:
+                        self.queue.put_nowait(_change(sub.topic.text, change))
+                    except asyncio.QueueFull:
+                        self.shut(_Close(CLOSE_LAGGING, "lagging", lagging=True))
+                        return
                 return
 
     def shut(self, close: _Close) -> None:
@@ -309,6 +388,8 @@ class _Client:
             message = json.loads(text)
         except ValueError:
             raise _Refused("bad_json", "the message is not valid JSON") from None
+        except RecursionError:
+            raise _Refused("bad_json", "the message is nested too deeply to read") from None
         if not isinstance(message, dict):
             raise _Refused("bad_message", "a message is a JSON object with an action")
         action = message.get("action")
@@ -322,10 +403,12 @@ class _Client:
                 raise _Refused("not_subscribed", "not subscribed to this topic", topic=topic.text)
             await self.put(_Frame(_encode({"type": "unsubscribed", "topic": topic.text})))
         else:
-            shown = action if isinstance(action, str) else json.dumps(action)
+            if isinstance(action, dict | list):
+                shown = _json_type(action)
+            else:
+                shown = repr((action if isinstance(action, str) else json.dumps(action))[:80])
             raise _Refused(
-                "unknown_action",
-                f"unknown action {shown[:80]!r}: use subscribe, unsubscribe or ping",
+                "unknown_action", f"unknown action {shown}: use subscribe, unsubscribe or ping"
             )
 
     def _since(self, topic: Topic, value: object) -> dict[str, int] | None:
@@ -347,10 +430,14 @@ class _Client:
                 check_key(key)
             except ValidationError as exc:
                 raise _Refused("bad_since", str(exc), topic=topic.text) from None
-            if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            if (
+                not isinstance(version, int)
+                or isinstance(version, bool)
+                or not 0 <= version <= MAX_VERSION
+            ):
                 raise _Refused(
                     "bad_since",
-                    f"since[{key!r}] must be a version number >= 0",
+                    f"since[{key!r}] must be a version number from 0 to {MAX_VERSION}",
                     topic=topic.text,
                 )
             since[key] = version
@@ -378,12 +465,30 @@ class _Client:
                 f"a connection may hold {hub.max_subscriptions} subscriptions",
                 topic=topic.text,
             )
-        # The reply is queued before the subscription exists, so it precedes its changes.
-        await self.put(_Frame(_encode({"type": "subscribed", "topic": topic.text})))
         sub = _Subscription(topic, since)
-        self.subscriptions[topic.text] = sub  # replaces an earlier one of the same topic
         if since:
+            # The reply is queued before the subscription exists, so it precedes its changes.
+            await self.put(_Frame(_encode({"type": "subscribed", "topic": topic.text})))
+            self.subscriptions[topic.text] = sub  # replaces an earlier one of the same topic
             await self._resume(store, sub, since)
+            return
+        # Held from now on; it starts at a mark committed after this point (module doc).
+        self.subscriptions[topic.text] = sub
+        try:
+            mark = await hub.start_mark()
+        except StatekitError:
+            log.exception("writing a WebSocket subscription's start mark failed")
+            if self.subscriptions.get(topic.text) is sub:
+                del self.subscriptions[topic.text]
+            raise _Refused(
+                "start_failed",
+                "the store could not be written to fix where the subscription starts; "
+                "nothing is subscribed: subscribe again",
+                topic=topic.text,
+            ) from None
+        # Queued before start() lets any change out, so it precedes them.
+        await self.put(_Frame(_encode({"type": "subscribed", "topic": topic.text})))
+        self.start(sub, mark)
 
     async def _resume(self, store: StateStore, sub: _Subscription, since: dict[str, int]) -> None:
         """Replay history after each ``since`` version, then the live changes held meanwhile.
@@ -479,8 +584,12 @@ class ChangeHub:
         self.max_clients = max_clients
         self.close_timeout = close_timeout
         self._store: StateStore | None = None
-        self._watch: Watch | None = None
+        self._watch: AsyncIterator[Record] | None = None
         self._pump: asyncio.Task[None] | None = None
+        self._mark_lock = asyncio.Lock()
+        self._next_mark: asyncio.Future[int] | None = None
+        self._mark_writes: set[asyncio.Task[None]] = set()
+        self._marks = 0
         self._clients: set[_Client] = set()
         self._unavailable: str | None = "the change feed is not started"
         self._dropped = 0
@@ -502,9 +611,47 @@ class ChangeHub:
                 "capability), so there is no live feed; poll GET /states instead"
             )
             return
-        self._watch = await store.watch("").start()
+        # The backend's own watch: the store's hides statekit's keys, and the hub needs
+        # its start marks (it hides the rest of them itself).
+        self._watch = await store.backend.watch("")
         self._unavailable = None
         self._pump = asyncio.create_task(self._run(self._watch), name="statekit-ws-fanout")
+
+    async def start_mark(self) -> int:
+        """The version of a start mark committed after this call began (module docstring).
+
+        Calls that arrive while no mark is being written yet share the next one.
+        """
+        future = self._next_mark
+        if future is None:
+            future = self._next_mark = asyncio.get_running_loop().create_future()
+            # Retrieved even when every caller went away meanwhile (no "never retrieved").
+            future.add_done_callback(lambda done: done.cancelled() or done.exception())
+            # A task of its own: a caller that goes away must not strand the others.
+            task = asyncio.create_task(self._write_mark(future), name="statekit-ws-mark")
+            self._mark_writes.add(task)
+            task.add_done_callback(self._mark_writes.discard)
+        return await asyncio.shield(future)
+
+    async def _write_mark(self, future: asyncio.Future[int]) -> None:
+        store = self._store
+        assert store is not None
+        async with self._mark_lock:  # one write at a time; later callers wait for the next
+            if self._next_mark is future:
+                self._next_mark = None  # from here, a new caller needs a later mark
+            try:
+                (record,) = await store.append([Write(START_KEY, {}, START_KIND)], internal=True)
+            except asyncio.CancelledError:
+                future.cancel()
+                raise
+            except Exception as exc:
+                future.set_exception(exc)
+                return
+            future.set_result(record.version)
+            self._marks += 1
+            if self._marks % _PRUNE_EVERY == 0 and Capability.HISTORY in store.capabilities:
+                with contextlib.suppress(StatekitError):  # old marks are only clutter
+                    await store.backend.prune(START_KEY, record.version)
 
     async def stop(self) -> None:
         """Stop following the store and close every connection with 1001."""
@@ -516,15 +663,22 @@ class ChangeHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
         watch, self._watch = self._watch, None
-        if watch is not None:
-            await watch.aclose()
+        close = getattr(watch, "aclose", None)
+        if close is not None:
+            await close()
+        for task in list(self._mark_writes):
+            task.cancel()
         for client in list(self._clients):
             client.shut(_Close(CLOSE_GOING_AWAY, "server shutting down"))
 
-    async def _run(self, watch: Watch) -> None:
+    async def _run(self, watch: AsyncIterator[Record]) -> None:
         try:
             async for record in watch:
-                self._changes += 1
+                if record.key.startswith(RESERVED_PREFIX):
+                    if record.key != START_KEY:
+                        continue  # statekit's own keys never appear on the feed
+                else:
+                    self._changes += 1
                 frames: dict[str, _Frame] = {}  # one encoding per topic, shared by clients
                 for client in list(self._clients):
                     client.offer(record, frames)

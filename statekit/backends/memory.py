@@ -26,7 +26,7 @@ from statekit.backend import (
     dumps,
     next_at,
 )
-from statekit.codec import loads
+from statekit.codec import loads, url_options
 from statekit.errors import BackendError
 from statekit.hookspecs import hookimpl
 from statekit.host import BackendRegistry
@@ -77,6 +77,7 @@ class MemoryBackend(Backend):
 
     @classmethod
     async def open(cls, url: str = "memory://") -> Self:
+        url_options(url, frozenset(), backend="memory")  # it has none: refuse a misspelt one
         return cls()
 
     def _check_open(self) -> None:

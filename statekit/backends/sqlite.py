@@ -10,23 +10,26 @@
   connection, one reader connection), never on the event loop.
 
 URL forms: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, with
-optional ``?synchronous=full|normal&busy_timeout=30&poll_interval=0.05``.
+optional ``?synchronous=full|normal&busy_timeout=30&poll_interval=0.05`` (finite
+seconds; ``poll_interval`` above 0). A new or empty file becomes a store; a file
+holding another application's tables is refused, untouched.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from statekit.backend import Backend, Capability, Health, Record, Write, check_expect, dumps
-from statekit.codec import from_micros, loads, prefix_end, redact_url, to_micros
+from statekit.codec import from_micros, loads, prefix_end, redact_url, to_micros, url_options
 from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
 from statekit.hookspecs import hookimpl
 from statekit.host import BackendRegistry
@@ -103,6 +106,19 @@ oldest version is later, the search ends on it and the last condition drops it.
 """
 
 _SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
+_URL_OPTIONS = frozenset({"synchronous", "busy_timeout", "poll_interval"})
+_STATEKIT_TABLES = frozenset({"sk_versions", "sk_heads"})
+"""Tables every statekit schema version has: a file with them is a statekit store."""
+
+
+def _seconds(name: str, value: float, *, zero_ok: bool) -> float:
+    """``value`` if it is a usable number of seconds, else ConfigError naming ``name``."""
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        least = ">= 0" if zero_ok else "> 0"
+        raise ConfigError(
+            f"sqlite {name}={value!r}: give a finite number of seconds {least}", source="url"
+        )
+    return value
 
 
 def _row_record(row: tuple[Any, ...]) -> Record:
@@ -147,8 +163,8 @@ class SqliteBackend(Backend):
                 source="url",
             )
         self.synchronous = _SYNC_MODES[synchronous.lower()]
-        self.busy_timeout = busy_timeout
-        self.poll_interval = poll_interval
+        self.busy_timeout = _seconds("busy_timeout", busy_timeout, zero_ok=True)
+        self.poll_interval = _seconds("poll_interval", poll_interval, zero_ok=False)
         self._writer_thread = Worker("statekit-sqlite-writer")
         self._reader_thread = Worker("statekit-sqlite-reader")
         self._writer: sqlite3.Connection | None = None
@@ -171,10 +187,7 @@ class SqliteBackend(Backend):
                 f"sqlite URL {shown!r} names no file; use memory:// for a store in memory",
                 source="url",
             )
-        options = dict(parse_qsl(parts.query))
-        unknown = set(options) - {"synchronous", "busy_timeout", "poll_interval"}
-        if unknown:
-            raise ConfigError(f"unknown sqlite URL options: {', '.join(sorted(unknown))}")
+        options = url_options(url, _URL_OPTIONS, backend="sqlite")
         try:
             backend = cls(
                 path,
@@ -234,6 +247,7 @@ class SqliteBackend(Backend):
 
     def _setup_writer(self) -> None:
         con = self._writer = self._connect()
+        self._refuse_foreign(con)  # before WAL: that would change the file's header
         deadline = time.monotonic() + self.busy_timeout
         while True:  # switching to WAL needs a moment alone with the file
             try:
@@ -248,6 +262,29 @@ class SqliteBackend(Backend):
                 f"sqlite {self.path}: could not switch to WAL (got {mode})", backend=self.name
             )
         self._migrate(con)
+
+    def _refuse_foreign(self, con: sqlite3.Connection) -> None:
+        """ConfigError when the file is another application's database.
+
+        An empty file (or a new one) becomes a statekit store, and a statekit store
+        is opened; a file that holds other tables and no statekit schema is refused
+        rather than given statekit's tables beside its own.
+        """
+        # One statement, so the version and the tables are read from one snapshot.
+        version, names = con.execute(
+            "SELECT (SELECT user_version FROM pragma_user_version), "
+            "group_concat(name, char(31)) FROM (SELECT name FROM sqlite_master "
+            "WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' ORDER BY name)"
+        ).fetchone()
+        tables = set(names.split("\x1f")) if names else set()
+        if not tables or (version > 0 and tables >= _STATEKIT_TABLES):
+            return
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise ConfigError(
+            f"sqlite {self.path} is not a statekit database: it holds other tables or views "
+            f"({shown}) and no statekit schema; give statekit a file of its own",
+            source="url",
+        )
 
     def _migrate(self, con: sqlite3.Connection) -> None:
         # BEGIN IMMEDIATE: two processes opening a new file at once migrate one after the other.

@@ -10,9 +10,12 @@ with one defined rule for what JSON cannot hold:
 - tuples become lists; numpy scalars become the Python number they hold;
 - dict keys that are ``int``, ``float``, ``bool`` or ``None`` become text the way
   ``json.dump`` turns them (``1`` → ``"1"``, ``True`` → ``"true"``);
-- NaN and infinities (float or Decimal), other types (sets, bytes, objects) and
-  a field repeated in a JSON object are refused: :class:`ValidationError`
-  naming where the value is (``active_positions.EURUSD.pnl``).
+- NaN and infinities (float or Decimal), other types (sets, bytes, objects),
+  a field repeated in a JSON object and nesting deeper than 200 levels (or a
+  value that contains itself) are refused: :class:`ValidationError` naming
+  where the value is (``active_positions.EURUSD.pnl``). What the store itself
+  refuses (a lone surrogate, an integer of more than 4,300 digits) fails the
+  item with the store's error.
 
 So a state made of JSON types reads back equal to what was saved; a
 ``datetime`` reads back as its ISO text.
@@ -26,7 +29,8 @@ So a state made of JSON types reads back equal to what was saved; a
 
 Each position, pair state and the portfolio is one *item*. Every problem is
 one :class:`Failure` naming the item and the reason, and the other items are
-still read: malformed or truncated JSON (the whole file fails), a top level
+still read: malformed, truncated or too deeply nested JSON (the whole file
+fails), a top level
 that is not an object, an unknown top-level field, a section or item that is
 not an object, a symbol given twice (which value is right is unknown, so
 neither is taken), a value :func:`legacy_value` refuses.
@@ -45,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from statekit.backend import JSON
+from statekit.codec import MAX_DEPTH, escape_surrogates
 from statekit.errors import ValidationError
 
 __all__ = [
@@ -107,8 +112,19 @@ def legacy_value(value: Any, where: str = "$") -> JSON:
 
     :param where: where the value is, for the error (``active_positions.EURUSD``).
     :raises ValidationError: the value holds NaN, an infinity, a repeated field
-        or a type JSON cannot hold; ``reason`` says which.
+        or a type JSON cannot hold, or nests (or refers to itself) deeper than
+        statekit stores; ``reason`` says which.
     """
+    return _legacy_value(value, where, 0)
+
+
+def _legacy_value(value: Any, where: str, depth: int) -> JSON:
+    if depth > MAX_DEPTH:
+        raise ValidationError(
+            f"{escape_surrogates(where)}: nested deeper than {MAX_DEPTH} levels "
+            "(or a value that contains itself)",
+            reason="too deep",
+        )
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -145,12 +161,12 @@ def legacy_value(value: Any, where: str = "$") -> JSON:
                 raise ValidationError(
                     f"{where}: two keys both become {name!r} in JSON", reason="duplicate field"
                 )
-            out[name] = legacy_value(item, f"{where}.{name}")
+            out[name] = _legacy_value(item, f"{where}.{name}", depth + 1)
         return out
     if isinstance(value, list | tuple):
-        return [legacy_value(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return [_legacy_value(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)]
     if type(value).__module__ == "numpy" and callable(getattr(value, "item", None)):
-        return legacy_value(value.item(), where)  # numpy.float64, numpy.int64...
+        return _legacy_value(value.item(), where, depth)  # numpy.float64, numpy.int64...
     raise ValidationError(
         f"{where}: a {type(value).__name__} is not something JSON can hold; "
         "convert it to a str, number, list or dict first",
@@ -188,6 +204,12 @@ class Failure:
 
     item: str
     reason: str
+
+    def __post_init__(self) -> None:
+        # A legacy file may name an item with a lone surrogate (JSON "\ud800"); the
+        # report is printed and stored, so it names the item written out.
+        for name in ("item", "reason"):
+            object.__setattr__(self, name, escape_surrogates(getattr(self, name)))
 
     def as_dict(self) -> dict[str, str]:
         return {"item": self.item, "reason": self.reason}
@@ -256,6 +278,9 @@ def read_legacy_file(path: str | os.PathLike[str]) -> LegacyFile:
         truncated = exc.pos >= len(text.rstrip())
         hint = " (the file ends too early: truncated?)" if truncated else ""
         fail(FILE_ITEM, f"not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}{hint}")
+        return result
+    except RecursionError:
+        fail(FILE_ITEM, "arrays or objects are nested too deeply to read")
         return result
     if not isinstance(top, dict):
         fail(FILE_ITEM, f"the top level must be a JSON object, not {_type_name(top)}")

@@ -4,6 +4,7 @@ Install with ``pip install statekit[testing]``. See docs/writing-a-backend.md.
 """
 
 from statekit.testing.contract import BackendContract
+from statekit.testing.inputs import BadInputContract
 from statekit.testing.servers import (
     ScriptServerControl,
     fresh_namespace,
@@ -15,6 +16,7 @@ from statekit.testing.servers import (
 
 __all__ = [
     "BackendContract",
+    "BadInputContract",
     "ScriptServerControl",
     "fresh_namespace",
     "in_ci",

@@ -46,6 +46,7 @@ from statekit.store import Retention, StateStore
 from statekit.testing import _workers
 from statekit.testing._guard import GuardedBackend
 from statekit.testing.history import TimeOrderContract
+from statekit.testing.inputs import BadInputContract
 
 
 class ServerControl(Protocol):
@@ -80,7 +81,7 @@ async def _collect(it: AsyncIterator[Record], count: int, within: float = 10.0) 
     return out
 
 
-class BackendContract(TimeOrderContract):
+class BackendContract(TimeOrderContract, BadInputContract):
     """Contract tests for a :class:`statekit.backend.Backend`.
 
     Provide the ``backend`` fixture (an async fixture yielding an EMPTY backend)

@@ -158,6 +158,11 @@ class MongoBackend(Backend):
             )
         except DRIVER_ERRORS as exc:
             raise translate(exc, where=options.shown, scrub=options.scrub) from exc
+        except ValueError as exc:  # PyMongo's URI parser: e.g. a port that is not a number
+            raise ConfigError(
+                f"mongodb URL {options.shown!r} is malformed: {options.scrub(str(exc))}",
+                source="url",
+            ) from exc
         backend = cls(client, options, owns_client=True)
         try:
             await backend._prepare()

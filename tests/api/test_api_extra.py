@@ -1,0 +1,180 @@
+"""``pip install 'statekit[api]'`` (what docs/api.md says) serves WebSockets.
+
+The other API tests run in the dev environment, which installs websockets for its
+test client, so they cannot see what a user with only the ``api`` extra gets. Here
+the core is installed from this repository, with ``[api]`` and nothing else, into a
+virtualenv of its own; ``statekit serve`` runs from it and a client connects to /ws.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+REPO = Path(__file__).resolve().parents[2]
+INSTALL_TIMEOUT = 600
+"""Seconds for creating the virtualenv and installing statekit[api] into it."""
+STARTUP_TIMEOUT = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _environment() -> dict[str, str]:
+    """This process's environment without statekit settings (the server reads none)."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.upper().startswith(("STATEKIT_", "TRADING_STATE_", "VIRTUAL_ENV"))
+    }
+
+
+def _copy_source(into: Path) -> Path:
+    """The core distribution's files (not the repository's .venv or plugins), to install."""
+    source = into / "statekit-src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    shutil.copytree(
+        REPO / "statekit",
+        source / "statekit",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    return source
+
+
+@pytest.mark.slow
+def test_the_api_extra_alone_serves_websockets(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    bin_dir = venv / ("Scripts" if sys.platform == "win32" else "bin")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=INSTALL_TIMEOUT)
+    installed = subprocess.run(
+        [str(bin_dir / "python"), "-m", "pip", "install", "-q", f"{_copy_source(tmp_path)}[api]"],
+        capture_output=True,
+        text=True,
+        timeout=INSTALL_TIMEOUT,
+        env=_environment(),
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+    library = subprocess.run(
+        [
+            str(bin_dir / "python"),
+            "-c",
+            "from statekit.api.server import websocket_library; print(websocket_library())",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert library.stdout.strip() == "websockets"
+
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [
+                str(bin_dir / "statekit"),
+                "serve",
+                "--port",
+                str(port),
+                "--store",
+                f"sqlite:///{tmp_path / 'extra.db'}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=_environment(),
+        )
+    try:
+        _wait_for_health(server, f"http://127.0.0.1:{port}", log)
+        replies = asyncio.run(_ping_and_watch(port))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    assert replies[0] == {"type": "pong"}
+    assert replies[1] == {"type": "subscribed", "topic": "keys:extra/"}
+    assert (replies[2]["type"], replies[2]["state_id"], replies[2]["version"]) == (
+        "change",
+        "extra/1",
+        1,
+    )
+    assert "Traceback" not in log.read_text(errors="replace")
+
+
+def _wait_for_health(server: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    with httpx.Client(timeout=2.0) as probe:
+        while True:
+            assert server.poll() is None, log.read_text(errors="replace")
+            try:
+                if probe.get(url + "/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.05)
+
+
+async def _ping_and_watch(port: int) -> list[dict[str, object]]:
+    replies: list[dict[str, object]] = []
+    async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+        await ws.send(json.dumps({"action": "ping"}))
+        replies.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+        await ws.send(json.dumps({"action": "subscribe", "topic": "keys:extra/"}))
+        replies.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            body = {"state_id": "extra/1", "state_type": "note", "data": {"ok": True}}
+            assert (await http.post("/states", json=body)).status_code == 201
+        replies.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+    return replies
+
+
+def test_serve_refuses_to_start_without_a_websocket_library(tmp_path: Path) -> None:
+    """What a server installed without one says (the imports are blocked in its process)."""
+    script = (
+        "import sys\n"
+        "sys.modules['websockets'] = None\n"
+        "sys.modules['wsproto'] = None\n"
+        "from statekit.cli import main\n"
+        "sys.argv = ['statekit', 'serve', '--port', '0', '--store', sys.argv[1]]\n"
+        "main()\n"
+    )
+    store = tmp_path / "never.db"
+    done = subprocess.run(
+        [sys.executable, "-c", script, f"sqlite:///{store}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_environment(),
+        timeout=STARTUP_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.strip().splitlines() == [
+        "error: no WebSocket library is installed, so WS /ws would answer 404: "
+        "pip install 'statekit[api]' (it brings websockets)"
+    ]
+    assert "serving" not in done.stdout
+    assert not store.exists()
