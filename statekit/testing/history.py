@@ -30,9 +30,9 @@ from statekit.testing import _workers
 __all__ = ["TimeOrderContract", "assert_true_history"]
 
 TASKS = 4
-PUTS_PER_TASK = 50
-PROCESSES = 3
-PUTS_PER_PROCESS = 60
+PUTS_PER_TASK = 30
+PROCESSES = 2
+PUTS_PER_PROCESS = 40
 
 
 def _needs(store: StateStore, *capabilities: Capability) -> None:

@@ -79,10 +79,12 @@ __all__ = ["MongoBackend"]
 Document = dict[str, Any]
 
 SCAN_PAGE = 500
-MAX_ATTEMPTS = 50
-"""Appends that lose a race (a write conflict, a head moved under them) start over
-this many times before giving up with BackendUnavailable; a failed ``expect`` is
-never retried: it is a ConflictError at once."""
+RACE_SECONDS = 10.0
+"""Appends that lose a race (a write conflict, a head moved under them) start over, with
+a jittered backoff, for this long before giving up with BackendUnavailable: bounded by
+time, not by a count, because five writers of one key (processes or store objects)
+could lose 50 races in a row on SecantusDB. A failed ``expect`` is never retried: it is
+a ConflictError at once."""
 SEQ_ATTEMPTS = 200
 """Tries at numbering one version when other writers keep taking the number first."""
 _DUPLICATE_KEY = 11000
@@ -276,8 +278,10 @@ class MongoBackend(Backend):
                     backend=NAME,
                     capability=Capability.ATOMIC_BATCH.value,
                 )
+        deadline = time.monotonic() + RACE_SECONDS
+        attempt = 0
         with self._driver():
-            for attempt in range(MAX_ATTEMPTS):
+            while attempt == 0 or time.monotonic() < deadline:
                 try:
                     if len(writes) == 1:  # the common put: no transaction needed
                         version, stamped = await self._append_one(writes[0])
@@ -296,8 +300,10 @@ class MongoBackend(Backend):
                         for w, v in zip(writes, versions, strict=True)
                     ]
                 await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+                attempt += 1
         raise BackendUnavailable(
-            f"mongodb {self.options.shown}: {MAX_ATTEMPTS} attempts of an append lost a race "
+            f"mongodb {self.options.shown}: {attempt} attempts in {RACE_SECONDS:g} s at an "
+            "append lost a race "
             f"to other writers of {keys[:3]}",
             backend=NAME,
         )
