@@ -310,7 +310,7 @@ class StateStore:
         retry_for: float = DEFAULT_RETRY_FOR,
         retries: int | None = None,
         backoff: float = 0.002,
-        max_backoff: float = 0.2,
+        max_backoff: float = 0.05,
         fence: Fence | None = None,
     ) -> Record:
         """Read-modify-write with optimistic locking.
