@@ -4,6 +4,7 @@ Install with ``pip install statekit[testing]``. See docs/writing-a-backend.md.
 """
 
 from statekit.testing.contract import BackendContract
+from statekit.testing.history import TimeOrderContract, assert_true_history
 from statekit.testing.inputs import BadInputContract
 from statekit.testing.servers import (
     ScriptServerControl,
@@ -18,6 +19,8 @@ __all__ = [
     "BackendContract",
     "BadInputContract",
     "ScriptServerControl",
+    "TimeOrderContract",
+    "assert_true_history",
     "fresh_namespace",
     "in_ci",
     "require_server",
