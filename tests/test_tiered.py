@@ -14,7 +14,9 @@ import statekit
 from statekit import BackendUnavailable, ConflictError, Record, StateStore, Write
 from statekit.backends.memory import MemoryBackend
 from statekit.config import Settings
+from statekit.testing import assert_true_history
 from statekit.tiered import WRITE_ID, FallbackJournal, ReadCache, TieredBackend
+from statekit.tiered.backend import DEFERRED_AT
 
 
 class Switchable(MemoryBackend):
@@ -176,6 +178,14 @@ async def test_fallback_keeps_writes_in_order_and_replays_them(
         assert [r.data for r in history] == [0, 1, 2, 3, 4, 5, 6]
         assert [r.version for r in history] == list(range(1, 8))
         assert (await store.health()).detail["fallback"]["pending"] == 0  # type: ignore[index]
+        # Replayed, each got the time of its replay (the key's history stays in time
+        # order and as_of exact); when the journal took it is in its meta.
+        await assert_true_history(store, "k")
+        accepted = [r.at.isoformat(timespec="microseconds") for r in pending]
+        assert [r.meta.get(DEFERRED_AT) for r in history[1:6]] == accepted
+        assert all(r.at > p.at for r, p in zip(history[1:6], pending, strict=True))
+        assert DEFERRED_AT not in history[0].meta  # written straight to the primary
+        assert DEFERRED_AT in history[6].meta  # it queued behind the pending ones
 
 
 @pytest.mark.asyncio
