@@ -44,6 +44,7 @@ from statekit.errors import (
 )
 from statekit.store import Retention, StateStore
 from statekit.testing import _workers
+from statekit.testing._capabilities import needs
 from statekit.testing._guard import GuardedBackend
 from statekit.testing.history import TimeOrderContract
 from statekit.testing.inputs import BadInputContract
@@ -114,11 +115,7 @@ class BackendContract(TimeOrderContract, BadInputContract):
     async def store(self, guarded: GuardedBackend) -> StateStore:
         return StateStore(guarded, owns_backend=False)
 
-    @staticmethod
-    def needs(store: StateStore, *capabilities: Capability) -> None:
-        missing = [c.value for c in capabilities if c not in store.capabilities]
-        if missing:
-            pytest.skip(f"{store.backend.name} does not declare {', '.join(missing)}")
+    needs = staticmethod(needs)
 
     # -- versions ---------------------------------------------------------------------------
 

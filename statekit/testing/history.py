@@ -26,6 +26,7 @@ import pytest
 from statekit.backend import MICROSECOND, Capability, Record, Write
 from statekit.store import StateStore
 from statekit.testing import _workers
+from statekit.testing._capabilities import needs
 
 __all__ = ["TimeOrderContract", "assert_true_history"]
 
@@ -33,12 +34,6 @@ TASKS = 4
 PUTS_PER_TASK = 30
 PROCESSES = 2
 PUTS_PER_PROCESS = 40
-
-
-def _needs(store: StateStore, *capabilities: Capability) -> None:
-    missing = [c.value for c in capabilities if c not in store.capabilities]
-    if missing:
-        pytest.skip(f"{store.backend.name} does not declare {', '.join(missing)}")
 
 
 def _live(record: Record | None) -> Record | None:
@@ -78,7 +73,7 @@ class TimeOrderContract:
     @pytest.mark.asyncio
     async def test_at_rises_with_the_version_for_concurrent_tasks(self, store: StateStore) -> None:
         """Several tasks on ONE store object write one key (puts and deletes)."""
-        _needs(store, Capability.HISTORY)
+        needs(store, Capability.HISTORY)
         seed = random.randrange(2**32)
         rng = random.Random(seed)
         plans = [[rng.random() < 0.1 for _ in range(PUTS_PER_TASK)] for _ in range(TASKS)]
@@ -98,7 +93,7 @@ class TimeOrderContract:
     async def test_a_batch_shares_one_at_and_rises_on_every_key(self, store: StateStore) -> None:
         """Batches over overlapping keys, from several tasks: each batch one ``at``,
         every key's ``at`` rising; ``get_many(as_of=)`` reads a batch whole."""
-        _needs(store, Capability.HISTORY, Capability.ATOMIC_BATCH)
+        needs(store, Capability.HISTORY, Capability.ATOMIC_BATCH)
         seed = random.randrange(2**32)
         rng = random.Random(seed)
         keys = ["time/a", "time/b", "time/c"]
@@ -126,7 +121,7 @@ class TimeOrderContract:
         self, store: StateStore, backend_url: str | None
     ) -> None:
         """Processes, a second store object and this one write one key at once."""
-        _needs(store, Capability.HISTORY, Capability.COMPARE_AND_SET)
+        needs(store, Capability.HISTORY, Capability.COMPARE_AND_SET)
         if backend_url is None:
             pytest.skip(f"{store.backend.name} has no URL other processes can open")
         import statekit
@@ -160,7 +155,7 @@ class TimeOrderContract:
 
     @pytest.mark.asyncio
     async def test_as_of_between_versions_and_for_several_keys(self, store: StateStore) -> None:
-        _needs(store, Capability.HISTORY)
+        needs(store, Capability.HISTORY)
         v1 = await store.put("tt/x", 1)
         v2 = await store.put("tt/x", 2)
         y1 = await store.put("tt/y", "y")
