@@ -21,7 +21,8 @@ atomically (temp, fsync, rename), folders synced. Then a new, empty journal
 generation becomes live (``current.json`` replaced atomically). A crash
 half-way leaves ``current.json`` on the old journal, and the copy is redone
 idempotently (a history file only gets versions above its last). The last
-four old journals are kept, for watchers that lag.
+four old journals are kept, for watchers that lag; ``open`` deletes older ones
+that a process killed between the switch and the unlink left behind.
 
 **Reading.** A key's head is its newest version in the live journal, else its
 head file; its history is its history file plus the live journal.
@@ -32,6 +33,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import json
+import logging
 import os
 import re
 import time
@@ -65,6 +67,9 @@ KEEP_GENERATIONS = 4
 CHECKPOINT_BYTES = 64 * 1024 * 1024
 """A journal this large is checkpointed whatever its count of versions."""
 _TEMP = re.compile(r"\.tmp-\d+$")
+_JOURNAL = re.compile(r"^journal-(\d+)\.jsonl$")
+
+log = logging.getLogger("statekit.file")
 
 Stamped = tuple[list[int], int]
 """What an append committed: its versions (in the order of its writes) and ``at`` (µs)."""
@@ -130,6 +135,34 @@ class Folder:
             self._refresh(repair=True)
             if self._pending:
                 self._checkpoint()
+            self._sweep_journals()
+
+    def _sweep_journals(self) -> None:
+        """Delete the old journals a checkpoint retired but did not get to unlink.
+
+        A checkpoint copies the live journal into the per-key files, switches
+        ``current.json`` to a new journal, and only then unlinks the journal that
+        left the kept window. A process killed between the switch and the unlink
+        leaves that journal behind, and later checkpoints never remove it. Every
+        journal older than the live generation's :data:`KEEP_GENERATIONS`
+        predecessors is such a leftover: its versions were copied to the per-key
+        files before a newer journal became live, and no watcher may read it any
+        more. The live journal, the kept ones and a newer, still-empty one (a
+        checkpoint killed before its switch; the next checkpoint reuses it) stay.
+        Call with the exclusive lock held, after ``_refresh``.
+        """
+        for name in os.listdir(self.root):
+            match = _JOURNAL.match(name)
+            if match and int(match.group(1)) < self.generation - KEEP_GENERATIONS:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.root / name)
+                    log.warning(
+                        "file store %s: removed %s, an old journal a killed checkpoint left "
+                        "(live: %s)",
+                        self.root,
+                        name,
+                        journal_name(self.generation),
+                    )
 
     def _create(self) -> None:
         self.heads.mkdir(exist_ok=True)
