@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import random
 import time
 import uuid
@@ -40,6 +41,7 @@ from statekit.codec import (
 )
 from statekit.errors import (
     BackendError,
+    BackendUnavailable,
     CapabilityError,
     ConfigError,
     ConflictError,
@@ -52,6 +54,8 @@ from statekit.tiered.shared import SharedCache
 if TYPE_CHECKING:
     from statekit.config import CacheSettings, Settings
     from statekit.snapshots import Snapshots
+
+log = logging.getLogger("statekit.store")
 
 __all__ = [
     "DEFAULT_MAX_VALUE_BYTES",
@@ -488,6 +492,10 @@ class StateStore:
 
 
 async def _open_backend(url: str, host: PluginHost) -> Backend:
+    return await _backend_class(url, host).open(url)
+
+
+def _backend_class(url: str, host: PluginHost) -> type[Backend]:
     if not url.strip():
         # An explicitly empty URL is a mistake (an unset variable?), not "the default".
         raise ConfigError(
@@ -506,7 +514,28 @@ async def _open_backend(url: str, host: PluginHost) -> Backend:
             f"{redact_url(url)!r} is not a store URL; try sqlite:///statekit.db or memory://",
             reason="url",
         )
-    return await host.backend_class(scheme).open(url)
+    return host.backend_class(scheme)
+
+
+async def _open_primary(url: str, host: PluginHost, *, fallback: bool) -> Backend:
+    """Open the primary; with a fallback journal, a primary that cannot be reached yet
+    becomes an :class:`~statekit.tiered.unopened.UnopenedPrimary` (docs/tiered.md)."""
+    cls = _backend_class(url, host)
+    try:
+        return await cls.open(url)
+    except BackendUnavailable as exc:
+        if not fallback:
+            raise
+        from statekit.tiered.unopened import UnopenedPrimary
+
+        log.warning("opening %s without its primary, which is unavailable: %s", cls.name, exc)
+        return UnopenedPrimary(
+            cls.name,
+            cls.capabilities,
+            lambda: cls.open(url),
+            exc,
+            {"backend": cls.name, "url": redact_url(url)},
+        )
 
 
 def _cache_settings(
@@ -583,12 +612,21 @@ async def _tiered(
     mirror_urls: Sequence[str],
     fallback: str,
 ) -> Backend:
-    from statekit.tiered import FallbackJournal, ReadCache, TieredBackend
+    from statekit.tiered import FallbackJournal, ReadCache, SharedLevel, TieredBackend
+    from statekit.tiered.unopened import UnopenedPrimary
 
     opened: list[Backend] = [primary]
     shared: SharedCache | None = None
+    wants_shared = (
+        cache.enabled and cache.shared_url is not None and cache.shared_url.get_secret_value()
+    )
+
+    async def attach_shared(primary: Backend) -> None:  # the primary opened late
+        if wants_shared:
+            tiered.shared = SharedLevel(await _open_shared(primary, host, cache))
+
     try:
-        if cache.enabled and cache.shared_url is not None and cache.shared_url.get_secret_value():
+        if wants_shared and not isinstance(primary, UnopenedPrimary):
             shared = await _open_shared(primary, host, cache)
         for url in mirror_urls:
             opened.append(await _open_backend(url, host))
@@ -600,6 +638,7 @@ async def _tiered(
             shared=shared,
             mirrors=opened[1:],
             fallback=await FallbackJournal.open(fallback) if fallback else None,
+            on_open=attach_shared,
         )
         await tiered.start()
     except BaseException:
@@ -683,7 +722,8 @@ async def open(
         "shared_url": "redis://cache:6379/0"}`` (a mapping turns caching on).
     :param mirrors: store URLs every committed version is copied to, write-behind.
     :param fallback: a journal file that accepts writes while the primary is down
-        (``enable_file_fallback`` and ``fallback_path``); ``""`` turns it off.
+        (``enable_file_fallback`` and ``fallback_path``); ``""`` turns it off. With it,
+        the store opens even while the primary is unreachable (docs/tiered.md).
     """
     from statekit.config import load_settings
 
@@ -691,10 +731,12 @@ async def open(
     host = host or PluginHost.from_settings(settings)
     if url is None:
         url = primary
-    backend = await _open_backend(settings.store_url() if url is None else url, host)
-    mirror_urls = settings.mirrors if mirrors is None else list(mirrors)
+    if url is None:
+        url = settings.store_url()
     if fallback is None:
         fallback = settings.fallback_path if settings.enable_file_fallback else ""
+    backend = await _open_primary(url, host, fallback=bool(fallback))
+    mirror_urls = settings.mirrors if mirrors is None else list(mirrors)
     try:
         cache_settings = _cache_settings(settings, cache)
     except BaseException:

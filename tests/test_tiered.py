@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 import statekit
-from statekit import BackendUnavailable, ConflictError, Record, StateStore, Write
+from statekit import Backend, BackendUnavailable, Record, StateStore, Write
 from statekit.backends.memory import MemoryBackend
 from statekit.config import Settings
 from statekit.testing import assert_true_history
 from statekit.tiered import WRITE_ID, FallbackJournal, ReadCache, TieredBackend
 from statekit.tiered.backend import DEFERRED_AT
+from statekit.tiered.unopened import UnopenedPrimary
 
 
 class Switchable(MemoryBackend):
@@ -205,27 +207,66 @@ async def test_a_write_that_landed_before_the_failure_is_not_replayed_twice(
 
 
 @pytest.mark.asyncio
-async def test_a_conflict_at_replay_is_kept_and_reported(
+async def test_conditional_writes_during_an_outage_are_refused_never_journaled(
     tmp_path: Path, journal: FallbackJournal
 ) -> None:
+    """The issue's repro: 5 x update(+10) during an outage. Each is refused (nothing
+    stored, the caller told); none is acknowledged and later dropped."""
     primary = Switchable()
     store, backend = await tiered(primary, tmp_path, fallback=journal)
     async with store:
-        await store.put("idem/1", "first")
+        await store.put("balance", 100)
         primary.down = True
-        await store.put("idem/1", "mine", expect=1)  # accepted; checked at replay
-        await MemoryBackend.append(
-            primary, [Write("idem/1", "theirs")], datetime.now().astimezone()
-        )
+        await store.put("other", 1)  # unconditional: journaled, guaranteed
+        for _ in range(5):  # its read fails (no cache here), or its conditional write
+            with pytest.raises(BackendUnavailable):
+                await store.update("balance", lambda b: b + 10)
+        with pytest.raises(BackendUnavailable, match="nothing was written"):
+            await store.put("balance", 0, expect=1)
+        assert (await store.get("other")).data == 1  # type: ignore[union-attr] # its own write
         primary.down = False
+        await store.update("balance", lambda b: b + 10)  # waits for the drain, then applies
+        await asyncio.wait_for(backend.settle(), 10)
+        assert await backend.rejected() == []
+        assert [r.data for r in await store.history("balance")] == [110, 100]
+        assert (await store.get("other")).data == 1  # type: ignore[union-attr]
+
+
+@pytest.mark.asyncio
+async def test_a_conditional_write_waits_for_the_journal_to_drain(
+    tmp_path: Path, journal: FallbackJournal
+) -> None:
+    primary = Switchable()
+    store, _ = await tiered(primary, tmp_path, fallback=journal)
+    async with store:
+        await store.put("k", 0)
+        primary.down = True
+        await store.put("k", 1)
+        primary.down = False
+        # The journal still holds k=1: the conditional write is decided after it lands.
+        record = await store.update("k", lambda v: v + 1)
+        assert (record.version, record.data) == (3, 2)
+        assert [r.data for r in await store.history("k", newest_first=False)] == [0, 1, 2]
+
+
+@pytest.mark.asyncio
+async def test_an_old_journal_entry_with_expect_that_conflicts_is_kept_and_reported(
+    tmp_path: Path, journal: FallbackJournal
+) -> None:
+    """Journals written by earlier statekit versions may hold conditional writes."""
+    primary = Switchable()
+    await MemoryBackend.append(primary, [Write("idem/1", "theirs")], datetime.now().astimezone())
+    await journal.add(
+        [Write("idem/1", "mine", expect=0, meta={WRITE_ID: "w1"})], 1, uncertain=False
+    )
+    store, backend = await tiered(primary, tmp_path, fallback=journal)
+    async with store:
         await asyncio.wait_for(backend.settle(), 10)
         (rejected,) = await backend.rejected()
-        assert "expected version 1, found 2" in rejected["reason"]
+        assert "expected version 0, found 1" in rejected["reason"]
         assert rejected["writes"][0]["key"] == "idem/1"
         assert (await store.get("idem/1")).data == "theirs"  # type: ignore[union-attr]
         assert (await store.health()).detail["fallback"]["rejected"] == 1  # type: ignore[index]
-        with pytest.raises(ConflictError):  # with the primary up, conflicts are immediate
-            await store.put("idem/1", "late", expect=1)
 
 
 @pytest.mark.asyncio
@@ -281,3 +322,157 @@ async def test_a_write_refused_for_good_at_replay_does_not_block_the_rest(
         (rejected,) = await backend.rejected()
         assert "BackendError: cannot hold this value" in rejected["reason"]
         assert (await store.get("fine")).data == 2  # type: ignore[union-attr]
+
+
+class Counting(Switchable):
+    """Counts appends; loses the reply of the next ``lose`` appends (they commit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.appends = 0
+        self.lose = 0
+
+    async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
+        if not self.down:
+            self.appends += 1
+        if self.lose and not self.down:
+            self.lose -= 1
+            await MemoryBackend.append(self, writes, at)
+            raise BackendUnavailable("connection lost after commit", backend=self.name)
+        return await super().append(writes, at)
+
+    async def read(self, key: str, **kwargs: Any) -> list[Record]:
+        if self.down:
+            raise BackendUnavailable("primary is down", backend=self.name)
+        return await super().read(key, **kwargs)
+
+    def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:
+        if self.down:
+            return self._down()
+        return super().scan(prefix, kind)
+
+    async def _down(self) -> AsyncIterator[Record]:
+        raise BackendUnavailable("primary is down", backend=self.name)
+        yield  # pragma: no cover
+
+
+@pytest.mark.asyncio
+async def test_reads_of_this_store_see_its_pending_writes(
+    tmp_path: Path, journal: FallbackJournal
+) -> None:
+    primary = Counting()
+    cache = ReadCache(ttl=60, max_size=100)  # delete() reads the kind of what it deletes
+    store, backend = await tiered(primary, tmp_path, fallback=journal, cache=cache)
+    async with store:
+        await store.put("pos/a", 1, kind="position")
+        await store.put("pos/b", 2, kind="position")
+        primary.down = True
+        await store.put("pos/a", 10, kind="position")
+        await store.delete("pos/b")
+        await store.put("pos/c", 30, kind="position")
+        await store.put("ord/x", "open", kind="order")
+        assert (await store.get("pos/a")).data == 10  # type: ignore[union-attr]
+        assert await store.get("pos/b") is None
+        got = await store.get_many(["pos/a", "pos/c", "ord/x"])
+        assert {k: r.data for k, r in got.items()} == {"pos/a": 10, "pos/c": 30, "ord/x": "open"}
+        # The primary cannot scan now: only this store's own pending writes are known.
+        with pytest.raises(BackendUnavailable):
+            [r async for r in store.scan("pos/")]
+        health = await store.health()
+        assert health.ok and "unavailable" in str(health.detail["degraded"])
+        assert health.detail["fallback"]["primary"] == "down"  # type: ignore[index]
+        primary.down = False
+        # Up again, journal not yet replayed: a scan lays the pending writes over it.
+        scanned = {r.key: r.data async for r in store.scan("pos/", kind="position")}
+        assert scanned == {"pos/a": 10, "pos/c": 30}
+        await asyncio.wait_for(backend.settle(), 10)
+        assert (await store.get("pos/a")).version == 2  # type: ignore[union-attr]
+        assert "degraded" not in (await store.health()).detail
+        fallback = (await store.health()).detail["fallback"]
+        assert fallback["journaled"] == fallback["replayed"] == 4  # type: ignore[index]
+        assert fallback["last_drain_s"] is not None  # type: ignore[index]
+
+
+@pytest.mark.asyncio
+async def test_every_entry_whose_answer_was_lost_is_looked_up_before_resending(
+    tmp_path: Path, journal: FallbackJournal
+) -> None:
+    """The issue's fault: entries journaled behind another, their replay commits and the
+    answer is lost. Each is in the primary once."""
+    primary = Counting()
+    store, backend = await tiered(primary, tmp_path, fallback=journal)
+    async with store:
+        primary.down = True
+        for i in range(1, 4):
+            await store.put("k", i)  # the 2nd and 3rd were never sent: not "uncertain"
+            await store.put(f"other/{i}", i)
+        primary.lose = 2  # the first replay appends commit; their answers are lost
+        primary.down = False
+        await asyncio.wait_for(backend.settle(), 10)
+        history = await store.history("k", newest_first=False)
+        assert [r.data for r in history] == [1, 2, 3]
+        ids = [r.meta[WRITE_ID] for r in history]
+        assert len(set(ids)) == 3
+        for i in range(1, 4):
+            assert [r.data for r in await store.history(f"other/{i}")] == [i]
+
+
+@pytest.mark.asyncio
+async def test_replay_sends_batches_not_one_write_per_round_trip(
+    tmp_path: Path, journal: FallbackJournal
+) -> None:
+    primary = Counting()
+    store, backend = await tiered(primary, tmp_path, fallback=journal)
+    async with store:
+        primary.down = True
+        await asyncio.gather(*(store.put(f"k/{i % 50}", i) for i in range(2000)))
+        primary.down = False
+        await asyncio.wait_for(backend.settle(), 30)
+        # 2,000 writes over 50 keys: appends of distinct keys, 50 writes each at least.
+        assert primary.appends <= 2000 // 50 + 2, primary.appends
+        for key in range(50):
+            history = await store.history(f"k/{key}", newest_first=False)
+            assert [r.data for r in history] == list(range(key, 2000, 50))
+
+
+class Reopening:
+    """Opens a memory primary only once ``up`` is set."""
+
+    def __init__(self, primary: MemoryBackend) -> None:
+        self.primary = primary
+        self.up = False
+        self.error = BackendUnavailable("connection refused", backend="memory")
+
+    async def __call__(self) -> Backend:
+        if not self.up:
+            raise self.error
+        return self.primary
+
+
+@pytest.mark.asyncio
+async def test_a_store_opens_while_its_primary_is_down_and_replays_when_it_opens(
+    tmp_path: Path, journal: FallbackJournal
+) -> None:
+    real = MemoryBackend()
+    opener = Reopening(real)
+    unopened = UnopenedPrimary(
+        "memory", MemoryBackend.capabilities, opener, opener.error, {"backend": "memory"}
+    )
+    mirror = MemoryBackend()
+    await mirror.replicate(
+        await MemoryBackend().append([Write("seen", "from the mirror")], datetime.now(UTC))
+    )
+    store, backend = await tiered(unopened, tmp_path, fallback=journal, mirrors=[mirror])  # type: ignore[arg-type]
+    async with store:
+        health = await store.health()
+        assert health.ok and health.detail["fallback"]["primary"] == "not opened"  # type: ignore[index]
+        assert (await store.put("k", 1)).version == 0
+        assert (await store.get("k")).data == 1  # type: ignore[union-attr]
+        assert (await store.get("seen")).data == "from the mirror"  # type: ignore[union-attr]
+        with pytest.raises(BackendUnavailable, match="nothing was written"):
+            await store.put("k", 2, expect=1)
+        opener.up = True
+        await asyncio.wait_for(backend.settle(), 10)
+        assert backend.primary is real
+        assert [r.data for r in await real.read("k")] == [1]
+        assert (await store.put("k", 2, expect=1)).version == 2

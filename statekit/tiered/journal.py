@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ SCHEMA = (
         seq       INTEGER PRIMARY KEY AUTOINCREMENT,
         writes    TEXT    NOT NULL,  -- JSON list of writes, one atomic batch
         at        INTEGER NOT NULL,  -- microseconds since the epoch, UTC
-        uncertain INTEGER NOT NULL   -- 1: the primary may have committed it already
+        uncertain INTEGER NOT NULL   -- 1: it may have reached the primary (a call was made)
     )""",
     """CREATE TABLE IF NOT EXISTS rejected (
         seq     INTEGER PRIMARY KEY,
@@ -42,6 +43,7 @@ class JournalEntry:
     writes: list[Write]
     at_micros: int
     uncertain: bool
+    """It may have reached the primary already: replay looks its write ids up first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,9 @@ def _decode(text: str) -> list[Write]:
 class FallbackJournal:
     """A SQLite file (WAL, synchronous=FULL) holding deferred appends in arrival order.
 
+    Appends made at the same time share one transaction (group commit): each
+    :meth:`add` returns once its entry is durable, after every earlier one.
+
     One journal belongs to one process: two processes replaying one journal
     would apply its writes twice. Give each process its own path.
     """
@@ -92,6 +97,8 @@ class FallbackJournal:
         self.path = path
         self._worker = Worker("statekit-fallback-journal")
         self._con: sqlite3.Connection | None = None
+        self._queued: list[tuple[str, int, bool, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: str | Path) -> FallbackJournal:
@@ -114,29 +121,75 @@ class FallbackJournal:
         for statement in SCHEMA:
             con.execute(statement)
 
-    def _add(self, text: str, at: int, uncertain: bool) -> None:
+    def _transaction(self, statement: str, rows: Sequence[tuple[Any, ...]]) -> None:
         assert self._con is not None
-        self._con.execute(
-            "INSERT INTO journal (writes, at, uncertain) VALUES (?, ?, ?)", (text, at, uncertain)
-        )
+        con = self._con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.executemany(statement, rows)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
 
     async def add(self, writes: Sequence[Write], at_micros: int, *, uncertain: bool) -> None:
-        """Keep ``writes`` (durably, when this returns) after every earlier entry."""
-        await self._run(self._add, _encode(writes), at_micros, uncertain)
+        """Keep ``writes`` (durably, when this returns) after every earlier entry.
 
-    def _first(self) -> JournalEntry | None:
+        Cancelling the caller does not take the entry back: it may still be kept.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queued.append((_encode(writes), at_micros, uncertain, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(
+                self._flush(), name="statekit-fallback-journal-flush"
+            )
+        await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        while self._queued:
+            group, self._queued = self._queued, []
+            try:
+                await self._run(
+                    self._transaction,
+                    "INSERT INTO journal (writes, at, uncertain) VALUES (?, ?, ?)",
+                    [(text, at, uncertain) for text, at, uncertain, _ in group],
+                )
+            except BaseException as exc:
+                for *_, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                for *_, future in group:
+                    if not future.done():
+                        future.set_result(None)
+
+    def _batch(self, after: int, max_writes: int) -> list[JournalEntry]:
         assert self._con is not None
-        row = self._con.execute(
-            "SELECT seq, writes, at, uncertain FROM journal ORDER BY seq LIMIT 1"
-        ).fetchone()
-        if row is None:
-            return None
-        return JournalEntry(row[0], _decode(row[1]), row[2], bool(row[3]))
+        entries: list[JournalEntry] = []
+        size = 0
+        rows = self._con.execute(
+            "SELECT seq, writes, at, uncertain FROM journal WHERE seq > ? ORDER BY seq", (after,)
+        )
+        for seq, text, at, uncertain in rows:
+            writes = _decode(text)
+            if entries and size + len(writes) > max_writes:
+                break
+            entries.append(JournalEntry(seq, writes, at, bool(uncertain)))
+            size += len(writes)
+        return entries
+
+    async def batch(self, max_writes: int, *, after: int = 0) -> list[JournalEntry]:
+        """The oldest entries after sequence number ``after``, in order, holding at most
+        ``max_writes`` writes (but always one entry, when there is one)."""
+        entries: list[JournalEntry] = await self._run(self._batch, after, max_writes)
+        return entries
 
     async def first(self) -> JournalEntry | None:
         """The oldest deferred append, or None when the journal is empty."""
-        entry: JournalEntry | None = await self._run(self._first)
-        return entry
+        entries = await self.batch(1)
+        return entries[0] if entries else None
 
     def _count(self) -> tuple[int, int]:
         assert self._con is not None
@@ -149,30 +202,52 @@ class FallbackJournal:
         counts: tuple[int, int] = await self._run(self._count)
         return counts
 
-    def _remove(self, seq: int, reason: str | None) -> None:
+    def _oldest(self) -> int | None:
+        assert self._con is not None
+        row = self._con.execute("SELECT MIN(at) FROM journal").fetchone()
+        return None if row[0] is None else int(row[0])
+
+    async def oldest(self) -> int | None:
+        """When the oldest pending entry was accepted (microseconds since the epoch)."""
+        oldest: int | None = await self._run(self._oldest)
+        return oldest
+
+    async def sent(self, seqs: Sequence[int]) -> None:
+        """Mark entries about to be sent to the primary: if the outcome is then lost (the
+        call fails, the process dies), replay looks their write ids up before resending."""
+        if seqs:
+            await self._run(
+                self._transaction,
+                "UPDATE journal SET uncertain = 1 WHERE seq = ?",
+                [(seq,) for seq in seqs],
+            )
+
+    async def done(self, seqs: Sequence[int]) -> None:
+        """The entries reached the primary: forget them."""
+        if seqs:
+            await self._run(
+                self._transaction, "DELETE FROM journal WHERE seq = ?", [(seq,) for seq in seqs]
+            )
+
+    def _reject(self, seq: int, reason: str) -> None:
         assert self._con is not None
         con = self._con
         con.execute("BEGIN IMMEDIATE")
         try:
-            if reason is not None:
-                con.execute(
-                    "INSERT INTO rejected (seq, writes, at, reason) "
-                    "SELECT seq, writes, at, ? FROM journal WHERE seq = ?",
-                    (reason, seq),
-                )
+            con.execute(
+                "INSERT INTO rejected (seq, writes, at, reason) "
+                "SELECT seq, writes, at, ? FROM journal WHERE seq = ?",
+                (reason, seq),
+            )
             con.execute("DELETE FROM journal WHERE seq = ?", (seq,))
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
 
-    async def done(self, seq: int) -> None:
-        """The entry reached the primary: forget it."""
-        await self._run(self._remove, seq, None)
-
     async def reject(self, seq: int, reason: str) -> None:
         """The primary refused the entry: keep it, with why, among the rejected."""
-        await self._run(self._remove, seq, reason)
+        await self._run(self._reject, seq, reason)
 
     def _rejected(self) -> list[Rejected]:
         assert self._con is not None
@@ -190,6 +265,8 @@ class FallbackJournal:
         return rows
 
     async def aclose(self) -> None:
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
         if self._con is not None:
             await self._run(self._con.close)
             self._con = None
