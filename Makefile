@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 
-.PHONY: install run example test lint typecheck pytest servers bench clean
+.PHONY: install run example test lint typecheck pytest servers bench soak clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "statekit needs Python >= 3.11; set PYTHON=python3.11")'
@@ -49,6 +49,14 @@ servers: install
 	scripts/servers.sh start
 
 test: lint typecheck pytest
+
+# The long campaigns at full size (the gate runs them at a CI size): the reconcile soak
+# with 10,000 intents, and 150 outages per server in the fallback-journal campaign.
+soak: install
+	scripts/servers.sh start || [ "$${CI:-}" != "true" ]
+	set -a && . .servers/env && set +a && STATEKIT_SOAK=1 $(BIN)/python -m pytest -s \
+	  tests/test_reconcile_soak.py tests/test_fallback_campaign.py; \
+	  status=$$?; scripts/servers.sh stop; exit $$status
 
 # Every installed backend's benchmark; server backends use the servers.sh servers.
 bench: install

@@ -153,8 +153,16 @@ stop_redis() {
   local pid
   [[ -f "$meta/state_dir" ]] || return 0
   if pid=$(redis_pid); then
+    # Redis removes its pid file once the AOF is written and synced; the exit that
+    # follows takes it a second or two more, which fault tests need not wait for.
+    local pidfile
+    pidfile="$(state_dir)/redis/redis.pid"
     kill "$pid"
-    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    for _ in $(seq 1 400); do
+      { kill -0 "$pid" 2>/dev/null && [[ -f "$pidfile" ]]; } || break; sleep 0.02
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.02; done
     log "redis stopped"
   fi
 }

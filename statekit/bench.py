@@ -670,6 +670,10 @@ BACKENDS: dict[str, BenchRunner] = {
     "history": lambda config, scratch: import_module("statekit.bench_history").bench_history(
         config, scratch
     ),
+    # How fast a fallback journal drains into the primary of --url (default SQLite).
+    "replay": lambda config, scratch: import_module("statekit.bench_replay").bench_replay(
+        config, scratch
+    ),
     # The reconciliation engine and the paper exchange: imported only when this one runs.
     "reconcile": lambda config, scratch: import_module(
         "statekit.trading.bench_reconcile"

@@ -416,7 +416,9 @@ def doctor(
     the metrics reconciliation engines stored.
 
     Secrets are never shown. Exit codes: 0 healthy, 1 the backend is unreachable or
-    unhealthy, or the configuration is bad (reconciliation metrics never change it).
+    unhealthy, or the configuration is bad, 3 degraded: the primary is unreachable or
+    the fallback journal is draining, and writes go to the journal (docs/tiered.md).
+    Reconciliation metrics never change it.
     """
     opts = _options(ctx)
     with opts.reporting():
@@ -438,9 +440,11 @@ def doctor(
     backend = asyncio.run(check())
     if reconcile.snapshots is None and reconcile.error is None:
         reconcile.error = "not read: the backend is not healthy"
+    degraded = backend.get("detail", {}).get("degraded") if backend["ok"] else None
     report: dict[str, Any] = _scrub_data(
         {
             "ok": bool(backend["ok"]),
+            "degraded": degraded,
             "url": redact_url(url),
             "config": settings.masked(),
             "plugins": {
@@ -460,6 +464,11 @@ def doctor(
         _print_doctor(opts, report)
     if not report["ok"]:
         opts.fail(f"{report['backend']['backend']} backend unhealthy: {report['backend']['error']}")
+    if report["degraded"]:
+        line = Text("degraded: ", style="bold yellow")
+        line.append(" ".join(str(report["degraded"]).split()))
+        opts.err.print(line, soft_wrap=True)
+        raise typer.Exit(3)
 
 
 def _print_doctor(opts: _Options, report: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 
 import statekit
-from statekit import Backend, BackendUnavailable, Record, StateStore, Write
+from statekit import Backend, BackendUnavailable, Health, Record, StateStore, Write
 from statekit.backends.memory import MemoryBackend
 from statekit.config import Settings
 from statekit.testing import assert_true_history
@@ -43,6 +43,11 @@ class Switchable(MemoryBackend):
         if self.down:
             raise BackendUnavailable("primary is down", backend=self.name)
         return await super().latest(keys)
+
+    async def health(self) -> Health:
+        if self.down:
+            raise BackendUnavailable("primary is down", backend=self.name)
+        return await super().health()
 
 
 class Refusing(Switchable):

@@ -58,6 +58,8 @@ from statekit.config import Settings
 from statekit.errors import ConflictError, StatekitError, ValidationError
 from statekit.snapshots import SNAPSHOT_KIND, SNAPSHOT_PREFIX
 from statekit.store import RESERVED_PREFIX, StateStore
+from statekit.tiered import TieredBackend
+from statekit.tiered.metrics import fallback_prometheus
 from statekit.trading import kinds
 from statekit.trading.locks import KeyedLocks
 from statekit.trading.models import OrderStatus
@@ -327,7 +329,9 @@ def create_app(
         responses={503: {"model": HealthOut, "description": "The backend is unavailable."}},
     )
     async def health(response: Response) -> HealthOut:
-        """Whether the store answers (no API key needed)."""
+        """Whether the store answers (no API key needed): `ok`, `degraded` (the primary is
+        unreachable or the fallback journal is draining; writes are still taken) or
+        `unavailable` (503)."""
         out = HealthOut(
             status="ok",
             backend=store.backend.name,
@@ -343,6 +347,10 @@ def create_app(
             out.latency_ms = round(found.latency_ms, 3)
             if not found.ok:
                 problem = "the backend reports itself unhealthy"
+            elif found.detail.get("degraded"):
+                # Still serving (writes go to the fallback journal): 200, but said.
+                out.status = "degraded"
+                out.degraded = redactor.text(str(found.detail["degraded"]))
         except TimeoutError:
             problem = f"the backend did not answer within {HEALTH_TIMEOUT_SECONDS:g}s"
         except StatekitError as exc:
@@ -789,14 +797,19 @@ def create_app(
         },
     )
     async def metrics() -> PrometheusResponse:
-        """Reconciliation metrics for Prometheus (`statekit_reconcile_*`, one series per scope).
+        """Metrics for Prometheus: reconciliation (`statekit_reconcile_*`, one series per
+        scope) and, with a fallback journal, its figures (`statekit_fallback_*`).
 
         Needs the API key when one is configured, as every route but `/health` does.
         """
         snapshots = {
             scope: out.model_dump(mode="json") for scope, out in (await reconcile_metrics()).items()
         }
-        return PrometheusResponse(prometheus_text(snapshots))
+        text = prometheus_text(snapshots)
+        backend = store.backend
+        if isinstance(backend, TieredBackend) and backend.fallback is not None:
+            text += fallback_prometheus(await backend.fallback_stats())
+        return PrometheusResponse(text)
 
     # -- statistics ------------------------------------------------------------------------
 

@@ -298,13 +298,16 @@ class IntentListOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    """``GET /health``: ``status`` is ``ok`` or ``unavailable`` (then HTTP 503 and ``error``)."""
+    """``GET /health``: ``status`` is ``ok``, ``degraded`` (then ``degraded`` says why: the
+    primary is unreachable or the fallback journal drains; writes are still taken) or
+    ``unavailable`` (then HTTP 503 and ``error``)."""
 
     status: str
     backend: str
     latency_ms: float
     version: str
     capabilities: list[str]
+    degraded: str | None = None
     error: ErrorBody | None = None
 
 

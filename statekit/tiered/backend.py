@@ -41,8 +41,13 @@ DEFERRED_AT = "statekit.deferred_at"
 UTC). Its ``at`` is the time of the replay, so that the key's versions stay in time order."""
 
 CLOCK_SKEW = timedelta(minutes=2)
-"""How far the primary's clock may be behind this host's: looking a write id up, replay
-searches a key's versions back to the entry's acceptance time minus this."""
+"""How far the primary's clock is assumed to lag this host's until a lag is observed:
+looking a write id up, replay searches a key's versions back to when the entry was
+first sent, less the lag (see :meth:`TieredBackend._margin`)."""
+
+LAG_MARGIN = timedelta(seconds=1)
+"""Added to the largest lag observed (this host's clock at a call less the ``at`` the
+primary gave it)."""
 
 _PAGE = 64  # versions per read while looking write ids up
 _ROUND_WRITES = 5000  # writes read from the journal per replay round
@@ -115,6 +120,7 @@ class TieredBackend(Backend):
         self._last_drain_s: float | None = None
         self._journaled = 0
         self._replayed = 0
+        self._lag: timedelta | None = None  # how far the primary's clock lags, at most seen
         self._replayer: asyncio.Task[None] | None = None
         self._invalidator: asyncio.Task[None] | None = None
 
@@ -230,8 +236,20 @@ class TieredBackend(Backend):
             # The primary may or may not have committed it: replay looks its id up.
             return await self._defer(writes, at, uncertain=True)
         self._note_up()
+        self._observe(at, records)
         await self._committed(records)
         return records
+
+    def _observe(self, sent: datetime, records: Sequence[Record]) -> None:
+        """The primary gave ``records`` (sent at ``sent`` by this host's clock) their ``at``:
+        how far behind this host's its clock may be."""
+        if records:
+            lag = max(timedelta(0), sent - records[0].at)
+            self._lag = lag if self._lag is None else max(self._lag, lag)
+
+    def _margin(self) -> timedelta:
+        """How far before an entry's first send its write may carry an ``at``."""
+        return CLOCK_SKEW if self._lag is None else self._lag + LAG_MARGIN
 
     async def _drained(self) -> None:
         """Wait (up to ``drain_timeout``) until the journal is empty; BackendUnavailable
@@ -321,6 +339,7 @@ class TieredBackend(Backend):
         """Open the primary if need be, then replay the journal until it is empty."""
         delay = self.replay_interval
         while True:
+            replayed = self._replayed
             try:
                 if isinstance(self.primary, UnopenedPrimary):
                     await self._connect()
@@ -328,8 +347,12 @@ class TieredBackend(Backend):
                 if self.fallback is None or not await self._replay_round():
                     return
                 delay = self.replay_interval
+                continue
             except BackendUnavailable as exc:
                 self._note_down(exc)
+                if self._replayed > replayed:  # it was answering: a lost answer, try again
+                    delay = self.replay_interval
+                    continue
             except StatekitError as exc:  # the journal itself failed: keep trying
                 log.error("fallback replay failed, retrying: %s", exc)
                 self._signal()
@@ -357,12 +380,26 @@ class TieredBackend(Backend):
         if self._backlog_since is None:
             self._backlog_since = time.monotonic()
         # From here on an outcome may be lost: replay will look these ids up first.
-        await self.fallback.sent([e.seq for e in entries if not e.uncertain])
+        await self.fallback.sent([e.seq for e in entries], to_micros(datetime.now(UTC)))
         applied: list[JournalEntry] = []
         records: list[Record] = []
+        chunks = self._chunks(entries, landed)
         try:
-            for chunk in self._chunks(entries, landed):
-                applied_now, records_now = await self._send(chunk, landed)
+            for i, chunk in enumerate(chunks):
+                try:
+                    applied_now, records_now = await self._send(chunk, landed)
+                except BaseException:
+                    # The chunks after this one were never sent: unmark them (unless part
+                    # of one had landed before: then its ids must still be looked up).
+                    await self.fallback.unsent(
+                        [
+                            e.seq
+                            for later in chunks[i + 1 :]
+                            for e in later
+                            if not any(w.meta.get(WRITE_ID) in landed for w in e.writes)
+                        ]
+                    )
+                    raise
                 applied += applied_now
                 records += records_now
         finally:
@@ -413,8 +450,9 @@ class TieredBackend(Backend):
         ]
         if not writes:  # every write of it had landed already
             return chunk, []
+        sent = datetime.now(UTC)
         try:
-            records = await self.primary.append(writes, datetime.now(UTC))
+            records = await self.primary.append(writes, sent)
         except BackendUnavailable:
             raise  # still down, or the answer was lost: the next round looks the ids up
         except StatekitError as exc:  # refused for good (a conflict, a value it cannot hold)
@@ -431,6 +469,7 @@ class TieredBackend(Backend):
             await self.fallback.reject(chunk[0].seq, reason)
             self._settled(chunk)
             return [], []
+        self._observe(sent, records)
         return chunk, records
 
     def _settled(self, entries: Iterable[JournalEntry]) -> None:
@@ -445,15 +484,17 @@ class TieredBackend(Backend):
     async def _landed(self, entries: Sequence[JournalEntry]) -> set[str]:
         """The write ids of ``entries`` (whose outcome was lost) that the primary holds.
 
-        Each key's versions are searched newest first, back to the oldest entry's
-        acceptance time (less :data:`CLOCK_SKEW`): a write sent later cannot be older.
+        Each key's versions are searched newest first, back to when its oldest such
+        entry was first sent, less :meth:`_margin`: a write committed after it was
+        sent carries an ``at`` no earlier than the primary's clock then.
         """
         wanted: dict[str, set[str]] = {}
         since: dict[str, int] = {}
         for entry in entries:
+            sent = entry.at_micros if entry.sent_micros is None else entry.sent_micros
             for write in entry.writes:
                 wanted.setdefault(write.key, set()).add(str(write.meta.get(WRITE_ID)))
-                since[write.key] = min(since.get(write.key, entry.at_micros), entry.at_micros)
+                since[write.key] = min(since.get(write.key, sent), sent)
         found: set[str] = set()
         if not wanted:
             return found
@@ -462,7 +503,7 @@ class TieredBackend(Backend):
             heads = await self.primary.latest(list(wanted))
             return {str(h.meta.get(WRITE_ID)) for h in heads.values()}
         for key, ids in wanted.items():
-            bound = from_micros(since[key]) - CLOCK_SKEW
+            bound = from_micros(since[key]) - self._margin()
             before: int | None = None
             while ids:
                 page = await self.primary.read(key, before=before, limit=_PAGE, newest_first=True)

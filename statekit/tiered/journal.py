@@ -24,7 +24,8 @@ SCHEMA = (
         seq       INTEGER PRIMARY KEY AUTOINCREMENT,
         writes    TEXT    NOT NULL,  -- JSON list of writes, one atomic batch
         at        INTEGER NOT NULL,  -- microseconds since the epoch, UTC
-        uncertain INTEGER NOT NULL   -- 1: it may have reached the primary (a call was made)
+        uncertain INTEGER NOT NULL,  -- 1: it may have reached the primary (a call was made)
+        sent_at   INTEGER            -- when it was first sent (microseconds), if uncertain
     )""",
     """CREATE TABLE IF NOT EXISTS rejected (
         seq     INTEGER PRIMARY KEY,
@@ -44,6 +45,8 @@ class JournalEntry:
     at_micros: int
     uncertain: bool
     """It may have reached the primary already: replay looks its write ids up first."""
+    sent_micros: int | None = None
+    """When it was first sent (an uncertain entry cannot have landed before)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,10 @@ class FallbackJournal:
         con.execute("PRAGMA synchronous = FULL")
         for statement in SCHEMA:
             con.execute(statement)
+        columns = {row[1] for row in con.execute("PRAGMA table_info(journal)")}
+        if "sent_at" not in columns:  # a journal of statekit < 0.2: uncertain since accepted
+            con.execute("ALTER TABLE journal ADD COLUMN sent_at INTEGER")
+            con.execute("UPDATE journal SET sent_at = at WHERE uncertain = 1")
 
     def _transaction(self, statement: str, rows: Sequence[tuple[Any, ...]]) -> None:
         assert self._con is not None
@@ -151,8 +158,11 @@ class FallbackJournal:
             try:
                 await self._run(
                     self._transaction,
-                    "INSERT INTO journal (writes, at, uncertain) VALUES (?, ?, ?)",
-                    [(text, at, uncertain) for text, at, uncertain, _ in group],
+                    "INSERT INTO journal (writes, at, uncertain, sent_at) VALUES (?, ?, ?, ?)",
+                    [
+                        (text, at, uncertain, at if uncertain else None)
+                        for text, at, uncertain, _ in group
+                    ],
                 )
             except BaseException as exc:
                 for *_, future in group:
@@ -170,13 +180,14 @@ class FallbackJournal:
         entries: list[JournalEntry] = []
         size = 0
         rows = self._con.execute(
-            "SELECT seq, writes, at, uncertain FROM journal WHERE seq > ? ORDER BY seq", (after,)
+            "SELECT seq, writes, at, uncertain, sent_at FROM journal WHERE seq > ? ORDER BY seq",
+            (after,),
         )
-        for seq, text, at, uncertain in rows:
+        for seq, text, at, uncertain, sent_at in rows:
             writes = _decode(text)
             if entries and size + len(writes) > max_writes:
                 break
-            entries.append(JournalEntry(seq, writes, at, bool(uncertain)))
+            entries.append(JournalEntry(seq, writes, at, bool(uncertain), sent_at))
             size += len(writes)
         return entries
 
@@ -212,13 +223,23 @@ class FallbackJournal:
         oldest: int | None = await self._run(self._oldest)
         return oldest
 
-    async def sent(self, seqs: Sequence[int]) -> None:
-        """Mark entries about to be sent to the primary: if the outcome is then lost (the
-        call fails, the process dies), replay looks their write ids up before resending."""
+    async def sent(self, seqs: Sequence[int], at_micros: int) -> None:
+        """Mark entries about to be sent to the primary at ``at_micros``: if the outcome is
+        then lost (the call fails, the process dies), replay looks their write ids up
+        before resending them. The first send time is kept."""
         if seqs:
             await self._run(
                 self._transaction,
-                "UPDATE journal SET uncertain = 1 WHERE seq = ?",
+                "UPDATE journal SET uncertain = 1, sent_at = COALESCE(sent_at, ?) WHERE seq = ?",
+                [(at_micros, seq) for seq in seqs],
+            )
+
+    async def unsent(self, seqs: Sequence[int]) -> None:
+        """Entries marked :meth:`sent` that were not sent after all (nor landed before)."""
+        if seqs:
+            await self._run(
+                self._transaction,
+                "UPDATE journal SET uncertain = 0, sent_at = NULL WHERE seq = ?",
                 [(seq,) for seq in seqs],
             )
 
