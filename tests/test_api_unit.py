@@ -598,3 +598,28 @@ def test_cli_serve_refuses_public_host_without_key(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "error: refusing to serve the API on 0.0.0.0" in result.output
+
+
+@pytest.mark.asyncio
+async def test_health_and_metrics_say_degraded_while_the_fallback_journal_takes_writes(
+    tmp_path: Path,
+) -> None:
+    """A primary nobody answers for (port 1): the store opens on its journal, /health is
+    200 ``degraded`` and /metrics exports the journal's figures."""
+    pytest.importorskip("statekit_postgres")
+    settings = settings_for(tmp_path)
+    journal = str(tmp_path / "fb.db")
+    store = await statekit.open(
+        "postgresql://trader@127.0.0.1:1/state", settings=settings, fallback=journal
+    )
+    async with store, client_for(store, settings) as c:
+        await store.put("position/EURUSD", {"qty": 1})
+        response = await c.get("/health")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["status"] == "degraded"
+        assert "unavailable" in body["degraded"]
+        text = (await c.get("/metrics")).text
+        assert "statekit_fallback_primary_up 0" in text
+        assert "statekit_fallback_pending 1.0" in text
+        assert "statekit_fallback_journaled_total 1.0" in text

@@ -418,3 +418,20 @@ def test_console_script_end_to_end(tmp_path: Path, url: str) -> None:
 
     usage = statekit("put", "k")
     assert usage.returncode == 2
+
+
+def test_doctor_exits_3_when_degraded(tmp_path: Path) -> None:
+    """No server on port 1, a fallback journal configured: the store opens on the journal,
+    and doctor says degraded (exit 3), not unreachable (1) nor healthy (0)."""
+    pytest.importorskip("statekit_postgres")
+    env = {
+        "STATEKIT_ENABLE_FILE_FALLBACK": "true",
+        "STATEKIT_FALLBACK_PATH": str(tmp_path / "fb.db"),
+    }
+    result = run("doctor", "--json", url="postgresql://trader@127.0.0.1:1/state", env=env)
+    assert result.exit_code == 3, (result.exit_code, result.output)
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert "unavailable" in report["degraded"]
+    assert report["backend"]["detail"]["fallback"]["primary"] == "not opened"
+    assert result.stderr.startswith("degraded: ")

@@ -476,8 +476,13 @@ async def test_a_store_opens_while_its_primary_is_down_and_replays_when_it_opens
         assert (await store.get("seen")).data == "from the mirror"  # type: ignore[union-attr]
         with pytest.raises(BackendUnavailable, match="nothing was written"):
             await store.put("k", 2, expect=1)
+        watch = await store.watch("k").start()  # asked for before the primary opens
         opener.up = True
         await asyncio.wait_for(backend.settle(), 10)
         assert backend.primary is real
         assert [r.data for r in await real.read("k")] == [1]
         assert (await store.put("k", 2, expect=1)).version == 2
+        # It started as the primary opened, before the replay: it sees that too.
+        seen = [await asyncio.wait_for(anext(watch), 10) for _ in range(2)]
+        assert [(r.key, r.version) for r in seen] == [("k", 1), ("k", 2)]
+        await watch.aclose()

@@ -55,7 +55,7 @@ from statekit.api.ws import ChangeHub
 from statekit.backend import ANY, JSON, Expect, Record
 from statekit.codec import MAX_KEY_LENGTH, MAX_KIND_LENGTH, MAX_VERSION
 from statekit.config import Settings
-from statekit.errors import ConflictError, StatekitError, ValidationError
+from statekit.errors import BackendUnavailable, ConflictError, StatekitError, ValidationError
 from statekit.snapshots import SNAPSHOT_KIND, SNAPSHOT_PREFIX
 from statekit.store import RESERVED_PREFIX, StateStore
 from statekit.tiered import TieredBackend
@@ -802,11 +802,15 @@ def create_app(
 
         Needs the API key when one is configured, as every route but `/health` does.
         """
-        snapshots = {
-            scope: out.model_dump(mode="json") for scope, out in (await reconcile_metrics()).items()
-        }
-        text = prometheus_text(snapshots)
         backend = store.backend
+        journaled = isinstance(backend, TieredBackend) and backend.fallback is not None
+        try:
+            found = await reconcile_metrics()
+        except BackendUnavailable:
+            if not journaled:
+                raise
+            found = {}  # an outage is when the journal's figures matter most: serve them
+        text = prometheus_text({scope: out.model_dump(mode="json") for scope, out in found.items()})
         if isinstance(backend, TieredBackend) and backend.fallback is not None:
             text += fallback_prometheus(await backend.fallback_stats())
         return PrometheusResponse(text)

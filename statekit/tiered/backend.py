@@ -121,6 +121,8 @@ class TieredBackend(Backend):
         self._journaled = 0
         self._replayed = 0
         self._lag: timedelta | None = None  # how far the primary's clock lags, at most seen
+        self._watches: list[tuple[str, asyncio.Future[AsyncIterator[Record]]]] = []
+        """Watches asked for before the primary opened: started when it opens."""
         self._replayer: asyncio.Task[None] | None = None
         self._invalidator: asyncio.Task[None] | None = None
 
@@ -153,6 +155,17 @@ class TieredBackend(Backend):
     async def _opened(self) -> None:
         """The primary is open: start what needs it."""
         self.capabilities = self.primary.capabilities
+        watches, self._watches = self._watches, []
+        for prefix, future in watches:  # before anything is replayed: they see it all
+            try:
+                changes = await self.primary.watch(prefix)
+            except StatekitError as exc:
+                future.set_exception(exc)
+            else:
+                if future.cancelled():
+                    await _close(changes)
+                else:
+                    future.set_result(changes)
         cached = self.cache is not None or self.shared is not None
         if cached and Capability.WATCH in self.primary.capabilities:
             changes = await self.primary.watch("")
@@ -662,7 +675,30 @@ class TieredBackend(Backend):
         return await self.primary.prune(key, before_version)
 
     async def watch(self, prefix: str = "") -> AsyncIterator[Record]:
+        if isinstance(self.primary, UnopenedPrimary):
+            if Capability.WATCH not in self.capabilities:
+                return await self.primary.watch(prefix)  # raises as the primary would
+            future: asyncio.Future[AsyncIterator[Record]] = (
+                asyncio.get_running_loop().create_future()
+            )
+            self._watches.append((prefix, future))
+            return self._watch_once_open(future)
         return await self.primary.watch(prefix)
+
+    async def _watch_once_open(
+        self, future: asyncio.Future[AsyncIterator[Record]]
+    ) -> AsyncIterator[Record]:
+        """A watch asked for before the primary opened: it starts as the primary opens,
+        before the journal replays (commits of other processes before that are missed)."""
+        try:
+            changes = await future
+        finally:
+            future.cancel()  # closing this before the primary opened: no watch is started
+        try:
+            async for record in changes:
+                yield record
+        finally:
+            await _close(changes)
 
     async def replicate(self, records: Sequence[Record]) -> None:
         await self.primary.replicate(records)
@@ -777,6 +813,12 @@ def _reason(exc: StatekitError) -> str:
     if isinstance(exc, ConflictError):
         return f"conflict on {exc.key!r}: expected version {exc.expected}, found {exc.actual}"
     return f"{type(exc).__name__}: {exc}"
+
+
+async def _close(changes: AsyncIterator[Record]) -> None:
+    close = getattr(changes, "aclose", None)
+    if close is not None:
+        await close()
 
 
 async def _chain(first: Record | None, rest: AsyncIterator[Record]) -> AsyncIterator[Record]:
