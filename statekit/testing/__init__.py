@@ -6,6 +6,7 @@ Install with ``pip install statekit[testing]``. See docs/writing-a-backend.md.
 from statekit.testing.contract import BackendContract
 from statekit.testing.history import TimeOrderContract, assert_true_history
 from statekit.testing.inputs import BadInputContract
+from statekit.testing.outage import OutageContract
 from statekit.testing.servers import (
     ScriptServerControl,
     fresh_namespace,
@@ -18,6 +19,7 @@ from statekit.testing.servers import (
 __all__ = [
     "BackendContract",
     "BadInputContract",
+    "OutageContract",
     "ScriptServerControl",
     "TimeOrderContract",
     "assert_true_history",

@@ -48,6 +48,7 @@ from statekit.testing._capabilities import needs
 from statekit.testing._guard import GuardedBackend
 from statekit.testing.history import TimeOrderContract
 from statekit.testing.inputs import BadInputContract
+from statekit.testing.outage import OutageContract
 
 
 class ServerControl(Protocol):
@@ -82,7 +83,7 @@ async def _collect(it: AsyncIterator[Record], count: int, within: float = 10.0) 
     return out
 
 
-class BackendContract(TimeOrderContract, BadInputContract):
+class BackendContract(TimeOrderContract, BadInputContract, OutageContract):
     """Contract tests for a :class:`statekit.backend.Backend`.
 
     Provide the ``backend`` fixture (an async fixture yielding an EMPTY backend)
