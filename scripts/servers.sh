@@ -162,7 +162,12 @@ stop_redis() {
       { kill -0 "$pid" 2>/dev/null && [[ -f "$pidfile" ]]; } || break; sleep 0.02
     done
     kill -9 "$pid" 2>/dev/null || true
-    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.02; done
+    # Daemonized, its parent is PID 1, which may reap it late: a zombie holds no port.
+    for _ in $(seq 1 200); do
+      { kill -0 "$pid" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; } \
+        || break
+      sleep 0.02
+    done
     log "redis stopped"
   fi
 }
