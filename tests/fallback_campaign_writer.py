@@ -42,7 +42,9 @@ async def run(
     store = await statekit.open(url, settings=Settings(), fallback=journal)
     backend = store.backend
     assert isinstance(backend, TieredBackend)
-    send = backend._send
+    replay = backend._fallback
+    assert replay is not None
+    send = replay._send
 
     async def lossy_send(chunk: Any, landed: Any) -> Any:
         result = await send(chunk, landed)
@@ -50,7 +52,7 @@ async def run(
             raise BackendUnavailable("injected: the replay committed, its answer was lost")
         return result
 
-    backend._send = lossy_send  # type: ignore[method-assign]
+    replay._send = lossy_send  # type: ignore[method-assign]
     acks = 0
     with open(log_path, "a", buffering=1) as log:
         seq = 0
