@@ -138,14 +138,14 @@ async def _campaign(name: str, tmp_path: Path) -> None:
                 await asyncio.sleep(0.1)
         phases["start_s"] = clock() - started
         for _ in range(OUTAGES):
-            await asyncio.sleep(rng.uniform(0.15, 0.5))
+            await asyncio.sleep(rng.uniform(0.1, 0.4))
             if rng.random() < 0.15:
                 victim = rng.choice(writers)
                 victim.kill()
                 kills += 1
                 victim.start(url, seed, stop)  # opens on the same journal
             await asyncio.to_thread(control.stop)
-            await asyncio.sleep(rng.uniform(0.1, 0.5))
+            await asyncio.sleep(rng.uniform(0.1, 0.4))
             if rng.random() < 0.1:  # this one must open while the primary is down
                 victim = rng.choice(writers)
                 victim.kill()
