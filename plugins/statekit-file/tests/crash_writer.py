@@ -11,7 +11,9 @@ import hashlib
 import random
 import sys
 
-import statekit
+from statekit_file.backend import FileBackend
+
+from statekit import StateStore
 from statekit.backend import JSON, Write
 
 KEYS = ["pos/a", "pos/b", "pos/c/../x", "pos/日本"]
@@ -26,7 +28,9 @@ def value(key: str, n: int, size: int) -> JSON:
 
 async def main(url: str, seed: int) -> None:
     rng = random.Random(seed)
-    async with await statekit.open(url) as store:
+    # The backend itself, not statekit.open: that would import every installed plugin
+    # (ccxt's alone takes a second), once per kill.
+    async with StateStore(await FileBackend.open(url)) as store:
         print("ready", flush=True)
         n = 0
         while True:
