@@ -20,7 +20,7 @@ import dataclasses
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +28,7 @@ from decimal import Decimal
 from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, get_type_hints
-from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
+from urllib.parse import urlsplit
 
 import typer
 from rich import box
@@ -38,10 +38,10 @@ from rich.text import Text
 
 import statekit
 from statekit.backend import Record
-from statekit.codec import redact_url
 from statekit.config import Settings, load_settings
 from statekit.errors import ConfigError, ConflictError, StatekitError, ValidationError
 from statekit.host import PluginHost
+from statekit.redact import Redactor, redact_url
 from statekit.snapshots import SNAPSHOT_PREFIX
 from statekit.store import StateStore
 
@@ -79,47 +79,14 @@ app.add_typer(reconcile_app, name="reconcile")
 # -- secrets -----------------------------------------------------------------------
 
 
-def _url_secrets(url: str | None) -> set[str]:
-    """The password and secret query values of ``url``: whatever redact_url hides."""
-    if not url:
-        return set()
-    found: set[str] = set()
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return {url}  # unparseable: treat the whole text as secret
-    if password:
-        found |= {password, unquote(password)}
-    redacted = parse_qsl(urlsplit(redact_url(url)).query, keep_blank_values=True)
-    original = parse_qsl(parts.query, keep_blank_values=True)
-    for (_, value), (_, shown) in zip(original, redacted, strict=False):
-        if value and shown == "***" and value != "***":
-            found |= {value, quote(value, safe=""), quote_plus(value)}
-    return found
-
-
 def _scrub(text: str, urls: list[str]) -> str:
     """``text`` with every URL in ``urls`` redacted and their secrets replaced by ``***``."""
-    for url in urls:
-        if not url:
-            continue
-        text = text.replace(url, redact_url(url))
-        # Longest first, so a secret that contains another is replaced whole.
-        for secret in sorted(_url_secrets(url), key=len, reverse=True):
-            text = text.replace(secret, "***")
-    return text
+    return Redactor(urls=urls).text(text)
 
 
 def _scrub_data(data: Any, urls: list[str]) -> Any:
     """:func:`_scrub` applied to every string inside JSON-like ``data``."""
-    if isinstance(data, str):
-        return _scrub(data, urls)
-    if isinstance(data, Mapping):
-        return {_scrub(str(k), urls): _scrub_data(v, urls) for k, v in data.items()}
-    if isinstance(data, list | tuple):
-        return [_scrub_data(v, urls) for v in data]
-    return data
+    return Redactor(urls=urls).data(data)
 
 
 # -- the options every command shares -----------------------------------------------------

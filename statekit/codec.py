@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from statekit.backend import JSON, dumps
 from statekit.errors import ConfigError, SerializationError, ValidationError
+from statekit.redact import redact_url
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -395,29 +396,3 @@ def url_options(url: str, allowed: frozenset[str], *, backend: str) -> dict[str,
             raise ConfigError(f"{backend} URL {shown!r} gives {name} twice", source="url")
         options[name] = value
     return options
-
-
-_SECRET_PARAMS = ("password", "token", "secret", "key", "auth")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password and secret-looking query values replaced by ``***``.
-
-    For logs, errors and ``doctor`` output.
-    """
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if parts.password is not None:
-            netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
-        hidden = [
-            (name, "***" if any(s in name.lower() for s in _SECRET_PARAMS) else value)
-            for name, value in pairs
-        ]
-        if netloc == parts.netloc and hidden == pairs:
-            return url
-        query = "&".join(f"{name}={value}" for name, value in hidden)
-        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
-    except ValueError:
-        return "<unparseable URL>"

@@ -24,10 +24,10 @@ from typer.testing import CliRunner
 
 import statekit
 from statekit.api import check_bind, create_app, is_loopback, serve
-from statekit.api.redact import RedactingFilter, Redactor
 from statekit.cli import app as cli_app
 from statekit.config import ApiSettings, Settings, load_settings
 from statekit.errors import BackendUnavailable, ConfigError
+from statekit.redact import RedactingFilter, Redactor
 from statekit.store import StateStore
 from statekit.trading import Balance, KeyedLocks, Order, OrderSide, Position, TradingState
 

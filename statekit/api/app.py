@@ -50,12 +50,12 @@ from statekit.api.models import (
     snapshot_out,
     state_out,
 )
-from statekit.api.redact import Redactor
 from statekit.api.ws import ChangeHub
 from statekit.backend import ANY, JSON, Expect, Record
 from statekit.codec import MAX_KEY_LENGTH, MAX_KIND_LENGTH, MAX_VERSION
 from statekit.config import Settings
 from statekit.errors import BackendUnavailable, ConflictError, StatekitError, ValidationError
+from statekit.redact import Redactor
 from statekit.snapshots import SNAPSHOT_KIND, SNAPSHOT_PREFIX
 from statekit.store import RESERVED_PREFIX, StateStore
 from statekit.tiered import TieredBackend

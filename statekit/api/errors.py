@@ -19,7 +19,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from statekit.api.models import ErrorOut
-from statekit.api.redact import Redactor
 from statekit.codec import MAX_INT_DIGITS, escape_surrogates
 from statekit.errors import (
     BackendError,
@@ -32,6 +31,7 @@ from statekit.errors import (
     StatekitError,
     ValidationError,
 )
+from statekit.redact import Redactor
 
 __all__ = [
     "RETRY_AFTER_SECONDS",

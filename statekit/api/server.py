@@ -22,9 +22,9 @@ import uvicorn
 
 import statekit
 from statekit.api.app import create_app, redactor_for
-from statekit.api.redact import RedactingFilter
 from statekit.config import ApiSettings, Settings
 from statekit.errors import ConfigError, StatekitError
+from statekit.redact import RedactingFilter
 from statekit.store import StateStore
 from statekit.trading.locks import KeyedLocks
 

@@ -1,4 +1,5 @@
-"""Keep secrets (the API key, the store URL's password and tokens) out of responses and logs."""
+"""The one redactor: keeps secrets (an API key, a URL's password and tokens) out of
+errors, logs, responses and command output. Backends, the API and the CLI all use it."""
 
 from __future__ import annotations
 
@@ -8,14 +9,38 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
-from statekit.codec import redact_url
-
-__all__ = ["RedactingFilter", "Redactor"]
+__all__ = ["RedactingFilter", "Redactor", "redact_url", "url_secrets"]
 
 _KEY_PARAM = re.compile(r"(api_key=)[^&\s\"']*", re.IGNORECASE)
 
 
-def _url_secrets(url: str) -> set[str]:
+_SECRET_PARAMS = ("password", "token", "secret", "key", "auth")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password and secret-looking query values replaced by ``***``.
+
+    For logs, errors and ``doctor`` output.
+    """
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        hidden = [
+            (name, "***" if any(s in name.lower() for s in _SECRET_PARAMS) else value)
+            for name, value in pairs
+        ]
+        if netloc == parts.netloc and hidden == pairs:
+            return url
+        query = "&".join(f"{name}={value}" for name, value in hidden)
+        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    except ValueError:
+        return "<unparseable URL>"
+
+
+def url_secrets(url: str) -> set[str]:
     """The password and the secret query values of ``url``: what redact_url hides."""
     try:
         parts = urlsplit(url)
@@ -45,7 +70,7 @@ class Redactor:
         self._urls = [u for u in urls if u]
         found = {s for s in secrets if s}
         for url in self._urls:
-            found |= _url_secrets(url)
+            found |= url_secrets(url)
         # Longest first, so a secret that contains another is replaced whole.
         self._secrets = sorted(found, key=len, reverse=True)
 
