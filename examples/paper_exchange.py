@@ -14,6 +14,7 @@ from statekit.errors import ExchangeError, ExchangeUnavailable, OrderRejected, R
 from statekit.trading import OrderSide, OrderType
 from statekit.trading.exchange import ExchangeConnector
 from statekit.trading.paper import Faults, PaperExchange
+from statekit.trading.plugin import ConnectorRegistry
 
 PRICES = {"BTC/USDT": [Decimal(p) for p in ("100", "96", "92", "99", "104", "101")]}
 BALANCES = {"USDT": Decimal(1000), "BTC": Decimal(1)}
@@ -22,7 +23,7 @@ BALANCES = {"USDT": Decimal(1000), "BTC": Decimal(1)}
 async def matching() -> None:
     print("-- matching --")
     # The built-in trading plugin registers the paper exchange as the connector "paper".
-    connector = PluginHost(autoload=False).connector_class("paper")
+    connector = PluginHost(autoload=False).find(ConnectorRegistry, "paper")
     assert issubclass(connector, PaperExchange)
     exchange = connector(prices=PRICES, balances=BALANCES, max_fill_per_step=Decimal("0.5"))
     async with exchange:

@@ -786,7 +786,9 @@ def _connector_factory(
     are checked now; the connector is built inside the event loop (it may open
     sessions there). Refusals become a ValidationError naming the connector and its
     options, never a secret-looking option's value."""
-    cls = host.connector_class(name)
+    from statekit.trading.plugin import ConnectorRegistry
+
+    cls = host.find(ConnectorRegistry, name)
     given = _option_values(options)
 
     def refused(exc: Exception) -> ValidationError:

@@ -13,18 +13,16 @@ Call hooks only through :class:`statekit.host.PluginHost`'s typed methods.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
-    from statekit.host import (
-        BackendRegistry,
-        CacheRegistry,
-        ConnectorRegistry,
-        ReconcilerRegistry,
-        ValidatorRegistry,
-    )
+    from collections.abc import Awaitable, Sequence
+
+    from statekit.backend import Backend
+    from statekit.config import Settings
+    from statekit.registry import BackendRegistry, SchemeRegistry, ValidatorRegistry
 
 __all__ = ["hookimpl", "hookspec"]
 
@@ -64,7 +62,7 @@ def statekit_register_validators(registry: ValidatorRegistry) -> None:
 
 
 @hookspec
-def statekit_register_caches(registry: CacheRegistry) -> None:
+def statekit_register_caches(registry: SchemeRegistry[Any]) -> None:
     """Register shared caches (the tiered store's second level), one per URL scheme.
 
     Called once per :class:`~statekit.host.PluginHost`, the first time a shared
@@ -81,11 +79,11 @@ def statekit_register_caches(registry: CacheRegistry) -> None:
 
 
 @hookspec
-def statekit_register_connectors(registry: ConnectorRegistry) -> None:
+def statekit_register_connectors(registry: SchemeRegistry[Any]) -> None:
     """Register exchange connectors, one per connector name.
 
     Called once per :class:`~statekit.host.PluginHost`, the first time a connector
-    is looked up (``host.connector_class(name)``, ``statekit plugins``). The
+    is looked up (``host.find(ConnectorRegistry, name)``, ``statekit plugins``). The
     built-in ``trading`` plugin registers ``paper``
     (:class:`statekit.trading.paper.PaperExchange`).
 
@@ -100,12 +98,12 @@ def statekit_register_connectors(registry: ConnectorRegistry) -> None:
 
 
 @hookspec
-def statekit_register_reconcilers(registry: ReconcilerRegistry) -> None:
+def statekit_register_reconcilers(registry: SchemeRegistry[Any]) -> None:
     """Register reconciliation strategies, one per name.
 
     Called once per :class:`~statekit.host.PluginHost`, the first time a reconciler
     is looked up (``ReconcileEngine(reconcilers=["orders", ...])``,
-    ``host.reconciler_class(name)``, ``statekit plugins``). The built-in
+    ``host.find(ReconcilerRegistry, name)``, ``statekit plugins``). The built-in
     ``trading`` plugin registers ``orders``
     (:class:`statekit.trading.reconcile.IntentReconciler`: intents drive orders)
     and ``positions`` (:class:`statekit.trading.reconcile.PositionReconciler`:
@@ -118,4 +116,46 @@ def statekit_register_reconcilers(registry: ReconcilerRegistry) -> None:
         plugin already registered is a :class:`~statekit.errors.PluginError`
         reported against this plugin.
     :return: nothing; the registry is the result.
+    """
+
+
+@hookspec
+def statekit_declare_registries(declared: list[type[Any]]) -> None:
+    """Name the registries this plugin's layer adds, so ``statekit plugins`` lists them.
+
+    The built-in ``trading`` plugin declares ``ConnectorRegistry`` and
+    ``ReconcilerRegistry``, ``tiered`` declares ``CacheRegistry``. A registry is a
+    :class:`statekit.registry.SchemeRegistry` subclass naming its ``hook`` (the
+    registration hook that fills it), ``field`` (its column in ``statekit plugins``),
+    ``base``, ``what`` and ``label``; look a class up with ``host.find(cls, name)``.
+
+    :param declared: append each registry class, e.g. ``declared.append(CacheRegistry)``.
+    :return: nothing; the list is the result.
+    """
+
+
+@hookspec(firstresult=True)
+def statekit_open_tiered(
+    url: str,
+    host: Any,
+    settings: Settings,
+    cache: object,
+    mirrors: Sequence[str] | None,
+    fallback: str | None,
+) -> Awaitable[Backend] | None:
+    """Open ``url`` with read caches, mirrors or a fallback journal in front of it.
+
+    ``host`` is the :class:`~statekit.host.PluginHost` that opens the store.
+
+    Called by :func:`statekit.open` only when a tier is asked for (by its arguments or
+    the settings); the built-in ``tiered`` plugin answers (docs/tiered.md).
+
+    :param url: the primary's URL (already checked: its backend is installed).
+    :param host: the :class:`~statekit.host.PluginHost` opening the store.
+    :param settings: the store's settings (``cache``, ``mirrors``, ``enable_file_fallback``).
+    :param cache: ``statekit.open(cache=...)``: None for the settings, a bool, a mapping
+        or a ``CacheSettings``.
+    :param mirrors: ``statekit.open(mirrors=...)``: None for the settings.
+    :param fallback: ``statekit.open(fallback=...)``: None for the settings, ``""`` for off.
+    :return: an awaitable of the tiered backend, or None to leave it to another plugin.
     """

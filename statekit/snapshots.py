@@ -12,14 +12,14 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from statekit.backend import ANY, JSON, Capability, Expect, Record, Write
 from statekit.codec import check_key
 from statekit.errors import SerializationError, ValidationError
 
 if TYPE_CHECKING:
-    from statekit.store import StateStore
+    from collections.abc import AsyncIterator, Iterable
 
 __all__ = ["SNAPSHOT_KIND", "SNAPSHOT_PREFIX", "SnapshotDiff", "SnapshotInfo", "Snapshots"]
 
@@ -88,10 +88,23 @@ def _info(record: Record) -> SnapshotInfo:
     )
 
 
+class SnapshotStore(Protocol):
+    """What snapshots need of a :class:`~statekit.store.StateStore`."""
+
+    @property
+    def capabilities(self) -> frozenset[Capability]: ...
+
+    async def get(self, key: str, *, as_of: datetime | None = None) -> Record | None: ...
+
+    def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]: ...
+
+    async def append(self, writes: Iterable[Write], *, internal: bool = False) -> list[Record]: ...
+
+
 class Snapshots:
     """Create, list, restore and diff snapshots of one store (``store.snapshots``)."""
 
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: SnapshotStore) -> None:
         self._store = store
 
     async def create(

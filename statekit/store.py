@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 from urllib.parse import urlsplit
-
-import pydantic
 
 from statekit.backend import (
     ANY,
@@ -40,16 +36,13 @@ from statekit.codec import (
     redact_url,
 )
 from statekit.errors import (
-    BackendError,
-    BackendUnavailable,
     CapabilityError,
     ConfigError,
     ConflictError,
     HistoryUnavailable,
     ValidationError,
 )
-from statekit.host import PluginHost, ValidatorRegistry
-from statekit.tiered.shared import SharedCache
+from statekit.host import PluginHost
 
 if TYPE_CHECKING:
     from statekit.config import CacheSettings, Settings
@@ -119,6 +112,12 @@ class Fence(Protocol):
         ...
 
 
+class Validators(Protocol):
+    """What the store asks before a value of a kind is stored (a ValidatorRegistry)."""
+
+    def validate(self, kind: str, key: str, data: JSON) -> None: ...
+
+
 class StateStore:
     """Versioned keys with history, optimistic locking, snapshots and watch.
 
@@ -134,7 +133,7 @@ class StateStore:
         self,
         backend: Backend,
         *,
-        validators: ValidatorRegistry | None = None,
+        validators: Validators | None = None,
         codec: Codec | None = None,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         owns_backend: bool = True,
@@ -491,11 +490,8 @@ class StateStore:
         return Watch(self.backend, check_prefix(prefix))
 
 
-async def _open_backend(url: str, host: PluginHost) -> Backend:
-    return await _backend_class(url, host).open(url)
-
-
-def _backend_class(url: str, host: PluginHost) -> type[Backend]:
+def backend_class_for(url: str, host: PluginHost) -> type[Backend]:
+    """The backend class serving ``url``'s scheme; a statekit error for a bad URL."""
     if not url.strip():
         # An explicitly empty URL is a mistake (an unset variable?), not "the default".
         raise ConfigError(
@@ -517,137 +513,16 @@ def _backend_class(url: str, host: PluginHost) -> type[Backend]:
     return host.backend_class(scheme)
 
 
-async def _open_primary(url: str, host: PluginHost, *, fallback: bool) -> Backend:
-    """Open the primary; with a fallback journal, a primary that cannot be reached yet
-    becomes an :class:`~statekit.tiered.unopened.UnopenedPrimary` (docs/tiered.md)."""
-    cls = _backend_class(url, host)
-    try:
-        return await cls.open(url)
-    except BackendUnavailable as exc:
-        if not fallback:
-            raise
-        from statekit.tiered.unopened import UnopenedPrimary
-
-        log.warning("opening %s without its primary, which is unavailable: %s", cls.name, exc)
-        return UnopenedPrimary(
-            cls.name,
-            cls.capabilities,
-            lambda: cls.open(url),
-            exc,
-            {"backend": cls.name, "url": redact_url(url)},
-        )
-
-
-def _cache_settings(
-    settings: Settings, cache: bool | Mapping[str, Any] | CacheSettings | None
-) -> CacheSettings:
-    """The cache settings ``open(cache=...)`` asks for, over the configured ones."""
-    from statekit.config import CacheSettings
-
+def _wants_tiers(
+    settings: Settings, cache: object, mirrors: Sequence[str] | None, fallback: str | None
+) -> bool:
+    if fallback if fallback is not None else settings.enable_file_fallback:
+        return True
+    if mirrors if mirrors is not None else settings.mirrors:
+        return True
     if cache is None:
-        return settings.cache
-    if isinstance(cache, bool):
-        return settings.cache.model_copy(update={"enabled": cache})
-    if isinstance(cache, CacheSettings):
-        return cache
-    if not isinstance(cache, Mapping):
-        raise ConfigError(
-            f"cache= takes True, False, a mapping of cache settings or a CacheSettings, "
-            f"not {type(cache).__name__}",
-            source="cache",
-        )
-    try:  # a mapping turns the cache on unless it says enabled=False
-        return CacheSettings.model_validate(
-            {**settings.cache.model_dump(), "enabled": True, **cache}
-        )
-    except pydantic.ValidationError as exc:
-        # include_input=False: shared_url may hold a password.
-        problems = "; ".join(
-            f"cache.{'.'.join(str(p) for p in err['loc'])}: "
-            + ("unknown setting" if err["type"] == "extra_forbidden" else err["msg"])
-            for err in exc.errors(include_input=False, include_url=False)
-        )
-        raise ConfigError(f"cache={{...}}: {problems}", source="cache") from None
-
-
-async def _store_id(primary: Backend) -> str:
-    """The primary's own id (``_sk/store-id``), written by the first process that asks.
-
-    Every process over the same primary reads the same id, whatever URL it used to
-    reach it; two primaries never share one. It namespaces the shared cache.
-    """
-    expect: Expect = 0 if Capability.COMPARE_AND_SET in primary.capabilities else ANY
-    for _ in range(3):
-        head = (await primary.latest([STORE_ID_KEY])).get(STORE_ID_KEY)
-        if head is not None and isinstance(head.data, str):
-            return head.data
-        write = Write(STORE_ID_KEY, "s" + uuid.uuid4().hex, "statekit.store_id", {}, expect)
-        with contextlib.suppress(ConflictError):  # another process wrote it first: read theirs
-            await primary.append([write], datetime.now(UTC))
-    raise BackendError(
-        f"the {primary.name} store did not keep its id {STORE_ID_KEY!r}, which names its "
-        "entries in the shared cache (cache.shared_url)",
-        backend=primary.name,
-    )
-
-
-async def _open_shared(primary: Backend, host: PluginHost, cache: CacheSettings) -> SharedCache:
-    assert cache.shared_url is not None
-    url = cache.shared_url.get_secret_value()
-    scheme = urlsplit(url).scheme
-    if not scheme:
-        raise ConfigError(
-            f"cache.shared_url {redact_url(url)!r} is not a URL; e.g. redis://localhost:6379/0",
-            source="cache.shared_url",
-        )
-    cls = host.cache_class(scheme)  # before any I/O: a bad scheme fails fast
-    return await cls.open(url, namespace=await _store_id(primary), ttl=cache.ttl_seconds)
-
-
-async def _tiered(
-    primary: Backend,
-    host: PluginHost,
-    settings: Settings,
-    cache: CacheSettings,
-    mirror_urls: Sequence[str],
-    fallback: str,
-) -> Backend:
-    from statekit.tiered import FallbackJournal, ReadCache, SharedLevel, TieredBackend
-    from statekit.tiered.unopened import UnopenedPrimary
-
-    opened: list[Backend] = [primary]
-    shared: SharedCache | None = None
-    wants_shared = (
-        cache.enabled and cache.shared_url is not None and cache.shared_url.get_secret_value()
-    )
-
-    async def attach_shared(primary: Backend) -> None:  # the primary opened late
-        if wants_shared:
-            tiered.shared = SharedLevel(await _open_shared(primary, host, cache))
-
-    try:
-        if wants_shared and not isinstance(primary, UnopenedPrimary):
-            shared = await _open_shared(primary, host, cache)
-        for url in mirror_urls:
-            opened.append(await _open_backend(url, host))
-        tiered = TieredBackend(
-            primary,
-            cache=ReadCache(ttl=cache.ttl_seconds, max_size=cache.max_size)
-            if cache.enabled
-            else None,
-            shared=shared,
-            mirrors=opened[1:],
-            fallback=await FallbackJournal.open(fallback) if fallback else None,
-            on_open=attach_shared,
-        )
-        await tiered.start()
-    except BaseException:
-        if shared is not None:
-            await shared.aclose()
-        for backend in opened:
-            await backend.aclose()
-        raise
-    return tiered
+        return settings.cache.enabled
+    return cache is not False
 
 
 class Watch:
@@ -733,20 +608,23 @@ async def open(
         url = primary
     if url is None:
         url = settings.store_url()
-    if fallback is None:
-        fallback = settings.fallback_path if settings.enable_file_fallback else ""
-    backend = await _open_primary(url, host, fallback=bool(fallback))
-    mirror_urls = settings.mirrors if mirrors is None else list(mirrors)
-    try:
-        cache_settings = _cache_settings(settings, cache)
-    except BaseException:
-        await backend.aclose()
-        raise
-    if cache_settings.enabled or mirror_urls or fallback:
-        backend = await _tiered(backend, host, settings, cache_settings, mirror_urls, fallback)
+    cls = backend_class_for(url, host)  # before any I/O: a bad URL fails fast
+    if _wants_tiers(settings, cache, mirrors, fallback):
+        opening = host.hook.statekit_open_tiered(
+            url=url, host=host, settings=settings, cache=cache, mirrors=mirrors, fallback=fallback
+        )
+        if opening is None:
+            raise ConfigError(
+                "caches, mirrors and the fallback journal need the built-in 'tiered' plugin, "
+                "which is blocked (STATEKIT_BLOCKED_PLUGINS or plugins.blocked)",
+                source="plugins.blocked",
+            )
+        backend = await opening
+    else:
+        backend = await cls.open(url)
     return StateStore(
         backend,
-        validators=host.validators() if settings.enable_validation else None,
+        validators=host.lazy_validators() if settings.enable_validation else None,
         codec=codec,
         max_value_bytes=settings.max_value_bytes,
     )

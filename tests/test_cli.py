@@ -319,6 +319,7 @@ def test_blocked_plugin_from_environment() -> None:
     plugins = loaded(run("plugins", "--json", env=env))
     assert [(p["name"], p["blocked"]) for p in plugins] == [
         ("sqlite", False),
+        ("tiered", False),
         ("trading", False),
         ("memory", True),
     ]

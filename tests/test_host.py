@@ -25,9 +25,10 @@ from statekit.backend import JSON
 from statekit.backends.memory import MemoryBackend
 from statekit.backends.sqlite import SqliteBackend
 from statekit.hookspecs import hookimpl
-from statekit.host import KNOWN_SCHEMES, BackendRegistry, PluginInfo, ValidatorRegistry
+from statekit.host import KNOWN_SCHEMES, PluginInfo
+from statekit.registry import BackendRegistry, ValidatorRegistry
 
-BUILTINS = {"memory", "sqlite", "trading"}
+BUILTINS = {"memory", "sqlite", "trading", "tiered"}
 
 
 class Site:
@@ -162,7 +163,7 @@ def test_builtins_register_through_the_backends_hook() -> None:
         assert info.distribution == "statekit"
         assert info.version == version
         assert info.builtin
-        assert info.backends == ([] if name == "trading" else [name])
+        assert info.backends == ([] if name in {"trading", "tiered"} else [name])
         assert info.error is None
     assert infos["trading"].validators == host.validators().owned_by("trading") != []
     assert host.backends().schemes() == ["memory", "sqlite"]
@@ -589,7 +590,7 @@ def test_blocking_a_builtin_removes_its_scheme_and_says_so(
 ) -> None:
     monkeypatch.setenv("STATEKIT_BLOCKED_PLUGINS", "memory")
     host = PluginHost(autoload=False)
-    assert set(by_name(host)) == {"sqlite", "trading"}
+    assert set(by_name(host)) == {"sqlite", "trading", "tiered"}
     assert host.backends().schemes() == ["sqlite"]
     with pytest.raises(PluginError) as caught:
         host.backend_class("memory")

@@ -26,11 +26,11 @@ from statekit.errors import (
     OrderRejected,
     RateLimited,
 )
-from statekit.host import ConnectorRegistry
 from statekit.trading.exchange import ExchangeConnector, ExchangeOrder, ExchangePosition, Fill
 from statekit.trading.models import Balance, OrderSide, OrderStatus, OrderType, TimeInForce
 from statekit.trading.paper import START, Faults, PaperExchange
 from statekit.trading.paper_remote import RemoteExchange
+from statekit.trading.plugin import ConnectorRegistry
 
 BUY, SELL = OrderSide.BUY, OrderSide.SELL
 MARKET, LIMIT = OrderType.MARKET, OrderType.LIMIT
@@ -789,9 +789,9 @@ class AcmePlugin:
 
 def test_the_paper_exchange_is_the_trading_plugins_connector() -> None:
     host = PluginHost(autoload=False)
-    assert host.connector_class("paper") is PaperExchange
-    assert host.connector_class("paper-remote") is RemoteExchange
-    assert host.connectors().names() == ["paper", "paper-remote"]
+    assert host.find(ConnectorRegistry, "paper") is PaperExchange
+    assert host.find(ConnectorRegistry, "paper-remote") is RemoteExchange
+    assert host.registry(ConnectorRegistry).names() == ["paper", "paper-remote"]
     infos = {info.name: info for info in host.plugins()}
     assert infos["trading"].connectors == ["paper", "paper-remote"]
     assert infos["trading"].as_dict()["connectors"] == ["paper", "paper-remote"]
@@ -800,23 +800,23 @@ def test_the_paper_exchange_is_the_trading_plugins_connector() -> None:
 
 def test_a_plugin_registers_its_own_connector() -> None:
     host = PluginHost(autoload=False, plugins=[("acme", AcmePlugin())])
-    assert host.connector_class("acme") is RecordingExchange
-    assert host.connector_class("ACME") is RecordingExchange  # names are case-insensitive
-    assert host.connectors().names() == ["acme", "paper", "paper-remote"]
-    assert host.connectors().owned_by("acme") == ["acme"]
+    assert host.find(ConnectorRegistry, "acme") is RecordingExchange
+    assert host.find(ConnectorRegistry, "ACME") is RecordingExchange  # names are case-insensitive
+    assert host.registry(ConnectorRegistry).names() == ["acme", "paper", "paper-remote"]
+    assert host.registry(ConnectorRegistry).owned_by("acme") == ["acme"]
     assert host.failures() == []
 
 
 def test_an_unknown_connector_is_a_clear_error_listing_the_installed_ones() -> None:
     host = PluginHost(autoload=False, plugins=[("acme", AcmePlugin())])
     with pytest.raises(PluginError) as info:
-        host.connector_class("binance")
+        host.find(ConnectorRegistry, "binance")
     message = str(info.value)
     assert "no exchange connector named 'binance' (installed: acme, paper, paper-remote)" in message
     assert "statekit_register_connectors" in message
     blocked = PluginHost(autoload=False, blocked=["trading"])
     with pytest.raises(PluginError, match=r"\(installed: none\).*blocked plugins: trading"):
-        blocked.connector_class("paper")
+        blocked.find(ConnectorRegistry, "paper")
 
 
 def test_a_connector_that_is_not_an_exchange_connector_is_refused() -> None:
@@ -834,9 +834,9 @@ def test_a_connector_that_is_not_an_exchange_connector_is_refused() -> None:
     assert failure.name == "wrong" and failure.error is not None
     assert "not a statekit.trading.exchange.ExchangeConnector subclass" in failure.error
     # a failed plugin registers nothing, not half
-    assert host.connectors().names() == ["paper", "paper-remote"]
+    assert host.registry(ConnectorRegistry).names() == ["paper", "paper-remote"]
     with pytest.raises(PluginError, match="plugins that failed to load: wrong"):
-        host.connector_class("fine")
+        host.find(ConnectorRegistry, "fine")
 
 
 def test_a_connector_name_taken_by_another_plugin_is_refused() -> None:
@@ -851,7 +851,7 @@ def test_a_connector_name_taken_by_another_plugin_is_refused() -> None:
     assert "registered connector name 'paper', already served by plugin 'trading'" in (
         failure.error or ""
     )
-    assert host.connector_class("paper") is PaperExchange
+    assert host.find(ConnectorRegistry, "paper") is PaperExchange
 
 
 @pytest.fixture
@@ -893,7 +893,7 @@ def test_an_installed_plugin_registers_a_connector_through_the_entry_point_group
     )
     importlib.invalidate_caches()
     host = PluginHost()
-    cls = host.connector_class("simex")
+    cls = host.find(ConnectorRegistry, "simex")
     assert cls.__name__ == "SimExchange" and issubclass(cls, ExchangeConnector)
     [simex] = [i for i in host.plugins() if i.name == "simex"]
     assert (simex.distribution, simex.version, simex.connectors) == (

@@ -18,9 +18,9 @@ from statekit.backends.memory import MemoryBackend
 from statekit.config import CacheSettings, Settings, load_settings
 from statekit.errors import BackendUnavailable
 from statekit.hookspecs import hookimpl
-from statekit.host import CacheRegistry
 from statekit.store import STORE_ID_KEY
 from statekit.tiered import ReadCache, SharedCache, SharedLevel, TieredBackend
+from statekit.tiered.plugin import CacheRegistry, cache_class
 
 SERVERS: dict[str, dict[str, Record | None]] = {}
 """What each 'server' of DictCache holds, by URL: shared by every instance in the process."""
@@ -101,14 +101,14 @@ def tiers(store: statekit.StateStore) -> TieredBackend:
 
 def test_the_hook_registers_caches_by_scheme() -> None:
     h = host()
-    assert h.cache_class("DICT") is DictCache
+    assert cache_class(h, "DICT") is DictCache
     info = {i.name: i for i in h.plugins()}["dictcache"]
     assert info.caches == ["dict"] and info.as_dict()["caches"] == ["dict"]
     with pytest.raises(ConfigError, match=r"'memcached'.*installed: dict") as caught:
-        h.cache_class("memcached")
+        cache_class(h, "memcached")
     assert caught.value.source == "cache.shared_url"
     with pytest.raises(ConfigError, match="pip install statekit-redis"):
-        PluginHost(autoload=False).cache_class("redis")
+        cache_class(PluginHost(autoload=False), "redis")
 
 
 def test_a_cache_class_that_is_not_a_shared_cache_is_refused() -> None:
@@ -118,7 +118,7 @@ def test_a_cache_class_that_is_not_a_shared_cache_is_refused() -> None:
             registry.add("wrong", dict)  # type: ignore[arg-type]
 
     h = PluginHost(autoload=False, plugins=[("wrong", Wrong())])
-    assert h.caches().schemes() == []
+    assert h.registry(CacheRegistry).schemes() == []
     (failed,) = h.failures()
     assert "not a statekit.tiered.SharedCache subclass" in str(failed.error)
 

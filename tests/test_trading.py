@@ -19,7 +19,7 @@ from statekit import CapabilityError, ConflictError, PluginHost, StateStore, Val
 from statekit.backend import JSON
 from statekit.backends.memory import MemoryBackend
 from statekit.config import Settings
-from statekit.host import ValidatorRegistry
+from statekit.registry import ValidatorRegistry
 from statekit.trading import (
     Balance,
     Direction,

@@ -29,7 +29,7 @@ from statekit.backend import (
 from statekit.codec import loads, url_options
 from statekit.errors import BackendError
 from statekit.hookspecs import hookimpl
-from statekit.host import BackendRegistry
+from statekit.registry import BackendRegistry
 
 __all__ = ["MemoryBackend"]
 

@@ -32,7 +32,7 @@ from statekit.backend import Backend, Capability, Health, Record, Write, check_e
 from statekit.codec import from_micros, loads, prefix_end, redact_url, to_micros, url_options
 from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
 from statekit.hookspecs import hookimpl
-from statekit.host import BackendRegistry
+from statekit.registry import BackendRegistry
 from statekit.worker import Worker
 
 __all__ = ["SqliteBackend"]

@@ -11,16 +11,13 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from statekit.backend import Capability, Record, Write
+from statekit.backend import Backend, Capability, Record, Write
 from statekit.codec import from_micros, to_micros
 from statekit.errors import BackendUnavailable, ConflictError, StatekitError
 from statekit.tiered.journal import FallbackJournal, JournalEntry
 from statekit.tiered.unopened import UnopenedPrimary
-
-if TYPE_CHECKING:
-    from statekit.tiered.backend import TieredBackend
 
 __all__ = ["CLOCK_SKEW", "DEFERRED_AT", "LAG_MARGIN", "WRITE_ID", "FallbackPath"]
 
@@ -49,6 +46,26 @@ _CHUNK_WRITES = 1000  # writes per append to the primary at replay
 _MAX_DELAY = 1.0  # longest wait between attempts while the primary is down
 
 
+class Owner(Protocol):
+    """What the fallback path needs of the tiered backend that owns it."""
+
+    primary: Backend
+    _down: str | None
+
+    @property
+    def name(self) -> str: ...
+
+    async def _connect(self) -> None: ...
+
+    async def _committed(self, records: Sequence[Record]) -> None: ...
+
+    async def _evict(self, keys: list[str]) -> None: ...
+
+    def _note_down(self, exc: BaseException) -> None: ...
+
+    def _note_up(self) -> None: ...
+
+
 class FallbackPath:
     """The journal ``journal`` of the tiered store ``owner``.
 
@@ -62,7 +79,7 @@ class FallbackPath:
 
     def __init__(
         self,
-        owner: TieredBackend,
+        owner: Owner,
         journal: FallbackJournal,
         *,
         replay_interval: float,

@@ -12,22 +12,40 @@ paper exchange served to several processes as ``paper-remote``)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from statekit.backend import JSON
 from statekit.errors import ValidationError
 from statekit.hookspecs import hookimpl
-from statekit.trading import kinds
-from statekit.trading.models import Balance, Order, PairState, Portfolio, Position
-from statekit.trading.paper import PaperExchange
-from statekit.trading.paper_remote import RemoteExchange
-from statekit.trading.reconcile.intents import ActualOrder, Intent, IntentStatus
-from statekit.trading.reconcile.metrics import MetricsSnapshot
-from statekit.trading.reconcile.orders import IntentReconciler
-from statekit.trading.reconcile.positions import Discrepancy, PositionReconciler
+from statekit.registry import SchemeRegistry, ValidatorRegistry
+from statekit.trading.exchange import ExchangeConnector
+from statekit.trading.reconcile.base import Reconciler
 
-if TYPE_CHECKING:
-    from statekit.host import ConnectorRegistry, ReconcilerRegistry, ValidatorRegistry
+__all__ = ["ConnectorRegistry", "ReconcilerRegistry"]
+
+
+class ConnectorRegistry(SchemeRegistry[ExchangeConnector]):
+    """Passed to ``statekit_register_connectors``: connector name -> ExchangeConnector class
+    (``paper``, ``binance``, ...). Look one up with ``host.find(ConnectorRegistry, name)``."""
+
+    hook = "statekit_register_connectors"
+    field = "connectors"
+    base = ExchangeConnector  # a base, never instantiated
+    what = "statekit.trading.exchange.ExchangeConnector"
+    noun = "connector name"
+    label = "exchange connector"
+
+
+class ReconcilerRegistry(SchemeRegistry[Reconciler]):
+    """Passed to ``statekit_register_reconcilers``: strategy name -> Reconciler class
+    (``orders``, ``positions``, ...). Look one up with ``host.find(ReconcilerRegistry, name)``."""
+
+    hook = "statekit_register_reconcilers"
+    field = "reconcilers"
+    base = Reconciler  # a base, never instantiated
+    what = "statekit.trading.reconcile.Reconciler"
+    noun = "reconciler name"
+    label = "reconciler"
 
 
 def _an_object(key: str, data: JSON) -> None:
@@ -40,7 +58,18 @@ def _an_object(key: str, data: JSON) -> None:
 
 
 @hookimpl
+def statekit_declare_registries(declared: list[type[Any]]) -> None:
+    declared += [ConnectorRegistry, ReconcilerRegistry]
+
+
+@hookimpl
 def statekit_register_validators(registry: ValidatorRegistry) -> None:
+    from statekit.trading import kinds
+    from statekit.trading.models import Balance, Order, PairState, Portfolio, Position
+    from statekit.trading.reconcile.intents import ActualOrder, Intent, IntentStatus
+    from statekit.trading.reconcile.metrics import MetricsSnapshot
+    from statekit.trading.reconcile.positions import Discrepancy
+
     registry.add_model(kinds.POSITION, Position)
     registry.add_model(kinds.ORDER, Order)
     registry.add_model(kinds.BALANCE, Balance)
@@ -57,11 +86,17 @@ def statekit_register_validators(registry: ValidatorRegistry) -> None:
 
 @hookimpl
 def statekit_register_connectors(registry: ConnectorRegistry) -> None:
+    from statekit.trading.paper import PaperExchange
+    from statekit.trading.paper_remote import RemoteExchange
+
     registry.add("paper", PaperExchange)
     registry.add("paper-remote", RemoteExchange)
 
 
 @hookimpl
 def statekit_register_reconcilers(registry: ReconcilerRegistry) -> None:
+    from statekit.trading.reconcile.orders import IntentReconciler
+    from statekit.trading.reconcile.positions import PositionReconciler
+
     registry.add("orders", IntentReconciler)
     registry.add("positions", PositionReconciler)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from statekit.hookspecs import hookimpl
-from statekit.host import ConnectorRegistry
-from statekit_ccxt.connector import CcxtConnector
+from statekit.registry import SchemeRegistry
 
 __all__ = ["statekit_register_connectors"]
 
 
 @hookimpl
-def statekit_register_connectors(registry: ConnectorRegistry) -> None:
-    """``host.connector_class("ccxt")`` is :class:`CcxtConnector` (any exchange ccxt supports)."""
+def statekit_register_connectors(registry: SchemeRegistry[Any]) -> None:
+    """The connector ``ccxt`` is :class:`CcxtConnector` (any exchange ccxt supports)."""
+    from statekit_ccxt.connector import CcxtConnector
+
     registry.add("ccxt", CcxtConnector)

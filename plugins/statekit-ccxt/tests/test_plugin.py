@@ -11,6 +11,7 @@ from statekit_ccxt import CcxtConnector
 from statekit.errors import ConfigError
 from statekit.host import PluginHost
 from statekit.trading.exchange import ExchangeConnector
+from statekit.trading.plugin import ConnectorRegistry
 
 QUIET = {"enableRateLimit": False, "timeout_on_exit": 0}
 
@@ -18,7 +19,7 @@ QUIET = {"enableRateLimit": False, "timeout_on_exit": 0}
 def test_the_plugin_registers_the_connector_ccxt() -> None:
     host = PluginHost()
 
-    assert host.connector_class("ccxt") is CcxtConnector
+    assert host.find(ConnectorRegistry, "ccxt") is CcxtConnector
     assert issubclass(CcxtConnector, ExchangeConnector)
     (info,) = [i for i in host.plugins() if i.name == "ccxt"]
     assert info.distribution == "statekit-ccxt" and info.connectors == ["ccxt"]

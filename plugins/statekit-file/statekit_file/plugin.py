@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from statekit.hookspecs import hookimpl
-from statekit.host import BackendRegistry
-from statekit_file.backend import FileBackend
+from statekit.registry import BackendRegistry
 
 __all__ = ["statekit_register_backends"]
 
@@ -12,4 +11,6 @@ __all__ = ["statekit_register_backends"]
 @hookimpl
 def statekit_register_backends(registry: BackendRegistry) -> None:
     """``file:///dir`` URLs open a :class:`FileBackend`."""
+    from statekit_file.backend import FileBackend
+
     registry.add("file", FileBackend)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from statekit.hookspecs import hookimpl
-from statekit.host import BackendRegistry
-from statekit_influxdb.backend import InfluxBackend
+from statekit.registry import BackendRegistry
 
 __all__ = ["statekit_register_backends"]
 
@@ -12,5 +11,7 @@ __all__ = ["statekit_register_backends"]
 @hookimpl
 def statekit_register_backends(registry: BackendRegistry) -> None:
     """``influxdb://`` (HTTP) and ``influxdbs://`` (HTTPS) URLs open an :class:`InfluxBackend`."""
+    from statekit_influxdb.backend import InfluxBackend
+
     registry.add("influxdb", InfluxBackend)
     registry.add("influxdbs", InfluxBackend)

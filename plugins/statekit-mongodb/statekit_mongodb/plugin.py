@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from statekit.hookspecs import hookimpl
-from statekit.host import BackendRegistry
-from statekit_mongodb.backend import MongoBackend
+from statekit.registry import BackendRegistry
 
 __all__ = ["statekit_register_backends"]
 
@@ -12,5 +11,7 @@ __all__ = ["statekit_register_backends"]
 @hookimpl
 def statekit_register_backends(registry: BackendRegistry) -> None:
     """``mongodb://`` and ``mongodb+srv://`` (DNS seed list) URLs."""
+    from statekit_mongodb.backend import MongoBackend
+
     registry.add("mongodb", MongoBackend)
     registry.add("mongodb+srv", MongoBackend)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from statekit.hookspecs import hookimpl
-from statekit.host import BackendRegistry
-from statekit_postgres.backend import PostgresBackend
+from statekit.registry import BackendRegistry
 
 __all__ = ["statekit_register_backends"]
 
@@ -12,5 +11,7 @@ __all__ = ["statekit_register_backends"]
 @hookimpl
 def statekit_register_backends(registry: BackendRegistry) -> None:
     """``postgresql://`` and ``postgres://`` URLs (the two spellings libpq accepts)."""
+    from statekit_postgres.backend import PostgresBackend
+
     registry.add("postgresql", PostgresBackend)
     registry.add("postgres", PostgresBackend)

@@ -229,7 +229,9 @@ class ReconcileEngine:
                 from statekit.host import PluginHost
 
                 host = PluginHost()
-            found.append(host.reconciler_class(item)())
+            from statekit.trading.plugin import ReconcilerRegistry
+
+            found.append(host.find(ReconcilerRegistry, item)())
         names = [r.name for r in found]
         if len(set(names)) != len(names) or any("/" in n for n in names):
             raise ReconcileError(
