@@ -78,15 +78,20 @@ class Retention:
 
     :param keep_last: keep at least the newest N versions.
     :param older_than: drop versions written longer ago than this.
-    With both, a version is kept when either rule keeps it.
+    :param before_version: drop versions below this one (a fixed cut, which appends
+        made meanwhile cannot move, e.g. up to an event stream's snapshot).
+    With several, a version is kept when any rule keeps it.
     """
 
     keep_last: int | None = None
     older_than: timedelta | None = None
+    before_version: int | None = None
 
     def __post_init__(self) -> None:
-        if self.keep_last is None and self.older_than is None:
-            raise ValidationError("Retention needs keep_last or older_than", reason="retention")
+        if (self.keep_last, self.older_than, self.before_version) == (None, None, None):
+            raise ValidationError(
+                "Retention needs keep_last, older_than or before_version", reason="retention"
+            )
         if self.keep_last is not None and self.keep_last < 1:
             raise ValidationError("Retention.keep_last must be >= 1", reason="retention")
 
@@ -462,6 +467,8 @@ class StateStore:
         cut = head.version  # drop everything below this
         if retention.keep_last is not None:
             cut = min(cut, max(1, head.version - retention.keep_last + 1))
+        if retention.before_version is not None:
+            cut = min(cut, retention.before_version)
         if retention.older_than is not None:
             cutoff = datetime.now(UTC) - retention.older_than
             cut = min(cut, await self._first_version_since(key, cutoff, head.version))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from statekit.backend import ANY, JSON, Capability, Expect, Record, Write
 from statekit.errors import ConflictError, HistoryUnavailable, ValidationError
-from statekit.store import StateStore
+from statekit.store import Retention, StateStore
 from statekit.trading.events.fold import State, apply
 from statekit.trading.events.models import (
     EVENT_KINDS,
@@ -427,9 +427,10 @@ class EventStore:
         version, _ = self._parse_snapshot(aggregate, snap)
         if version < 1:
             return 0
-        # An absolute cut, not store.prune's keep_last: appends meanwhile cannot move it
-        # past the snapshot.
-        return await self.store.backend.prune(self.stream_key(aggregate), version + 1)
+        # An absolute cut, not keep_last: appends meanwhile cannot move it past the snapshot.
+        return await self.store.prune(
+            self.stream_key(aggregate), Retention(before_version=version + 1)
+        )
 
     async def aggregates(self, type_: AggregateType) -> list[Aggregate]:
         """Every aggregate of ``type_`` that has events, in id order."""
