@@ -319,6 +319,20 @@ class Backend(ABC):
     async def health(self) -> Health:
         """One round trip to the store, timed."""
 
+    @property
+    def origin(self) -> Backend:
+        """The backend holding the truth: this one, unless it fronts another with
+        caches (a tiered store answers with its primary)."""
+        return self
+
+    async def cached(self, keys: Sequence[str]) -> dict[str, Record | None]:
+        """What this backend's caches hold for ``keys`` without asking its origin:
+        key -> head (None: cached as absent); a key not cached is left out."""
+        return {}
+
+    async def evict(self, keys: Sequence[str]) -> None:  # noqa: B027  # optional
+        """Drop cached copies of ``keys``; nothing to do without caches."""
+
     @abstractmethod
     async def aclose(self) -> None:
         """Release connections and threads. Calling it twice is harmless."""

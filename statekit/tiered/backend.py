@@ -194,7 +194,7 @@ class TieredBackend(Backend):
             records = await self.primary.append(writes, at)
         except ConflictError as exc:
             self._note_up()
-            await self._evict([exc.key])
+            await self.evict([exc.key])
             raise
         except BackendUnavailable as exc:
             self._note_down(exc)
@@ -222,7 +222,22 @@ class TieredBackend(Backend):
             # (unless the shared cache failed; then they see it at watch or ttl).
             await self.shared.put_many({record.key: record for record in records})
 
-    async def _evict(self, keys: Sequence[str]) -> None:
+    @property
+    def origin(self) -> Backend:
+        return self.primary
+
+    async def cached(self, keys: Sequence[str]) -> dict[str, Record | None]:
+        found: dict[str, Record | None] = {}
+        for key in keys:
+            hit, head = self.cache.get(key) if self.cache is not None else (False, None)
+            if hit:
+                found[key] = head
+        missing = [key for key in keys if key not in found]
+        if missing and self.shared is not None:
+            found.update(await self.shared.get_many(missing))
+        return found
+
+    async def evict(self, keys: Sequence[str]) -> None:
         if self.cache is not None:
             self.cache.invalidate(keys)
         if self.shared is not None:

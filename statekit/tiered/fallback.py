@@ -59,7 +59,7 @@ class Owner(Protocol):
 
     async def _committed(self, records: Sequence[Record]) -> None: ...
 
-    async def _evict(self, keys: list[str]) -> None: ...
+    async def evict(self, keys: Sequence[str]) -> None: ...
 
     def _note_down(self, exc: BaseException) -> None: ...
 
@@ -191,7 +191,7 @@ class FallbackPath:
         finally:
             self._adding -= 1
             self.start_replay()
-        await self.owner._evict([w.key for w in writes])  # others must not read older heads
+        await self.owner.evict([w.key for w in writes])  # others must not read older heads
         return records
 
     def start_replay(self) -> None:

@@ -44,7 +44,6 @@ from statekit.backend import ANY, Backend, Record, Write
 from statekit.codec import check_key
 from statekit.errors import ExchangeUnavailable, RateLimited, ReconcileError, ValidationError
 from statekit.store import StateStore
-from statekit.tiered import TieredBackend
 from statekit.trading import kinds
 from statekit.trading.exchange import ExchangePosition
 from statekit.trading.models import Direction, Money, Position, UtcTime, _Model, to_json
@@ -254,9 +253,8 @@ def _netted(positions: Sequence[ExchangePosition]) -> dict[str, ExchangePosition
 
 
 def _primary(store: StateStore) -> Backend:
-    # A tiered store's reads go through its caches; the store's own truth is its primary.
-    backend = store.backend
-    return backend.primary if isinstance(backend, TieredBackend) else backend
+    # A tiered store's reads go through its caches; the store's own truth is its origin.
+    return store.backend.origin
 
 
 # -- the reconciler -----------------------------------------------------------------------------
@@ -484,17 +482,9 @@ class _Step:
     async def _cached(self) -> Observation | None:
         """What a cached read of the position would return without asking the primary;
         None when the store has no cache or the cache holds nothing for the key."""
-        backend = self.ctx.store.backend
-        if not isinstance(backend, TieredBackend):
-            return None
-        head: Record | None = None
-        hit = False
-        if backend.cache is not None:
-            hit, head = backend.cache.get(self.position_key)
-        if not hit and backend.shared is not None:
-            entries = await backend.shared.get_many([self.position_key])
-            hit = self.position_key in entries
-            head = entries.get(self.position_key)
+        entries = await self.ctx.store.backend.cached([self.position_key])
+        hit = self.position_key in entries
+        head = entries.get(self.position_key)
         if not hit:
             return None
         if head is None or head.deleted:
@@ -719,12 +709,7 @@ class _Step:
     async def _evict(self) -> None:
         if not self.apply:
             return
-        backend = self.ctx.store.backend
-        if isinstance(backend, TieredBackend):
-            if backend.cache is not None:
-                backend.cache.invalidate([self.position_key])
-            if backend.shared is not None:
-                await backend.shared.invalidate([self.position_key])
+        await self.ctx.store.backend.evict([self.position_key])
 
 
 def _where(listed: _Listed) -> str:
