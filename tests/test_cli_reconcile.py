@@ -11,6 +11,8 @@ import functools
 import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -414,3 +416,25 @@ def test_plan_with_an_unknown_reconciler(url: str) -> None:
 
 def test_plan_needs_a_connector(url: str) -> None:
     assert run("reconcile", "plan", url=url).exit_code == 2  # a usage error, as typer's
+
+
+def test_statekit_help_lists_reconcile_without_importing_the_trading_layer() -> None:
+    """The trading layer's reconcile app is mounted lazily, with the help it declares."""
+    from statekit.cli import RECONCILE_HELP
+    from statekit.trading.reconcile.cli import HELP
+
+    assert RECONCILE_HELP == HELP
+    script = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from statekit.cli import app\n"
+        "result = CliRunner().invoke(app, ['--help'], env={'COLUMNS': '200'})\n"
+        "assert result.exit_code == 0, result.output\n"
+        "assert 'reconcile' in result.output, result.output\n"
+        "print(sorted(m for m in sys.modules if m.startswith('statekit.trading')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -1,0 +1,131 @@
+"""``statekit migrate``: legacy TradingStateManager JSON files into a store, with a report
+(the work itself is :mod:`statekit.compat.migration`)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from statekit.cli import output
+from statekit.cli.options import Options, options, scrub
+
+
+def _legacy_files(path: Path) -> int:
+    """How many legacy files ``statekit migrate`` reads at ``path`` (for the progress bar)."""
+    if path.is_dir():
+        return sum(1 for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".json")
+    return 1
+
+
+def migrate(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="PATH...",
+            help="Legacy TradingStateManager JSON files, or folders of them (*.json).",
+            show_default=False,
+        ),
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Read and compare only: write nothing.")
+    ] = False,
+    backup: Annotated[
+        bool,
+        typer.Option("--backup", help="Copy each file to <name>.bak beside it before migrating."),
+    ] = False,
+) -> None:
+    """Migrate legacy JSON state files into the store, with a report.
+
+    Into --url or the configured store, else the SQLite file beside each PATH
+    (state.json -> state.statekit.db; a folder -> <folder>/statekit.db). A folder's
+    files are migrated oldest first. Sources are never modified; running again
+    changes nothing. Exit codes: 0 every item migrated (or would), 1 an item failed,
+    a PATH does not exist, or any error.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from statekit.compat.legacy_state import LegacyState, settings_for
+    from statekit.compat.migration import MigrationReport, migrate_source
+
+    opts = options(ctx)
+    with opts.reporting():
+        for path in paths:
+            if not path.exists():
+                opts.fail(f"{path}: no such file or folder")
+        base = opts.settings()
+        if opts.url:
+            base = base.model_copy(deep=True)
+            base.url = opts.url  # type: ignore[assignment]  # validated into a SecretStr
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=opts.err,
+            transient=True,
+            disable=not opts.err.is_terminal,  # no bar in logs and pipes
+        )
+        task = progress.add_task("migrating", total=sum(_legacy_files(p) for p in paths))
+
+        def advance(part: MigrationReport) -> None:
+            progress.update(task, advance=1, description=Path(part.source).name)
+
+        async def work() -> list[MigrationReport]:
+            reports: list[MigrationReport] = []
+            for path in paths:
+                legacy = LegacyState(settings_for(path, base))
+                try:
+                    await legacy.open()
+                    reports.append(
+                        await migrate_source(
+                            legacy, path, dry_run=dry_run, backup=backup, on_file=advance
+                        )
+                    )
+                finally:
+                    await legacy.aclose()
+            return reports
+
+        with progress:
+            reports = asyncio.run(work())
+    _print_migration(opts, reports, dry_run)
+    failed = sum(r.failed_items for r in reports)
+    if failed:
+        total = sum(r.total_items for r in reports)
+        opts.fail(f"{failed} of {total} items failed to migrate (listed above)")
+
+
+def _print_migration(opts: Options, reports: list[Any], dry_run: bool) -> None:
+    files = [part for r in reports for part in (r.files or [r])]
+    for store in dict.fromkeys(part.target for part in files):
+        line = Text("store: ", style="bold") + Text(scrub(store, opts.urls()))
+        opts.out.print(line, soft_wrap=True)
+    title = "migration (dry run: nothing written)" if dry_run else "migration"
+    table = output.table(
+        "source", "items", "ok", "failed", "written", "same", "deleted", title=title
+    )
+    table.add_column("note")
+    for part in files:
+        notes = ["already migrated"] if part.already_migrated else []
+        if part.backup:
+            notes.append(f"backup {Path(part.backup).name}")
+        table.add_row(
+            Text(part.source),
+            Text(str(part.total_items)),
+            Text(str(part.successful_items)),
+            Text(str(part.failed_items), style="red" if part.failed_items else ""),
+            Text(str(part.written)),
+            Text(str(part.unchanged)),
+            Text(str(part.deleted)),
+            Text(", ".join(notes)),
+        )
+    opts.print(table)
+    failures = [(part.source, f) for part in files for f in part.failures]
+    if failures:
+        problems = output.table("source", "item", "reason", title="not migrated")
+        for source, failure in failures:
+            problems.add_row(Text(source), Text(failure.item), Text(failure.reason))
+        opts.print(problems)
