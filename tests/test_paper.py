@@ -29,7 +29,6 @@ from statekit.errors import (
 from statekit.trading.exchange import ExchangeConnector, ExchangeOrder, ExchangePosition, Fill
 from statekit.trading.models import Balance, OrderSide, OrderStatus, OrderType, TimeInForce
 from statekit.trading.paper import START, Faults, PaperExchange
-from statekit.trading.paper_remote import RemoteExchange
 from statekit.trading.plugin import ConnectorRegistry
 
 BUY, SELL = OrderSide.BUY, OrderSide.SELL
@@ -790,11 +789,12 @@ class AcmePlugin:
 def test_the_paper_exchange_is_the_trading_plugins_connector() -> None:
     host = PluginHost(autoload=False)
     assert host.find(ConnectorRegistry, "paper") is PaperExchange
-    assert host.find(ConnectorRegistry, "paper-remote") is RemoteExchange
-    assert host.registry(ConnectorRegistry).names() == ["paper", "paper-remote"]
+    # The multi-process paper exchange is a test tool (statekit.testing.paper_remote),
+    # not a connector the trading plugin ships.
+    assert host.registry(ConnectorRegistry).names() == ["paper"]
     infos = {info.name: info for info in host.plugins()}
-    assert infos["trading"].connectors == ["paper", "paper-remote"]
-    assert infos["trading"].as_dict()["connectors"] == ["paper", "paper-remote"]
+    assert infos["trading"].connectors == ["paper"]
+    assert infos["trading"].as_dict()["connectors"] == ["paper"]
     assert infos["memory"].connectors == []
 
 
@@ -802,7 +802,7 @@ def test_a_plugin_registers_its_own_connector() -> None:
     host = PluginHost(autoload=False, plugins=[("acme", AcmePlugin())])
     assert host.find(ConnectorRegistry, "acme") is RecordingExchange
     assert host.find(ConnectorRegistry, "ACME") is RecordingExchange  # names are case-insensitive
-    assert host.registry(ConnectorRegistry).names() == ["acme", "paper", "paper-remote"]
+    assert host.registry(ConnectorRegistry).names() == ["acme", "paper"]
     assert host.registry(ConnectorRegistry).owned_by("acme") == ["acme"]
     assert host.failures() == []
 
@@ -812,7 +812,7 @@ def test_an_unknown_connector_is_a_clear_error_listing_the_installed_ones() -> N
     with pytest.raises(PluginError) as info:
         host.find(ConnectorRegistry, "binance")
     message = str(info.value)
-    assert "no exchange connector named 'binance' (installed: acme, paper, paper-remote)" in message
+    assert "no exchange connector named 'binance' (installed: acme, paper)" in message
     assert "statekit_register_connectors" in message
     blocked = PluginHost(autoload=False, blocked=["trading"])
     with pytest.raises(PluginError, match=r"\(installed: none\).*blocked plugins: trading"):
@@ -834,7 +834,7 @@ def test_a_connector_that_is_not_an_exchange_connector_is_refused() -> None:
     assert failure.name == "wrong" and failure.error is not None
     assert "not a statekit.trading.exchange.ExchangeConnector subclass" in failure.error
     # a failed plugin registers nothing, not half
-    assert host.registry(ConnectorRegistry).names() == ["paper", "paper-remote"]
+    assert host.registry(ConnectorRegistry).names() == ["paper"]
     with pytest.raises(PluginError, match="plugins that failed to load: wrong"):
         host.find(ConnectorRegistry, "fine")
 

@@ -1,4 +1,4 @@
-"""One paper exchange shared across processes (statekit.trading.paper_remote): every
+"""One paper exchange shared across processes (statekit.testing.paper_remote): every
 connector method and control over the wire, errors with their fields, a server that
 stops, stalls or is killed mid-call, and several OS processes on one exchange."""
 
@@ -28,10 +28,10 @@ from statekit.errors import (
     OrderRejected,
     RateLimited,
 )
+from statekit.testing.paper_remote import PaperExchangeServer, RemoteExchange
 from statekit.trading.exchange import ExchangeOrder, ExchangePosition
 from statekit.trading.models import Balance, OrderSide, OrderStatus, OrderType, TimeInForce
 from statekit.trading.paper import Faults, PaperExchange
-from statekit.trading.paper_remote import PaperExchangeServer, RemoteExchange
 
 BUY, SELL = OrderSide.BUY, OrderSide.SELL
 MARKET, LIMIT = OrderType.MARKET, OrderType.LIMIT
@@ -322,11 +322,11 @@ async def test_no_answer_within_the_timeout_is_unavailable_and_the_next_call_rec
 
 @contextlib.asynccontextmanager
 async def server_process(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """``python -m statekit.trading.paper_remote`` with the test prices, and its URL."""
+    """``python -m statekit.testing.paper_remote`` with the test prices, and its URL."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "statekit.trading.paper_remote",
+        "statekit.testing.paper_remote",
         "--prices-json",
         json.dumps(PRICES),
         "--balances-json",
@@ -412,7 +412,7 @@ async def test_the_entry_point_stops_on_sigterm() -> None:
 )
 def test_the_entry_point_refuses_bad_arguments_in_one_line(args: list[str], error: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "statekit.trading.paper_remote", *args],
+        [sys.executable, "-m", "statekit.testing.paper_remote", *args],
         capture_output=True,
         text=True,
         timeout=PROCESS_WAIT,
@@ -432,7 +432,7 @@ PLACE_ONE = textwrap.dedent(
     from decimal import Decimal
     from statekit.errors import OrderRejected
     from statekit.trading.models import OrderSide, OrderType
-    from statekit.trading.paper_remote import RemoteExchange
+    from statekit.testing.paper_remote import RemoteExchange
 
     async def main(url):
         async with RemoteExchange(url) as exchange:
@@ -506,7 +506,7 @@ PLACE_THROUGH_LEDGER = textwrap.dedent(
     from decimal import Decimal
     import statekit
     from statekit.trading.idempotency import IdempotencyLedger, Retry
-    from statekit.trading.paper_remote import RemoteExchange
+    from statekit.testing.paper_remote import RemoteExchange
 
     async def main(ledger_url, exchange_url):
         async with await statekit.open(ledger_url) as store, RemoteExchange(exchange_url) as ex:

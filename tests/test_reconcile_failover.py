@@ -23,9 +23,9 @@ import pytest_asyncio
 import statekit
 from statekit.store import StateStore
 from statekit.testing import fresh_namespace, server_url
+from statekit.testing.paper_remote import PaperExchangeServer, RemoteExchange
 from statekit.trading import OrderSide, PaperExchange
 from statekit.trading.leases import Lease
-from statekit.trading.paper_remote import PaperExchangeServer, RemoteExchange
 from statekit.trading.reconcile import IntentSpec, IntentStore, ReconcileEngine
 
 pytestmark = pytest.mark.asyncio

@@ -4,8 +4,7 @@ Registered through ``statekit_register_validators`` like any plugin's, so
 another plugin can add rules for the same kinds (a maximum position size) and
 ``enable_validation = false`` (``TRADING_STATE_ENABLE_VALIDATION``) turns them off.
 The ``trading.legacy_*`` kinds (the legacy drop-in's free-form dicts) need an object.
-It registers the paper exchange as the connector ``paper`` (and its client for a
-paper exchange served to several processes as ``paper-remote``)
+It registers the paper exchange as the connector ``paper``
 (``statekit_register_connectors``) and the reconcilers ``orders`` and ``positions``
 (``statekit_register_reconcilers``), as a third-party plugin registers its own.
 """
@@ -87,10 +86,8 @@ def statekit_register_validators(registry: ValidatorRegistry) -> None:
 @hookimpl
 def statekit_register_connectors(registry: ConnectorRegistry) -> None:
     from statekit.trading.paper import PaperExchange
-    from statekit.trading.paper_remote import RemoteExchange
 
     registry.add("paper", PaperExchange)
-    registry.add("paper-remote", RemoteExchange)
 
 
 @hookimpl

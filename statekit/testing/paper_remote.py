@@ -29,7 +29,7 @@ effect), and the next call connects again.
 Run a server in its own process (the URL is the first line it prints; it
 serves until SIGTERM, SIGINT or the end of its stdin)::
 
-    python -m statekit.trading.paper_remote --port 0 \\
+    python -m statekit.testing.paper_remote --port 0 \\
         --prices-json '{"BTC/USDT": ["100", "101"]}' --balances-json '{"USDT": "1000"}'
 """
 
@@ -642,7 +642,7 @@ async def _serve(exchange: PaperExchange, args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve a paper exchange until SIGTERM, SIGINT or the end of stdin; print its URL first."""
     parser = argparse.ArgumentParser(
-        prog="python -m statekit.trading.paper_remote",
+        prog="python -m statekit.testing.paper_remote",
         description="Serve one paper exchange to RemoteExchange clients in other processes. "
         "Prints the URL (paper+tcp://HOST:PORT) on the first line of stdout.",
     )
