@@ -39,6 +39,7 @@ __all__ = [
     "allowed_methods",
     "error_response",
     "install_handlers",
+    "json_responses",
     "responses",
 ]
 
@@ -83,6 +84,18 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` for these error statuses (every route also gets 401/413/422/503)."""
     return {
         status: {"model": ErrorOut, "description": _DESCRIPTIONS[status]} for status in statuses
+    }
+
+
+def json_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """:func:`responses` for a route whose success is not JSON: FastAPI would document
+    its errors in the route's media type, but every error body is JSON."""
+    return {
+        status: {
+            "description": doc["description"],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+        }
+        for status, doc in responses(*statuses).items()
     }
 
 
@@ -184,6 +197,44 @@ def _pydantic_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _validation_error(exc: RequestValidationError) -> ApiError:
+    """The HTTP face of a request FastAPI refused: 400 for a body that is not JSON, else 422."""
+    errors = list(exc.errors())
+    if any(err.get("type") == "json_invalid" for err in errors):
+        return ApiError(400, "the request body is not valid JSON", code="bad_json")
+    details = _pydantic_errors(errors)
+    first = details[0] if details else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(part) for part in first["loc"])
+    if len(where) > 120:  # a value nested hundreds of levels deep
+        where = where[:120] + "..."
+    message = f"{where}: {first['msg']}" if where else str(first["msg"])
+    if first["loc"] == ["body"] and first["type"] == "model_attributes_type":
+        # curl -d without -H sends a form: say what the server expects.
+        message = "the body must be a JSON object, sent with Content-Type: application/json"
+    return ApiError(422, message, details=details)
+
+
+def _http_error(request: Request, exc: StarletteHTTPException) -> ApiError:
+    """The HTTP face of Starlette's own errors (404 no route, 405, a body it cannot parse)."""
+    status = exc.status_code
+    code = _HTTP_CODES.get(status, "error")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    if status == 400:
+        code = "bad_json"
+    if exc.detail == "There was an error parsing the body":
+        # FastAPI's answer when Python's JSON parser gives up on a body that is
+        # JSON (the syntax errors are RequestValidationErrors): say why it may have.
+        message = (
+            "the body could not be parsed: JSON nested too deeply, or an integer of "
+            f"more than {MAX_INT_DIGITS} digits (send a big number as a string)"
+        )
+    headers = dict(exc.headers or {})
+    if status == 405:
+        # Starlette names the methods of the first route on the path only.
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return ApiError(status, message, code=code, headers=headers)
+
+
 def install_handlers(app: FastAPI, redactor: Redactor) -> None:
     """Register the handlers that turn every failure into the error body."""
 
@@ -216,39 +267,11 @@ def install_handlers(app: FastAPI, redactor: Redactor) -> None:
 
     async def on_request_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        errors = list(exc.errors())
-        if any(err.get("type") == "json_invalid" for err in errors):
-            return render(ApiError(400, "the request body is not valid JSON", code="bad_json"))
-        details = _pydantic_errors(errors)
-        first = details[0] if details else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(part) for part in first["loc"])
-        if len(where) > 120:  # a value nested hundreds of levels deep
-            where = where[:120] + "..."
-        message = f"{where}: {first['msg']}" if where else str(first["msg"])
-        if first["loc"] == ["body"] and first["type"] == "model_attributes_type":
-            # curl -d without -H sends a form: say what the server expects.
-            message = "the body must be a JSON object, sent with Content-Type: application/json"
-        return render(ApiError(422, message, details=details))
+        return render(_validation_error(exc))
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        status = exc.status_code
-        code = _HTTP_CODES.get(status, "error")
-        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-        if status == 400:
-            code = "bad_json"
-        if exc.detail == "There was an error parsing the body":
-            # FastAPI's answer when Python's JSON parser gives up on a body that is
-            # JSON (the syntax errors are RequestValidationErrors): say why it may have.
-            message = (
-                "the body could not be parsed: JSON nested too deeply, or an integer of "
-                f"more than {MAX_INT_DIGITS} digits (send a big number as a string)"
-            )
-        headers = dict(exc.headers or {})
-        if status == 405:
-            # Starlette names the methods of the first route on the path only.
-            headers["Allow"] = ", ".join(allowed_methods(request))
-        return render(ApiError(status, message, code=code, headers=headers))
+        return render(_http_error(request, exc))
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         # A bug: log it (type and redacted text, no locals), answer without details.

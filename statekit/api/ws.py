@@ -5,7 +5,7 @@ each change to the clients whose subscriptions match it. Every client has its ow
 bounded queue and its own sender task; the fan-out loop only ever does
 ``put_nowait``, so a slow client cannot slow the others: when its queue overflows
 it is told (``lagging``) and disconnected (close code 4408). The protocol is in
-docs/websocket.md.
+docs/websocket.md; the messages and close codes are :mod:`statekit.api.ws_protocol`.
 
 **Where a subscription starts.** The shared watch runs behind the commits by up to
 a poll (SQLite polls every 50 ms), so a subscription registered at once would get
@@ -25,24 +25,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketDisconnected
 
-from statekit.backend import JSON, Capability, Record, Write, dumps
-from statekit.codec import (
-    MAX_VERSION,
-    check_key,
-    check_kind,
-    check_prefix,
-    escape_surrogates,
+from statekit.api.ws_protocol import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_LAGGING,
+    CLOSE_TRY_AGAIN_LATER,
+    CLOSE_UNAUTHORIZED,
+    Close,
+    Frame,
+    Refused,
+    Topic,
+    change_frame,
+    decode_message,
+    encode,
+    parse_since,
+    unknown_action,
 )
+from statekit.backend import Capability, Record, Write
 from statekit.errors import StatekitError, ValidationError
 from statekit.store import RESERVED_PREFIX, StateStore
 
@@ -59,141 +66,15 @@ __all__ = [
 
 log = logging.getLogger("statekit.api.ws")
 
-CLOSE_UNAUTHORIZED = 4401
-"""Close code: the connection carried no valid API key."""
-CLOSE_LAGGING = 4408
-"""Close code: the client fell too far behind (its queue overflowed)."""
-CLOSE_GOING_AWAY = 1001
-"""Close code: the server is shutting down."""
-CLOSE_INTERNAL_ERROR = 1011
-"""Close code: the store stopped delivering changes."""
-CLOSE_TRY_AGAIN_LATER = 1013
-"""Close code: the server already has ``max_clients`` connections."""
-
 START_KEY = RESERVED_PREFIX + "ws/start"
 """The internal key whose versions mark where new subscriptions start (module docstring)."""
 START_KIND = "statekit.ws_start"
-MAX_TOPIC_LENGTH = 512
 _PRUNE_EVERY = 64
 """Start marks between two prunes of :data:`START_KEY`'s history."""
 _PAGE = 256
 # What a socket operation raises once the client is gone (uvicorn raises
 # ClientDisconnected, an OSError; Starlette raises WebSocketDisconnected once closed).
 _GONE = (WebSocketDisconnect, WebSocketDisconnected, OSError)
-
-
-@dataclass(frozen=True, slots=True)
-class Topic:
-    """A parsed subscription topic.
-
-    :param text: the topic as the client sent it (echoed in every message).
-    :param kind: for ``states:<kind>``, the kind matched; None for ``states:*``.
-    :param prefix: for ``keys:<prefix>``, the key prefix matched; else None.
-    """
-
-    text: str
-    kind: str | None = None
-    prefix: str | None = None
-
-    @classmethod
-    def parse(cls, value: object) -> Topic:
-        """The topic ``value`` names, or :class:`_Refused` (``bad_topic``)."""
-        if not isinstance(value, str) or not value:
-            raise _Refused("bad_topic", "topic must be a non-empty string", topic=None)
-        if len(value) > MAX_TOPIC_LENGTH:
-            raise _Refused(
-                "bad_topic",
-                f"topic is {len(value)} characters long; the limit is {MAX_TOPIC_LENGTH}",
-                topic=value[:80],
-            )
-        scheme, sep, rest = value.partition(":")
-        try:
-            if sep and scheme == "states" and rest == "*":
-                return cls(value)
-            if sep and scheme == "states" and rest:
-                return cls(value, kind=check_kind(rest))
-            if sep and scheme == "keys":
-                return cls(value, prefix=check_prefix(rest))
-        except ValidationError as exc:  # a kind or prefix no change can have
-            raise _Refused("bad_topic", f"topic {value[:80]!r}: {exc}", topic=value[:80]) from None
-        raise _Refused(
-            "bad_topic",
-            f"unknown topic {value[:80]!r}: use states:<state_type>, states:* or keys:<prefix>",
-            topic=value[:80],
-        )
-
-    def matches(self, record: Record) -> bool:
-        """True when a change of ``record`` belongs to this topic."""
-        if self.prefix is not None:
-            return record.key.startswith(self.prefix)
-        return self.kind is None or record.kind == self.kind
-
-
-class _Refused(Exception):
-    """A client message the hub answers with an ``error`` message (never raised out)."""
-
-    def __init__(self, code: str, message: str, **fields: JSON) -> None:
-        super().__init__(message)
-        self.code = code
-        self.fields = fields
-
-    def frame(self) -> str:
-        text = _encode({"type": "error", "code": self.code, "message": str(self), **self.fields})
-        # It may echo a client's lone surrogate ("\\ud800" in its JSON); a text frame is
-        # UTF-8, so send it back as that same JSON escape.
-        return escape_surrogates(text)
-
-
-@dataclass(frozen=True, slots=True)
-class _Frame:
-    """One message to send; ``change`` = (topic, key, version) for a change message."""
-
-    text: str
-    change: tuple[str, str, int] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Close:
-    """Tells the sender to stop: send ``lagging`` first when ``lagging``, then close."""
-
-    code: int
-    reason: str
-    lagging: bool = False
-    error: str | None = None
-
-
-def _encode(message: Mapping[str, JSON]) -> str:
-    return dumps(dict(message))
-
-
-def _json_type(value: dict[str, Any] | list[Any]) -> str:
-    """What a JSON structure is, for a message that must not echo it whole (nor walk it)."""
-    return "(an object)" if isinstance(value, dict) else "(an array)"
-
-
-def _description(record: Record) -> JSON:
-    for field in ("note", "description"):
-        value = record.meta.get(field)
-        if isinstance(value, str):
-            return value
-    return None
-
-
-def _change(topic: str, record: Record) -> _Frame:
-    text = _encode(
-        {
-            "type": "change",
-            "topic": topic,
-            "state_id": record.key,
-            "state_type": record.kind,
-            "version": record.version,
-            "data": record.data,
-            "deleted": record.deleted,
-            "timestamp": record.at.isoformat(),
-            "description": _description(record),
-        }
-    )
-    return _Frame(text, (topic, record.key, record.version))
 
 
 class _Subscription:
@@ -224,14 +105,14 @@ class _Client:
     def __init__(self, hub: ChangeHub, websocket: WebSocket) -> None:
         self.hub = hub
         self.websocket = websocket
-        self.queue: asyncio.Queue[_Frame | _Close] = asyncio.Queue(hub.queue_size)
+        self.queue: asyncio.Queue[Frame | Close] = asyncio.Queue(hub.queue_size)
         self.subscriptions: dict[str, _Subscription] = {}
         self.closing = False
         self.last_change: tuple[str, str, int] | None = None
 
     # -- called by the fan-out loop: never awaits --------------------------------
 
-    def offer(self, record: Record, frames: dict[str, _Frame]) -> None:
+    def offer(self, record: Record, frames: dict[str, Frame]) -> None:
         """Queue ``record`` once per matching subscription; drop the client on overflow.
 
         ``record`` may be a start mark (:data:`START_KEY`): it starts the subscriptions
@@ -247,7 +128,7 @@ class _Client:
                 elif mark or sub.topic.matches(record):
                     sub.held.append(record)
                     if len(sub.held) > self.hub.queue_size:
-                        self.shut(_Close(CLOSE_LAGGING, "lagging", lagging=True))
+                        self.shut(Close(CLOSE_LAGGING, "lagging", lagging=True))
                         return
                 continue
             if mark or not sub.topic.matches(record):
@@ -257,18 +138,18 @@ class _Client:
                 if sub.pending is not None:
                     sub.pending.append(record)
                     if len(sub.pending) > self.hub.queue_size:
-                        self.shut(_Close(CLOSE_LAGGING, "lagging", lagging=True))
+                        self.shut(Close(CLOSE_LAGGING, "lagging", lagging=True))
                         return
                     continue
                 if record.version <= floor:
                     continue
             frame = frames.get(sub.topic.text)
             if frame is None:
-                frame = frames[sub.topic.text] = _change(sub.topic.text, record)
+                frame = frames[sub.topic.text] = change_frame(sub.topic.text, record)
             try:
                 self.queue.put_nowait(frame)
             except asyncio.QueueFull:
-                self.shut(_Close(CLOSE_LAGGING, "lagging", lagging=True))
+                self.shut(Close(CLOSE_LAGGING, "lagging", lagging=True))
                 return
 
     def start(self, sub: _Subscription, mark: int) -> None:
@@ -288,13 +169,13 @@ class _Client:
                 sub.held = None
                 for change in after:
                     try:
-                        self.queue.put_nowait(_change(sub.topic.text, change))
+                        self.queue.put_nowait(change_frame(sub.topic.text, change))
                     except asyncio.QueueFull:
-                        self.shut(_Close(CLOSE_LAGGING, "lagging", lagging=True))
+                        self.shut(Close(CLOSE_LAGGING, "lagging", lagging=True))
                         return
                 return
 
-    def shut(self, close: _Close) -> None:
+    def shut(self, close: Close) -> None:
         """Stop taking changes, drop what is queued and tell the sender to close."""
         if self.closing:
             return
@@ -308,7 +189,7 @@ class _Client:
 
     # -- the connection's own tasks: they may wait ------------------------------
 
-    async def put(self, frame: _Frame) -> None:
+    async def put(self, frame: Frame) -> None:
         """Queue a reply or a replayed change, waiting for room (the client's own pace)."""
         if not self.closing:
             await self.queue.put(frame)
@@ -316,7 +197,7 @@ class _Client:
     async def send_loop(self) -> None:
         while True:
             item = await self.queue.get()
-            if isinstance(item, _Close):
+            if isinstance(item, Close):
                 await self._close(item)
                 return
             try:
@@ -327,14 +208,14 @@ class _Client:
                 self.last_change = item.change
             self.hub._sent += 1
 
-    async def _close(self, close: _Close) -> None:
+    async def _close(self, close: Close) -> None:
         messages: list[str] = []
         if close.error is not None:
-            messages.append(_Refused("watch_failed", close.error).frame())
+            messages.append(Refused("watch_failed", close.error).frame())
         if close.lagging:
             topic, key, version = self.last_change or (None, None, None)
             messages.append(
-                _encode(
+                encode(
                     {
                         "type": "lagging",
                         "topic": topic,
@@ -370,88 +251,37 @@ class _Client:
                 try:
                     text = raw.decode()
                 except UnicodeDecodeError:
-                    await self.put(_Frame(_Refused("bad_json", "messages are UTF-8 JSON").frame()))
+                    await self.put(Frame(Refused("bad_json", "messages are UTF-8 JSON").frame()))
                     continue
             try:
                 await self.handle(text)
-            except _Refused as refused:
-                await self.put(_Frame(refused.frame()))
+            except Refused as refused:
+                await self.put(Frame(refused.frame()))
 
     async def handle(self, text: str) -> None:
-        size = len(text.encode())
-        if size > self.hub.max_message_bytes:
-            raise _Refused(
-                "message_too_large",
-                f"message is {size} bytes; the limit is {self.hub.max_message_bytes}",
-            )
-        try:
-            message = json.loads(text)
-        except ValueError:
-            raise _Refused("bad_json", "the message is not valid JSON") from None
-        except RecursionError:
-            raise _Refused("bad_json", "the message is nested too deeply to read") from None
-        if not isinstance(message, dict):
-            raise _Refused("bad_message", "a message is a JSON object with an action")
+        message = decode_message(text, self.hub.max_message_bytes)
         action = message.get("action")
         if action == "ping":
-            await self.put(_Frame(_encode({"type": "pong"})))
+            await self.put(Frame(encode({"type": "pong"})))
         elif action == "subscribe":
             await self.subscribe(Topic.parse(message.get("topic")), message.get("since"))
         elif action == "unsubscribe":
             topic = Topic.parse(message.get("topic"))
             if self.subscriptions.pop(topic.text, None) is None:
-                raise _Refused("not_subscribed", "not subscribed to this topic", topic=topic.text)
-            await self.put(_Frame(_encode({"type": "unsubscribed", "topic": topic.text})))
+                raise Refused("not_subscribed", "not subscribed to this topic", topic=topic.text)
+            await self.put(Frame(encode({"type": "unsubscribed", "topic": topic.text})))
         else:
-            if isinstance(action, dict | list):
-                shown = _json_type(action)
-            else:
-                shown = repr((action if isinstance(action, str) else json.dumps(action))[:80])
-            raise _Refused(
-                "unknown_action", f"unknown action {shown}: use subscribe, unsubscribe or ping"
-            )
-
-    def _since(self, topic: Topic, value: object) -> dict[str, int] | None:
-        if value is None:
-            return None
-        if not isinstance(value, dict):
-            raise _Refused(
-                "bad_since", 'since is an object {"<state_id>": <version>}', topic=topic.text
-            )
-        if len(value) > self.hub.max_since_keys:
-            raise _Refused(
-                "bad_since",
-                f"since names {len(value)} keys; the limit is {self.hub.max_since_keys}",
-                topic=topic.text,
-            )
-        since: dict[str, int] = {}
-        for key, version in value.items():
-            try:
-                check_key(key)
-            except ValidationError as exc:
-                raise _Refused("bad_since", str(exc), topic=topic.text) from None
-            if (
-                not isinstance(version, int)
-                or isinstance(version, bool)
-                or not 0 <= version <= MAX_VERSION
-            ):
-                raise _Refused(
-                    "bad_since",
-                    f"since[{key!r}] must be a version number from 0 to {MAX_VERSION}",
-                    topic=topic.text,
-                )
-            since[key] = version
-        return since or None
+            raise unknown_action(action)
 
     async def subscribe(self, topic: Topic, since_value: object) -> None:
         hub = self.hub
         if hub._unavailable is not None:
-            raise _Refused("watch_unavailable", hub._unavailable, topic=topic.text)
+            raise Refused("watch_unavailable", hub._unavailable, topic=topic.text)
         store = hub._store
         assert store is not None
-        since = self._since(topic, since_value)
+        since = parse_since(topic, since_value, hub.max_since_keys)
         if since and Capability.HISTORY not in store.capabilities:
-            raise _Refused(
+            raise Refused(
                 "history_unavailable",
                 f"the {store.backend.name} backend keeps no history, so it cannot resume "
                 "from a version; subscribe without since and read the current states",
@@ -460,7 +290,7 @@ class _Client:
         if topic.text not in self.subscriptions and (
             len(self.subscriptions) >= hub.max_subscriptions
         ):
-            raise _Refused(
+            raise Refused(
                 "too_many_subscriptions",
                 f"a connection may hold {hub.max_subscriptions} subscriptions",
                 topic=topic.text,
@@ -468,7 +298,7 @@ class _Client:
         sub = _Subscription(topic, since)
         if since:
             # The reply is queued before the subscription exists, so it precedes its changes.
-            await self.put(_Frame(_encode({"type": "subscribed", "topic": topic.text})))
+            await self.put(Frame(encode({"type": "subscribed", "topic": topic.text})))
             self.subscriptions[topic.text] = sub  # replaces an earlier one of the same topic
             await self._resume(store, sub, since)
             return
@@ -480,14 +310,14 @@ class _Client:
             log.exception("writing a WebSocket subscription's start mark failed")
             if self.subscriptions.get(topic.text) is sub:
                 del self.subscriptions[topic.text]
-            raise _Refused(
+            raise Refused(
                 "start_failed",
                 "the store could not be written to fix where the subscription starts; "
                 "nothing is subscribed: subscribe again",
                 topic=topic.text,
             ) from None
         # Queued before start() lets any change out, so it precedes them.
-        await self.put(_Frame(_encode({"type": "subscribed", "topic": topic.text})))
+        await self.put(Frame(encode({"type": "subscribed", "topic": topic.text})))
         self.start(sub, mark)
 
     async def _resume(self, store: StateStore, sub: _Subscription, since: dict[str, int]) -> None:
@@ -507,8 +337,8 @@ class _Client:
                     page = await store.history(key, after=after, limit=_PAGE, newest_first=False)
                     if first and page and page[0].version > after + 1:
                         await self.put(
-                            _Frame(
-                                _Refused(
+                            Frame(
+                                Refused(
                                     "history_pruned",
                                     f"versions {after + 1} to {page[0].version - 1} of "
                                     f"{key!r} were pruned; replay starts at {page[0].version}",
@@ -521,7 +351,7 @@ class _Client:
                     first = False
                     for record in page:
                         if sub.topic.matches(record):
-                            await self.put(_change(topic, record))
+                            await self.put(change_frame(topic, record))
                             replayed += 1
                         sub.floors[key] = record.version
                     if len(page) < _PAGE:
@@ -531,19 +361,19 @@ class _Client:
             # The error text stays in the server log: it may name server internals.
             log.exception("replaying history for a WebSocket client failed")
             self.subscriptions.pop(topic, None)
-            raise _Refused(
+            raise Refused(
                 "replay_failed",
                 "reading the history failed; the subscription is dropped: subscribe again",
                 topic=topic,
             ) from None
-        await self.put(_Frame(_encode({"type": "resumed", "topic": topic, "replayed": replayed})))
+        await self.put(Frame(encode({"type": "resumed", "topic": topic, "replayed": replayed})))
         pending = sub.pending
         assert pending is not None
         while pending:  # the fan-out loop may add more while we wait for room
             record = pending.popleft()
             if record.version > sub.floors[record.key]:
                 sub.floors[record.key] = record.version
-                await self.put(_change(topic, record))
+                await self.put(change_frame(topic, record))
         sub.pending = None  # no await since the last check: nothing is left behind
 
 
@@ -669,7 +499,7 @@ class ChangeHub:
         for task in list(self._mark_writes):
             task.cancel()
         for client in list(self._clients):
-            client.shut(_Close(CLOSE_GOING_AWAY, "server shutting down"))
+            client.shut(Close(CLOSE_GOING_AWAY, "server shutting down"))
 
     async def _run(self, watch: AsyncIterator[Record]) -> None:
         try:
@@ -679,7 +509,7 @@ class ChangeHub:
                         continue  # statekit's own keys never appear on the feed
                 else:
                     self._changes += 1
-                frames: dict[str, _Frame] = {}  # one encoding per topic, shared by clients
+                frames: dict[str, Frame] = {}  # one encoding per topic, shared by clients
                 for client in list(self._clients):
                     client.offer(record, frames)
         except Exception:  # the feed is dead either way: say so to every client
@@ -687,7 +517,7 @@ class ChangeHub:
             self._unavailable = "the change feed stopped (the server log says why)"
             for client in list(self._clients):
                 client.shut(
-                    _Close(CLOSE_INTERNAL_ERROR, "change feed stopped", error=self._unavailable)
+                    Close(CLOSE_INTERNAL_ERROR, "change feed stopped", error=self._unavailable)
                 )
 
     async def serve(self, websocket: WebSocket, *, authorized: bool) -> None:
