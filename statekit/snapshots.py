@@ -98,7 +98,9 @@ class SnapshotStore(Protocol):
 
     def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]: ...
 
-    async def append(self, writes: Iterable[Write], *, internal: bool = False) -> list[Record]: ...
+    async def append(self, writes: Iterable[Write]) -> list[Record]: ...
+
+    async def append_reserved(self, writes: Iterable[Write]) -> list[Record]: ...
 
 
 class Snapshots:
@@ -138,7 +140,7 @@ class Snapshots:
         # Never overwrite an existing snapshot of the same id, where the backend can check.
         expect: Expect = 0 if Capability.COMPARE_AND_SET in store.capabilities else ANY
         write = Write(key, value, SNAPSHOT_KIND, {"description": description}, expect)
-        (record,) = await store.append([write], internal=True)
+        (record,) = await store.append_reserved([write])
         return _info(record)
 
     async def _load(self, snapshot_id: str) -> Record:

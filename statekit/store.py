@@ -241,9 +241,16 @@ class StateStore:
         assert isinstance(meta, dict)
         return Write(key=key, data=data, kind=kind, meta=meta, expect=expect, encoded=encoded)
 
-    async def append(self, writes: Iterable[Write], *, internal: bool = False) -> list[Record]:
+    async def append(self, writes: Iterable[Write]) -> list[Record]:
         """Check, stamp and append writes as one atomic batch. Prefer put/batch/update."""
-        prepared = [self._prepare(w, internal=internal) for w in writes]
+        return await self._checked([self._prepare(w) for w in writes])
+
+    async def append_reserved(self, writes: Iterable[Write]) -> list[Record]:
+        """Append writes to statekit's own keys (under ``_sk/``): snapshots, the API's
+        start marks. For statekit's layers; no validator runs on them."""
+        return await self._checked([self._prepare(w, internal=True) for w in writes])
+
+    async def _checked(self, prepared: list[Write]) -> list[Record]:
         if not prepared:
             return []
         if len(prepared) > 1:

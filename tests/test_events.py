@@ -510,11 +510,11 @@ async def test_without_atomic_batches_the_event_lands_first_and_projections_catc
     await events.append(ORDER, [placed("3")])
     real_append = store.append
 
-    async def crash_on_projection(writes: Any, *, internal: bool = False) -> list[Record]:
+    async def crash_on_projection(writes: Any) -> list[Record]:
         writes = list(writes)
         if writes[0].key == "order/o-1":
             raise RuntimeError("crashed between the event and its projection")
-        return await real_append(writes, internal=internal)
+        return await real_append(writes)
 
     monkeypatch.setattr(store, "append", crash_on_projection)
     with pytest.raises(RuntimeError):

@@ -470,7 +470,7 @@ class ChangeHub:
             if self._next_mark is future:
                 self._next_mark = None  # from here, a new caller needs a later mark
             try:
-                (record,) = await store.append([Write(START_KEY, {}, START_KIND)], internal=True)
+                (record,) = await store.append_reserved([Write(START_KEY, {}, START_KIND)])
             except asyncio.CancelledError:
                 future.cancel()
                 raise
