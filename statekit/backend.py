@@ -333,6 +333,16 @@ class Backend(ABC):
     async def evict(self, keys: Sequence[str]) -> None:  # noqa: B027  # optional
         """Drop cached copies of ``keys``; nothing to do without caches."""
 
+    async def drop_namespace(self) -> int | None:
+        """Delete every key and version of this backend's namespace, and nothing else
+        (for tests, benchmarks and tools); how many were deleted, None when the server
+        does not say. Optional: a CapabilityError where the backend cannot."""
+        raise CapabilityError(
+            f"the {self.name} backend cannot drop a namespace",
+            backend=self.name,
+            capability="drop_namespace",
+        )
+
     @abstractmethod
     async def aclose(self) -> None:
         """Release connections and threads. Calling it twice is harmless."""

@@ -298,9 +298,11 @@ class InfluxBackend(Backend):
 
     # -- beyond the contract ---------------------------------------------------------------
 
-    async def drop_namespace(self) -> None:
-        """Delete every point of this namespace (``DROP SERIES ... WHERE ns = ...``)."""
+    async def drop_namespace(self) -> int | None:
+        """Delete every point of this namespace (``DROP SERIES ... WHERE ns = ...``);
+        InfluxDB does not say how many, so None."""
         await self._client.query(f"DROP SERIES {self._from} WHERE {self._in_ns}")
+        return None
 
 
 def _single(result: StatementResult, column: int) -> int:
