@@ -333,10 +333,14 @@ class Backend(ABC):
     async def evict(self, keys: Sequence[str]) -> None:  # noqa: B027  # optional
         """Drop cached copies of ``keys``; nothing to do without caches."""
 
-    async def drop_namespace(self) -> int | None:
+    async def drop_namespace(self, *, forget: bool = False) -> int | None:
         """Delete every key and version of this backend's namespace, and nothing else
         (for tests, benchmarks and tools); how many were deleted, None when the server
-        does not say. Optional: a CapabilityError where the backend cannot."""
+        does not say. Optional: a CapabilityError where the backend cannot.
+
+        :param forget: also delete what watchers of the namespace rely on (a commit
+            counter), for a namespace nobody watches any more.
+        """
         raise CapabilityError(
             f"the {self.name} backend cannot drop a namespace",
             backend=self.name,

@@ -298,7 +298,7 @@ class InfluxBackend(Backend):
 
     # -- beyond the contract ---------------------------------------------------------------
 
-    async def drop_namespace(self) -> int | None:
+    async def drop_namespace(self, *, forget: bool = False) -> int | None:
         """Delete every point of this namespace (``DROP SERIES ... WHERE ns = ...``);
         InfluxDB does not say how many, so None."""
         await self._client.query(f"DROP SERIES {self._from} WHERE {self._in_ns}")

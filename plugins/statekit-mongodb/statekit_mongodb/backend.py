@@ -724,7 +724,7 @@ class MongoBackend(Backend):
 
     # -- beyond the contract -------------------------------------------------------------
 
-    async def drop_namespace(self) -> int:
+    async def drop_namespace(self, *, forget: bool = False) -> int:
         """Delete every key and version of this backend's namespace, and nothing else.
 
         Other namespaces in the same database are untouched. Returns how many keys

@@ -562,7 +562,7 @@ class RedisBackend(Backend):
 
     # -- tools ---------------------------------------------------------------------------
 
-    async def drop_namespace(self) -> int:
+    async def drop_namespace(self, *, forget: bool = False) -> int:
         """Delete every Redis key of this namespace: all versions, heads and the log.
 
         For tests and tools; not atomic, so stop writers first. Returns how many
