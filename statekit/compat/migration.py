@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from statekit.backend import JSON
+from statekit.backend import JSON, Record
 from statekit.compat.legacy_format import (
     FILE_ITEM,
     Failure,
@@ -62,7 +62,8 @@ from statekit.compat.legacy_state import (
 from statekit.compat.portal import Portal
 from statekit.config import load_settings
 from statekit.errors import SerializationError, StatekitError, ValidationError
-from statekit.trading.state import Item
+from statekit.store import StateStore
+from statekit.trading.state import Item, SaveResult, TradingState
 
 __all__ = [
     "MARKER_FOLDER",
@@ -244,38 +245,42 @@ def _look(place: Path) -> tuple[bool, bool, list[LegacyFile]]:
     return True, place.is_dir(), legacy_sources(place)
 
 
-async def _migrate_file(
-    legacy: LegacyState, parsed: LegacyFile, *, dry_run: bool, backup: bool
-) -> MigrationReport:
-    report = MigrationReport(os.fspath(parsed.path), legacy.shown_url, dry_run)
-    report.failures += parsed.failures
-    if parsed.unreadable:
-        return report
-    state = await legacy.open()
-    store = state.store
-    marker_key = state.prefix + MARKER_FOLDER + parsed.sha256
-    marker = await store.get(marker_key)
-    if marker is not None and isinstance(marker.data, dict):
-        report.already_migrated = True
-        items, failures = marker.data.get("items"), marker.data.get("failures")
-        report.successful_items = items if isinstance(items, int) else 0
-        report.failures = [
-            Failure(str(f.get("item")), str(f.get("reason")))
-            for f in (failures if isinstance(failures, list) else [])
-            if isinstance(f, dict)
-        ]
-        return report
+@dataclass
+class _Plan:
+    """What one legacy file becomes: items per section, and how the report names them."""
 
-    sections: dict[str, dict[str, Item]] = {}
-    labels: dict[str, str] = {}  # key -> the item's name in the report
-    kept: set[str] = set()  # failed items whose stored value stays as it is
+    sections: dict[str, dict[str, Item]] = field(default_factory=dict)
+    single: dict[str, Item] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # key -> the item's name in the report
+    kept: set[str] = field(default_factory=set)  # failed items whose stored value stays
 
-    async def keep(key: str, section: dict[str, Item]) -> None:
-        head = await store.get(key)
-        if head is not None:
-            section[key] = Item(head.kind, head.data)
-            kept.add(key)
 
+async def _keep(store: StateStore, plan: _Plan, key: str, section: dict[str, Item]) -> None:
+    """Leave the stored value of a failed item as it is (the save must not delete it)."""
+    head = await store.get(key)
+    if head is not None:
+        section[key] = Item(head.kind, head.data)
+        plan.kept.add(key)
+
+
+def _from_marker(report: MigrationReport, marker: Record) -> MigrationReport:
+    """The report of a file migrated before, from its marker."""
+    assert isinstance(marker.data, dict)
+    report.already_migrated = True
+    items, failures = marker.data.get("items"), marker.data.get("failures")
+    report.successful_items = items if isinstance(items, int) else 0
+    report.failures = [
+        Failure(str(f.get("item")), str(f.get("reason")))
+        for f in (failures if isinstance(failures, list) else [])
+        if isinstance(f, dict)
+    ]
+    return report
+
+
+async def _planned(
+    legacy: LegacyState, store: StateStore, parsed: LegacyFile, report: MigrationReport
+) -> _Plan:
+    plan = _Plan()
     for folder, values, failed in (
         (POSITIONS, parsed.positions, parsed.failed_positions),
         (PAIR_STATES, parsed.pair_states, parsed.failed_pair_states),
@@ -291,53 +296,78 @@ async def _migrate_file(
                 report.failures.append(Failure(f"{name}.{symbol}", str(exc)))
                 continue
             section[key] = Item(KINDS[folder], data)
-            labels[key] = f"{name}.{symbol}"
+            plan.labels[key] = f"{name}.{symbol}"
         for symbol in failed:
             with contextlib.suppress(ValidationError):
-                await keep(legacy.key(folder, symbol, name), section)
-        sections[folder] = section
-    single: dict[str, Item] = {}
+                await _keep(store, plan, legacy.key(folder, symbol, name), section)
+        plan.sections[folder] = section
     if parsed.portfolio is not None:
-        single[legacy.key(PORTFOLIO)] = Item(PORTFOLIO_KIND, parsed.portfolio)
-        labels[legacy.key(PORTFOLIO)] = "portfolio_data"
+        plan.single[legacy.key(PORTFOLIO)] = Item(PORTFOLIO_KIND, parsed.portfolio)
+        plan.labels[legacy.key(PORTFOLIO)] = "portfolio_data"
+    return plan
 
-    if dry_run:
-        await _plan(legacy, report, sections, single, len(kept))
-        report.successful_items = len(labels)
-        return report
-    if backup:
-        report.backup = os.fspath(await asyncio.to_thread(backup_copy, parsed.path))
 
+async def _save(
+    legacy: LegacyState,
+    state: TradingState,
+    parsed: LegacyFile,
+    plan: _Plan,
+    report: MigrationReport,
+    marker_key: str,
+) -> SaveResult:
+    """Save the plan with its marker in one go; an item the store refuses is dropped
+    (and reported) and the rest saved again."""
     while True:
         record: dict[str, JSON] = {
             "source": os.fspath(parsed.path.absolute()),
             "sha256": parsed.sha256,
             "timestamp": parsed.timestamp,
-            "items": len(labels),
+            "items": len(plan.labels),
             "failures": [{"item": f.item, "reason": f.reason} for f in report.failures],
         }
         try:
             async with legacy.write_lock():
-                result = await state.save_items(
-                    {**sections, "": {**single, marker_key: Item(MARKER_KIND, record)}},
+                return await state.save_items(
+                    {**plan.sections, "": {**plan.single, marker_key: Item(MARKER_KIND, record)}},
                     by=MIGRATED_BY,
                     note=f"migrated from {parsed.path.name}",
                 )
-            break
         except (ValidationError, SerializationError) as exc:
             # One item refused by the store (a validator, the size limit): drop it, try again.
-            if exc.key is None or exc.key not in labels:
+            if exc.key is None or exc.key not in plan.labels:
                 raise
-            report.failures.append(Failure(labels.pop(exc.key), str(exc)))
-            for section in (*sections.values(), single):
+            report.failures.append(Failure(plan.labels.pop(exc.key), str(exc)))
+            for section in (*plan.sections.values(), plan.single):
                 section.pop(exc.key, None)
-            for folder, section in sections.items():
+            for folder, section in plan.sections.items():
                 if exc.key.startswith(state.prefix + folder):
-                    await keep(exc.key, section)
-    report.successful_items = len(labels)
+                    await _keep(state.store, plan, exc.key, section)
+
+
+async def _migrate_file(
+    legacy: LegacyState, parsed: LegacyFile, *, dry_run: bool, backup: bool
+) -> MigrationReport:
+    report = MigrationReport(os.fspath(parsed.path), legacy.shown_url, dry_run)
+    report.failures += parsed.failures
+    if parsed.unreadable:
+        return report
+    state = await legacy.open()
+    marker_key = state.prefix + MARKER_FOLDER + parsed.sha256
+    marker = await state.store.get(marker_key)
+    if marker is not None and isinstance(marker.data, dict):
+        return _from_marker(report, marker)
+    plan = await _planned(legacy, state.store, parsed, report)
+    if dry_run:
+        await _plan(legacy, report, plan.sections, plan.single, len(plan.kept))
+        report.successful_items = len(plan.labels)
+        return report
+    if backup:
+        report.backup = os.fspath(await asyncio.to_thread(backup_copy, parsed.path))
+    result = await _save(legacy, state, parsed, plan, report, marker_key)
+    report.successful_items = len(plan.labels)
     report.written = result.written - 1  # the migration record itself
     report.deleted = result.deleted
-    report.unchanged = result.unchanged - len(kept)
+    report.unchanged = result.unchanged - len(plan.kept)
     return report
 
 
