@@ -14,6 +14,7 @@ import pytest
 
 import statekit
 from statekit import JSON, Write, bench
+from statekit.bench.sqlite import _RawSqlite
 
 RATE_FIELDS = ("statekit_ops_s", "raw_ops_s", "ratio", "statekit_us_op", "raw_us_op")
 
@@ -103,7 +104,7 @@ async def test_raw_side_stores_the_same_rows_as_statekit(tmp_path: Path) -> None
         await store.batch([Write("b", {"n": 1}), Write("c", [1, 2.5, None])])
     async with await statekit.open(f"sqlite:///{tmp_path / 'raw.db'}"):
         pass
-    raw = bench._RawSqlite(tmp_path / "raw.db", "FULL")
+    raw = _RawSqlite(tmp_path / "raw.db", "FULL")
     try:
         for key, value in values:
             raw.put(key, value)
@@ -209,7 +210,7 @@ async def test_reconcile_bench_reports_passes_lag_faults_and_the_baseline(tmp_pa
 def test_reconcile_bench_command_takes_every_knob(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from statekit.trading import bench_reconcile
+    from statekit.bench import reconcile as bench_reconcile
 
     argv = ["--intents", "9", "--symbols", "3", "--faults", "off", "--rounds", "1"]
     status = bench_reconcile.main([*argv, "--changes", "2", "--dir", str(tmp_path)])
