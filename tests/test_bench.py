@@ -260,3 +260,19 @@ async def test_history_bench_compares_a_long_history_with_a_short_one(tmp_path: 
         )
         assert result["target"] == 2.0 and isinstance(result["met"], bool)
     json.dumps(results)
+
+
+def test_the_harness_imports_no_benchmark() -> None:
+    # A plugin's benchmark imports statekit.bench for the harness: that must not load
+    # the built-in benchmarks (nor, through them, the trading layer's benchmarks).
+    code = (
+        "import sys, statekit.bench as b; "
+        "assert b.Plan and b.measure and b.server_url; "
+        "loaded = [m for m in sys.modules if m.startswith('statekit.bench.')]; "
+        "assert sorted(loaded) == ['statekit.bench.cli', 'statekit.bench.harness', "
+        "'statekit.bench.registry'], loaded"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
