@@ -14,6 +14,7 @@ import pytest
 
 import statekit
 from statekit import JSON, Write, bench
+from statekit.bench.sqlite import _RawSqlite
 
 RATE_FIELDS = ("statekit_ops_s", "raw_ops_s", "ratio", "statekit_us_op", "raw_us_op")
 
@@ -103,7 +104,7 @@ async def test_raw_side_stores_the_same_rows_as_statekit(tmp_path: Path) -> None
         await store.batch([Write("b", {"n": 1}), Write("c", [1, 2.5, None])])
     async with await statekit.open(f"sqlite:///{tmp_path / 'raw.db'}"):
         pass
-    raw = bench._RawSqlite(tmp_path / "raw.db", "FULL")
+    raw = _RawSqlite(tmp_path / "raw.db", "FULL")
     try:
         for key, value in values:
             raw.put(key, value)
@@ -209,7 +210,7 @@ async def test_reconcile_bench_reports_passes_lag_faults_and_the_baseline(tmp_pa
 def test_reconcile_bench_command_takes_every_knob(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from statekit.trading import bench_reconcile
+    from statekit.bench import reconcile as bench_reconcile
 
     argv = ["--intents", "9", "--symbols", "3", "--faults", "off", "--rounds", "1"]
     status = bench_reconcile.main([*argv, "--changes", "2", "--dir", str(tmp_path)])
@@ -259,3 +260,19 @@ async def test_history_bench_compares_a_long_history_with_a_short_one(tmp_path: 
         )
         assert result["target"] == 2.0 and isinstance(result["met"], bool)
     json.dumps(results)
+
+
+def test_the_harness_imports_no_benchmark() -> None:
+    # A plugin's benchmark imports statekit.bench for the harness: that must not load
+    # the built-in benchmarks (nor, through them, the trading layer's benchmarks).
+    code = (
+        "import sys, statekit.bench as b; "
+        "assert b.Plan and b.measure and b.server_url; "
+        "loaded = [m for m in sys.modules if m.startswith('statekit.bench.')]; "
+        "assert sorted(loaded) == ['statekit.bench.cli', 'statekit.bench.harness', "
+        "'statekit.bench.registry'], loaded"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr

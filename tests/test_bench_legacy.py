@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from statekit import bench
+from statekit.bench.legacy import LEGACY_SAVES, _legacy_json_save, _LegacyBook
 
 RATE_FIELDS = (
     "statekit_ops_s",
@@ -63,15 +64,15 @@ def test_saves_per_round_are_capped(tmp_path: Path) -> None:
                 return result
         raise AssertionError("no result")
 
-    assert asyncio.run(first())["n"] == bench.LEGACY_SAVES
+    assert asyncio.run(first())["n"] == LEGACY_SAVES
 
 
 def test_the_legacy_side_writes_the_whole_state_durably(tmp_path: Path) -> None:
-    book = bench._LegacyBook(3)
+    book = _LegacyBook(3)
     positions, pair_states = book.next_state(every=False)
     path = tmp_path / "state.json"
 
-    bench._legacy_json_save(path, positions, pair_states)
+    _legacy_json_save(path, positions, pair_states)
 
     saved = json.loads(path.read_text(encoding="utf-8"))
     assert saved["active_positions"] == positions
@@ -80,7 +81,7 @@ def test_the_legacy_side_writes_the_whole_state_durably(tmp_path: Path) -> None:
 
 
 def test_one_change_changes_one_position_and_all_changes_every_item() -> None:
-    book = bench._LegacyBook(5)
+    book = _LegacyBook(5)
     before = book.next_state(every=False)
     one = book.next_state(every=False)
     every = book.next_state(every=True)

@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +16,10 @@ from pydantic import BaseModel, SecretStr
 
 import statekit
 from statekit.backends.memory import MemoryBackend
+from statekit.compat.settings import LEGACY_ENV_NAMES
 from statekit.config import (
     DATABASE_TYPES,
     DEFAULT_MAX_VALUE_BYTES,
-    LEGACY_ENV_NAMES,
     DatabaseSettings,
     Settings,
     load_settings,
@@ -143,6 +145,27 @@ def test_legacy_env_name(
 def test_legacy_name_in_dotenv(tmp_path: Path, name: str, raw: str, expected: object) -> None:
     write(tmp_path / ".env", f"{name}={raw}\n")
     assert dig(load_settings(), LEGACY_ENV_NAMES[name]) == expected
+
+
+def test_the_legacy_names_are_a_dialect_found_by_entry_point() -> None:
+    # statekit.config knows no legacy name: statekit's pyproject registers the compat
+    # dialect in the statekit.settings_dialects group, read at the first load.
+    from statekit.compat.settings import TRADING_STATE
+    from statekit.config.dialects import installed_dialects
+
+    assert TRADING_STATE in installed_dialects()
+    assert TRADING_STATE.variables is LEGACY_ENV_NAMES
+
+
+def test_the_config_package_does_not_import_compat() -> None:
+    code = (
+        "import sys, statekit.config; "
+        "assert not any(m.startswith('statekit.compat') for m in sys.modules), 'imported'"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def test_seed_env_block_gives_an_influxdb_url(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,10 +20,10 @@ import pytest_asyncio
 import statekit
 from statekit import StateStore
 from statekit.bench import BenchConfig
+from statekit.bench.locks import bench_locks
 from statekit.errors import LockTimeout, StatekitError, ValidationError
 from statekit.testing import fresh_namespace, server_url
 from statekit.trading import Balance, TradingState
-from statekit.trading.bench_locks import bench_locks
 from statekit.trading.locks import KeyedLocks, LockOrderError
 
 HANG = 60.0

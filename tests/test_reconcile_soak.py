@@ -28,10 +28,10 @@ import pytest
 import pytest_asyncio
 
 import statekit
+from statekit.bench.reconcile import paper_exchange, symbol_names
 from statekit.errors import StatekitError
 from statekit.store import StateStore
 from statekit.testing import fresh_namespace, server_url
-from statekit.trading.bench_reconcile import paper_exchange, symbol_names
 from statekit.trading.exchange import ExchangeOrder
 from statekit.trading.idempotency import IdempotencyLedger
 from statekit.trading.models import OrderSide, OrderType, TimeInForce

@@ -32,7 +32,7 @@ keys at once, no rate limit: the paper exchange has none) works against a
 Every phase checks that the exchange ended up with exactly one open order per intent,
 matching it, before its figures are printed.
 
-``python -m statekit.trading.bench_reconcile`` takes every knob (``--intents``,
+``python -m statekit.bench.reconcile`` takes every knob (``--intents``,
 ``--symbols``, ``--store``, ``--faults on|off``, ``--changes``, ``--workers``);
 ``python -m statekit.bench reconcile`` maps ``--n`` to intents and ``--url`` to the store.
 """
@@ -54,11 +54,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import statekit
-import statekit.config
 from statekit.backend import JSON
+from statekit.bench.harness import BenchConfig, Result
+from statekit.config import load_settings
 from statekit.errors import StatekitError
 from statekit.store import StateStore
 from statekit.trading.models import OrderSide, to_json
@@ -70,9 +70,6 @@ from statekit.trading.reconcile import (
     PassReport,
     ReconcileEngine,
 )
-
-if TYPE_CHECKING:  # statekit.bench imports this module (lazily) for its BACKENDS table
-    from statekit.bench import BenchConfig, Result
 
 __all__ = [
     "BASELINE",
@@ -207,7 +204,7 @@ def _phase_url(base: str | None, scratch: Path, tag: str) -> tuple[str, bool]:
 @asynccontextmanager
 async def _fresh_store(base: str | None, scratch: Path, tag: str) -> AsyncIterator[StateStore]:
     url, drop = _phase_url(base, scratch, tag)
-    settings = statekit.config.load_settings(config_file="", env_file="")
+    settings = load_settings(config_file="", env_file="")
     async with await statekit.open(url, settings=settings) as store:
         try:
             async for _ in store.scan("intent/"):
@@ -419,30 +416,43 @@ async def run_reconcile_bench(bench: ReconcileBench, scratch: Path) -> Result:
         result["lag_phase_seconds"] = round(lag_seconds, 3)
 
     if bench.faults:
-        async with AsyncExitStack() as stack:
-            store = await stack.enter_async_context(_fresh_store(bench.store, scratch, "faults"))
-            exchange = paper_exchange(symbols, faults=FAULTS, seed=bench.seed)
-            await _create(store, specs)
-            engine = _engine(store, exchange, bench.workers)
-            stack.push_async_callback(engine.aclose)
-            passes, seconds, actions = await _converge(engine)
-            await _check_in_sync(store, exchange)
-            result["faults"] = {
-                name: value
-                for name, value in (
-                    ("timeout_after_accept", FAULTS.timeout_after_accept),
-                    ("lost_ack", FAULTS.lost_ack),
-                    ("rate_limit", FAULTS.rate_limit),
-                    ("duplicate_fill", FAULTS.duplicate_fill),
-                )
-            }
-            result["faults_passes_to_converge"] = passes
-            result["faults_seconds"] = round(seconds, 3)
-            result["faults_actions"] = actions
-            result["faults_errors"] = engine.metrics.errors
+        result.update(await _faults_phase(bench, scratch, symbols, specs))
     result["python"] = platform.python_version()
     result["at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return result
+
+
+async def _faults_phase(
+    bench: ReconcileBench,
+    scratch: Path,
+    symbols: Sequence[str],
+    specs: Sequence[tuple[str, IntentSpec]],
+) -> Result:
+    """The same intents on a faulty exchange: passes, time and actions until in sync."""
+    async with AsyncExitStack() as stack:
+        store = await stack.enter_async_context(_fresh_store(bench.store, scratch, "faults"))
+        exchange = paper_exchange(symbols, faults=FAULTS, seed=bench.seed)
+        await _create(store, specs)
+        engine = _engine(store, exchange, bench.workers)
+        stack.push_async_callback(engine.aclose)
+        passes, seconds, actions = await _converge(engine)
+        await _check_in_sync(store, exchange)
+        faults: JSON = {
+            name: value
+            for name, value in (
+                ("timeout_after_accept", FAULTS.timeout_after_accept),
+                ("lost_ack", FAULTS.lost_ack),
+                ("rate_limit", FAULTS.rate_limit),
+                ("duplicate_fill", FAULTS.duplicate_fill),
+            )
+        }
+        return {
+            "faults": faults,
+            "faults_passes_to_converge": passes,
+            "faults_seconds": round(seconds, 3),
+            "faults_actions": actions,
+            "faults_errors": engine.metrics.errors,
+        }
 
 
 def _rounded(value: object) -> JSON:
@@ -469,7 +479,7 @@ def _positive(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m statekit.trading.bench_reconcile",
+        prog="python -m statekit.bench.reconcile",
         description="The reconciliation engine against the paper exchange; one JSON line.",
     )
     parser.add_argument("--intents", type=_positive, default=1000, help="default %(default)s")

@@ -44,15 +44,13 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import statekit
 from statekit.backend import JSON
 from statekit.backends.sqlite import SqliteBackend
+from statekit.bench.harness import BenchConfig, Result, Timed, Workload, measure, sample_value
 from statekit.errors import StatekitError
-
-if TYPE_CHECKING:  # statekit.bench imports this module (lazily) for its BACKENDS table
-    from statekit.bench import BenchConfig, Result, Timed
 
 __all__ = ["FANOUT_CHANGES", "REQUESTS", "ROUNDS", "SUBSCRIBERS", "bench_api", "serve"]
 
@@ -145,8 +143,6 @@ async def serve(store_url: str, folder: Path) -> AsyncIterator[str]:
 
 
 def _value(i: int) -> dict[str, JSON]:
-    from statekit.bench import sample_value
-
     return sample_value(i)
 
 
@@ -158,8 +154,6 @@ def _percentile(values: list[float], q: float) -> float:
 async def bench_api(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
     """GET and POST through a real server beside the store in-process; WS fan-out latency."""
     import httpx
-
-    from statekit.bench import Workload, measure
 
     requests = min(config.n, REQUESTS)
     rounds = min(config.rounds, ROUNDS)

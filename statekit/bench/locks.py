@@ -31,13 +31,10 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from statekit.backend import JSON
+from statekit.bench.harness import BenchConfig, Result, Timed, Workload, measure
 from statekit.trading.locks import KeyedLocks
-
-if TYPE_CHECKING:  # statekit.bench imports this module for its BACKENDS table
-    from statekit.bench import BenchConfig, Result, Timed
 
 __all__ = ["TARGET_US", "TASKS", "bench_locks"]
 
@@ -136,8 +133,6 @@ def _busiest(locks: KeyedLocks) -> dict[str, JSON]:
 
 async def bench_locks(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
     """The keyed-lock benchmark (see the module docstring); ``scratch`` is not used."""
-    from statekit.bench import Workload, measure
-
     del scratch
     ops = config.n * UNCONTENDED_FACTOR
     raw_note = "bare asyncio.Lock: async with lock"

@@ -32,8 +32,8 @@ from urllib.parse import urlsplit
 
 import statekit
 from statekit.backend import JSON, Write
-from statekit.bench import BenchConfig, Result
-from statekit.bench_history import _with_namespace
+from statekit.bench.harness import BenchConfig, Result
+from statekit.bench.history import _with_namespace
 from statekit.codec import to_micros
 from statekit.config import Settings
 from statekit.tiered import WRITE_ID, FallbackJournal, TieredBackend

@@ -26,11 +26,11 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import statekit
 from statekit.backend import JSON, Record
 from statekit.backends.sqlite import INSERT_VERSION, SELECT_HEAD, UPSERT_HEAD, SqliteBackend
+from statekit.bench.harness import BenchConfig, Result, Workload, measure
 from statekit.errors import StatekitError
 from statekit.trading import kinds
 from statekit.trading.events import (
@@ -49,9 +49,6 @@ from statekit.trading.events import (
     event_json,
 )
 from statekit.trading.models import Position, to_json
-
-if TYPE_CHECKING:
-    from statekit.bench import BenchConfig, Result
 
 __all__ = ["EVENTS_PER_N", "bench_events"]
 
@@ -197,95 +194,104 @@ class _RawEvents:
         self.con.close()
 
 
+async def _rebuild_line(events: EventStore, config: BenchConfig, durability: str) -> Result:
+    """The ``rebuild`` line: a long aggregate rebuilt from its snapshot and in full."""
+    long = Aggregate.position("BENCH-USD")
+    count = EVENTS_PER_N * config.n + events.snapshot_every - 1
+    started = time.perf_counter()
+    await _build(events, long, count)
+    build_s = time.perf_counter() - started
+
+    rebuilt: dict[bool, AggregateState] = {}
+
+    async def with_snapshot() -> None:
+        rebuilt[True] = await events.rebuild(long)
+
+    async def without_snapshot() -> None:
+        rebuilt[False] = await events.rebuild(long, use_snapshot=False)
+
+    fast_ms = await _median_ms(config.rounds, with_snapshot)
+    full_ms = await _median_ms(min(config.rounds, SLOW_ROUNDS), without_snapshot)
+    fast, full = rebuilt[True], rebuilt[False]
+    if fast.state != full.state or fast.version != count:
+        raise StatekitError("events bench: the snapshot rebuild differs from the full fold")
+    return {
+        "backend": "events",
+        "workload": "rebuild",
+        "events": count,
+        "snapshot_every": events.snapshot_every,
+        "events_after_snapshot": fast.folded,
+        "with_snapshot_ms": round(fast_ms, 3),
+        "without_snapshot_ms": round(full_ms, 1),
+        "speedup": round(full_ms / fast_ms, 1),
+        "full_fold_events_s": round(count / (full_ms / 1000), 1),
+        "build_s": round(build_s, 2),
+        "durability": durability,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+async def _append_line(
+    events: EventStore, config: BenchConfig, scratch: Path, synchronous: str
+) -> Result:
+    """The ``append`` line: one event at a time beside the same rows by hand."""
+    # Appends: a fresh position on each side, opened before the timed rounds.
+    async with await statekit.open(f"sqlite:///{scratch / 'raw.db'}"):
+        pass  # the raw file gets its schema from statekit itself
+    target = Aggregate.position("APPEND-USD")
+    raw = _RawEvents(scratch / "raw.db", synchronous, target)
+    try:
+        raw.append("position_opened", Decimal(1), Decimal(100))
+        await events.append(
+            target,
+            [PositionOpened(payload=PositionOpening(amount=Decimal(1), price=Decimal(100)))],
+        )
+        if raw.durability() != f"WAL synchronous={synchronous}":
+            raise StatekitError(f"raw side runs {raw.durability()}")
+        appends = min(config.n, APPENDS)
+        rounds = min(config.rounds, APPEND_ROUNDS)
+        changes = [_change(i) for i in range(appends)]
+
+        async def statekit_append() -> float:
+            version = await events.version(target)
+            begun = time.perf_counter()
+            for amount, price in changes:
+                event = PositionModified(payload=PositionChange(amount=amount, price=price))
+                await events.append(target, [event], expect_version=version)
+                version += 1
+            return time.perf_counter() - begun
+
+        async def raw_append() -> float:
+            begun = time.perf_counter()
+            for amount, price in changes:
+                raw.append("position_modified", amount, price)
+            return time.perf_counter() - begun
+
+        workload = Workload(
+            "append",
+            appends,
+            statekit_append,
+            raw_append,
+            detail={
+                "durability": raw.durability(),
+                "writes_per_event": "event + projection (+ snapshot every 100)",
+                "raw": "the same rows by hand with sqlite3, one transaction per event",
+            },
+        )
+        line = await measure("events", workload, rounds)
+        check = await events.rebuild(target, use_snapshot=False)
+        if check.version != 1 + appends * rounds:
+            raise StatekitError("events bench: appends went missing")
+        return line
+    finally:
+        raw.close()
+
+
 async def bench_events(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
     """The ``rebuild`` and ``append`` lines (see the module docstring)."""
-    from statekit.bench import Workload, measure
-
     async with await statekit.open(f"sqlite:///{scratch / 'events.db'}") as store:
         backend = store.backend
         assert isinstance(backend, SqliteBackend)
         events = EventStore(store)
-        long = Aggregate.position("BENCH-USD")
-        count = EVENTS_PER_N * config.n + events.snapshot_every - 1
-        started = time.perf_counter()
-        await _build(events, long, count)
-        build_s = time.perf_counter() - started
-
-        rebuilt: dict[bool, AggregateState] = {}
-
-        async def with_snapshot() -> None:
-            rebuilt[True] = await events.rebuild(long)
-
-        async def without_snapshot() -> None:
-            rebuilt[False] = await events.rebuild(long, use_snapshot=False)
-
-        fast_ms = await _median_ms(config.rounds, with_snapshot)
-        full_ms = await _median_ms(min(config.rounds, SLOW_ROUNDS), without_snapshot)
-        fast, full = rebuilt[True], rebuilt[False]
-        if fast.state != full.state or fast.version != count:
-            raise StatekitError("events bench: the snapshot rebuild differs from the full fold")
-        yield {
-            "backend": "events",
-            "workload": "rebuild",
-            "events": count,
-            "snapshot_every": events.snapshot_every,
-            "events_after_snapshot": fast.folded,
-            "with_snapshot_ms": round(fast_ms, 3),
-            "without_snapshot_ms": round(full_ms, 1),
-            "speedup": round(full_ms / fast_ms, 1),
-            "full_fold_events_s": round(count / (full_ms / 1000), 1),
-            "build_s": round(build_s, 2),
-            "durability": f"WAL synchronous={backend.synchronous}",
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-
-        # Appends: a fresh position on each side, opened before the timed rounds.
-        async with await statekit.open(f"sqlite:///{scratch / 'raw.db'}"):
-            pass  # the raw file gets its schema from statekit itself
-        target = Aggregate.position("APPEND-USD")
-        raw = _RawEvents(scratch / "raw.db", backend.synchronous, target)
-        try:
-            raw.append("position_opened", Decimal(1), Decimal(100))
-            await events.append(
-                target,
-                [PositionOpened(payload=PositionOpening(amount=Decimal(1), price=Decimal(100)))],
-            )
-            if raw.durability() != f"WAL synchronous={backend.synchronous}":
-                raise StatekitError(f"raw side runs {raw.durability()}")
-            appends = min(config.n, APPENDS)
-            rounds = min(config.rounds, APPEND_ROUNDS)
-            changes = [_change(i) for i in range(appends)]
-
-            async def statekit_append() -> float:
-                version = await events.version(target)
-                begun = time.perf_counter()
-                for amount, price in changes:
-                    event = PositionModified(payload=PositionChange(amount=amount, price=price))
-                    await events.append(target, [event], expect_version=version)
-                    version += 1
-                return time.perf_counter() - begun
-
-            async def raw_append() -> float:
-                begun = time.perf_counter()
-                for amount, price in changes:
-                    raw.append("position_modified", amount, price)
-                return time.perf_counter() - begun
-
-            workload = Workload(
-                "append",
-                appends,
-                statekit_append,
-                raw_append,
-                detail={
-                    "durability": raw.durability(),
-                    "writes_per_event": "event + projection (+ snapshot every 100)",
-                    "raw": "the same rows by hand with sqlite3, one transaction per event",
-                },
-            )
-            line = await measure("events", workload, rounds)
-            check = await events.rebuild(target, use_snapshot=False)
-            if check.version != 1 + appends * rounds:
-                raise StatekitError("events bench: appends went missing")
-            yield line
-        finally:
-            raw.close()
+        yield await _rebuild_line(events, config, f"WAL synchronous={backend.synchronous}")
+        yield await _append_line(events, config, scratch, backend.synchronous)

@@ -39,7 +39,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import statekit
 from statekit.backend import JSON, Record, Write
-from statekit.bench import BenchConfig, Result
+from statekit.bench.harness import BenchConfig, Result
 from statekit.errors import CapabilityError
 from statekit.store import StateStore
 from statekit.trading import kinds

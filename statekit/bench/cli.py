@@ -1,0 +1,99 @@
+"""The command line: ``python -m statekit.bench [BENCHMARK | --backend BENCHMARK] ...``.
+
+One JSON object per line per workload on stdout; a user mistake is one line on
+stderr and a non-zero exit (docs/benchmarks.md lists every option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from statekit.bench.harness import DEFAULT_N, DEFAULT_ROUNDS, DEFAULT_VERSIONS, BenchConfig
+from statekit.bench.registry import names, run
+from statekit.errors import StatekitError
+
+__all__ = ["main"]
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m statekit.bench",
+        description="statekit writes next to the same durable work written by hand; "
+        "one JSON line per workload.",
+    )
+    parser.add_argument(
+        "name",
+        nargs="?",
+        choices=[*names(), "all"],
+        metavar="BENCHMARK",
+        help=f"which to run: {', '.join([*names(), 'all'])} (same as --backend)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=[*names(), "all"],
+        default=None,
+        help="which backend to measure, or all installed (default sqlite)",
+    )
+    parser.add_argument(
+        "--url", default=None, help="server URL for a server backend (postgresql, redis)"
+    )
+    parser.add_argument(
+        "--n", type=_positive, default=DEFAULT_N, help="writes per round (default %(default)s)"
+    )
+    parser.add_argument(
+        "--rounds", type=_positive, default=DEFAULT_ROUNDS, help="rounds (default %(default)s)"
+    )
+    parser.add_argument(
+        "--versions",
+        type=_positive,
+        default=DEFAULT_VERSIONS,
+        help="versions of the long history of the history benchmark (default %(default)s)",
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="folder for the database files (default: the system temp folder); "
+        "put it on the disk you care about, not a tmpfs",
+    )
+    return parser
+
+
+async def _main(backend: str, config: BenchConfig) -> None:
+    for name in names() if backend == "all" else [backend]:
+        async for result in run(name, config):
+            print(json.dumps(result), flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.name and args.backend and args.name != args.backend:
+        parser.error(f"two benchmarks named: {args.name} and --backend {args.backend}")
+    backend = args.name or args.backend or "sqlite"
+    if args.dir is not None and not args.dir.is_dir():
+        print(f"statekit.bench: --dir {args.dir} is not a folder", file=sys.stderr)
+        return 2
+    config = BenchConfig(
+        n=args.n, rounds=args.rounds, directory=args.dir, url=args.url, versions=args.versions
+    )
+    try:
+        asyncio.run(_main(backend, config))
+    except (StatekitError, sqlite3.Error, OSError) as exc:
+        print(f"statekit.bench: {exc}", file=sys.stderr)
+        return 1
+    return 0

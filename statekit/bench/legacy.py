@@ -1,0 +1,175 @@
+"""``python -m statekit.bench legacy``: the drop-in beside the JSON file it replaces.
+
+``save_trading_state`` through :mod:`statekit.compat` beside the legacy manager's
+whole-file JSON rewrite, made durable, with the same trading state handed over on
+each save; ``async_api`` times the same saves through the async state without the
+sync portal (:func:`bench_legacy` has the details).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+
+from statekit.backend import JSON
+from statekit.backends.sqlite import SqliteBackend
+from statekit.bench.harness import BenchConfig, Result, Timed, Workload, measure
+from statekit.compat import TradingStateManager
+from statekit.compat.legacy_state import LegacyState
+from statekit.config import load_settings
+from statekit.errors import StatekitError
+
+__all__ = ["LEGACY_SAVES", "LegacyItems", "bench_legacy"]
+
+
+LEGACY_SAVES = 20
+"""Saves per round of the ``legacy`` benchmark at most (``--n`` lowers it): each save
+rewrites a whole trading state, so a round of 1000 would take minutes."""
+
+
+LegacyItems = dict[str, dict[str, JSON]]
+"""A legacy section: symbol -> the dict the bot keeps for it."""
+
+
+class _LegacyBook:
+    """The positions and pair states a bot saves, changing between saves.
+
+    ``config.keys`` positions (pair form, floats, naive ISO times, as seed 003's
+    bots write them) and as many pair states. :meth:`next_state` changes one
+    position's price (``every=False``) or every item (``every=True``) and returns
+    the whole state, as fresh dicts: the bot hands over its whole state each time.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.prices = [round(1.0 + i / 1000, 5) for i in range(count)]
+        self.cooldowns = [0] * count
+        self.tick = 0
+
+    def next_state(self, every: bool) -> tuple[LegacyItems, LegacyItems]:
+        self.tick += 1
+        step = self.tick / 100_000
+        if every:
+            self.prices = [round(1.0 + i / 1000 + step, 6) for i in range(self.count)]
+            self.cooldowns = [self.tick % 50] * self.count
+        else:
+            i = self.tick % self.count
+            self.prices[i] = round(1.0 + i / 1000 + step, 6)
+        positions: LegacyItems = {}
+        pair_states: LegacyItems = {}
+        for i in range(self.count):
+            pair = f"PAIR{i:03d}"
+            positions[pair] = {
+                "symbol1": f"S{i:03d}A",
+                "symbol2": f"S{i:03d}B",
+                "direction": "long" if i % 2 == 0 else "short",
+                "entry_time": "2025-01-17T09:30:12.123456",
+                "quantity": 100000,
+                "entry_price": round(1.0 + i / 1000, 5),
+                "current_price": self.prices[i],
+            }
+            pair_states[pair] = {
+                "position": "long" if i % 2 == 0 else "short",
+                "cooldown": self.cooldowns[i],
+            }
+        return positions, pair_states
+
+
+def _legacy_json_save(path: Path, positions: LegacyItems, pair_states: LegacyItems) -> None:
+    """The legacy ``TradingStateManager.save_trading_state``, made durable: the whole
+    state as one JSON file, written to a temp file, fsynced, renamed over the old one,
+    and the folder fsynced so the rename survives a crash."""
+    state = {
+        "active_positions": positions,
+        "pair_states": pair_states,
+        "timestamp": datetime.now().isoformat(),  # naive: what the legacy file held
+    }
+    temp = path.with_name(path.name + ".tmp")
+    with open(temp, "w", encoding="utf-8") as file:
+        json.dump(state, file, indent=2, default=str)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temp, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+async def bench_legacy(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
+    """``save_trading_state`` through :mod:`statekit.compat` beside the legacy JSON file.
+
+    Each save hands over a whole state of ``config.keys`` positions and as many pair
+    states. ``save_one``: one position's price changed since the last save;
+    ``save_all``: every item changed. The raw side rewrites the whole file each time
+    (what the legacy manager did), durably; statekit writes the changed items and
+    the index as one SQLite transaction (WAL, synchronous=FULL), after reading the
+    heads to find what changed. ``async_api`` times the same saves through the async
+    :class:`~statekit.trading.TradingState` without the sync portal.
+    """
+    saves = min(config.n, LEGACY_SAVES)
+    settings = load_settings(config_file="", env_file="", url=f"sqlite:///{scratch / 'compat.db'}")
+    manager = TradingStateManager(str(scratch / "state.json"), settings=settings)
+    direct = LegacyState(
+        load_settings(config_file="", env_file="", url=f"sqlite:///{scratch / 'async.db'}")
+    )
+    try:
+        legacy_file = scratch / "legacy_state.json"
+        for every in (False, True):
+            books = {name: _LegacyBook(config.keys) for name in ("raw", "statekit", "async")}
+            first = books["raw"].next_state(every)
+            _legacy_json_save(legacy_file, *first)
+            if manager.save_trading_state(*books["statekit"].next_state(every)) is not True:
+                raise StatekitError("legacy bench: save_trading_state returned False")
+            await direct.save(*books["async"].next_state(every))
+            backend = direct.state.store.backend
+            assert isinstance(backend, SqliteBackend)
+
+            def timed(
+                save: Callable[[LegacyItems, LegacyItems], object],
+                book: _LegacyBook,
+                every: bool = every,
+            ) -> Timed:
+                async def run() -> float:
+                    states = [book.next_state(every) for _ in range(saves)]
+                    started = time.perf_counter()
+                    for positions, pair_states in states:
+                        done = save(positions, pair_states)
+                        if isinstance(done, Awaitable):
+                            await done
+                        elif done is False:
+                            raise StatekitError("legacy bench: save_trading_state returned False")
+                    return time.perf_counter() - started
+
+                return run
+
+            def raw_save(positions: LegacyItems, pair_states: LegacyItems) -> None:
+                _legacy_json_save(legacy_file, positions, pair_states)
+
+            def async_save(positions: LegacyItems, pair_states: LegacyItems) -> Awaitable[object]:
+                return direct.save(positions, pair_states)
+
+            workload = Workload(
+                "save_all" if every else "save_one",
+                saves,
+                timed(manager.save_trading_state, books["statekit"]),
+                timed(raw_save, books["raw"]),
+                {"async_api": timed(async_save, books["async"])},
+                {
+                    "positions": config.keys,
+                    "pair_states": config.keys,
+                    "changed_per_save": 2 * config.keys if every else 1,
+                    "file_bytes": legacy_file.stat().st_size,
+                    "durability": f"WAL synchronous={backend.synchronous}",
+                    "raw": "whole-file JSON rewrite: write temp, fsync, os.replace, fsync folder",
+                },
+            )
+            yield await measure("legacy", workload, config.rounds)
+    finally:
+        manager.shutdown()
+        await direct.aclose()
