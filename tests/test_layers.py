@@ -14,6 +14,7 @@ import ast
 import json
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -170,7 +171,15 @@ def test_opening_sqlite_imports_no_plugin_and_no_layer_above_the_core(tmp_path: 
     names = seen["names"]
     assert isinstance(names, list)
     plugins = [n for n in names if n.startswith("statekit_")]
-    layers = [n for n in names if n.split(".")[:2][-1] in ABOVE and n.startswith("statekit.")]
+    # Loading settings reads the settings dialects (the legacy TRADING_STATE_* names,
+    # statekit.compat.settings), found through their entry-point group, and nothing else.
+    dialects = {ep.value.split(":")[0] for ep in entry_points(group="statekit.settings_dialects")}
+    dialects |= {d.rsplit(".", 1)[0] for d in dialects}
+    layers = [
+        n
+        for n in names
+        if n.startswith("statekit.") and n.split(".")[1] in ABOVE and n not in dialects
+    ]
     assert (plugins, layers) == ([], []), seen["modules"]
     print(f"statekit.open('sqlite:///x.db'): {seen['modules']} modules, {seen['by_open']} by open")
 

@@ -10,6 +10,7 @@ backend measures against. This module imports nothing above the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import platform
 import statistics
@@ -19,8 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from statekit.backend import JSON
-from statekit.errors import StatekitError
+from statekit.backend import JSON, Backend
+from statekit.errors import CapabilityError, StatekitError
 
 __all__ = [
     "DEFAULT_N",
@@ -213,3 +214,9 @@ def server_url(config: BenchConfig, name: str) -> str:
     if not url:
         raise StatekitError(f"the {name} benchmark needs a server: pass --url, or run `make bench`")
     return url
+
+
+async def drop_namespace(backend: Backend) -> None:
+    """Remove what a run wrote, where the backend can (``Backend.drop_namespace``)."""
+    with contextlib.suppress(CapabilityError):
+        await backend.drop_namespace(forget=True)

@@ -39,7 +39,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import statekit
 from statekit.backend import JSON, Record, Write
-from statekit.bench.harness import BenchConfig, Result
+from statekit.bench.harness import BenchConfig, Result, drop_namespace
 from statekit.errors import CapabilityError
 from statekit.store import StateStore
 from statekit.trading import kinds
@@ -173,9 +173,7 @@ async def bench_history(config: BenchConfig, scratch: Path) -> AsyncGenerator[Re
         url = _with_namespace(url, f"bench_history_{uuid.uuid4().hex[:12]}")
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(await statekit.open(url))
-        drop = getattr(store.backend, "drop_namespace", None)
-        if drop is not None:
-            stack.push_async_callback(drop)
+        stack.push_async_callback(drop_namespace, store.backend)
         started = time.perf_counter()
         for key, count in (("hist/short", SHORT), ("hist/long", versions)):
             await _fill(store, functools.partial(_one_key, key), count)

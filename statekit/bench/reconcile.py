@@ -57,7 +57,7 @@ from pathlib import Path
 
 import statekit
 from statekit.backend import JSON
-from statekit.bench.harness import BenchConfig, Result
+from statekit.bench.harness import BenchConfig, Result, drop_namespace
 from statekit.config import load_settings
 from statekit.errors import StatekitError
 from statekit.store import StateStore
@@ -211,9 +211,8 @@ async def _fresh_store(base: str | None, scratch: Path, tag: str) -> AsyncIterat
                 raise StatekitError(f"reconcile bench: the store at {url} already has intents")
             yield store
         finally:
-            remove = getattr(store.backend, "drop_namespace", None)
-            if drop and remove is not None:
-                await remove(forget=True)
+            if drop:
+                await drop_namespace(store.backend)
 
 
 async def _durability(store: StateStore) -> str:

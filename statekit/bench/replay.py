@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import statekit
 from statekit.backend import JSON, Write
-from statekit.bench.harness import BenchConfig, Result
+from statekit.bench.harness import BenchConfig, Result, drop_namespace
 from statekit.bench.history import _with_namespace
 from statekit.codec import to_micros
 from statekit.config import Settings
@@ -87,10 +87,7 @@ async def _drain(url: str, path: Path) -> float:
         assert isinstance(pending, dict) and pending["pending"] == 0, pending
         assert pending["rejected"] == 0, pending
     finally:
-        drop = getattr(store.backend, "primary", None)
-        drop = getattr(drop, "drop_namespace", None)
-        if drop is not None:
-            await drop(forget=True)
+        await drop_namespace(store.backend.origin)
         await store.aclose()
     return elapsed
 

@@ -22,6 +22,7 @@ from statekit.bench.harness import (
     Result,
     Timed,
     Workload,
+    drop_namespace,
     measure,
     sample_value,
     server_url,
@@ -113,9 +114,7 @@ async def bench_tiered(config: BenchConfig, scratch: Path) -> AsyncGenerator[Res
             await statekit.open(url, settings=settings, cache=True)
         )
         plain = await stack.enter_async_context(await statekit.open(url, settings=settings))
-        drop = getattr(plain.backend, "drop_namespace", None)
-        if drop is not None:
-            stack.push_async_callback(drop, forget=True)
+        stack.push_async_callback(drop_namespace, plain.backend)
         keys = [f"bench/{i}" for i in range(config.keys)]
         for i, key in enumerate(keys):
             await cached.put(key, sample_value(i))
