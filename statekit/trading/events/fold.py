@@ -80,31 +80,7 @@ def _refuse(message: str, key: str | None, reason: str) -> ValidationError:
 def apply_order(order_id: str, order: Order | None, event: Event, *, key: str | None) -> Order:
     """The order after ``event`` (see the module docstring for the rules)."""
     if isinstance(event, OrderPlaced):
-        if order is not None:
-            raise _refuse(f"order {order_id!r} was placed already", key, "placed twice")
-        placement = event.payload
-        try:
-            return Order(
-                id=order_id,
-                symbol=placement.symbol,
-                side=placement.side,
-                type=placement.type,
-                amount=placement.amount,
-                price=placement.price,
-                stop_price=placement.stop_price,
-                status=OrderStatus.OPEN,
-                exchange_order_id=placement.exchange_order_id,
-                strategy_id=placement.strategy_id,
-                tags=placement.tags,
-                created_at=event.at,
-                updated_at=event.at,
-            )
-        except pydantic.ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '$'}: {err['msg']}"
-                for err in exc.errors(include_input=False, include_url=False)
-            )
-            raise _refuse(f"order {order_id!r}: {problems}", key, "bad order") from None
+        return _placed(order_id, order, event, key)
     if order is None:
         raise _refuse(
             f"order {order_id!r} was never placed: {event.type} cannot come first",
@@ -120,54 +96,87 @@ def apply_order(order_id: str, order: Order | None, event: Event, *, key: str | 
     if isinstance(event, OrderCancelled):
         return order.model_copy(update={"status": OrderStatus.CANCELLED, "updated_at": event.at})
     if isinstance(event, OrderPartiallyFilled | OrderFilled):
-        fill = event.payload
-        if fill.amount <= _ZERO:
-            raise _refuse(
-                f"order {order_id!r}: a fill must be more than 0, not {fill.amount}",
-                key,
-                "fill not positive",
-            )
-        if fill.price <= _ZERO:
-            raise _refuse(
-                f"order {order_id!r}: a fill price must be more than 0, not {fill.price}",
-                key,
-                "price not positive",
-            )
-        remaining = order.amount - order.filled
-        if fill.amount > remaining:
-            raise _refuse(
-                f"order {order_id!r}: a fill of {fill.amount} is more than the {remaining} "
-                "that remains",
-                key,
-                "overfill",
-            )
-        complete = fill.amount == remaining
-        if isinstance(event, OrderFilled) and not complete:
-            raise _refuse(
-                f"order {order_id!r}: order_filled must fill the {remaining} that remains, "
-                f"not {fill.amount} (use order_partially_filled)",
-                key,
-                "fill short of amount",
-            )
-        if isinstance(event, OrderPartiallyFilled) and complete:
-            raise _refuse(
-                f"order {order_id!r}: a fill of {fill.amount} fills the order: "
-                "send it as order_filled",
-                key,
-                "partial fill completes",
-            )
-        filled = order.filled + fill.amount
-        before = order.average_price or _ZERO
-        average = (before * order.filled + fill.price * fill.amount) / filled
-        return order.model_copy(
-            update={
-                "filled": filled,
-                "average_price": average,
-                "status": OrderStatus.FILLED if complete else OrderStatus.PARTIALLY_FILLED,
-                "updated_at": event.at,
-            }
-        )
+        return _filled(order_id, order, event, key)
     raise _refuse(f"order {order_id!r}: {event.type} is not an order event", key, "not an order")
+
+
+def _placed(order_id: str, order: Order | None, event: OrderPlaced, key: str | None) -> Order:
+    if order is not None:
+        raise _refuse(f"order {order_id!r} was placed already", key, "placed twice")
+    placement = event.payload
+    try:
+        return Order(
+            id=order_id,
+            symbol=placement.symbol,
+            side=placement.side,
+            type=placement.type,
+            amount=placement.amount,
+            price=placement.price,
+            stop_price=placement.stop_price,
+            status=OrderStatus.OPEN,
+            exchange_order_id=placement.exchange_order_id,
+            strategy_id=placement.strategy_id,
+            tags=placement.tags,
+            created_at=event.at,
+            updated_at=event.at,
+        )
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '$'}: {err['msg']}"
+            for err in exc.errors(include_input=False, include_url=False)
+        )
+        raise _refuse(f"order {order_id!r}: {problems}", key, "bad order") from None
+
+
+def _filled(
+    order_id: str, order: Order, event: OrderPartiallyFilled | OrderFilled, key: str | None
+) -> Order:
+    fill = event.payload
+    if fill.amount <= _ZERO:
+        raise _refuse(
+            f"order {order_id!r}: a fill must be more than 0, not {fill.amount}",
+            key,
+            "fill not positive",
+        )
+    if fill.price <= _ZERO:
+        raise _refuse(
+            f"order {order_id!r}: a fill price must be more than 0, not {fill.price}",
+            key,
+            "price not positive",
+        )
+    remaining = order.amount - order.filled
+    if fill.amount > remaining:
+        raise _refuse(
+            f"order {order_id!r}: a fill of {fill.amount} is more than the {remaining} "
+            "that remains",
+            key,
+            "overfill",
+        )
+    complete = fill.amount == remaining
+    if isinstance(event, OrderFilled) and not complete:
+        raise _refuse(
+            f"order {order_id!r}: order_filled must fill the {remaining} that remains, "
+            f"not {fill.amount} (use order_partially_filled)",
+            key,
+            "fill short of amount",
+        )
+    if isinstance(event, OrderPartiallyFilled) and complete:
+        raise _refuse(
+            f"order {order_id!r}: a fill of {fill.amount} fills the order: send it as order_filled",
+            key,
+            "partial fill completes",
+        )
+    filled = order.filled + fill.amount
+    before = order.average_price or _ZERO
+    average = (before * order.filled + fill.price * fill.amount) / filled
+    return order.model_copy(
+        update={
+            "filled": filled,
+            "average_price": average,
+            "status": OrderStatus.FILLED if complete else OrderStatus.PARTIALLY_FILLED,
+            "updated_at": event.at,
+        }
+    )
 
 
 def apply_position(
