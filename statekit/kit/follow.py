@@ -36,13 +36,13 @@ import collections
 import logging
 import random
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, Self, TypeVar
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from statekit.backend import Record
 from statekit.errors import BackendError, BackendUnavailable
 
-__all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "CommitFollower", "Watchers"]
+__all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "Closable", "CommitFollower", "Watchers"]
 
 C = TypeVar("C")
 
@@ -93,7 +93,7 @@ class CommitFollower(Generic[C]):
         self._ready: collections.deque[Record] = collections.deque()
         self._closed = False
         self._closed_by_backend = False
-        self._on_close: Callable[[CommitFollower[C]], None] | None = None
+        self._on_close: Callable[[Closable], None] | None = None
 
     @classmethod
     async def start(
@@ -124,8 +124,12 @@ class CommitFollower(Generic[C]):
         )
         if watchers is not None:
             watchers.add(follower)
-            follower._on_close = watchers.discard
+            follower.on_close(watchers.discard)
         return follower
+
+    def on_close(self, callback: Callable[[Closable], None]) -> None:
+        """Call ``callback(self)`` once the follower is closed (its backend forgets it)."""
+        self._on_close = callback
 
     def __aiter__(self) -> Self:
         return self
@@ -170,9 +174,9 @@ class CommitFollower(Generic[C]):
 
     async def aclose(self) -> None:
         """Stop following. Calling it twice is harmless."""
-        self.close()
+        await self.close()
 
-    def close(self, *, by_backend: bool = False) -> None:
+    async def close(self, *, by_backend: bool = False) -> None:
         """:meth:`aclose`; ``by_backend`` makes a later ``__anext__`` raise BackendError."""
         if self._closed:
             return
@@ -183,23 +187,32 @@ class CommitFollower(Generic[C]):
             self._on_close(self)
 
 
+class Closable(Protocol):
+    """A watcher a backend closes on ``aclose`` (a CommitFollower, or a backend's own)."""
+
+    async def close(self, *, by_backend: bool = False) -> None: ...
+
+
 class Watchers:
-    """A backend's open followers, so its ``aclose`` can close them (weakly held: a
-    follower the caller dropped is forgotten)."""
+    """A backend's open watchers, so its ``aclose`` can close them (weakly held: a
+    watcher the caller dropped is forgotten; one closed by its caller leaves)."""
 
     def __init__(self) -> None:
-        self._open: weakref.WeakSet[CommitFollower[object]] = weakref.WeakSet()
+        self._open: weakref.WeakSet[Any] = weakref.WeakSet()
 
-    def add(self, follower: CommitFollower[C]) -> None:
-        self._open.add(follower)  # type: ignore[arg-type]
+    def add(self, watcher: Closable) -> None:
+        self._open.add(watcher)
 
-    def discard(self, follower: CommitFollower[C]) -> None:
-        self._open.discard(follower)  # type: ignore[arg-type]
+    def discard(self, watcher: Closable) -> None:
+        self._open.discard(watcher)
 
     def __len__(self) -> int:
         return len(self._open)
 
-    def close_all(self) -> None:
-        """Close every open follower; their next ``__anext__`` raises BackendError."""
-        for follower in list(self._open):
-            follower.close(by_backend=True)
+    def __iter__(self) -> Iterator[Closable]:
+        return iter(list(self._open))
+
+    async def close_all(self) -> None:
+        """Close every open watcher; their next ``__anext__`` raises BackendError."""
+        for watcher in list(self._open):
+            await watcher.close(by_backend=True)

@@ -543,7 +543,7 @@ class SqlBackend(Backend):
     async def aclose(self) -> None:
         if not self.guard.close():
             return
-        self._watchers.close_all()
+        await self._watchers.close_all()
         await self.close_driver()
 
     def describe(self) -> dict[str, Any]:
