@@ -108,7 +108,7 @@ class StoreUrl:
         for name, value in pairs:
             if name in options:
                 if name in ours:
-                    raise ConfigError(f"{backend} URL {shown!r} gives {name} twice", source="url")
+                    raise ConfigError(f"{backend} URL {shown!r} sets {name} twice", source="url")
                 ours[name] = value
             elif passes(name):
                 driver.append((name, value))
@@ -186,15 +186,13 @@ class StoreUrl:
             value = float(raw)
         except ValueError:
             raise self.invalid(name, raw, "is not a number of seconds") from None
-        if (
-            not math.isfinite(value)
-            or value < minimum
-            or (maximum is not None and value > maximum)
-            or (value == 0 and not zero)
-        ):
-            least = f"> {minimum:g}" if not zero and minimum == 0 else f">= {minimum:g}"
+        if not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):
             upper = f" and <= {maximum:g}" if maximum is not None else ""
-            raise self.invalid(name, raw, f"must be a finite number of seconds {least}{upper}")
+            raise self.invalid(name, raw, f"must be >= {minimum:g}{upper} (finite seconds)")
+        if value == 0 and not zero:
+            raise ConfigError(
+                f"{self.backend} URL {self.shown!r}: {name} must be > 0 seconds", source="url"
+            )
         return value
 
     def namespace(self, default: str = DEFAULT_NAMESPACE) -> str:
