@@ -78,6 +78,7 @@ class StoreUrl:
         options: Collection[str] = (),
         driver_options: Collection[str] | Callable[[str], bool] = (),
         example: str = "",
+        multi_host: bool = False,
     ) -> StoreUrl:
         """Parse ``url``; ConfigError (naming what is wrong) when it is not usable.
 
@@ -85,11 +86,14 @@ class StoreUrl:
         :param options: statekit's options the backend reads (typed getters below).
         :param driver_options: option names (or a test) passed through to the driver.
         :param example: a URL shape shown when ``url`` is malformed.
+        :param multi_host: accept ``host1:port1,host2:port2`` (a cluster's seed list);
+            ``host`` and ``port`` are then None and the driver reads the list itself.
         """
         shown = redact_url(url)
         try:
             parts = urlsplit(url)
-            port = parts.port  # a bad port raises ValueError
+            several = multi_host and "," in parts.netloc.rpartition("@")[2]
+            port = None if several else parts.port  # a bad port raises ValueError
             pairs = _pairs(parts.query)
         except ValueError as exc:
             expected = f"; expected {example}" if example else ""
@@ -121,7 +125,7 @@ class StoreUrl:
         return cls(
             backend=backend,
             scheme=scheme,
-            host=parts.hostname,
+            host=None if several else parts.hostname,
             port=port,
             user=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
