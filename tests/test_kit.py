@@ -137,7 +137,7 @@ async def test_follower_starts_at_watch_pages_and_rides_out_an_outage() -> None:
     assert got == list("abcde") and changes.reconnects == 2
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(changes.__anext__(), 0.1)
-    watchers.close_all()
+    await watchers.close_all()
     with pytest.raises(BackendError, match="closed"):
         await changes.__anext__()
     assert len(watchers) == 0
