@@ -28,12 +28,13 @@ from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
 from statekit.backend import Backend, Capability, Health, Record, Write, check_expect, dumps
-from statekit.codec import from_micros, loads, prefix_end, redact_url, to_micros, url_options
+from statekit.codec import from_micros, prefix_end, redact_url, to_micros, url_options
 from statekit.errors import BackendError, ConfigError, StatekitError
 from statekit.hookspecs import hookimpl
 from statekit.host import BackendRegistry
 from statekit.kit.follow import CommitFollower
 from statekit.kit.guard import DriverGuard
+from statekit.kit.records import record as row_record
 from statekit.worker import Worker
 
 __all__ = ["SqliteBackend"]
@@ -138,10 +139,7 @@ def _translate(guard: DriverGuard, exc: BaseException) -> StatekitError | None:
 
 def _row_record(row: tuple[Any, ...]) -> Record:
     key, version, kind, data, meta, at = row
-    value = None if data is None else loads(data, key=key, backend="sqlite")
-    meta_value = loads(meta, key=key, backend="sqlite")
-    assert isinstance(meta_value, dict)
-    return Record(key, version, kind, value, meta_value, from_micros(at))
+    return row_record(key, version, kind, data, meta, at, backend="sqlite")
 
 
 def _range(prefix: str) -> tuple[str, str]:
