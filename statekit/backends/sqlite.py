@@ -17,7 +17,6 @@ holding another application's tables is refused, untouched.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import sqlite3
@@ -29,9 +28,12 @@ from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
 from statekit.backend import Backend, Capability, Health, Record, Write, check_expect, dumps
-from statekit.codec import from_micros, loads, prefix_end, redact_url, to_micros, url_options
-from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
+from statekit.codec import from_micros, prefix_end, redact_url, to_micros, url_options
+from statekit.errors import BackendError, ConfigError, StatekitError
 from statekit.hookspecs import hookimpl
+from statekit.kit.follow import CommitFollower
+from statekit.kit.guard import DriverGuard
+from statekit.kit.records import record as row_record
 from statekit.registry import BackendRegistry
 from statekit.worker import Worker
 
@@ -121,12 +123,23 @@ def _seconds(name: str, value: float, *, zero_ok: bool) -> float:
     return value
 
 
+def _translate(guard: DriverGuard, exc: BaseException) -> StatekitError | None:
+    """sqlite3's errors as statekit's: a lock held too long or a full disk may pass."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return guard.unavailable(f"{text} (another writer held it too long)")
+    if "unable to open" in text:
+        return guard.failed(
+            f"cannot open the file ({text}); does its folder exist and is it writable?"
+        )
+    if "disk I/O" in text or "full" in text:
+        return guard.unavailable(text)
+    return None
+
+
 def _row_record(row: tuple[Any, ...]) -> Record:
     key, version, kind, data, meta, at = row
-    value = None if data is None else loads(data, key=key, backend="sqlite")
-    meta_value = loads(meta, key=key, backend="sqlite")
-    assert isinstance(meta_value, dict)
-    return Record(key, version, kind, value, meta_value, from_micros(at))
+    return row_record(key, version, kind, data, meta, at, backend="sqlite")
 
 
 def _range(prefix: str) -> tuple[str, str]:
@@ -169,7 +182,9 @@ class SqliteBackend(Backend):
         self._reader_thread = Worker("statekit-sqlite-reader")
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
-        self._closed = False
+        self._guard = DriverGuard(
+            self.name, str(self.path), errors=(sqlite3.Error,), translate=_translate
+        )
 
     @classmethod
     async def open(cls, url: str) -> Self:
@@ -207,30 +222,9 @@ class SqliteBackend(Backend):
 
     # -- threads and error translation (the one place sqlite3 errors become statekit's) --
 
-    def _translate(self, exc: sqlite3.Error) -> StatekitError:
-        text = str(exc)
-        where = f"sqlite {self.path}"
-        if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
-            return BackendUnavailable(
-                f"{where}: {text} (another writer held it too long)", backend=self.name
-            )
-        if "unable to open" in text:
-            return BackendError(
-                f"{where}: cannot open the file ({text}); does its folder exist "
-                "and is it writable?",
-                backend=self.name,
-            )
-        if "disk I/O" in text or "full" in text:
-            return BackendUnavailable(f"{where}: {text}", backend=self.name)
-        return BackendError(f"{where}: {type(exc).__name__}: {text}", backend=self.name)
-
     async def _run(self, worker: Worker, fn: Callable[..., T], *args: Any) -> T:
-        if self._closed:
-            raise BackendError(f"sqlite {self.path}: the backend is closed", backend=self.name)
-        try:
+        with self._guard.calls():
             return await worker.submit(fn, *args)
-        except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
 
     async def _run_writer(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._run(self._writer_thread, fn, *args)
@@ -511,18 +505,21 @@ class SqliteBackend(Backend):
         return [(r[0], _row_record(r[1:])) for r in rows]
 
     async def watch(self, prefix: str = "") -> AsyncIterator[Record]:
-        start = await self._run_reader(self._last_seq_sync)
-        return self._follow(prefix, start)
-
-    async def _follow(self, prefix: str, seq: int) -> AsyncIterator[Record]:
         low, high = _range(prefix)
-        while True:
+
+        async def read(seq: int) -> tuple[list[Record], int]:
             changes = await self._run_reader(self._changes_sync, seq, low, high)
-            for position, record in changes:
-                seq = position  # advance only past what was delivered
-                yield record
-            if not changes:
-                await asyncio.sleep(self.poll_interval)
+            return [record for _, record in changes], changes[-1][0] if changes else seq
+
+        # retry=False: here BackendUnavailable is a lock held too long, for the caller.
+        return await CommitFollower.start(
+            lambda: self._run_reader(self._last_seq_sync),
+            read,
+            backend=self.name,
+            where=str(self.path),
+            interval=self.poll_interval,
+            retry=False,
+        )
 
     def _health_sync(self) -> dict[str, Any]:
         assert self._reader is not None
@@ -546,7 +543,7 @@ class SqliteBackend(Backend):
             con.close()
 
     async def aclose(self) -> None:
-        if self._closed:
+        if self._guard.closed:
             return
         for worker, con in (
             (self._writer_thread, self._writer),
@@ -557,7 +554,7 @@ class SqliteBackend(Backend):
                 await worker.submit(self._close_sync, con)
             worker.stop()
         self._writer = self._reader = None
-        self._closed = True
+        self._guard.close()
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "path": str(self.path), "synchronous": self.synchronous}

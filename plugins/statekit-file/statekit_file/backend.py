@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from statekit.backend import Backend, Capability, Health, Record, Write
 from statekit.codec import from_micros, redact_url, to_micros
 from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
+from statekit.kit import CommitFollower
 from statekit.worker import Worker
 from statekit_file.folder import Cursor, Folder, Stamped
 from statekit_file.lock import LockTimeout
@@ -279,16 +280,18 @@ class FileBackend(Backend):
         await self._run(self._folder.checkpoint)
 
     async def watch(self, prefix: str = "") -> AsyncIterator[Record]:
-        cursor = await self._run(self._folder.cursor)
-        return self._follow(prefix, cursor)
+        async def read(cursor: Cursor) -> tuple[list[Record], Cursor]:
+            return await self._run(self._folder.changes, cursor, prefix)
 
-    async def _follow(self, prefix: str, cursor: Cursor) -> AsyncIterator[Record]:
-        while True:
-            records, cursor = await self._run(self._folder.changes, cursor, prefix)
-            for record in records:
-                yield record
-            if not records:
-                await asyncio.sleep(self.poll_interval)
+        # retry=False: a lock held too long (BackendUnavailable) goes to the caller.
+        return await CommitFollower.start(
+            lambda: self._run(self._folder.cursor),
+            read,
+            backend=self.name,
+            where=str(self.path),
+            interval=self.poll_interval,
+            retry=False,
+        )
 
     async def health(self) -> Health:
         started = time.perf_counter()

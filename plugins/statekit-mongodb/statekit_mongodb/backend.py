@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import random
 import time
-import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Self
@@ -55,6 +54,8 @@ from statekit.errors import (
     StatekitError,
     ValidationError,
 )
+from statekit.kit import CommitFollower, Watchers
+from statekit.kit.follow import Closable
 from statekit_mongodb.documents import (
     HEADS,
     VERSIONS,
@@ -70,7 +71,7 @@ from statekit_mongodb.options import (
     Transactions,
     WatchMode,
 )
-from statekit_mongodb.poll import MongoPoll
+from statekit_mongodb.poll import follow
 from statekit_mongodb.translate import DRIVER_ERRORS, NAME, translate
 from statekit_mongodb.watch import MongoWatch
 
@@ -142,7 +143,7 @@ class MongoBackend(Backend):
         self.topology = "unknown"
         self._seq_seen = 0
         """A ``seq`` this backend saw stored: the namespace's highest is at least this."""
-        self._watches: weakref.WeakSet[MongoWatch | MongoPoll] = weakref.WeakSet()
+        self._watches = Watchers()
 
     # -- opening -----------------------------------------------------------------------
 
@@ -622,12 +623,13 @@ class MongoBackend(Backend):
 
     async def watch(self, prefix: str = "") -> AsyncIterator[Record]:
         with self._driver():
-            watch: MongoWatch | MongoPoll
+            watch: MongoWatch | CommitFollower[int]
             if self.change_streams:
                 watch = MongoWatch(self, self._versions, prefix)
+                await watch.start()
             else:
-                watch = MongoPoll(self, self._versions, prefix)
-            await watch.start()
+                watch = await follow(self, self._versions, prefix)
+                watch.on_close(self._forget_watch)
         self._watches.add(watch)
         return watch
 
@@ -698,8 +700,7 @@ class MongoBackend(Backend):
         if self._closed:
             return
         self._closed = True
-        for watch in list(self._watches):
-            await watch.close(by_backend=True)
+        await self._watches.close_all()
         if self._owns_client:
             with contextlib.suppress(*DRIVER_ERRORS):
                 await self._client.close()
@@ -736,7 +737,7 @@ class MongoBackend(Backend):
             await self._versions.delete_many({"ns": self.namespace})
         return int(heads.deleted_count)
 
-    def _forget_watch(self, watch: MongoWatch | MongoPoll) -> None:
+    def _forget_watch(self, watch: Closable) -> None:
         self._watches.discard(watch)
 
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from pymongo.common import URI_OPTIONS_ALIAS_MAP, URI_OPTIONS_VALIDATOR_MAP
 
 from statekit import codec
 from statekit.codec import redact_url
 from statekit.errors import ConfigError
+from statekit.kit import StoreUrl
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -162,76 +163,46 @@ class MongoOptions:
     @classmethod
     def parse(cls, url: str) -> MongoOptions:
         """Split ``url`` into statekit's options and PyMongo's URI; ConfigError when invalid."""
-        shown = redact_url(url)
-        try:
-            parts = urlsplit(url)
-            password = unquote(parts.password) if parts.password else None
-            pairs = parse_qsl(parts.query, keep_blank_values=True)
-        except ValueError:
-            raise ConfigError(
-                f"mongodb URL {shown!r} is malformed; expected "
-                "mongodb://user:password@host:port/database?namespace=...",
-                source="url",
-            ) from None
-        if parts.scheme not in ("mongodb", "mongodb+srv"):
-            raise ConfigError(f"{shown!r} is not a mongodb:// or mongodb+srv:// URL", source="url")
-        if parts.fragment:
-            raise ConfigError(f"mongodb URL {shown!r} has a #fragment", source="url")
-        if not parts.netloc.rpartition("@")[2]:
-            raise ConfigError(f"mongodb URL {shown!r} names no host", source="url")
-        ours: dict[str, str] = {}
-        driver: list[tuple[str, str]] = []
-        for name, value in pairs:
-            if name in STATEKIT_PARAMS:
-                if name in ours:
-                    raise ConfigError(f"mongodb URL {shown!r} sets {name} twice", source="url")
-                ours[name] = value
-            elif name.lower() in _DRIVER_PARAMS:
-                driver.append((name, value))
-            else:
-                raise ConfigError(
-                    f"unknown mongodb URL option {name!r} in {shown!r}; statekit's options are "
-                    f"{', '.join(sorted(STATEKIT_PARAMS))}, and PyMongo's URI options "
-                    "(replicaSet, authSource, tls, serverSelectionTimeoutMS, ...) pass through",
-                    source="url",
-                )
-        namespace = check_namespace(ours.get("namespace", DEFAULT_NAMESPACE), shown)
-        path_db = unquote(parts.path.lstrip("/"))
-        database = ours.get("database", path_db or DEFAULT_DATABASE)
-        if path_db and "database" in ours and ours["database"] != path_db:
-            raise ConfigError(
-                f"mongodb URL {shown!r} names database {path_db!r} in its path and "
-                f"{ours['database']!r} in database=; give one",
-                source="url",
-            )
-        _check_database(database, shown)
-        transactions = ours.get("transactions", "auto")
-        if transactions not in _TRANSACTIONS:
-            raise ConfigError(
-                f"mongodb URL {shown!r}: transactions={transactions!r} must be auto, on or off",
-                source="url",
-            )
-        watch = _check_watch(ours.get("watch", "auto"), shown)
-        poll_interval = _check_poll_interval(
-            ours.get("poll_interval", DEFAULT_POLL_INTERVAL), shown
+        u = StoreUrl.parse(
+            url,
+            backend="mongodb",
+            schemes=("mongodb", "mongodb+srv"),
+            options=STATEKIT_PARAMS,
+            driver_options=lambda name: name.lower() in _DRIVER_PARAMS,
+            example="mongodb://user:password@host:port/database?namespace=...",
+            multi_host=True,
         )
-        given = {name.lower() for name, _ in driver}
+        parts = urlsplit(url)
+        if not parts.netloc.rpartition("@")[2]:
+            raise ConfigError(f"mongodb URL {u.shown!r} names no host", source="url")
+        path_db = u.database or ""
+        database = u.text("database", path_db or DEFAULT_DATABASE)
+        if path_db and "database" in u.options and database != path_db:
+            raise ConfigError(
+                f"mongodb URL {u.shown!r} names database {path_db!r} in its path and "
+                f"{database!r} in database=; give one",
+                source="url",
+            )
+        _check_database(database, u.shown)
+        given = {name.lower() for name, _ in u.driver}
         client_kwargs: dict[str, Any] = {
             name: value for name, value in DRIVER_DEFAULTS.items() if name.lower() not in given
         }
         # The path stays: it is also MongoDB's default authentication database.
-        query = urlencode(driver)
-        uri = f"{parts.scheme}://{parts.netloc}{parts.path or '/'}" + (f"?{query}" if query else "")
+        query = urlencode(u.driver)
+        uri = f"{u.scheme}://{parts.netloc}{parts.path or '/'}" + (f"?{query}" if query else "")
         return cls(
             uri=uri,
-            shown=shown,
-            namespace=namespace,
+            shown=u.shown,
+            namespace=u.namespace(),
             database=database,
-            transactions=cast(Transactions, transactions),
-            watch=watch,
-            poll_interval=poll_interval,
+            transactions=cast(Transactions, u.choice("transactions", "auto", _TRANSACTIONS)),
+            watch=_check_watch(u.text("watch", "auto"), u.shown),
+            poll_interval=_check_poll_interval(
+                u.text("poll_interval", str(DEFAULT_POLL_INTERVAL)), u.shown
+            ),
             client_kwargs=client_kwargs,
-            password=password,
+            password=u.password,
         )
 
     def scrub(self, text: str) -> str:

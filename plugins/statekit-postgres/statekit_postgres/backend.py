@@ -234,7 +234,7 @@ class PostgresBackend(Backend):
     async def watch(self, prefix: str = "") -> AsyncIterator[Record]:
         self._live_pool()
         watch = PostgresWatch(self, prefix)
-        await watch.start()
+        await watch.subscribe()
         self._watches.add(watch)
         return watch
 

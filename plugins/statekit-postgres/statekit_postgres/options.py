@@ -8,15 +8,14 @@ misspelt option is reported instead of being sent to the server as a setting.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from statekit import codec
-from statekit.codec import redact_url
 from statekit.errors import ConfigError
+from statekit.kit import StoreUrl
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -77,21 +76,6 @@ def check_namespace(namespace: str, where: str) -> str:
     return codec.check_namespace(namespace, backend="postgresql", where=where)
 
 
-def _number(name: str, raw: str, shown: str, *, minimum: float, integer: bool) -> float:
-    try:
-        value = float(int(raw)) if integer else float(raw)
-    except ValueError:
-        kind = "an integer" if integer else "a number of seconds"
-        raise ConfigError(
-            f"postgresql URL {shown!r}: {name}={raw!r} is not {kind}", source="url"
-        ) from None
-    if not math.isfinite(value) or value < minimum:
-        raise ConfigError(
-            f"postgresql URL {shown!r}: {name}={raw!r} must be >= {minimum:g}", source="url"
-        )
-    return value
-
-
 @dataclass(frozen=True, slots=True)
 class PostgresOptions:
     """A parsed ``postgresql://`` URL.
@@ -132,84 +116,48 @@ class PostgresOptions:
     @classmethod
     def parse(cls, url: str) -> PostgresOptions:
         """Split ``url`` into statekit's options and the DSN; ConfigError when invalid."""
-        shown = redact_url(url)
-        try:
-            parts = urlsplit(url)
-            _ = parts.port  # raises ValueError on a bad port
-            password = unquote(parts.password) if parts.password else None
-            pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False)
-        except ValueError:
-            raise ConfigError(
-                f"postgresql URL {shown!r} is malformed; expected "
-                "postgresql://user:password@host:port/database?namespace=...",
-                source="url",
-            ) from None
-        if parts.scheme not in ("postgresql", "postgres"):
-            raise ConfigError(f"{shown!r} is not a postgresql:// or postgres:// URL", source="url")
-        if parts.fragment:
-            raise ConfigError(f"postgresql URL {shown!r} has a #fragment", source="url")
-        ours: dict[str, str] = {}
-        driver: list[tuple[str, str]] = []
-        for name, value in pairs:
-            if name in STATEKIT_PARAMS:
-                if name in ours:
-                    raise ConfigError(f"postgresql URL {shown!r} sets {name} twice", source="url")
-                ours[name] = value
-            elif name in DRIVER_PARAMS:
-                driver.append((name, value))
-            else:
-                known = ", ".join(sorted(STATEKIT_PARAMS | DRIVER_PARAMS))
-                raise ConfigError(
-                    f"unknown postgresql URL option {name!r} in {shown!r}; known options: {known}",
-                    source="url",
+        u = StoreUrl.parse(
+            url,
+            backend="postgresql",
+            schemes=("postgresql", "postgres"),
+            options=STATEKIT_PARAMS,
+            driver_options=DRIVER_PARAMS,
+            example="postgresql://user:password@host:port/database?namespace=...",
+        )
+        driver = dict(u.driver)
+        options: dict[str, Any] = {"namespace": u.namespace()}
+        if "schema" in u.options:
+            schema = u.options["schema"]
+            if not _SCHEMA.fullmatch(schema):
+                raise u.invalid(
+                    "schema",
+                    schema,
+                    "must be a lower-case identifier (a-z 0-9 _, at most 63 characters, "
+                    "not starting with a digit)",
                 )
-        if "password" in dict(driver):
-            password = dict(driver)["password"]
-
-        options: dict[str, Any] = {}
-        options["namespace"] = check_namespace(ours.get("namespace", DEFAULT_NAMESPACE), shown)
-        if "schema" in ours:
-            if not _SCHEMA.fullmatch(ours["schema"]):
-                raise ConfigError(
-                    f"postgresql URL {shown!r}: schema={ours['schema']!r} must be a lower-case "
-                    "identifier (a-z 0-9 _, at most 63 characters, not starting with a digit)",
-                    source="url",
-                )
-            options["schema"] = ours["schema"]
-        for name in ("pool_min", "pool_max"):
-            if name in ours:
-                options[name] = int(_number(name, ours[name], shown, minimum=0, integer=True))
-        pool_min = options.get("pool_min", 1)
-        pool_max = options.get("pool_max", max(10, pool_min))
+            options["schema"] = schema
+        pool_min = u.integer("pool_min", 1)
+        pool_max = u.integer("pool_max", max(10, pool_min))
         if pool_max < 1 or pool_min > pool_max:
             raise ConfigError(
-                f"postgresql URL {shown!r}: need 0 <= pool_min <= pool_max and pool_max >= 1 "
+                f"postgresql URL {u.shown!r}: need 0 <= pool_min <= pool_max and pool_max >= 1 "
                 f"(got pool_min={pool_min}, pool_max={pool_max})",
                 source="url",
             )
         options["pool_min"], options["pool_max"] = pool_min, pool_max
-        if "statement_timeout" in ours:
-            options["statement_timeout"] = _number(
-                "statement_timeout", ours["statement_timeout"], shown, minimum=0, integer=False
-            )
-        for name in ("connect_timeout", "command_timeout"):
-            if name in ours:
-                seconds = _number(name, ours[name], shown, minimum=0, integer=False)
-                if seconds == 0:
-                    raise ConfigError(
-                        f"postgresql URL {shown!r}: {name} must be > 0 seconds", source="url"
-                    )
-                options[name] = seconds
-        app = dict(driver).get("application_name")
-        if app is not None:
-            options["application_name"] = app
-        driver = [(n, v) for n, v in driver if n != "application_name"]
-
+        options["statement_timeout"] = u.seconds("statement_timeout", 0.0)
+        options["connect_timeout"] = u.seconds("connect_timeout", 10.0, zero=False)
+        if "command_timeout" in u.options:
+            options["command_timeout"] = u.seconds("command_timeout", 0.0, zero=False)
+        if "application_name" in driver:
+            options["application_name"] = driver["application_name"]
+        password = driver.get("password", u.password)
         # Built by hand: urlunsplit drops the "//" of a URL without a host
         # (postgresql://user@/db?host=/socket/dir must keep it).
-        query = urlencode(driver)
-        dsn = f"postgresql://{parts.netloc}{parts.path}" + (f"?{query}" if query else "")
-        return cls(dsn=dsn, shown=shown, password=password or None, **options)
+        query = urlencode([(n, v) for n, v in u.driver if n != "application_name"])
+        netloc = urlsplit(url).netloc
+        dsn = f"postgresql://{netloc}{urlsplit(url).path}" + (f"?{query}" if query else "")
+        return cls(dsn=dsn, shown=u.shown, password=password or None, **options)
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``asyncpg.connect`` / ``asyncpg.create_pool``."""

@@ -1,12 +1,11 @@
-"""Rows of statekit_versions as statekit Records."""
+"""Rows of statekit_versions as statekit Records (statekit.kit's record builder)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from statekit.backend import Record
-from statekit.codec import loads
-from statekit.errors import SerializationError
+from statekit.kit import record
 
 __all__ = ["to_record"]
 
@@ -16,10 +15,4 @@ def to_record(
 ) -> Record:
     """One version row (columns of ``queries.COLUMNS``) as a Record; corrupt JSON is a
     SerializationError."""
-    value = None if data is None else loads(data, key=key, backend="postgresql")
-    meta_value = loads(meta, key=key, backend="postgresql")
-    if not isinstance(meta_value, dict):
-        raise SerializationError(
-            f"stored meta of {key!r} is not a JSON object", key=key, backend="postgresql"
-        )
-    return Record(key, version, kind, value, meta_value, at)
+    return record(key, version, kind, data, meta, at, backend="postgresql")

@@ -5,21 +5,23 @@ Notifications carry only ``{"ns", "seq"}``; the records are read from
 batch), which ``statekit_append`` hands out in commit order. So a watcher that
 loses its connection reconnects, LISTENs again and reads on from the last record
 it delivered: nothing is lost, nothing comes twice.
+
+The buffering, the waiting and the back-off while the server is away are
+:class:`statekit.kit.CommitFollower`'s; this module adds the LISTEN connection
+and the query.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
-import logging
-import random
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from statekit.backend import Record
 from statekit.codec import prefix_end
-from statekit.errors import BackendError, BackendUnavailable
+from statekit.errors import BackendUnavailable
+from statekit.kit import CommitFollower
 from statekit_postgres import queries
 from statekit_postgres.records import to_record
 from statekit_postgres.schema import CHANNEL
@@ -30,39 +32,40 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresWatch"]
 
-log = logging.getLogger("statekit.postgres")
-
 _LAST_POS = 2**31 - 1  # a cursor (seq, _LAST_POS) means "all of commit seq was seen"
 POLL_SECONDS = 5.0
 """Without a notification, look anyway this often: a connection that died silently
 (no FIN from a vanished host) is found out by the query failing."""
-BACKOFF_FIRST, BACKOFF_MAX = 0.05, 2.0
+
+Cursor = tuple[int, int]
 
 
-class PostgresWatch:
+class PostgresWatch(CommitFollower[Cursor]):
     """An async iterator of the commits to keys under a prefix, in commit order.
 
-    Made by :meth:`PostgresBackend.watch`, which fixes the starting point before
-    returning it. Close it with :meth:`aclose`; the backend's ``aclose`` closes
-    the watchers still open.
+    Made by :meth:`PostgresBackend.watch`, which fixes the starting point
+    (:meth:`subscribe`) before returning it. Close it with :meth:`aclose`; the backend's
+    ``aclose`` closes the watchers still open. ``reconnects`` counts the reads that
+    found the server away and the connections opened again after a loss.
     """
 
     def __init__(self, backend: PostgresBackend, prefix: str) -> None:
+        super().__init__(
+            backend="postgresql",
+            where=backend.options.shown,
+            read=self._read,
+            cursor=(0, _LAST_POS),
+            interval=POLL_SECONDS,
+            wait=self._notified,
+        )
         self._backend = backend
         self._namespace = backend.namespace
-        self._where = backend.options.shown
         high = prefix_end(prefix)
         self._query = queries.CHANGES if high is None else queries.CHANGES_BOUNDED
         self._bounds: tuple[str, ...] = (prefix,) if high is None else (prefix, high)
         self._conn: Any = None
         self._lost = False
         self._wakeup = asyncio.Event()
-        self._buffer: collections.deque[Record] = collections.deque()
-        self._seq, self._pos = 0, _LAST_POS
-        self._closed = False
-        self._closed_by_backend = False
-        self.reconnects = 0
-        """How many times the connection was lost and opened again."""
 
     @property
     def server_pid(self) -> int | None:
@@ -85,25 +88,30 @@ class PostgresWatch:
         self._lost = True
         self._wakeup.set()
 
-    async def _listen(self) -> Any:
-        """A connection LISTENing on the channel; driver errors translated."""
-        conn = await self._backend._watch_connect()
+    async def _listen(self) -> None:
+        """Open a connection LISTENing on the channel; driver errors translated."""
+        try:
+            conn = await self._backend._watch_connect()
+        except DRIVER_ERRORS as exc:
+            raise self._backend._translate(exc) from exc
         try:
             await conn.add_listener(CHANNEL, self._on_notify)
             conn.add_termination_listener(self._on_terminated)
-        except BaseException:
+        except BaseException as exc:
             await self._backend._watch_release(conn)
+            if isinstance(exc, DRIVER_ERRORS):
+                raise self._backend._translate(exc) from exc
             raise
-        return conn
+        self._conn, self._lost = conn, False
 
-    async def start(self) -> None:
+    async def subscribe(self) -> None:
         """LISTEN, then read the namespace's commit number: the starting point.
 
         LISTEN comes first, so a commit after the number was read always
         notifies this watcher.
         """
         try:
-            self._conn = await self._listen()
+            await self._listen()
             seq = await self._conn.fetchval(queries.COMMIT_SEQ, self._namespace)
         except DRIVER_ERRORS as exc:
             await self._drop_connection()
@@ -111,7 +119,7 @@ class PostgresWatch:
         except BaseException:
             await self._drop_connection()
             raise
-        self._seq, self._pos = seq or 0, _LAST_POS
+        self.cursor = (seq or 0, _LAST_POS)
 
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -124,87 +132,49 @@ class PostgresWatch:
                 await asyncio.wait_for(conn.remove_listener(CHANNEL, self._on_notify), 5)
         await self._backend._watch_release(conn)
 
-    async def _reconnect(self) -> None:
-        """Open a new connection, with backoff while the server is away."""
-        await self._drop_connection()
-        delay = BACKOFF_FIRST
-        while not self._closed:
-            try:
-                self._conn = await self._listen()
-            except DRIVER_ERRORS as exc:
-                error = self._backend._translate(exc)
-                if not isinstance(error, BackendUnavailable):
-                    raise error from exc
-                log.warning(
-                    "postgresql watch on %s: reconnecting in %.2fs: %s", self._where, delay, error
-                )
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, BACKOFF_MAX)
-                continue
-            self._lost = False
-            self.reconnects += 1
-            return
-
     # -- reading -----------------------------------------------------------------------
 
-    async def _poll(self) -> None:
-        """Buffer the next commits, or wait for a notification (or the poll interval)."""
+    async def _read(self, cursor: Cursor) -> tuple[list[Record], Cursor]:
+        """The next commits after ``cursor``; a lost connection is opened again first
+        (BackendUnavailable while the server is away: the follower backs off)."""
         if self._conn is None or self._lost:
-            await self._reconnect()
-            if self._closed:
-                return
+            await self._drop_connection()
+            await self._listen()
+            self.reconnects += 1
         self._wakeup.clear()  # before reading: a commit during the read wakes us again
         try:
-            rows = await self._conn.fetch(
-                self._query, self._namespace, self._seq, self._pos, *self._bounds
-            )
+            rows = await self._conn.fetch(self._query, self._namespace, *cursor, *self._bounds)
         except DRIVER_ERRORS as exc:
             error = self._backend._translate(exc)
             if self._closed:
-                return
+                return [], cursor
             if not isinstance(error, BackendUnavailable):
                 raise error from exc
-            log.warning("postgresql watch on %s: connection lost: %s", self._where, error)
-            self._lost = True
-            return
+            self._lost = True  # the next read reconnects, at once (see _notified)
+            return [], cursor
         changes = [row for row in rows if row[1] is not None]
-        # Decode the page whole before buffering it or moving the cursor, so a bad
-        # row can never cause a record to be delivered twice.
-        self._buffer.extend([to_record(*row[3:]) for row in changes])
+        # Decode the page whole before moving the cursor, so a bad row can never
+        # cause a record to be delivered twice.
+        records = [to_record(*row[3:]) for row in changes]
         if len(changes) == queries.WATCH_PAGE:
-            self._seq, self._pos = changes[-1][1], changes[-1][2]
-        elif rows:
+            return records, (changes[-1][1], changes[-1][2])
+        if rows:
             # Same snapshot as the rows: every commit up to the counter has been read.
-            self._seq, self._pos = rows[0][0], _LAST_POS
-        if not changes:
-            with contextlib.suppress(TimeoutError):  # look anyway: see POLL_SECONDS
-                await asyncio.wait_for(self._wakeup.wait(), POLL_SECONDS)
+            return records, (rows[0][0], _LAST_POS)
+        return records, cursor
 
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> Record:
-        while not self._buffer:
-            if self._closed:
-                if self._closed_by_backend:
-                    raise BackendError(
-                        f"postgresql {self._where}: the backend was closed", backend="postgresql"
-                    )
-                raise StopAsyncIteration
-            await self._poll()
-        return self._buffer.popleft()
-
-    async def aclose(self) -> None:
-        """Stop following and release the connection. Calling it twice is harmless."""
-        await self.close()
+    async def _notified(self, seconds: float) -> None:
+        """Wait for a notification, a lost connection or ``seconds`` (see POLL_SECONDS)."""
+        if self._lost:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), seconds)
 
     async def close(self, *, by_backend: bool = False) -> None:
         """:meth:`aclose`; ``by_backend`` makes a later ``__anext__`` raise BackendError."""
         if self._closed:
             return
-        self._closed = True
-        self._closed_by_backend = by_backend
-        self._buffer.clear()
+        await super().close(by_backend=by_backend)
         self._wakeup.set()
         self._backend._forget_watch(self)
         await self._drop_connection()

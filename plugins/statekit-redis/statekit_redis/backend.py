@@ -22,7 +22,6 @@ plus redis-py's connection options (:mod:`statekit_redis.options`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -38,6 +37,7 @@ from redis.backoff import NoBackoff
 from statekit.backend import ANY, JSON, Backend, Capability, Health, Record, Write, check_expect
 from statekit.codec import from_micros, prefix_end, to_micros
 from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
+from statekit.kit import CommitFollower
 from statekit_redis.layout import LAYOUT_VERSION, Layout, check_namespace, decode, tail
 from statekit_redis.options import DEFAULT_LOG_MAX, DEFAULT_NAMESPACE, parse_url
 from statekit_redis.persistence import UNKNOWN, Persistence
@@ -59,8 +59,6 @@ INLINE_MAX = 4096
 a larger one is read from its history by the watcher."""
 MIN_SERVER = (5, 0)
 """Streams and the commands the scripts use exist since Redis 5.0."""
-RECONNECT_MIN, RECONNECT_MAX = 0.05, 2.0
-"""Seconds a watcher waits before reconnecting, doubling up to the maximum."""
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -83,6 +81,20 @@ def _command_retries(kwargs: Mapping[str, Any]) -> int:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+class _Follower(CommitFollower[int]):
+    """A watch following the namespace's log stream (statekit.kit's follower: it resumes
+    after a lost connection from the last entry it delivered)."""
+
+    def __init__(self, watcher: aioredis.Redis, **follower: Any) -> None:
+        super().__init__(**follower)
+        self._watcher = watcher
+
+    async def close(self, *, by_backend: bool = False) -> None:
+        await super().close(by_backend=by_backend)
+        with contextlib.suppress(rex.RedisError, OSError):
+            await self._watcher.aclose()  # gives its connection back to the pool
 
 
 class RedisBackend(Backend):
@@ -426,37 +438,23 @@ class RedisBackend(Backend):
 
     async def watch(self, prefix: str = "") -> AsyncIterator[Record]:
         last = await self._run(lambda c: c.get(self.layout.seq))
-        return self._follow(prefix, int(last) if last is not None else 0)
-
-    async def _follow(self, prefix: str, seq: int) -> AsyncIterator[Record]:
-        # A connection of its own: XREAD BLOCK holds it while waiting.
+        # A client of its own: XREAD BLOCK holds a connection while it waits.
         watcher = self._require().client()
-        delay, failing = RECONNECT_MIN, False
-        try:
-            while True:
-                try:
-                    changes = await self._changes(watcher, seq, prefix)
-                except BackendUnavailable as exc:
-                    if self._client is None:
-                        raise BackendError(
-                            f"redis {self.shown}: the backend was closed", backend=self.name
-                        ) from exc
-                    if not failing:
-                        log.warning("redis watch lost its connection (%s); reconnecting", exc)
-                    failing = True
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RECONNECT_MAX)
-                    continue
-                if failing:
-                    log.info("redis watch reconnected; resuming after log entry %d", seq)
-                    delay, failing = RECONNECT_MIN, False
-                for position, record in changes:
-                    seq = position  # advance only past what was delivered
-                    if record is not None:
-                        yield record
-        finally:
-            with contextlib.suppress(rex.RedisError, OSError):
-                await watcher.aclose()  # gives its connection back to the pool
+
+        async def read(seq: int) -> tuple[list[Record], int]:
+            changes = await self._changes(watcher, seq, prefix)
+            records = [record for _, record in changes if record is not None]
+            return records, changes[-1][0] if changes else seq
+
+        # No pause between reads: XREAD BLOCK already waits for the next entry.
+        return _Follower(
+            watcher,
+            backend=self.name,
+            where=self.shown,
+            read=read,
+            cursor=int(last) if last is not None else 0,
+            interval=0,
+        )
 
     async def _changes(
         self, watcher: aioredis.Redis, seq: int, prefix: str

@@ -1,0 +1,42 @@
+"""The backend author's kit: the mechanics every backend needs, written once.
+
+It builds on the core only (``statekit.backend``, ``codec``, ``errors``, ``redact``)
+and is optional: a backend may use any part of it, or none.
+
+- :class:`~statekit.kit.url.StoreUrl`: parse a store URL and its typed options,
+  with ConfigErrors that name the option and mask the password.
+- :class:`~statekit.kit.guard.DriverGuard`: the one place driver exceptions become
+  statekit errors, and the "backend is closed" check.
+- :mod:`statekit.kit.records`: rows to :class:`~statekit.backend.Record` and back
+  (JSON text, microseconds, bytes columns).
+- :class:`~statekit.kit.follow.CommitFollower`: ``watch`` by polling a commit
+  sequence, with its start point, paging and restart behaviour.
+- :class:`~statekit.kit.sql.SqlBackend`: the whole contract over SQL tables for a
+  DB-API-like async driver; a subclass gives its dialect and its pool.
+
+docs/writing-a-backend.md shows each in use.
+"""
+
+from statekit.kit.follow import CommitFollower, Watchers
+from statekit.kit.guard import DriverGuard
+from statekit.kit.records import appended, from_micros, record, stored, to_micros, utc
+from statekit.kit.sql import DbapiConnection, SqlBackend, SqlConnection, SqlDialect, tables
+from statekit.kit.url import StoreUrl
+
+__all__ = [
+    "CommitFollower",
+    "DbapiConnection",
+    "DriverGuard",
+    "SqlBackend",
+    "SqlConnection",
+    "SqlDialect",
+    "StoreUrl",
+    "Watchers",
+    "appended",
+    "from_micros",
+    "record",
+    "stored",
+    "tables",
+    "to_micros",
+    "utc",
+]
