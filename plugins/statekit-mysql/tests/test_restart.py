@@ -17,9 +17,9 @@ from .conftest import drop, open_or_skip
 
 @pytest.mark.asyncio
 async def test_a_watcher_waits_out_a_server_restart(namespaced: Callable[..., str]) -> None:
+    server = server_control("mariadb")  # skips before anything is opened
     url = namespaced()
     backend = await open_or_skip(url)
-    server = server_control("mariadb")
     store = StateStore(backend, owns_backend=False)
     changes = await backend.watch("")
     try:
