@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import statekit
-from statekit.errors import ExchangeUnavailable
+from statekit.trading.errors import ExchangeUnavailable
 from statekit.trading.exchange import ExchangeOrder
 from statekit.trading.idempotency import IdempotencyLedger, Retry
 from statekit.trading.models import OrderSide, OrderType, TimeInForce

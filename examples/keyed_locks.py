@@ -16,8 +16,8 @@ import sys
 from decimal import Decimal
 
 import statekit
-from statekit.errors import LockTimeout
 from statekit.trading import Balance, Position, TradingState
+from statekit.trading.errors import LockTimeout
 from statekit.trading.locks import KeyedLocks, LockOrderError
 
 DEPOSIT = Decimal("1000")

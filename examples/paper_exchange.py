@@ -10,8 +10,8 @@ import asyncio
 from decimal import Decimal
 
 from statekit import PluginHost
-from statekit.errors import ExchangeError, ExchangeUnavailable, OrderRejected, RateLimited
 from statekit.trading import OrderSide, OrderType
+from statekit.trading.errors import ExchangeError, ExchangeUnavailable, OrderRejected, RateLimited
 from statekit.trading.exchange import ExchangeConnector
 from statekit.trading.paper import Faults, PaperExchange
 from statekit.trading.plugin import ConnectorRegistry

@@ -3,6 +3,8 @@
 ``store = await statekit.open("sqlite:///state.db")`` and go; see README.md.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from statekit.backend import ANY, JSON, Backend, Capability, Health, Record, Write
 from statekit.codec import Codec
 from statekit.errors import (
@@ -11,17 +13,8 @@ from statekit.errors import (
     CapabilityError,
     ConfigError,
     ConflictError,
-    ExchangeError,
-    ExchangeUnavailable,
-    FencedOff,
     HistoryUnavailable,
-    IdempotencyConflict,
-    LockTimeout,
-    OrderNotFound,
-    OrderRejected,
     PluginError,
-    RateLimited,
-    ReconcileError,
     SerializationError,
     StatekitError,
     ValidationError,
@@ -29,6 +22,44 @@ from statekit.errors import (
 from statekit.hookspecs import hookimpl, hookspec
 from statekit.host import PluginHost
 from statekit.store import Retention, StateStore, Watch, open
+
+if TYPE_CHECKING:
+    from statekit.trading.errors import (
+        ExchangeError,
+        ExchangeUnavailable,
+        FencedOff,
+        IdempotencyConflict,
+        LockTimeout,
+        OrderNotFound,
+        OrderRejected,
+        RateLimited,
+        ReconcileError,
+    )
+
+_TRADING_ERRORS = frozenset(
+    {
+        "ExchangeError",
+        "ExchangeUnavailable",
+        "FencedOff",
+        "IdempotencyConflict",
+        "LockTimeout",
+        "OrderNotFound",
+        "OrderRejected",
+        "RateLimited",
+        "ReconcileError",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    # The trading layer's errors, re-exported for ``from statekit import FencedOff``
+    # without importing the trading layer with the core (it loads on first use).
+    if name in _TRADING_ERRORS:
+        from statekit.trading import errors
+
+        return getattr(errors, name)
+    raise AttributeError(f"module 'statekit' has no attribute {name!r}")
+
 
 __all__ = [
     "ANY",

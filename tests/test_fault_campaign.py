@@ -40,9 +40,10 @@ import pytest
 import statekit
 from statekit import StateStore
 from statekit.config import Settings
-from statekit.errors import CapabilityError, ExchangeUnavailable, OrderRejected, RateLimited
+from statekit.errors import CapabilityError
 from statekit.host import PluginHost
 from statekit.testing import fresh_namespace, server_url
+from statekit.trading.errors import ExchangeUnavailable, OrderRejected, RateLimited
 from statekit.trading.exchange import ExchangeOrder, Fill
 from statekit.trading.idempotency import EntryStatus, IdempotencyLedger, OrderIntent, Retry
 from statekit.trading.models import OrderSide, OrderType, TimeInForce

@@ -25,16 +25,15 @@ import pytest_asyncio
 
 import statekit
 from statekit import StateStore
-from statekit.errors import (
-    CapabilityError,
+from statekit.errors import CapabilityError, ValidationError
+from statekit.testing import fresh_namespace, server_url
+from statekit.trading.errors import (
     ExchangeUnavailable,
     IdempotencyConflict,
     OrderNotFound,
     OrderRejected,
     RateLimited,
-    ValidationError,
 )
-from statekit.testing import fresh_namespace, server_url
 from statekit.trading.exchange import ExchangeConnector, ExchangeOrder, ExchangePosition, Fill
 from statekit.trading.idempotency import (
     KEY_LENGTH,

@@ -23,8 +23,10 @@ import statekit
 from statekit import ConfigError, PluginHost
 
 ROOT = Path(__file__).resolve().parents[1]
+# The package facade (statekit/__init__.py) is not in it: it re-exports the trading
+# layer's errors on first use (``from statekit import FencedOff``), importing nothing
+# of the layer with the core.
 CORE = {
-    "statekit",
     "statekit.backend",
     "statekit.store",
     "statekit.host",
@@ -126,6 +128,17 @@ def test_no_import_circle(package: Path) -> None:
 def test_the_circle_finder_finds_one() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _circles(graph) == [["a", "b", "c"]]
+
+
+def test_importing_statekit_imports_no_layer_above_the_core() -> None:
+    program = (
+        "import sys, statekit; print(sorted(m for m in sys.modules if m.startswith('statekit')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    )
+    loaded = [m for m in json.loads(out.stdout.replace("'", '"')) if m.split(".")[1:2]]
+    assert [m for m in loaded if m.split(".")[1] in ABOVE] == []
 
 
 def test_the_core_imports_nothing_from_the_layers_above_it() -> None:

@@ -19,7 +19,7 @@ import pytest
 
 import statekit
 from statekit import PluginError, PluginHost
-from statekit.errors import (
+from statekit.trading.errors import (
     ExchangeError,
     ExchangeUnavailable,
     OrderNotFound,

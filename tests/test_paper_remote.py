@@ -20,15 +20,15 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from statekit.errors import (
-    ConfigError,
+from statekit.errors import ConfigError
+from statekit.testing.paper_remote import PaperExchangeServer, RemoteExchange
+from statekit.trading.errors import (
     ExchangeError,
     ExchangeUnavailable,
     OrderNotFound,
     OrderRejected,
     RateLimited,
 )
-from statekit.testing.paper_remote import PaperExchangeServer, RemoteExchange
 from statekit.trading.exchange import ExchangeOrder, ExchangePosition
 from statekit.trading.models import Balance, OrderSide, OrderStatus, OrderType, TimeInForce
 from statekit.trading.paper import Faults, PaperExchange
@@ -430,7 +430,7 @@ PLACE_ONE = textwrap.dedent(
     """
     import asyncio, sys
     from decimal import Decimal
-    from statekit.errors import OrderRejected
+    from statekit.trading.errors import OrderRejected
     from statekit.trading.models import OrderSide, OrderType
     from statekit.testing.paper_remote import RemoteExchange
 

@@ -378,13 +378,8 @@ def test_every_public_error_is_a_statekit_error() -> None:
 def test_every_statekit_error_keeps_its_fields_across_processes() -> None:
     import pickle
 
-    from statekit.errors import (
-        CapabilityError,
-        FencedOff,
-        IdempotencyConflict,
-        LockTimeout,
-        RateLimited,
-    )
+    from statekit.errors import CapabilityError
+    from statekit.trading.errors import FencedOff, IdempotencyConflict, LockTimeout, RateLimited
 
     errors: list[StatekitError] = [
         FencedOff("fenced", lease="desk", token=3, current=4),

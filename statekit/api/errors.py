@@ -25,13 +25,13 @@ from statekit.errors import (
     BackendUnavailable,
     CapabilityError,
     ConflictError,
-    FencedOff,
     HistoryUnavailable,
     SerializationError,
     StatekitError,
     ValidationError,
 )
 from statekit.redact import Redactor
+from statekit.trading.errors import FencedOff
 
 __all__ = [
     "RETRY_AFTER_SECONDS",

@@ -52,8 +52,8 @@ from urllib.parse import urlsplit
 
 import pydantic
 
-from statekit.errors import (
-    ConfigError,
+from statekit.errors import ConfigError
+from statekit.trading.errors import (
     ExchangeError,
     ExchangeUnavailable,
     OrderNotFound,

@@ -48,17 +48,16 @@ from enum import StrEnum
 from typing import Any
 
 from statekit.backend import JSON, Capability, Expect, Record
-from statekit.errors import (
-    ConflictError,
+from statekit.errors import ConflictError, ValidationError
+from statekit.store import StateStore
+from statekit.trading import kinds
+from statekit.trading.errors import (
     ExchangeError,
     ExchangeUnavailable,
     IdempotencyConflict,
     OrderRejected,
     RateLimited,
-    ValidationError,
 )
-from statekit.store import StateStore
-from statekit.trading import kinds
 from statekit.trading.exchange import ExchangeConnector, ExchangeOrder
 from statekit.trading.models import OrderSide, OrderType, TimeInForce
 

@@ -33,9 +33,10 @@ from typing import Self
 
 from statekit.backend import JSON, Capability, Record, Write
 from statekit.codec import check_key
-from statekit.errors import ConflictError, FencedOff, LockTimeout, ValidationError
+from statekit.errors import ConflictError, ValidationError
 from statekit.store import StateStore
 from statekit.trading import kinds
+from statekit.trading.errors import FencedOff, LockTimeout
 
 __all__ = ["LEASE_KIND", "LEASE_PREFIX", "Lease", "LeaseState"]
 

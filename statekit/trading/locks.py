@@ -44,7 +44,8 @@ from types import TracebackType
 from typing import Final
 
 from statekit.backend import JSON
-from statekit.errors import LockTimeout, StatekitError, ValidationError
+from statekit.errors import StatekitError, ValidationError
+from statekit.trading.errors import LockTimeout
 
 __all__ = ["DEFAULT_MAX_STATS_NAMES", "Hold", "KeyedLocks", "LockOrderError", "LockStatistics"]
 

@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TypeVar
 
-from statekit.errors import (
+from statekit.trading.errors import (
     ExchangeError,
     ExchangeUnavailable,
     OrderNotFound,

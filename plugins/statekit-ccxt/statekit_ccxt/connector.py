@@ -19,14 +19,8 @@ from typing import Any, TypeVar
 
 import ccxt.async_support as ccxt_async  # type: ignore[import-untyped]  # no type information
 
-from statekit.errors import (
-    ConfigError,
-    ExchangeError,
-    ExchangeUnavailable,
-    OrderNotFound,
-    OrderRejected,
-    StatekitError,
-)
+from statekit.errors import ConfigError, StatekitError
+from statekit.trading.errors import ExchangeError, ExchangeUnavailable, OrderNotFound, OrderRejected
 from statekit.trading.exchange import ExchangeConnector, ExchangeOrder, ExchangePosition, Fill
 from statekit.trading.models import Balance, OrderSide, OrderType, TimeInForce
 from statekit_ccxt.errors import translate

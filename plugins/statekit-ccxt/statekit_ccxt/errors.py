@@ -38,7 +38,7 @@ import asyncio
 import aiohttp
 import ccxt  # type: ignore[import-untyped]  # ccxt ships no type information
 
-from statekit.errors import (
+from statekit.trading.errors import (
     ExchangeError,
     ExchangeUnavailable,
     OrderNotFound,

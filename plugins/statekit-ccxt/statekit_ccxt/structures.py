@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
-from statekit.errors import ExchangeError
+from statekit.trading.errors import ExchangeError
 from statekit.trading.exchange import ExchangeOrder, ExchangePosition, Fill
 from statekit.trading.models import Balance, OrderSide, OrderStatus, OrderType, TimeInForce
 

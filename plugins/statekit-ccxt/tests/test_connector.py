@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from statekit_ccxt import CcxtConnector
 
-from statekit.errors import ExchangeError, OrderRejected
+from statekit.trading.errors import ExchangeError, OrderRejected
 from statekit.trading.models import OrderSide, OrderStatus, OrderType, TimeInForce
 
 CLIENT_ID = "sk6d1f0c2b9a8e7d6c5b4a3f2e1d0c9b"

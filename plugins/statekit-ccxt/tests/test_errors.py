@@ -16,13 +16,13 @@ import ccxt.async_support as ccxt_async  # type: ignore[import-untyped]
 import pytest
 from statekit_ccxt import CcxtConnector
 
-from statekit.errors import (
+from statekit.errors import StatekitError
+from statekit.trading.errors import (
     ExchangeError,
     ExchangeUnavailable,
     OrderNotFound,
     OrderRejected,
     RateLimited,
-    StatekitError,
 )
 from statekit.trading.models import OrderSide, OrderType
 
@@ -80,7 +80,7 @@ async def test_create_order_errors(
     assert type(caught.value) is error  # exactly: not a subclass standing in for it
     assert isinstance(caught.value.__cause__, ccxt_error)  # what ccxt made of it
     assert caught.value.exchange == "binance"
-    assert type(caught.value).__module__ == "statekit.errors"
+    assert type(caught.value).__module__ == "statekit.trading.errors"
 
 
 @pytest.mark.asyncio

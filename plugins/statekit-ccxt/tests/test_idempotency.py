@@ -19,8 +19,8 @@ from statekit_ccxt import CcxtConnector
 
 import statekit
 from statekit import StateStore
-from statekit.errors import ExchangeUnavailable, OrderRejected
 from statekit.trading import IdempotencyLedger, OrderIntent
+from statekit.trading.errors import ExchangeUnavailable, OrderRejected
 from statekit.trading.idempotency import EntryStatus, Retry
 from statekit.trading.models import OrderSide, OrderStatus, OrderType
 

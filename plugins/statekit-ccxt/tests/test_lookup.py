@@ -19,7 +19,7 @@ import pytest_asyncio
 from statekit_ccxt import CcxtConnector, venues
 from statekit_ccxt.venues import ClientIdLookup
 
-from statekit.errors import ExchangeError, ExchangeUnavailable
+from statekit.trading.errors import ExchangeError, ExchangeUnavailable
 from statekit.trading.models import OrderStatus
 
 CLIENT_ID = "sk6d1f0c2b9a8e7d6c5b4a3f2e1d0c9b"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from statekit_ccxt.structures import read_balances, read_order, read_position
 
-from statekit.errors import ExchangeError
+from statekit.trading.errors import ExchangeError
 from statekit.trading.models import OrderStatus, OrderType
 
 NOW = datetime(2024, 6, 10, tzinfo=UTC)

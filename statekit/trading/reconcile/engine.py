@@ -34,9 +34,10 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from statekit.backend import Capability
-from statekit.errors import FencedOff, ReconcileError, StatekitError
+from statekit.errors import StatekitError
 from statekit.store import StateStore
 from statekit.trading import kinds
+from statekit.trading.errors import FencedOff, ReconcileError
 from statekit.trading.exchange import ExchangeConnector, ExchangeOrder, ExchangePosition, Fill
 from statekit.trading.idempotency import IdempotencyLedger, Retry
 from statekit.trading.leases import Lease

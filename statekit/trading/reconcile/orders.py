@@ -33,7 +33,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from statekit.backend import Write
-from statekit.errors import (
+from statekit.trading.errors import (
     ExchangeUnavailable,
     OrderNotFound,
     OrderRejected,

@@ -42,9 +42,10 @@ from pydantic import Field
 
 from statekit.backend import ANY, Backend, Record, Write
 from statekit.codec import check_key
-from statekit.errors import ExchangeUnavailable, RateLimited, ReconcileError, ValidationError
+from statekit.errors import ValidationError
 from statekit.store import StateStore
 from statekit.trading import kinds
+from statekit.trading.errors import ExchangeUnavailable, RateLimited, ReconcileError
 from statekit.trading.exchange import ExchangePosition
 from statekit.trading.models import Direction, Money, Position, UtcTime, _Model, to_json
 from statekit.trading.reconcile.base import Action, Context, Reconciler, Result
