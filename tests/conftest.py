@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
@@ -80,23 +81,32 @@ async def _drop_postgres(url: str) -> None:
         await backend.drop_namespace(forget=True)
 
 
-@pytest.fixture
-def store_url(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A URL of a fresh store of kind ``store_kind`` that every process of the test can
-    open (except ``memory://``, which each open makes anew); removed after the test."""
-    if store_kind == "memory":
+@contextmanager
+def fresh_store_url(kind: str, folder: Path, tag: str = "t") -> Iterator[str]:
+    """A URL of a fresh, empty store of ``kind`` (``memory``, ``sqlite``: a file in
+    ``folder``, ``postgres``: a namespace ``<tag>_...`` on the test server, dropped when
+    the block ends)."""
+    if kind == "memory":
         yield "memory://"
-    elif store_kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'state.db'}"
-    elif store_kind == "postgres":
-        tag = request.module.__name__.rpartition(".")[2].removeprefix("test_")
+    elif kind == "sqlite":
+        yield f"sqlite:///{folder / 'state.db'}"
+    elif kind == "postgres":
         url = _with_namespace(server_url("postgres"), fresh_namespace(tag))
         try:
             yield url
         finally:
             asyncio.run(_drop_postgres(url))
     else:
-        raise ValueError(f"no store of kind {store_kind!r}")
+        raise ValueError(f"no store of kind {kind!r}")
+
+
+@pytest.fixture
+def store_url(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """:func:`fresh_store_url` of ``store_kind``: every process of the test can open it
+    (but ``memory://``, which each open makes anew)."""
+    tag = request.module.__name__.rpartition(".")[2].removeprefix("test_")
+    with fresh_store_url(store_kind, tmp_path, tag) as url:
+        yield url
 
 
 @pytest_asyncio.fixture

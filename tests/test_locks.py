@@ -10,18 +10,14 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
-import statekit
 from statekit import StateStore
 from statekit.bench import BenchConfig
 from statekit.errors import LockTimeout, StatekitError, ValidationError
-from statekit.testing import fresh_namespace, server_url
 from statekit.trading import Balance, TradingState
 from statekit.trading.bench_locks import bench_locks
 from statekit.trading.locks import KeyedLocks, LockOrderError
@@ -387,20 +383,15 @@ COST = Decimal("10")
 BUYERS = 50
 
 
-@pytest_asyncio.fixture(params=["sqlite", "postgres"])
-async def trading(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TradingState]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'state.db'}"
-    else:
-        url = f"{server_url('postgres')}?namespace={fresh_namespace('locks')}"
-    store: StateStore = await statekit.open(url)
-    try:
-        yield TradingState(store)
-    finally:
-        drop = getattr(store.backend, "drop_namespace", None)
-        if drop is not None:
-            await drop(forget=True)
-        await store.aclose()
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """``store`` (tests/conftest.py) on a durable backend: a file and a server."""
+    return str(request.param)
+
+
+@pytest.fixture
+def trading(store: StateStore) -> TradingState:
+    return TradingState(store)
 
 
 async def buy(state: TradingState, locks: KeyedLocks | None) -> bool:

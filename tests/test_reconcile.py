@@ -11,7 +11,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +28,6 @@ from statekit.errors import (
     ValidationError,
 )
 from statekit.store import StateStore
-from statekit.testing import fresh_namespace, server_url
 from statekit.trading import ExchangeOrder, Faults, OrderSide, OrderStatus, PaperExchange
 from statekit.trading.idempotency import EntryStatus
 from statekit.trading.models import OrderType, TimeInForce
@@ -94,25 +92,7 @@ async def converge(engine: ReconcileEngine, passes: int = 10) -> None:
     raise AssertionError(f"not converged after {passes} passes: {report}")
 
 
-async def _drop(store: StateStore) -> None:
-    drop = getattr(store.backend, "drop_namespace", None)
-    if drop is not None:
-        await drop(forget=True)
-
-
-@pytest_asyncio.fixture(params=["memory", "sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
-    if request.param == "memory":
-        url = "memory://"
-    elif request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'reconcile.db'}"
-    else:
-        url = f"{server_url('postgres')}?namespace={fresh_namespace('recon')}"
-    async with await statekit.open(url) as s:
-        try:
-            yield s
-        finally:
-            await _drop(s)
+# ``store`` (memory, SQLite, PostgreSQL) comes from tests/conftest.py.
 
 
 @pytest_asyncio.fixture
