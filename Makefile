@@ -51,11 +51,14 @@ servers: install
 test: lint typecheck pytest
 
 # The long campaigns at full size (the gate runs them at a CI size): the reconcile soak
-# with 10,000 intents, and 150 outages per server in the fallback-journal campaign.
+# with 10,000 intents, 150 outages per server in the fallback-journal campaign, 150
+# Hypothesis examples per backend of the reconcile engine's properties, and 1,000 seeded
+# runs of the idempotency fault campaign.
 soak: install
 	scripts/servers.sh start || [ "$${CI:-}" != "true" ]
 	set -a && . .servers/env && set +a && STATEKIT_SOAK=1 $(BIN)/python -m pytest -s \
-	  tests/test_reconcile_soak.py tests/test_fallback_campaign.py; \
+	  tests/test_reconcile_soak.py tests/test_fallback_campaign.py \
+	  tests/test_reconcile_properties.py tests/test_fault_campaign.py; \
 	  status=$$?; scripts/servers.sh stop; exit $$status
 
 # Every installed backend's benchmark; server backends use the servers.sh servers.

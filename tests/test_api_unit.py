@@ -9,7 +9,6 @@ import asyncio
 import hmac
 import json
 import logging
-import os
 import socket
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -35,12 +34,7 @@ KEY = "k3y-" + "s" * 20
 PASSWORD = "pg-pa55word"
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("STATEKIT_", "TRADING_STATE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
 
 def settings_for(tmp_path: Path, **api: Any) -> Settings:

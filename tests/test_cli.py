@@ -17,13 +17,7 @@ from statekit.cli import app
 SECRET = "hunter2-s3cret"
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No settings from the developer's environment or the repository's files."""
-    for name in list(os.environ):
-        if name.startswith(("STATEKIT_", "TRADING_STATE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
 
 @pytest.fixture

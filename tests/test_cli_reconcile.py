@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
 import re
 import subprocess
 import sys
@@ -39,13 +38,7 @@ SAMPLE = re.compile(
 )
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No settings from the developer's environment or the repository's files."""
-    for name in list(os.environ):
-        if name.startswith(("STATEKIT_", "TRADING_STATE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
 
 def run(*args: str, url: str, env: dict[str, str] | None = None) -> Result:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import threading
 from pathlib import Path
 
@@ -14,14 +13,7 @@ from statekit.compat import Portal, TradingStateManager, UnifiedStateManager
 from statekit.config import load_settings
 from statekit.errors import StatekitError
 
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No settings from the developer's environment; files land in the temp folder."""
-    for name in list(os.environ):
-        if name.startswith(("STATEKIT_", "TRADING_STATE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
 
 @pytest.fixture

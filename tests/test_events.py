@@ -4,18 +4,15 @@ contention from tasks and processes, the fold's rules, snapshots, projections, r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import multiprocessing
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 import pytest
-import pytest_asyncio
 
 import statekit
 from statekit import CapabilityError, ConflictError, StateStore, ValidationError
@@ -23,7 +20,6 @@ from statekit.backend import Capability, Record, Write
 from statekit.backends.memory import MemoryBackend
 from statekit.errors import HistoryUnavailable
 from statekit.store import Retention
-from statekit.testing import fresh_namespace, server_url
 from statekit.trading import Order, OrderStatus, Position, TradingState
 from statekit.trading.events import (
     Aggregate,
@@ -49,29 +45,10 @@ ORDER = Aggregate.order("o-1")
 BTC = Aggregate.position("BTC-USD")
 
 
-def with_query(url: str, **params: str) -> str:
-    return url + ("&" if urlsplit(url).query else "?") + urlencode(params)
-
-
-async def _drop(store: StateStore) -> None:
-    with contextlib.suppress(CapabilityError):  # a backend that cannot drop
-        await store.backend.drop_namespace(forget=True)
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'events.db'}"
-    return with_query(server_url("postgres"), namespace=fresh_namespace("ev"))
-
-
-@pytest_asyncio.fixture
-async def store(url: str) -> AsyncIterator[StateStore]:
-    async with await statekit.open(url) as s:
-        try:
-            yield s
-        finally:
-            await _drop(s)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """``store`` and ``store_url`` (tests/conftest.py) on a durable backend."""
+    return str(request.param)
 
 
 def placed(amount: str = "2", price: str = "100", at: datetime = T0) -> OrderPlaced:
@@ -320,12 +297,12 @@ def _append_in_process(url: str, n: int, count: int) -> None:
 @pytest.mark.slow
 @pytest.mark.asyncio
 async def test_processes_appending_to_one_order_lose_and_duplicate_nothing(
-    url: str, store: StateStore
+    store_url: str, store: StateStore
 ) -> None:
     events = EventStore(store, snapshot_every=7)
     await events.append(ORDER, [placed("1000")])
     ctx = multiprocessing.get_context("spawn")
-    processes = [ctx.Process(target=_append_in_process, args=(url, n, 10)) for n in range(4)]
+    processes = [ctx.Process(target=_append_in_process, args=(store_url, n, 10)) for n in range(4)]
     for p in processes:
         p.start()
     for p in processes:

@@ -9,7 +9,6 @@ whose book lives in a SQLite file the processes share.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -25,8 +24,7 @@ import pytest_asyncio
 
 import statekit
 from statekit import StateStore
-from statekit.errors import CapabilityError, ValidationError
-from statekit.testing import fresh_namespace, server_url
+from statekit.errors import ValidationError
 from statekit.trading.errors import (
     ExchangeUnavailable,
     IdempotencyConflict,
@@ -226,28 +224,7 @@ class Clock:
 # -- stores -------------------------------------------------------------------------------------
 
 
-async def _drop(store: StateStore) -> None:
-    with contextlib.suppress(CapabilityError):  # a backend that cannot drop
-        await store.backend.drop_namespace(forget=True)
-
-
-def _postgres_url() -> str:
-    return f"{server_url('postgres')}?namespace={fresh_namespace('idem')}"
-
-
-@pytest_asyncio.fixture(params=["memory", "sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
-    if request.param == "memory":
-        url = "memory://"
-    elif request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    else:
-        url = _postgres_url()
-    async with await statekit.open(url) as s:
-        try:
-            yield s
-        finally:
-            await _drop(s)
+# ``store`` (memory, SQLite, PostgreSQL) comes from tests/conftest.py.
 
 
 @pytest_asyncio.fixture
@@ -677,16 +654,10 @@ def _run_processes(target: Callable[..., None], args: list[tuple[Any, ...]]) -> 
     return [p.exitcode for p in processes]
 
 
-def _ledger_urls(tmp_path: Path, backend: str) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
-    return _postgres_url()
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_processes_placing_the_same_signal_send_one_order(tmp_path: Path, backend: str) -> None:
-    ledger_url = _ledger_urls(tmp_path, backend)
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgres"])
+def test_processes_placing_the_same_signal_send_one_order(tmp_path: Path, store_url: str) -> None:
+    ledger_url = store_url
     book_url = f"sqlite:///{tmp_path / 'book.db'}"
     exits = _run_processes(_place_in_process, [(ledger_url, book_url, 4, False)] * 3)
     assert exits == [0, 0, 0]
@@ -701,17 +672,16 @@ def test_processes_placing_the_same_signal_send_one_order(tmp_path: Path, backen
             entry = await IdempotencyLedger(store).entry(idempotency_key(**SIGNAL))
             assert entry is not None and entry.status is EntryStatus.PLACED
             assert entry.order is not None and entry.order.id == (await book.orders())[0].id
-            await _drop(store)
 
     asyncio.run(check())
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgres"])
 def test_a_process_dying_between_reserve_and_result_is_recovered(
-    tmp_path: Path, backend: str
+    tmp_path: Path, store_url: str
 ) -> None:
-    ledger_url = _ledger_urls(tmp_path, backend)
+    ledger_url = store_url
     book_url = f"sqlite:///{tmp_path / 'book.db'}"
     assert _run_processes(_place_in_process, [(ledger_url, book_url, 1, True)]) == [3]
 
@@ -729,6 +699,5 @@ def test_a_process_dying_between_reserve_and_result_is_recovered(
             assert [p.order.id for p in recovery.placed] == [order.id]
             assert (await ledger.place(book, **SIGNAL)).replayed
             assert await book.calls() == 1
-            await _drop(store)
 
     asyncio.run(check())

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 import pytest
-import pytest_asyncio
 
 import statekit
 from statekit import (
@@ -28,7 +25,6 @@ from statekit import (
 )
 from statekit.backend import Record
 from statekit.backends.memory import MemoryBackend
-from statekit.testing import fresh_namespace, server_url
 from statekit.trading.leases import LEASE_KIND, Lease, LeaseState
 
 TTL = 5.0
@@ -49,36 +45,11 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
 
 
-def _with_namespace(url: str, namespace: str) -> str:
-    glue = "&" if urlsplit(url).query else "?"
-    return url + glue + urlencode({"namespace": namespace})
-
-
-async def _drop_postgres(url: str) -> None:
-    from statekit_postgres import PostgresBackend
-
-    async with await PostgresBackend.open(url) as backend:
-        await backend.drop_namespace(forget=True)
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A store URL every process of the test can open: a SQLite file or a fresh
-    PostgreSQL namespace (dropped afterwards)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'leases.db'}"
-        return
-    url = _with_namespace(server_url("postgres"), fresh_namespace("lease"))
-    try:
-        yield url
-    finally:
-        asyncio.run(_drop_postgres(url))
-
-
-@pytest_asyncio.fixture
-async def store(url: str) -> AsyncIterator[StateStore]:
-    async with await statekit.open(url) as s:
-        yield s
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """``store`` and ``store_url`` (tests/conftest.py): a store every process of the
+    test can open, a SQLite file or a fresh PostgreSQL namespace."""
+    return str(request.param)
 
 
 @pytest.fixture
@@ -336,14 +307,14 @@ async def test_fenced_writes_without_holding_are_refused(store: StateStore) -> N
 
 @pytest.mark.asyncio
 async def test_a_fence_guards_only_its_own_store_and_not_its_own_key(
-    store: StateStore, url: str
+    store: StateStore, store_url: str
 ) -> None:
     lease = Lease(store, "reconciler", ttl=TTL)
     await lease.acquire(timeout=0)
     with pytest.raises(ValidationError) as own:
         await store.put("lease/reconciler", {"holder": "me"}, fence=lease)
     assert own.value.reason == "lease key"
-    async with await statekit.open(url) as other:
+    async with await statekit.open(store_url) as other:
         with pytest.raises(ValidationError) as elsewhere:
             await other.put("book", 1, fence=lease)
         assert elsewhere.value.reason == "other store"
@@ -444,10 +415,10 @@ def _second_holder(url: str, ttl: float, acquired: Any, late: Any, results: Any)
         late.set()
 
 
-def test_a_paused_holder_is_taken_over_and_its_late_write_refused(url: str) -> None:
+def test_a_paused_holder_is_taken_over_and_its_late_write_refused(store_url: str) -> None:
     ctx = multiprocessing.get_context("spawn")
     acquired, late, results = ctx.Event(), ctx.Event(), ctx.Queue()
-    args = (url, 0.5, acquired, late, results)
+    args = (store_url, 0.5, acquired, late, results)
     processes = [
         ctx.Process(target=_first_holder, args=args),
         ctx.Process(target=_second_holder, args=args),
@@ -467,7 +438,7 @@ def test_a_paused_holder_is_taken_over_and_its_late_write_refused(url: str) -> N
     assert said["renew"] == ("FencedOff",)
 
     async def check() -> None:
-        async with await statekit.open(url) as store:
+        async with await statekit.open(store_url) as store:
             history = await store.history("book", newest_first=False)
             assert [r.data for r in history] == [{"by": "first"}, {"by": "second"}]
 
@@ -502,22 +473,23 @@ def _contend_in_process(url: str, worker: str, tasks: int) -> None:
     asyncio.run(_contend(url, worker, tasks))
 
 
-def test_concurrent_acquirers_hold_one_at_a_time(url: str) -> None:
+def test_concurrent_acquirers_hold_one_at_a_time(store_url: str) -> None:
     """Tasks in this process and in two others take the lease in turns; the journal of
     their fenced writes shows strictly increasing tokens and holds never interleaved."""
     ctx = multiprocessing.get_context("spawn")
     processes = [
-        ctx.Process(target=_contend_in_process, args=(url, f"process-{n}", 2)) for n in range(2)
+        ctx.Process(target=_contend_in_process, args=(store_url, f"process-{n}", 2))
+        for n in range(2)
     ]
     for p in processes:
         p.start()
-    asyncio.run(_contend(url, "parent", 2))
+    asyncio.run(_contend(store_url, "parent", 2))
     for p in processes:
         p.join(PROCESS_JOIN)
         assert p.exitcode == 0
 
     async def journal() -> list[Record]:
-        async with await statekit.open(url) as store:
+        async with await statekit.open(store_url) as store:
             return await store.history("journal", limit=10_000, newest_first=False)
 
     entries = [r.data for r in asyncio.run(journal())]

@@ -7,23 +7,18 @@ No wall-clock assertions: every timeout here only fails on a hang.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
-import statekit
 from statekit import StateStore
 from statekit.bench import BenchConfig
 from statekit.bench.locks import bench_locks
-from statekit.errors import CapabilityError, StatekitError, ValidationError
-from statekit.testing import fresh_namespace, server_url
+from statekit.errors import StatekitError, ValidationError
 from statekit.trading import Balance, TradingState
 from statekit.trading.errors import LockTimeout
 from statekit.trading.locks import KeyedLocks, LockOrderError
@@ -389,19 +384,15 @@ COST = Decimal("10")
 BUYERS = 50
 
 
-@pytest_asyncio.fixture(params=["sqlite", "postgres"])
-async def trading(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TradingState]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'state.db'}"
-    else:
-        url = f"{server_url('postgres')}?namespace={fresh_namespace('locks')}"
-    store: StateStore = await statekit.open(url)
-    try:
-        yield TradingState(store)
-    finally:
-        with contextlib.suppress(CapabilityError):  # a backend that cannot drop
-            await store.backend.drop_namespace(forget=True)
-        await store.aclose()
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """``store`` (tests/conftest.py) on a durable backend: a file and a server."""
+    return str(request.param)
+
+
+@pytest.fixture
+def trading(store: StateStore) -> TradingState:
+    return TradingState(store)
 
 
 async def buy(state: TradingState, locks: KeyedLocks | None) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -42,13 +41,7 @@ GOOD: dict[str, Any] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No settings from the developer's environment; every file lands in tmp_path."""
-    for name in list(os.environ):
-        if name.startswith(("STATEKIT_", "TRADING_STATE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
 
 def write(path: Path | str, data: Any) -> Path:

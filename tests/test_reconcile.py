@@ -11,7 +11,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,14 +18,12 @@ import pytest_asyncio
 
 import statekit
 from statekit import PluginHost, hookimpl
-from statekit.errors import CapabilityError, ConflictError, PluginError, ValidationError
+from statekit.errors import ConflictError, PluginError, ValidationError
 from statekit.store import StateStore
-from statekit.testing import fresh_namespace, server_url
 from statekit.trading import ExchangeOrder, Faults, OrderSide, OrderStatus, PaperExchange
 from statekit.trading.errors import ExchangeUnavailable, FencedOff, RateLimited, ReconcileError
 from statekit.trading.idempotency import EntryStatus
 from statekit.trading.models import OrderType, TimeInForce
-from statekit.trading.plugin import ReconcilerRegistry
 from statekit.trading.reconcile import (
     ActualOrders,
     Backoff,
@@ -88,24 +85,7 @@ async def converge(engine: ReconcileEngine, passes: int = 10) -> None:
     raise AssertionError(f"not converged after {passes} passes: {report}")
 
 
-async def _drop(store: StateStore) -> None:
-    with contextlib.suppress(CapabilityError):  # a backend that cannot drop
-        await store.backend.drop_namespace(forget=True)
-
-
-@pytest_asyncio.fixture(params=["memory", "sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
-    if request.param == "memory":
-        url = "memory://"
-    elif request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'reconcile.db'}"
-    else:
-        url = f"{server_url('postgres')}?namespace={fresh_namespace('recon')}"
-    async with await statekit.open(url) as s:
-        try:
-            yield s
-        finally:
-            await _drop(s)
+# ``store`` (memory, SQLite, PostgreSQL) comes from tests/conftest.py.
 
 
 @pytest_asyncio.fixture
@@ -479,12 +459,12 @@ async def test_reconcilers_come_from_the_hook(memory: StateStore) -> None:
             registry.add("flaky", _Flaky)
 
     host = PluginHost(autoload=False, plugins=[("flaky-plugin", Plugin())])
-    assert host.find(ReconcilerRegistry, "flaky") is _Flaky
-    assert set(host.registry(ReconcilerRegistry).names()) >= {"orders", "positions", "flaky"}
+    assert host.reconciler_class("flaky") is _Flaky
+    assert set(host.reconcilers().names()) >= {"orders", "positions", "flaky"}
     engine = ReconcileEngine(memory, exchange(), reconcilers=["flaky"], host=host)
     assert [r.name for r in engine.reconcilers] == ["flaky"]
     with pytest.raises(PluginError, match="no reconciler named 'nope'"):
-        host.find(ReconcilerRegistry, "nope")
+        host.reconciler_class("nope")
 
 
 async def test_metrics_are_stored_and_exported(memory: StateStore) -> None:

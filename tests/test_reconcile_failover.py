@@ -13,16 +13,12 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import random
-from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 import statekit
 from statekit.store import StateStore
-from statekit.testing import fresh_namespace, server_url
 from statekit.testing.paper_remote import PaperExchangeServer, RemoteExchange
 from statekit.trading import OrderSide, PaperExchange
 from statekit.trading.leases import Lease
@@ -64,15 +60,10 @@ async def _until(check: object, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-@pytest_asyncio.fixture(params=["sqlite", "postgres"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'failover.db'}"
-    else:
-        url = f"{server_url('postgres')}?namespace={fresh_namespace('failover')}"
-        yield url
-        async with await statekit.open(url) as store:
-            await store.backend.drop_namespace(forget=True)  # type: ignore[attr-defined]
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """``store_url`` (tests/conftest.py): a store that several processes share."""
+    return str(request.param)
 
 
 async def test_killed_engine_is_replaced_without_double_placement(store_url: str) -> None:

@@ -7,11 +7,9 @@ not only what the engine reports.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +19,7 @@ import statekit
 from statekit import Capability, StateStore, Write
 from statekit.backend import JSON
 from statekit.backends.memory import MemoryBackend
-from statekit.errors import CapabilityError, ValidationError
-from statekit.testing import fresh_namespace, server_url
+from statekit.errors import ValidationError
 from statekit.tiered import ReadCache, TieredBackend
 from statekit.trading import kinds
 from statekit.trading.errors import ExchangeUnavailable, FencedOff, ReconcileError
@@ -119,24 +116,7 @@ def actions(events: list[Discrepancy]) -> list[DiscrepancyAction]:
     return [e.action for e in events]
 
 
-async def _drop(store: StateStore) -> None:
-    with contextlib.suppress(CapabilityError):  # a backend that cannot drop
-        await store.backend.drop_namespace(forget=True)
-
-
-@pytest_asyncio.fixture(params=["memory", "sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
-    if request.param == "memory":
-        url = "memory://"
-    elif request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'positions.db'}"
-    else:
-        url = f"{server_url('postgres')}?namespace={fresh_namespace('positions')}"
-    async with await statekit.open(url) as s:
-        try:
-            yield s
-        finally:
-            await _drop(s)
+# ``store`` (memory, SQLite, PostgreSQL) comes from tests/conftest.py.
 
 
 @pytest_asyncio.fixture

@@ -17,22 +17,16 @@ bound is a pass count.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
-import statekit
 from statekit.bench.reconcile import paper_exchange, symbol_names
-from statekit.errors import CapabilityError, StatekitError
+from statekit.errors import StatekitError
 from statekit.store import StateStore
-from statekit.testing import fresh_namespace, server_url
 from statekit.trading.exchange import ExchangeOrder
 from statekit.trading.idempotency import IdempotencyLedger
 from statekit.trading.models import OrderSide, OrderType, TimeInForce
@@ -162,18 +156,10 @@ def plan(count: int) -> dict[str, Planned]:
 # -- stores ---------------------------------------------------------------------------------
 
 
-@pytest_asyncio.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'soak.db'}"
-    else:
-        url = f"{server_url('postgres')}?namespace={fresh_namespace('soak')}"
-    async with await statekit.open(url) as s:
-        try:
-            yield s
-        finally:
-            with contextlib.suppress(CapabilityError):  # a backend that cannot drop
-                await s.backend.drop_namespace(forget=True)
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """``store`` (tests/conftest.py) on a durable backend: a file and a server."""
+    return str(request.param)
 
 
 # -- the run --------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Any
 
 import pydantic
 import pytest
-import pytest_asyncio
 
 import statekit
 from statekit import CapabilityError, ConflictError, PluginHost, StateStore, ValidationError
@@ -34,11 +32,10 @@ from statekit.trading import (
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 
 
-@pytest_asyncio.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
-    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'state.db'}"
-    async with await statekit.open(url) as s:
-        yield s
+@pytest.fixture(params=["memory", "sqlite"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """``store`` (tests/conftest.py) on the embedded backends."""
+    return str(request.param)
 
 
 # -- models ------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from time import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 import pytest_asyncio
@@ -97,9 +97,13 @@ class BackendContract(TimeOrderContract, BadInputContract, OutageContract):
 
     # -- fixtures the backend author provides ----------------------------------------
 
-    @pytest.fixture
-    def backend(self) -> Backend:
+    @pytest_asyncio.fixture
+    async def backend(self, *fixtures: Any, **named: Any) -> AsyncIterator[Backend]:
+        """Yields an EMPTY backend, closed afterwards: each backend's test class defines
+        it, taking whichever fixtures it needs (hence this signature, which type
+        checkers let any override have)."""
         raise NotImplementedError("define an async `backend` fixture yielding an empty backend")
+        yield  # an async generator, like the fixtures that override it
 
     @pytest.fixture
     def backend_url(self) -> str | None:

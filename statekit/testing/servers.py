@@ -16,19 +16,26 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import pytest
+
+from statekit.errors import BackendUnavailable
 
 __all__ = [
     "ScriptServerControl",
     "fresh_namespace",
     "in_ci",
+    "open_or_skip",
     "require_server",
     "server_control",
     "server_url",
+    "start_hint",
 ]
+
+Opened = TypeVar("Opened")
 
 
 def in_ci() -> bool:
@@ -36,11 +43,18 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
 
-def require_server(name: str, reason: str, how_to_start: str) -> NoReturn:
+def start_hint(name: str) -> str:
+    """How statekit's own repository starts test server ``name`` and exports its URL."""
+    return f"scripts/servers.sh start {name} && set -a && . .servers/env && set +a"
+
+
+def require_server(name: str, reason: str, how_to_start: str | None = None) -> NoReturn:
     """Stop the test because server ``name`` is unreachable.
 
-    Under CI this fails the test; locally it skips with ``how_to_start``.
+    Under CI this fails the test; locally it skips with ``how_to_start`` (default:
+    :func:`start_hint`).
     """
+    how_to_start = start_hint(name) if how_to_start is None else how_to_start
     message = f"{name} is not reachable ({reason}); start it with: {how_to_start}"
     if in_ci():
         pytest.fail(f"CI=true: {message}", pytrace=False)
@@ -52,13 +66,23 @@ def server_url(name: str) -> str:
     variable = f"STATEKIT_TEST_{name.upper()}_URL"
     url = os.environ.get(variable, "").strip()
     if not url:
-        require_server(
-            name,
-            f"{variable} is not set",
-            f"scripts/servers.sh start {name} && set -a && . .servers/env && set +a "
-            "(make test does this)",
-        )
+        require_server(name, f"{variable} is not set", f"{start_hint(name)} (make test does this)")
     return url
+
+
+async def open_or_skip(
+    open_backend: Callable[[str], Awaitable[Opened]],
+    url: str,
+    name: str,
+    how_to_start: str | None = None,
+) -> Opened:
+    """``await open_backend(url)``; if server ``name`` does not answer
+    (:class:`~statekit.errors.BackendUnavailable`), stop the test with
+    :func:`require_server`: a failure under CI, locally a skip saying how to start it."""
+    try:
+        return await open_backend(url)
+    except BackendUnavailable as exc:
+        require_server(name, str(exc), how_to_start)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ keys, except in listings, which the tests compare before and after.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -31,12 +30,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
 
-from statekit.testing import fresh_namespace, server_url
+from ..conftest import fresh_store_url
 
 STARTUP_TIMEOUT = 60.0
 """Seconds a server has to answer /health; only a hung server reaches it."""
@@ -204,40 +202,17 @@ def running_server(
         return
 
 
-def with_query(url: str, **params: str) -> str:
-    """``url`` with more query parameters."""
-    glue = "&" if urlsplit(url).query else "?"
-    return url + glue + urlencode(params)
-
-
-async def _drop_postgres(url: str) -> None:
-    from statekit_postgres import PostgresBackend
-
-    async with await PostgresBackend.open(url) as backend:
-        await backend.drop_namespace(forget=True)
-
-
-def store_for(name: str, folder: Path) -> Iterator[str]:
-    """A fresh store URL of kind ``name`` (``sqlite`` or ``postgres``), removed after."""
-    if name == "sqlite":
-        yield f"sqlite:///{folder / 'api.db'}"
-        return
-    url = with_query(server_url("postgres"), namespace=fresh_namespace("api"))
-    try:
-        yield url
-    finally:
-        asyncio.run(_drop_postgres(url))
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
     """``statekit serve`` without an API key, on SQLite and on PostgreSQL."""
     folder = tmp_path_factory.mktemp(f"serve-{request.param}")
-    for url in store_for(request.param, folder):
-        with running_server(url, folder) as served:
-            yield served
+    with (
+        fresh_store_url(request.param, folder, "api") as url,
+        running_server(url, folder) as served,
+    ):
+        yield served
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,9 @@
 
 The other API tests run in the dev environment, which installs websockets for its
 test client, so they cannot see what a user with only the ``api`` extra gets. Here
-the core is installed from this repository, with ``[api]`` and nothing else, into a
-virtualenv of its own; ``statekit serve`` runs from it and a client connects to /ws.
+the core is installed from this repository (its wheel), with ``[api]`` and nothing
+else, into a virtualenv of its own; ``statekit serve`` runs from it and a client
+connects to /ws.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,9 +23,8 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-REPO = Path(__file__).resolve().parents[2]
-INSTALL_TIMEOUT = 600
-"""Seconds for creating the virtualenv and installing statekit[api] into it."""
+from ..conftest import Venv
+
 STARTUP_TIMEOUT = 60.0
 
 
@@ -45,34 +44,12 @@ def _environment() -> dict[str, str]:
     }
 
 
-def _copy_source(into: Path) -> Path:
-    """The core distribution's files (not the repository's .venv or plugins), to install."""
-    source = into / "statekit-src"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(REPO / name, source / name)
-    shutil.copytree(
-        REPO / "statekit",
-        source / "statekit",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-    )
-    return source
-
-
 @pytest.mark.slow
-def test_the_api_extra_alone_serves_websockets(tmp_path: Path) -> None:
-    venv = tmp_path / "venv"
-    bin_dir = venv / ("Scripts" if sys.platform == "win32" else "bin")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=INSTALL_TIMEOUT)
-    installed = subprocess.run(
-        [str(bin_dir / "python"), "-m", "pip", "install", "-q", f"{_copy_source(tmp_path)}[api]"],
-        capture_output=True,
-        text=True,
-        timeout=INSTALL_TIMEOUT,
-        env=_environment(),
-        check=False,
-    )
-    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+def test_the_api_extra_alone_serves_websockets(
+    venv: Venv, statekit_wheel: Path, tmp_path: Path
+) -> None:
+    venv.install(f"{statekit_wheel}[api]")  # checked: it fails when pip does
+    bin_dir = venv.bin
     library = subprocess.run(
         [
             str(bin_dir / "python"),

@@ -8,7 +8,6 @@ has run a pass on with the paper exchange; then once against a real
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -37,12 +36,7 @@ SAMPLE = re.compile(
 )
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("STATEKIT_", "TRADING_STATE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
 
 def settings_for(tmp_path: Path, **api: Any) -> Settings:

@@ -12,8 +12,6 @@ from statekit_influxdb.options import with_options
 
 from statekit.testing import fresh_namespace, require_server, server_url
 
-START_HINT = "scripts/servers.sh start influxdb && set -a && . .servers/env && set +a"
-
 
 @pytest.fixture
 def influx_url() -> str:
@@ -79,5 +77,5 @@ async def raw(influx_url: str) -> AsyncIterator[Raw]:
             async with session.get(f"{parse_url(influx_url).base_url}/ping"):
                 pass
         except aiohttp.ClientError as exc:
-            require_server("influxdb", str(exc), START_HINT)
+            require_server("influxdb", str(exc))
         yield Raw(session, influx_url)

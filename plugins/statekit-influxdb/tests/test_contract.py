@@ -12,10 +12,7 @@ import pytest
 import pytest_asyncio
 from statekit_influxdb import InfluxBackend
 
-from statekit.errors import BackendUnavailable
-from statekit.testing import BackendContract, ScriptServerControl, require_server, server_control
-
-START_HINT = "scripts/servers.sh start influxdb"
+from statekit.testing import BackendContract, ScriptServerControl, open_or_skip, server_control
 
 
 class TestInfluxBackend(BackendContract):
@@ -31,10 +28,7 @@ class TestInfluxBackend(BackendContract):
     async def backend(
         self, backend_url: str, drop: Callable[[str], Awaitable[None]]
     ) -> AsyncIterator[InfluxBackend]:
-        try:
-            backend = await InfluxBackend.open(backend_url)
-        except BackendUnavailable as exc:
-            require_server("influxdb", str(exc), START_HINT)
+        backend = await open_or_skip(InfluxBackend.open, backend_url, "influxdb")
         yield backend
         await backend.aclose()
         await drop(backend_url)

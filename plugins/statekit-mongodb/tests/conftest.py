@@ -10,10 +10,8 @@ import pytest_asyncio
 from statekit_mongodb import MongoBackend
 from statekit_mongodb.options import with_namespace
 
-from statekit.errors import BackendUnavailable
-from statekit.testing import fresh_namespace, require_server, server_url
-
-HOW_TO_START = "scripts/servers.sh start mongodb && set -a && . .servers/env && set +a"
+from statekit import testing
+from statekit.testing import fresh_namespace, server_url
 
 REAL_MONGOD = bool(os.environ.get("STATEKIT_TEST_MONGODB_URL", "").strip())
 SERVERS = ["secantus", "mongodb"] if REAL_MONGOD else ["secantus"]
@@ -35,10 +33,7 @@ def secantus_url() -> str:
 
 
 async def open_or_skip(url: str) -> MongoBackend:
-    try:
-        return await MongoBackend.open(url)
-    except BackendUnavailable as exc:
-        require_server("mongodb", str(exc), HOW_TO_START)
+    return await testing.open_or_skip(MongoBackend.open, url, "mongodb")
 
 
 async def drop(url: str) -> None:

@@ -9,10 +9,8 @@ import pytest
 import pytest_asyncio
 from statekit_postgres import PostgresBackend
 
-from statekit.errors import BackendUnavailable
-from statekit.testing import fresh_namespace, require_server, server_url
-
-HOW_TO_START = "scripts/servers.sh start postgres && set -a && . .servers/env && set +a"
+from statekit import testing
+from statekit.testing import fresh_namespace, server_url
 
 
 def with_query(url: str, **params: str) -> str:
@@ -38,10 +36,7 @@ def namespaced(pg_url: str) -> Callable[..., str]:
 
 
 async def open_or_skip(url: str) -> PostgresBackend:
-    try:
-        return await PostgresBackend.open(url)
-    except BackendUnavailable as exc:
-        require_server("postgres", str(exc), HOW_TO_START)
+    return await testing.open_or_skip(PostgresBackend.open, url, "postgres")
 
 
 async def require_postgres(url: str) -> None:

@@ -19,8 +19,6 @@ from statekit_redis.options import parse_url, with_namespace
 
 from statekit.testing import fresh_namespace, require_server, server_url
 
-START_HINT = "scripts/servers.sh start redis && set -a && . .servers/env && set +a"
-
 
 @pytest.fixture
 def redis_url() -> str:
@@ -56,7 +54,7 @@ async def raw(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         await client.ping()
     except (OSError, aioredis.ConnectionError) as exc:
         await client.aclose()
-        require_server("redis", str(exc), START_HINT)
+        require_server("redis", str(exc))
     yield client
     await client.aclose()
 

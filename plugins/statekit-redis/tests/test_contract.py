@@ -8,8 +8,7 @@ import pytest
 import pytest_asyncio
 from statekit_redis import RedisBackend
 
-from statekit.errors import BackendUnavailable
-from statekit.testing import BackendContract, ScriptServerControl, require_server, server_control
+from statekit.testing import BackendContract, ScriptServerControl, open_or_skip, server_control
 
 
 class TestRedisBackend(BackendContract):
@@ -25,10 +24,7 @@ class TestRedisBackend(BackendContract):
     async def backend(
         self, backend_url: str, drop: Callable[[str], Awaitable[None]]
     ) -> AsyncIterator[RedisBackend]:
-        try:
-            backend = await RedisBackend.open(backend_url)
-        except BackendUnavailable as exc:
-            require_server("redis", str(exc), "scripts/servers.sh start redis")
+        backend = await open_or_skip(RedisBackend.open, backend_url, "redis")
         yield backend
         await backend.aclose()
         await drop(backend_url)
