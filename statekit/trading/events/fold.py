@@ -190,31 +190,13 @@ def apply_position(
         else _ZERO
     )
     if isinstance(event, PositionOpened):
-        opening = event.payload
-        if amount != _ZERO:
-            raise _refuse(
-                f"position {symbol!r} is open ({amount}): close it before opening again",
-                key,
-                "already open",
-            )
-        _positive_price(symbol, opening.price, key)
-        if opening.amount == _ZERO:
-            raise _refuse(f"position {symbol!r}: cannot open with amount 0", key, "zero amount")
-        return Position(
-            symbol=symbol,
-            amount=opening.amount,
-            entry_price=opening.price,
-            realized_pnl=realized,
-            leverage=opening.leverage,
-            last_updated=event.at,
-        )
+        return _opened(symbol, amount, realized, event, key)
     if amount == _ZERO or position is None or position.entry_price is None:
         raise _refuse(
             f"position {symbol!r} is not open: {event.type} needs position_opened first",
             key,
             "position closed",
         )
-    entry = position.entry_price
     if isinstance(event, PositionClosed):
         price = event.payload.price
         _positive_price(symbol, price, key)
@@ -222,43 +204,76 @@ def apply_position(
             update={
                 "amount": _ZERO,
                 "entry_price": None,
-                "realized_pnl": realized + (price - entry) * amount,
+                "realized_pnl": realized + (price - position.entry_price) * amount,
                 "last_updated": event.at,
             }
         )
     if isinstance(event, PositionModified):
-        change = event.payload
-        _positive_price(symbol, change.price, key)
-        if change.amount == _ZERO:
-            raise _refuse(f"position {symbol!r}: a change of 0 changes nothing", key, "zero amount")
-        after = amount + change.amount
-        if after == _ZERO:
-            raise _refuse(
-                f"position {symbol!r}: this change closes the position: send position_closed",
-                key,
-                "modify closes",
-            )
-        if (after > _ZERO) != (amount > _ZERO):
-            raise _refuse(
-                f"position {symbol!r}: a change of {change.amount} flips {amount} to {after}: "
-                "close it, then open the other side",
-                key,
-                "flip",
-            )
-        if (change.amount > _ZERO) == (amount > _ZERO):  # grows: average the entry
-            entry = (entry * abs(amount) + change.price * abs(change.amount)) / abs(after)
-        else:  # shrinks: realize on what was taken off
-            realized += (change.price - entry) * -change.amount
-        return position.model_copy(
-            update={
-                "amount": after,
-                "entry_price": entry,
-                "realized_pnl": realized,
-                "last_updated": event.at,
-            }
-        )
+        return _modified(symbol, position, realized, event, key)
     raise _refuse(
         f"position {symbol!r}: {event.type} is not a position event", key, "not a position"
+    )
+
+
+def _opened(
+    symbol: str, amount: Decimal, realized: Decimal, event: PositionOpened, key: str | None
+) -> Position:
+    opening = event.payload
+    if amount != _ZERO:
+        raise _refuse(
+            f"position {symbol!r} is open ({amount}): close it before opening again",
+            key,
+            "already open",
+        )
+    _positive_price(symbol, opening.price, key)
+    if opening.amount == _ZERO:
+        raise _refuse(f"position {symbol!r}: cannot open with amount 0", key, "zero amount")
+    return Position(
+        symbol=symbol,
+        amount=opening.amount,
+        entry_price=opening.price,
+        realized_pnl=realized,
+        leverage=opening.leverage,
+        last_updated=event.at,
+    )
+
+
+def _modified(
+    symbol: str, position: Position, realized: Decimal, event: PositionModified, key: str | None
+) -> Position:
+    """An open position changed by a signed amount: grown (the entry averaged) or shrunk
+    (PnL realized on what was taken off); never to zero, never through it."""
+    amount, entry = position.amount, position.entry_price
+    assert amount is not None and entry is not None
+    change = event.payload
+    _positive_price(symbol, change.price, key)
+    if change.amount == _ZERO:
+        raise _refuse(f"position {symbol!r}: a change of 0 changes nothing", key, "zero amount")
+    after = amount + change.amount
+    if after == _ZERO:
+        raise _refuse(
+            f"position {symbol!r}: this change closes the position: send position_closed",
+            key,
+            "modify closes",
+        )
+    if (after > _ZERO) != (amount > _ZERO):
+        raise _refuse(
+            f"position {symbol!r}: a change of {change.amount} flips {amount} to {after}: "
+            "close it, then open the other side",
+            key,
+            "flip",
+        )
+    if (change.amount > _ZERO) == (amount > _ZERO):  # grows: average the entry
+        entry = (entry * abs(amount) + change.price * abs(change.amount)) / abs(after)
+    else:  # shrinks: realize on what was taken off
+        realized += (change.price - entry) * -change.amount
+    return position.model_copy(
+        update={
+            "amount": after,
+            "entry_price": entry,
+            "realized_pnl": realized,
+            "last_updated": event.at,
+        }
     )
 
 
