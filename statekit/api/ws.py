@@ -51,7 +51,7 @@ from statekit.api.ws_protocol import (
 )
 from statekit.backend import Capability, Record, Write
 from statekit.errors import StatekitError, ValidationError
-from statekit.store import RESERVED_PREFIX, StateStore
+from statekit.store import RESERVED_PREFIX, Retention, StateStore
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -481,7 +481,7 @@ class ChangeHub:
             self._marks += 1
             if self._marks % _PRUNE_EVERY == 0 and Capability.HISTORY in store.capabilities:
                 with contextlib.suppress(StatekitError):  # old marks are only clutter
-                    await store.backend.prune(START_KEY, record.version)
+                    await store.prune(START_KEY, Retention(before_version=record.version))
 
     async def stop(self) -> None:
         """Stop following the store and close every connection with 1001."""
