@@ -227,7 +227,8 @@ apt_bin() {  # apt_bin BINARY PACKAGE: the binary's path, installing Debian's pa
   [[ -x "/usr/sbin/$1" ]] && { echo "/usr/sbin/$1"; return; }  # not on a normal user's PATH
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     log "installing Debian's $2"
-    if ! { apt-get install -y "$2" || { apt-get update && apt-get install -y "$2"; }; } \
+    if ! { apt-get install -y --no-install-recommends "$2" \
+      || { apt-get update && apt-get install -y --no-install-recommends "$2"; }; } \
       >"$meta/apt-$2.log" 2>&1; then
       tail -n 20 "$meta/apt-$2.log" >&2
       die "apt-get install $2 failed"

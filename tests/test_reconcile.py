@@ -24,6 +24,7 @@ from statekit.trading import ExchangeOrder, Faults, OrderSide, OrderStatus, Pape
 from statekit.trading.errors import ExchangeUnavailable, FencedOff, RateLimited, ReconcileError
 from statekit.trading.idempotency import EntryStatus
 from statekit.trading.models import OrderType, TimeInForce
+from statekit.trading.plugin import ReconcilerRegistry
 from statekit.trading.reconcile import (
     ActualOrders,
     Backoff,
@@ -459,12 +460,12 @@ async def test_reconcilers_come_from_the_hook(memory: StateStore) -> None:
             registry.add("flaky", _Flaky)
 
     host = PluginHost(autoload=False, plugins=[("flaky-plugin", Plugin())])
-    assert host.reconciler_class("flaky") is _Flaky
-    assert set(host.reconcilers().names()) >= {"orders", "positions", "flaky"}
+    assert host.find(ReconcilerRegistry, "flaky") is _Flaky
+    assert set(host.registry(ReconcilerRegistry).names()) >= {"orders", "positions", "flaky"}
     engine = ReconcileEngine(memory, exchange(), reconcilers=["flaky"], host=host)
     assert [r.name for r in engine.reconcilers] == ["flaky"]
     with pytest.raises(PluginError, match="no reconciler named 'nope'"):
-        host.reconciler_class("nope")
+        host.find(ReconcilerRegistry, "nope")
 
 
 async def test_metrics_are_stored_and_exported(memory: StateStore) -> None:
