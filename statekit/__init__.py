@@ -21,7 +21,8 @@ from statekit.errors import (
 )
 from statekit.hookspecs import hookimpl, hookspec
 from statekit.host import PluginHost
-from statekit.store import Retention, StateStore, Watch, open
+from statekit.opening import open
+from statekit.store import Retention, StateStore, Watch
 
 if TYPE_CHECKING:
     from statekit.trading.errors import (

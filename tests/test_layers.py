@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = {
     "statekit.backend",
     "statekit.store",
+    "statekit.opening",
     "statekit.host",
     "statekit.registry",
     "statekit.hookspecs",

@@ -29,9 +29,10 @@ from statekit.errors import (
 )
 from statekit.hookspecs import hookimpl
 from statekit.host import PluginHost
+from statekit.opening import backend_class_for
 from statekit.redact import redact_url
 from statekit.registry import SchemeRegistry
-from statekit.store import STORE_ID_KEY, backend_class_for
+from statekit.store import STORE_ID_KEY
 from statekit.tiered.backend import TieredBackend
 from statekit.tiered.cache import ReadCache
 from statekit.tiered.journal import FallbackJournal
