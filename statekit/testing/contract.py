@@ -23,51 +23,28 @@ Every test goes through a wrapper that fails when a driver exception (not a
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from time import time
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from statekit.backend import ANY, JSON, Backend, Capability, Record, Write
 from statekit.errors import (
-    BackendError,
-    BackendUnavailable,
     CapabilityError,
     ConflictError,
     HistoryUnavailable,
-    StatekitError,
 )
 from statekit.store import Retention, StateStore
-from statekit.testing import _workers
 from statekit.testing._capabilities import needs
 from statekit.testing._guard import GuardedBackend
+from statekit.testing.durability import DurabilityContract, ServerControl, _bump
 from statekit.testing.history import TimeOrderContract
 from statekit.testing.inputs import BadInputContract
 from statekit.testing.outage import OutageContract
 
-
-class ServerControl(Protocol):
-    """What the restart test needs from a server fixture."""
-
-    def stop(self) -> None: ...
-
-    def start(self) -> None: ...
-
-
 __all__ = ["BackendContract"]
-
-PROCESSES = 4
-INCREMENTS_PER_PROCESS = 500
-
-
-def _bump(value: JSON) -> JSON:
-    assert value is None or isinstance(value, int)
-    return (value or 0) + 1
 
 
 async def _collect(it: AsyncIterator[Record], count: int, within: float = 10.0) -> list[Record]:
@@ -83,17 +60,12 @@ async def _collect(it: AsyncIterator[Record], count: int, within: float = 10.0) 
     return out
 
 
-class BackendContract(TimeOrderContract, BadInputContract, OutageContract):
+class BackendContract(TimeOrderContract, BadInputContract, OutageContract, DurabilityContract):
     """Contract tests for a :class:`statekit.backend.Backend`.
 
     Provide the ``backend`` fixture (an async fixture yielding an EMPTY backend)
     and, when other processes can open the same store, ``backend_url``.
     """
-
-    increments_per_process: int = INCREMENTS_PER_PROCESS
-    """``update()`` increments each of the :data:`PROCESSES` processes makes in
-    ``test_concurrent_processes_never_lose_an_update``; lower it for a test server that
-    is slow by nature (one that is not what users run), and say why."""
 
     # -- fixtures the backend author provides ----------------------------------------
 
@@ -264,53 +236,6 @@ class BackendContract(TimeOrderContract, BadInputContract, OutageContract):
         await asyncio.gather(*(worker() for _ in range(8)))
         counter = await store.get("counter")
         assert counter is not None and counter.data == 200 and counter.version == 200
-
-    @pytest.mark.asyncio
-    async def test_concurrent_processes_never_lose_an_update(
-        self, store: StateStore, backend_url: str | None
-    ) -> None:
-        """4 processes x 500 update() increments of one key end at exactly 2000
-        (``increments_per_process`` sets the 500).
-
-        A backend that only lives inside one process (``backend_url`` is None)
-        runs the same load as 4 tasks.
-        """
-        self.needs(store, Capability.COMPARE_AND_SET)
-        if backend_url is None:
-
-            async def worker() -> None:
-                for _ in range(self.increments_per_process):
-                    await store.update("shared", _bump)
-
-            await asyncio.gather(*(worker() for _ in range(PROCESSES)))
-        else:
-            start_at = time() + 2.0
-            with ProcessPoolExecutor(
-                PROCESSES, mp_context=multiprocessing.get_context("spawn")
-            ) as pool:
-                futures = [
-                    asyncio.wrap_future(
-                        pool.submit(
-                            _workers.increment,
-                            backend_url,
-                            "shared",
-                            self.increments_per_process,
-                            start_at,
-                        )
-                    )
-                    for _ in range(PROCESSES)
-                ]
-                done = await asyncio.gather(*futures)
-            assert sum(done) == PROCESSES * self.increments_per_process
-        final = await store.get("shared")
-        total = PROCESSES * self.increments_per_process
-        assert final is not None and final.data == total and final.version == total
-        if Capability.HISTORY in store.capabilities:
-            versions = [
-                r.version
-                for r in await store.history("shared", limit=total + 10, newest_first=False)
-            ]
-            assert versions == list(range(1, total + 1))
 
     # -- history ----------------------------------------------------------------------------
 
@@ -515,86 +440,12 @@ class BackendContract(TimeOrderContract, BadInputContract, OutageContract):
             with pytest.raises(CapabilityError):
                 await store.backend.watch("")
 
-    @pytest.mark.asyncio
-    async def test_durable_data_survives_reopening(
-        self, store: StateStore, backend_url: str | None
-    ) -> None:
-        if Capability.DURABLE not in store.capabilities or backend_url is None:
-            pytest.skip(f"{store.backend.name} is not durable or has no URL to reopen")
-        import statekit
-
-        await store.put("durable", {"kept": True})
-        async with await statekit.open(backend_url) as again:
-            got = await again.get("durable")
-            assert got is not None and got.data == {"kept": True}
-
     # -- errors -----------------------------------------------------------------------------
-
-    @pytest.mark.asyncio
-    async def test_a_closed_backend_raises_statekit_errors_only(
-        self, store: StateStore, guarded: GuardedBackend
-    ) -> None:
-        await store.put("k", 1)
-        await guarded.aclose()
-        await guarded.aclose()  # twice is harmless
-        calls: list[Awaitable[object]] = [
-            guarded.append([Write("k", 2)], datetime.now(UTC)),
-            guarded.latest(["k"]),
-            guarded.read("k"),
-            guarded.prune("k", 1),
-            guarded.health(),
-        ]
-        for call in calls:
-            with pytest.raises(BackendError):
-                await call
-        with pytest.raises(StatekitError):
-            async for _ in guarded.scan():
-                pass
 
     @pytest.mark.asyncio
     async def test_writes_with_any_expect_need_no_capability(self, store: StateStore) -> None:
         record = await store.put("plain", 1, expect=ANY)
         assert record.version == 1
-
-    @pytest.mark.asyncio
-    async def test_server_restart_mid_run(
-        self, store: StateStore, server: ServerControl | None
-    ) -> None:
-        """While the server is down calls fail with BackendUnavailable (retryable);
-        once it is back they work again by themselves, and no partial write shows."""
-        if server is None:
-            pytest.skip(f"{store.backend.name} has no server to restart here")
-        await store.put("restart/a", 1)
-        await asyncio.to_thread(server.stop)
-        try:
-            calls: list[Callable[[], Awaitable[object]]] = [
-                lambda: store.put("restart/a", 2),
-                lambda: store.get("restart/a"),
-            ]
-            if Capability.ATOMIC_BATCH in store.capabilities:
-                calls.append(lambda: store.batch([Write("restart/a", 3), Write("restart/b", 3)]))
-            else:
-                calls.append(lambda: store.put("restart/b", 3))
-            for call in calls:
-                with pytest.raises(BackendUnavailable) as err:
-                    await call()
-                assert err.value.retryable
-        finally:
-            await asyncio.to_thread(server.start)
-        deadline = asyncio.get_running_loop().time() + 30
-        while True:
-            try:
-                head = await store.get("restart/a")
-                break
-            except BackendUnavailable:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
-        assert head is not None and (head.version, head.data) == (1, 1)
-        assert await store.get("restart/b") is None
-        cas = Capability.COMPARE_AND_SET in store.capabilities
-        again = await store.put("restart/a", 4, expect=1 if cas else ANY)
-        assert again.version == 2
 
     @pytest.mark.asyncio
     async def test_replicate_copies_versions_as_given(self, store: StateStore) -> None:
