@@ -143,29 +143,7 @@ async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, No
         yield await measure("influxdb", put, config.rounds)
 
         batches = max(1, config.n // REPLICATE_BATCH)
-        versions = 0
-        epoch = datetime.now(UTC)
-
-        def next_records() -> list[list[Record]]:
-            # Fresh versions each round, as a mirror receives them from its primary.
-            nonlocal versions
-            groups = []
-            for _ in range(batches):
-                group = []
-                for i in range(REPLICATE_BATCH):
-                    versions += 1
-                    group.append(
-                        Record(
-                            key=keys[i % len(keys)],
-                            version=versions,
-                            kind="state",
-                            data=sample_value(versions),
-                            meta={},
-                            at=epoch + timedelta(microseconds=versions),
-                        )
-                    )
-                groups.append(group)
-            return groups
+        next_records = _Versions(keys, batches).next
 
         async def raw_replicate() -> float:
             groups = next_records()
@@ -194,6 +172,34 @@ async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, No
             ),
             config.rounds,
         )
+
+
+class _Versions:
+    """Fresh versions for each replicate round, as a mirror receives them from its primary."""
+
+    def __init__(self, keys: list[str], batches: int) -> None:
+        self.keys, self.batches = keys, batches
+        self.versions = 0
+        self.epoch = datetime.now(UTC)
+
+    def next(self) -> list[list[Record]]:
+        groups = []
+        for _ in range(self.batches):
+            group = []
+            for i in range(REPLICATE_BATCH):
+                self.versions += 1
+                group.append(
+                    Record(
+                        key=self.keys[i % len(self.keys)],
+                        version=self.versions,
+                        kind="state",
+                        data=sample_value(self.versions),
+                        meta={},
+                        at=self.epoch + timedelta(microseconds=self.versions),
+                    )
+                )
+            groups.append(group)
+        return groups
 
 
 def _micros(at: datetime) -> int:

@@ -21,6 +21,7 @@ import json
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -38,6 +39,7 @@ from statekit.bench import (
     measure,
     server_url,
 )
+from statekit.store import StateStore
 from statekit_postgres import queries
 from statekit_postgres.backend import PostgresBackend
 from statekit_postgres.options import PostgresOptions
@@ -91,52 +93,71 @@ class _RawWriter:
         )
 
 
-async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
-    """``put``, ``batch`` and ``concurrent`` through statekit next to raw asyncpg."""
+@dataclass
+class _Sides:
+    """What one run compares: statekit's store and the hand-written asyncpg side."""
+
+    store: StateStore
+    raw: _RawWriter
+    raw_conn: Any
+    raw_pool: Any
+    held: list[Any]
+    spread: list[StateStore]
+    detail: dict[str, JSON]
+
+
+async def _sides(stack: AsyncExitStack, config: BenchConfig) -> _Sides:
     url = server_url(config, "postgres")
     tag = uuid.uuid4().hex[:12]
     statekit_url = _with_namespace(url, f"bench_sk_{tag}")
     raw_url = _with_namespace(url, f"bench_raw_{tag}")
     raw_options = PostgresOptions.parse(raw_url)
-    async with AsyncExitStack() as stack:
-        # Dropped last, after every connection below is closed.
-        for namespace_url in (statekit_url, raw_url):
-            stack.push_async_callback(_drop, namespace_url)
-        store = await stack.enter_async_context(await statekit.open(statekit_url))
-        backend = store.backend
-        assert isinstance(backend, PostgresBackend)
-        pool_size = config.writers
-        # The raw side connects with statekit's own settings (application_name,
-        # timeouts), so the server treats both alike.
-        raw_conn = await asyncpg.connect(**raw_options.connect_kwargs())
-        stack.push_async_callback(raw_conn.close)
-        # concurrent: the pool as asyncpg makes it by default, and as a floor, one
-        # connection held by each writer (no pool in the way at all).
-        raw_pool = await asyncpg.create_pool(
-            min_size=pool_size, max_size=pool_size, **raw_options.connect_kwargs()
-        )
-        stack.push_async_callback(raw_pool.close)
-        held = [await asyncpg.connect(**raw_options.connect_kwargs()) for _ in range(pool_size)]
-        for conn in held:
-            stack.push_async_callback(conn.close)
-        raw = _RawWriter(raw_options.namespace)
-        # The reference "spread": the same 8 writers, each in a namespace of its own,
-        # to show what sharing one namespace's commit counter costs.
-        spread_urls = [_with_namespace(url, f"bench_sk_{tag}_w{w}") for w in range(pool_size)]
-        spread = []
-        for spread_url in spread_urls:
-            stack.push_async_callback(_drop, spread_url)
-            spread.append(await stack.enter_async_context(await statekit.open(spread_url)))
+    # Dropped last, after every connection below is closed.
+    for namespace_url in (statekit_url, raw_url):
+        stack.push_async_callback(_drop, namespace_url)
+    store = await stack.enter_async_context(await statekit.open(statekit_url))
+    backend = store.backend
+    assert isinstance(backend, PostgresBackend)
+    pool_size = config.writers
+    # The raw side connects with statekit's own settings (application_name,
+    # timeouts), so the server treats both alike.
+    raw_conn = await asyncpg.connect(**raw_options.connect_kwargs())
+    stack.push_async_callback(raw_conn.close)
+    # concurrent: the pool as asyncpg makes it by default, and as a floor, one
+    # connection held by each writer (no pool in the way at all).
+    raw_pool = await asyncpg.create_pool(
+        min_size=pool_size, max_size=pool_size, **raw_options.connect_kwargs()
+    )
+    stack.push_async_callback(raw_pool.close)
+    held = [await asyncpg.connect(**raw_options.connect_kwargs()) for _ in range(pool_size)]
+    for conn in held:
+        stack.push_async_callback(conn.close)
+    # The reference "spread": the same 8 writers, each in a namespace of its own,
+    # to show what sharing one namespace's commit counter costs.
+    spread = []
+    for w in range(pool_size):
+        spread_url = _with_namespace(url, f"bench_sk_{tag}_w{w}")
+        stack.push_async_callback(_drop, spread_url)
+        spread.append(await stack.enter_async_context(await statekit.open(spread_url)))
+    sync_sk = (await backend.health()).detail["synchronous_commit"]
+    sync_raw = await raw_conn.fetchval("SHOW synchronous_commit")
+    if sync_sk != sync_raw:
+        raise RuntimeError(f"raw side runs synchronous_commit={sync_raw}, statekit {sync_sk}")
+    detail: dict[str, JSON] = {
+        "durability": f"synchronous_commit={sync_raw}",
+        "server_version": str(await raw_conn.fetchval("SHOW server_version")),
+        "keys": config.keys,
+    }
+    raw = _RawWriter(raw_options.namespace)
+    return _Sides(store, raw, raw_conn, raw_pool, held, spread, detail)
 
-        sync_sk = (await backend.health()).detail["synchronous_commit"]
-        sync_raw = await raw_conn.fetchval("SHOW synchronous_commit")
-        if sync_sk != sync_raw:
-            raise RuntimeError(f"raw side runs synchronous_commit={sync_raw}, statekit {sync_sk}")
-        detail: dict[str, JSON] = {
-            "durability": f"synchronous_commit={sync_raw}",
-            "server_version": str(await raw_conn.fetchval("SHOW server_version")),
-            "keys": config.keys,
-        }
+
+async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
+    """``put``, ``batch`` and ``concurrent`` through statekit next to raw asyncpg."""
+    async with AsyncExitStack() as stack:
+        sides = await _sides(stack, config)
+        store, raw, raw_conn, raw_pool = sides.store, sides.raw, sides.raw_conn, sides.raw_pool
+        held, spread, detail, pool_size = sides.held, sides.spread, sides.detail, config.writers
 
         plan = Plan([f"bench/{i}" for i in range(config.keys)])
         batch_keys = [f"bench/batch/{i}" for i in range(BATCH_SIZE)]
