@@ -26,9 +26,10 @@ from statekit.backend import (
     dumps,
     next_at,
 )
-from statekit.codec import loads, url_options
+from statekit.codec import loads
 from statekit.errors import BackendError
 from statekit.hookspecs import hookimpl
+from statekit.kit.url import StoreUrl
 from statekit.registry import BackendRegistry
 
 __all__ = ["MemoryBackend"]
@@ -77,7 +78,8 @@ class MemoryBackend(Backend):
 
     @classmethod
     async def open(cls, url: str = "memory://") -> Self:
-        url_options(url, frozenset(), backend="memory")  # it has none: refuse a misspelt one
+        # It has no options: a misspelt one is refused, as by every backend.
+        StoreUrl.parse(url, backend="memory", schemes=("memory",))
         return cls()
 
     def _check_open(self) -> None:

@@ -28,12 +28,13 @@ from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
 from statekit.backend import Backend, Capability, Health, Record, Write, check_expect, dumps
-from statekit.codec import from_micros, prefix_end, redact_url, to_micros, url_options
+from statekit.codec import from_micros, prefix_end, to_micros
 from statekit.errors import BackendError, ConfigError, StatekitError
 from statekit.hookspecs import hookimpl
 from statekit.kit.follow import CommitFollower
 from statekit.kit.guard import DriverGuard
 from statekit.kit.records import record as row_record
+from statekit.kit.url import StoreUrl
 from statekit.registry import BackendRegistry
 from statekit.worker import Worker
 
@@ -188,30 +189,26 @@ class SqliteBackend(Backend):
 
     @classmethod
     async def open(cls, url: str) -> Self:
-        parts = urlsplit(url)
-        shown = redact_url(url)
+        u = StoreUrl.parse(url, backend="sqlite", schemes=("sqlite",), options=_URL_OPTIONS)
+        parts = urlsplit(url)  # the path as given: a file name keeps its %-escapes
         if parts.netloc:
             raise ConfigError(
-                f"sqlite URL {shown!r} has a host part; write sqlite:///relative.db "
+                f"sqlite URL {u.shown!r} has a host part; write sqlite:///relative.db "
                 "or sqlite:////absolute/path.db",
                 source="url",
             )
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         if not path or path == ":memory:":
             raise ConfigError(
-                f"sqlite URL {shown!r} names no file; use memory:// for a store in memory",
+                f"sqlite URL {u.shown!r} names no file; use memory:// for a store in memory",
                 source="url",
             )
-        options = url_options(url, _URL_OPTIONS, backend="sqlite")
-        try:
-            backend = cls(
-                path,
-                synchronous=options.get("synchronous", "full"),
-                busy_timeout=float(options.get("busy_timeout", 30)),
-                poll_interval=float(options.get("poll_interval", 0.05)),
-            )
-        except ValueError as exc:
-            raise ConfigError(f"bad sqlite URL option in {shown!r}: {exc}", source="url") from exc
+        backend = cls(
+            path,
+            synchronous=u.text("synchronous", "full"),  # checked (any case) by the constructor
+            busy_timeout=u.seconds("busy_timeout", 30.0),
+            poll_interval=u.seconds("poll_interval", 0.05, zero=False),
+        )
         try:
             await backend._run_writer(backend._setup_writer)
             await backend._run_reader(backend._setup_reader)
