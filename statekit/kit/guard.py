@@ -18,7 +18,7 @@ URL with its secrets masked, and driver text is scrubbed of them too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from statekit.errors import BackendError, BackendUnavailable, StatekitError
@@ -46,6 +46,8 @@ class DriverGuard:
         redacted form is ever shown, and its secrets are scrubbed from driver text.
     :param errors: the exception types a driver call may raise; others pass through.
     :param translate: the backend's own classification (see :data:`Translate`).
+    :param label: how messages name what is guarded (default: ``backend``).
+    :param secrets: more text to mask in messages (credentials given apart from the URL).
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class DriverGuard:
         errors: tuple[type[BaseException], ...] = (OSError,),
         translate: Translate = _default,
         label: str | None = None,
+        secrets: Iterable[str] = (),
     ) -> None:
         self.backend = backend
         self.label = label or backend
@@ -63,7 +66,7 @@ class DriverGuard:
         self.shown = redact_url(url) if "://" in url else url
         self.errors = errors
         self._translate = translate
-        self._redactor = Redactor(urls=[url] if "://" in url else [])
+        self._redactor = Redactor(secrets, urls=[url] if "://" in url else [])
         self.closed = False
 
     @property
