@@ -92,9 +92,13 @@ class DriverGuard:
 
     # -- translation ---------------------------------------------------------------
 
+    def scrub(self, text: str) -> str:
+        """``text`` with the URL's secrets (and ``secrets``) masked."""
+        return self._redactor.text(text)
+
     def detail(self, exc: BaseException) -> str:
         """A driver exception's message on one line, secrets masked, long text cut."""
-        text = self._redactor.text(str(exc).replace("\n", " "))
+        text = self.scrub(str(exc).replace("\n", " "))
         return text[:MAX_TEXT] + "..." if len(text) > MAX_TEXT else text
 
     def text(self, exc: BaseException) -> str:
