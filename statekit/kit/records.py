@@ -72,16 +72,19 @@ def decoded(
     microseconds, ISO 8601 text or a datetime; otherwise SerializationError naming the
     key, the backend and (``where``: a file, a collection) where it was read.
     """
-    if type(version) is not int:
+    if not isinstance(version, int) or isinstance(version, bool):
         raise _bad(key, "its version is not an integer", backend, where)
     if not isinstance(kind, str):
         raise _bad(key, "its kind is not a string", backend, where)
     if not isinstance(meta, dict):
         raise _bad(key, "its meta is not a JSON object", backend, where)
-    if type(at) is not int and not isinstance(at, str | datetime):
+    if isinstance(at, bool) or not isinstance(at, int | str | datetime):
         raise _bad(key, "its time is not microseconds or ISO 8601 text", backend, where)
     try:
-        return Record(key, version, kind, data, meta, utc(at))
+        # int(): a driver's own integer type (BSON's Int64) becomes a plain int.
+        return Record(
+            key, int(version), kind, data, meta, utc(int(at) if isinstance(at, int) else at)
+        )
     except (ValueError, OverflowError) as exc:
         raise _bad(key, f"its time {at!r:.40} is out of range ({exc})", backend, where) from None
 
