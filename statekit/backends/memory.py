@@ -23,12 +23,12 @@ from statekit.backend import (
     Record,
     Write,
     check_expect,
-    dumps,
     next_at,
 )
 from statekit.codec import loads
 from statekit.errors import BackendError
 from statekit.hookspecs import hookimpl
+from statekit.kit.records import stored
 from statekit.kit.url import StoreUrl
 from statekit.registry import BackendRegistry
 
@@ -122,8 +122,8 @@ class MemoryBackend(Backend):
                     bisect.insort(self._keys, r.key)
                 if any(s.version == r.version for s in history):
                     continue  # already copied: replicate is idempotent
-                data = None if r.data is None else dumps(r.data)
-                history.append(_Stored(r.version, r.kind, data, dumps(dict(r.meta)), r.at))
+                _, version, kind, data, meta, _ = stored(r)
+                history.append(_Stored(version, kind, data, meta, r.at))
                 history.sort(key=lambda s: s.version)
                 self._heads[r.key] = max(self._heads.get(r.key, 0), r.version)
 

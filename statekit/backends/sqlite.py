@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
-from statekit.backend import Backend, Capability, Health, Record, Write, check_expect, dumps
+from statekit.backend import Backend, Capability, Health, Record, Write, check_expect
 from statekit.codec import from_micros, prefix_end, to_micros
 from statekit.errors import BackendError, ConfigError, StatekitError
 from statekit.hookspecs import hookimpl
 from statekit.kit.follow import CommitFollower
 from statekit.kit.guard import DriverGuard
+from statekit.kit.records import appended, stored
 from statekit.kit.records import record as row_record
 from statekit.kit.url import StoreUrl
 from statekit.registry import BackendRegistry
@@ -362,26 +363,11 @@ class SqliteBackend(Backend):
             raise
 
     async def replicate(self, records: Sequence[Record]) -> None:
-        rows = [
-            (
-                r.key,
-                r.version,
-                r.kind,
-                None if r.data is None else dumps(r.data),
-                dumps(dict(r.meta)),
-                to_micros(r.at),
-            )
-            for r in records
-        ]
-        await self._run_writer(self._replicate_sync, rows)
+        await self._run_writer(self._replicate_sync, [stored(r) for r in records])
 
     async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
         versions, stamped = await self._run_writer(self._append_sync, writes)
-        at = from_micros(stamped)
-        return [
-            Record(w.key, version, w.kind, w.data, dict(w.meta), at)
-            for w, version in zip(writes, versions, strict=True)
-        ]
+        return appended(writes, versions, from_micros(stamped))
 
     def _read_sync(
         self, key: str, after: int, before: int | None, limit: int | None, newest_first: bool

@@ -18,7 +18,7 @@ from typing import Any
 from statekit.backend import Record, Write, dumps
 from statekit.codec import from_micros, to_micros
 from statekit.errors import SerializationError
-from statekit.kit import from_document
+from statekit.kit import from_document, stored
 
 __all__ = ["Entry", "at_text", "decode", "encode_record", "encode_write", "entry_of", "pretty"]
 
@@ -61,12 +61,12 @@ def encode_write(write: Write, version: int, at: int) -> Entry:
 
 def encode_record(record: Record) -> Entry:
     """The entry of a record given whole (replicate)."""
-    meta = dumps(dict(record.meta)) if record.meta else "{}"
+    key, version, kind, data, meta, at = stored(record)
     text = (
-        f'{{"key":{dumps(record.key)},"version":{record.version},"kind":{dumps(record.kind)},'
-        f'"at":"{at_text(record.at)}","meta":{meta},"data":{dumps(record.data)}}}'
+        f'{{"key":{dumps(key)},"version":{version},"kind":{dumps(kind)},'
+        f'"at":"{at_text(record.at)}","meta":{meta},"data":{"null" if data is None else data}}}'
     )
-    return Entry(record.version, record.data is not None, record.kind, text, to_micros(record.at))
+    return Entry(version, data is not None, kind, text, at)
 
 
 def _parse(text: str, where: str) -> Any:

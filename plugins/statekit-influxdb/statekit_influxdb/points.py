@@ -26,9 +26,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from statekit.backend import Record
-from statekit.codec import dumps, to_micros
 from statekit.errors import SerializationError
-from statekit.kit import record
+from statekit.kit import record, stored
 
 __all__ = [
     "FIELDS",
@@ -102,9 +101,7 @@ def line(
 
 def record_line(head: str, record: Record) -> str:
     """A stored record as a point, exactly (what ``replicate`` writes)."""
-    data = None if record.data is None else dumps(record.data)
-    meta = dumps(dict(record.meta)) if record.meta else "{}"
-    return line(head, record.key, record.version, record.kind, data, meta, to_micros(record.at))
+    return line(head, *stored(record))
 
 
 def record_from_row(key: str, row: Sequence[Any], *, backend: str) -> Record:

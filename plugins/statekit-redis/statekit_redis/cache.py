@@ -23,9 +23,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from statekit.backend import JSON, Health, Record, dumps
-from statekit.codec import to_micros
+from statekit.backend import JSON, Health, Record
 from statekit.errors import ConfigError
+from statekit.kit import stored
 from statekit.tiered import SharedCache
 from statekit_redis.layout import check_namespace, decode, record_text, tail
 from statekit_redis.options import parse_url
@@ -51,9 +51,8 @@ def encode(head: Record | None) -> bytes | str:
     """The cached text of ``head`` (None: the key has no head)."""
     if head is None:
         return ABSENT
-    data = None if head.data is None else dumps(head.data)
-    meta = dumps(dict(head.meta)) if head.meta else "{}"
-    return record_text(head.version, to_micros(head.at), tail(head.kind, meta, data))
+    _, version, kind, data, meta, at = stored(head)
+    return record_text(version, at, tail(kind, meta, data))
 
 
 class RedisCache(SharedCache):
