@@ -115,6 +115,8 @@ def test_store_url_for_the_driver_and_for_tools() -> None:
     assert parse("acme://h/db").boolean("mode", True) is True
     with pytest.raises(ConfigError, match="mode='maybe' must be true or false"):
         parse("acme://h/db?mode=maybe").boolean("mode", False)
+    assert with_options("pg:///db?host=h", namespace="n") == "pg:///db?host=h&namespace=n"
+    assert with_options("file:rel/dir", x="1") == "file:rel/dir?x=1"
     assert parse(with_options(URL, namespace="desk2", pool_max="5")).options == {
         "namespace": "desk2",
         "pool_max": "5",
@@ -152,9 +154,14 @@ def test_driver_guard_labels_and_failures() -> None:
     assert isinstance(error.__cause__, ConnectionResetError)
     other = RuntimeError("not a driver error")
     assert guard.failure(other) is other
-    with pytest.raises(BackendError, match="the backend is closed") as closed, guard.calls():
-        guard.close()  # while the call runs: its error says why
-        raise OSError("the pool is closed")
+
+    def closed_while_calling() -> None:
+        with guard.calls():
+            guard.close()  # while the call runs: its error says why
+            raise OSError("the pool is closed")
+
+    with pytest.raises(BackendError, match="the backend is closed") as closed:
+        closed_while_calling()
     assert isinstance(closed.value.__cause__, OSError)
 
 

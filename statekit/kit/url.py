@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from statekit.codec import DEFAULT_NAMESPACE, check_namespace
 from statekit.errors import ConfigError
@@ -51,10 +51,11 @@ def _pairs(query: str) -> list[tuple[str, str | None]]:
 
 def with_options(url: str, **options: str) -> str:
     """``url`` with the given query options set (replacing any it had, the others kept in
-    order): a test's fresh ``namespace``, a tool's ``create=false``."""
-    parts = urlsplit(url)
-    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in options]
-    return urlunsplit(parts._replace(query=urlencode([*kept, *options.items()])))
+    order): a test's fresh ``namespace``, a tool's ``create=false``. The rest of the URL
+    stays as written (``postgresql:///db?host=/socket`` keeps its ``//``)."""
+    base, _, query = url.partition("?")
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in options]
+    return f"{base}?{urlencode([*kept, *options.items()])}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
-from urllib.parse import urlsplit, urlunsplit
 
 from pymongo.common import URI_OPTIONS_ALIAS_MAP, URI_OPTIONS_VALIDATOR_MAP
 
@@ -205,5 +204,7 @@ class MongoOptions:
 def with_namespace(url: str, namespace: str) -> str:
     """``url`` with its ``namespace`` replaced (a bad URL is a ConfigError here)."""
     check_namespace(namespace, MongoOptions.parse(url).shown)
-    parts = urlsplit(url)  # PyMongo wants the "/" before the options
-    return with_options(urlunsplit(parts._replace(path=parts.path or "/")), namespace=namespace)
+    base, mark, query = url.partition("?")
+    if "/" not in base.split("://", 1)[1]:
+        base += "/"  # PyMongo wants the "/" before the options
+    return with_options(base + mark + query, namespace=namespace)

@@ -23,7 +23,6 @@ from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -38,6 +37,7 @@ from statekit.bench import (
     measure,
     server_url,
 )
+from statekit.kit import with_options
 from statekit_postgres import queries
 from statekit_postgres.backend import PostgresBackend
 from statekit_postgres.options import PostgresOptions
@@ -56,9 +56,7 @@ def _compact(value: JSON) -> str:
 def _with_namespace(url: str, namespace: str) -> str:
     """``url`` with its namespace replaced (a bad URL is a ConfigError here)."""
     PostgresOptions.parse(url)
-    base, _, query = url.partition("?")
-    pairs = [(n, v) for n, v in parse_qsl(query, keep_blank_values=True) if n != "namespace"]
-    return f"{base}?{urlencode([*pairs, ('namespace', namespace)])}"
+    return with_options(url, namespace=namespace)
 
 
 class _RawWriter:
