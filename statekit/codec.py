@@ -14,7 +14,6 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from statekit.backend import JSON, dumps
 from statekit.errors import ConfigError, SerializationError, ValidationError
@@ -41,7 +40,6 @@ __all__ = [
     "prefix_end",
     "redact_url",
     "to_micros",
-    "url_options",
 ]
 
 MAX_KEY_LENGTH = 512
@@ -371,28 +369,3 @@ def prefix_end(prefix: str) -> str | None:
                 nxt = 0xE000
             return "".join(chars) + chr(nxt)
     return None
-
-
-def url_options(url: str, allowed: frozenset[str], *, backend: str) -> dict[str, str]:
-    """The ``?name=value`` options of store URL ``url``.
-
-    ConfigError for an option not in ``allowed``, one given twice or one without
-    ``=``: a misspelt option fails at open() instead of being ignored.
-    """
-    shown = redact_url(url)
-    try:
-        pairs = parse_qsl(urlsplit(url).query, keep_blank_values=True)
-    except ValueError as exc:
-        raise ConfigError(f"{backend} URL {shown!r} is malformed: {exc}", source="url") from None
-    options: dict[str, str] = {}
-    for name, value in pairs:
-        if name not in allowed:
-            known = ", ".join(sorted(allowed)) or "none"
-            raise ConfigError(
-                f"unknown {backend} URL option {name!r} in {shown!r}; its options: {known}",
-                source="url",
-            )
-        if name in options:
-            raise ConfigError(f"{backend} URL {shown!r} gives {name} twice", source="url")
-        options[name] = value
-    return options

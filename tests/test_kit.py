@@ -13,7 +13,17 @@ import pytest
 
 from statekit.backend import Record
 from statekit.errors import BackendError, BackendUnavailable, ConfigError, SerializationError
-from statekit.kit import CommitFollower, DriverGuard, StoreUrl, Watchers, record, stored
+from statekit.kit import (
+    CommitFollower,
+    DriverGuard,
+    Fields,
+    StoreUrl,
+    Watchers,
+    from_document,
+    record,
+    stored,
+    with_options,
+)
 
 URL = "acme://bot:s3cret@db.example:7000/main?namespace=desk1&pool_max=4&sslmode=require"
 
@@ -94,6 +104,89 @@ def test_records_from_rows_of_bytes_and_micros() -> None:
     assert stored(rec) == ("ké", 3, "order", '{"a":1}', "{}", 1_000_001)
     with pytest.raises(SerializationError):
         record("k", 1, "x", None, "[1]", datetime(2026, 1, 1), backend="acme")
+
+
+def test_store_url_for_the_driver_and_for_tools() -> None:
+    url = parse(URL + "&mode=b")
+    assert url.driver_url() == "acme://bot:s3cret@db.example:7000/main?sslmode=require"
+    assert url.driver_url(scheme="x", drop=("sslmode",)) == "x://bot:s3cret@db.example:7000/main"
+    assert parse("acme://h?sslmode=a").driver_url(empty_path="/") == "acme://h/?sslmode=a"
+    assert parse("acme://h/db?mode=on").boolean("mode", False) is True
+    assert parse("acme://h/db").boolean("mode", True) is True
+    with pytest.raises(ConfigError, match="mode='maybe' must be true or false"):
+        parse("acme://h/db?mode=maybe").boolean("mode", False)
+    assert with_options("pg:///db?host=h", namespace="n") == "pg:///db?host=h&namespace=n"
+    assert with_options("file:rel/dir", x="1") == "file:rel/dir?x=1"
+    assert parse(with_options(URL, namespace="desk2", pool_max="5")).options == {
+        "namespace": "desk2",
+        "pool_max": "5",
+    }
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("acme:///db", "names no host"),
+        ("acme://u:pw@/db", "names no host"),
+        ("other://h/db", "is not an acme URL: it must start with acme:// or acmes://"),
+        ("acme://h/db?colour", "unknown acme URL option 'colour'"),
+        ("acme://h/db?mode", "option 'mode' has no '=value'"),
+        ("acme://h/db?tls=1", "the driver's: sslmode"),
+    ],
+)
+def test_store_url_needs_a_host_and_names_unknown_options(url: str, named: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        StoreUrl.parse(
+            url,
+            backend="acme",
+            schemes=("acme", "acmes"),
+            options=("mode",),
+            driver_options=("sslmode",),
+            needs_host=True,
+        )
+    assert named in str(err.value) and ":pw@" not in str(err.value)
+
+
+def test_driver_guard_labels_and_failures() -> None:
+    guard = DriverGuard("acme", URL, errors=(OSError,), label="acme cache")
+    error = guard.failure(ConnectionResetError("reset"))
+    assert isinstance(error, BackendUnavailable) and str(error).startswith("acme cache acme://")
+    assert isinstance(error.__cause__, ConnectionResetError)
+    other = RuntimeError("not a driver error")
+    assert guard.failure(other) is other
+
+    def closed_while_calling() -> None:
+        with guard.calls():
+            guard.close()  # while the call runs: its error says why
+            raise OSError("the pool is closed")
+
+    with pytest.raises(BackendError, match="the backend is closed") as closed:
+        closed_while_calling()
+    assert isinstance(closed.value.__cause__, OSError)
+
+
+def test_records_from_documents() -> None:
+    at = datetime(2026, 1, 2, 3, 4, 5, 6, UTC)
+    short = Fields(version="v", kind="k", data="d", meta="m")
+    doc = {"v": 2, "k": "order", "d": {"a": [1]}, "m": {"by": "x"}, "at": 1_000_001}
+    assert from_document(doc, short, key="k1", backend="acme") == Record(
+        "k1", 2, "order", {"a": [1]}, {"by": "x"}, datetime(1970, 1, 1, 0, 0, 1, 1, UTC)
+    )
+    text = {"key": "k2", "version": 1, "kind": "x", "data": None, "meta": "{}", "at": at}
+    assert from_document(text, Fields(text=True), backend="acme").deleted
+    iso = {"key": "k3", "version": 1, "kind": "x", "data": 1, "meta": {}, "at": at.isoformat()}
+    assert from_document(iso, backend="acme").at == at
+    for bad, problem in [
+        ([1], "not a JSON object"),
+        ({**doc, "v": True}, "version is not an integer"),
+        ({**doc, "m": []}, "meta is not a JSON object"),
+        ({k: v for k, v in doc.items() if k != "d"}, "has no 'd'"),
+        ({**doc, "at": 10**20}, "out of range"),
+    ]:
+        with pytest.raises(SerializationError, match=problem) as err:
+            from_document(bad, short, key="k1", backend="acme", where="f.json")
+        assert str(err.value).startswith("f.json: stored version of 'k1' is not a statekit record")
+        assert (err.value.key, err.value.backend) == ("k1", "acme")
 
 
 class Log:

@@ -23,12 +23,13 @@ from statekit.backend import (
     Record,
     Write,
     check_expect,
-    dumps,
     next_at,
 )
-from statekit.codec import loads, url_options
+from statekit.codec import loads
 from statekit.errors import BackendError
 from statekit.hookspecs import hookimpl
+from statekit.kit.records import stored
+from statekit.kit.url import StoreUrl
 from statekit.registry import BackendRegistry
 
 __all__ = ["MemoryBackend"]
@@ -77,7 +78,8 @@ class MemoryBackend(Backend):
 
     @classmethod
     async def open(cls, url: str = "memory://") -> Self:
-        url_options(url, frozenset(), backend="memory")  # it has none: refuse a misspelt one
+        # It has no options: a misspelt one is refused, as by every backend.
+        StoreUrl.parse(url, backend="memory", schemes=("memory",))
         return cls()
 
     def _check_open(self) -> None:
@@ -120,8 +122,8 @@ class MemoryBackend(Backend):
                     bisect.insort(self._keys, r.key)
                 if any(s.version == r.version for s in history):
                     continue  # already copied: replicate is idempotent
-                data = None if r.data is None else dumps(r.data)
-                history.append(_Stored(r.version, r.kind, data, dumps(dict(r.meta)), r.at))
+                _, version, kind, data, meta, _ = stored(r)
+                history.append(_Stored(version, kind, data, meta, r.at))
                 history.sort(key=lambda s: s.version)
                 self._heads[r.key] = max(self._heads.get(r.key, 0), r.version)
 

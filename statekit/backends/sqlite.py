@@ -27,13 +27,15 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
-from statekit.backend import Backend, Capability, Health, Record, Write, check_expect, dumps
-from statekit.codec import from_micros, prefix_end, redact_url, to_micros, url_options
+from statekit.backend import Backend, Capability, Health, Record, Write, check_expect
+from statekit.codec import from_micros, prefix_end, to_micros
 from statekit.errors import BackendError, ConfigError, StatekitError
 from statekit.hookspecs import hookimpl
 from statekit.kit.follow import CommitFollower
 from statekit.kit.guard import DriverGuard
+from statekit.kit.records import appended, stored
 from statekit.kit.records import record as row_record
+from statekit.kit.url import StoreUrl
 from statekit.registry import BackendRegistry
 from statekit.worker import Worker
 
@@ -188,30 +190,26 @@ class SqliteBackend(Backend):
 
     @classmethod
     async def open(cls, url: str) -> Self:
-        parts = urlsplit(url)
-        shown = redact_url(url)
+        u = StoreUrl.parse(url, backend="sqlite", schemes=("sqlite",), options=_URL_OPTIONS)
+        parts = urlsplit(url)  # the path as given: a file name keeps its %-escapes
         if parts.netloc:
             raise ConfigError(
-                f"sqlite URL {shown!r} has a host part; write sqlite:///relative.db "
+                f"sqlite URL {u.shown!r} has a host part; write sqlite:///relative.db "
                 "or sqlite:////absolute/path.db",
                 source="url",
             )
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         if not path or path == ":memory:":
             raise ConfigError(
-                f"sqlite URL {shown!r} names no file; use memory:// for a store in memory",
+                f"sqlite URL {u.shown!r} names no file; use memory:// for a store in memory",
                 source="url",
             )
-        options = url_options(url, _URL_OPTIONS, backend="sqlite")
-        try:
-            backend = cls(
-                path,
-                synchronous=options.get("synchronous", "full"),
-                busy_timeout=float(options.get("busy_timeout", 30)),
-                poll_interval=float(options.get("poll_interval", 0.05)),
-            )
-        except ValueError as exc:
-            raise ConfigError(f"bad sqlite URL option in {shown!r}: {exc}", source="url") from exc
+        backend = cls(
+            path,
+            synchronous=u.text("synchronous", "full"),  # checked (any case) by the constructor
+            busy_timeout=u.seconds("busy_timeout", 30.0),
+            poll_interval=u.seconds("poll_interval", 0.05, zero=False),
+        )
         try:
             await backend._run_writer(backend._setup_writer)
             await backend._run_reader(backend._setup_reader)
@@ -365,26 +363,11 @@ class SqliteBackend(Backend):
             raise
 
     async def replicate(self, records: Sequence[Record]) -> None:
-        rows = [
-            (
-                r.key,
-                r.version,
-                r.kind,
-                None if r.data is None else dumps(r.data),
-                dumps(dict(r.meta)),
-                to_micros(r.at),
-            )
-            for r in records
-        ]
-        await self._run_writer(self._replicate_sync, rows)
+        await self._run_writer(self._replicate_sync, [stored(r) for r in records])
 
     async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
         versions, stamped = await self._run_writer(self._append_sync, writes)
-        at = from_micros(stamped)
-        return [
-            Record(w.key, version, w.kind, w.data, dict(w.meta), at)
-            for w, version in zip(writes, versions, strict=True)
-        ]
+        return appended(writes, versions, from_micros(stamped))
 
     def _read_sync(
         self, key: str, after: int, before: int | None, limit: int | None, newest_first: bool

@@ -7,8 +7,8 @@ and is optional: a backend may use any part of it, or none.
   with ConfigErrors that name the option and mask the password.
 - :class:`~statekit.kit.guard.DriverGuard`: the one place driver exceptions become
   statekit errors, and the "backend is closed" check.
-- :mod:`statekit.kit.records`: rows to :class:`~statekit.backend.Record` and back
-  (JSON text, microseconds, bytes columns).
+- :mod:`statekit.kit.records`: rows and documents to :class:`~statekit.backend.Record`
+  and back (JSON text or parsed, microseconds, ISO 8601, bytes columns), checked once.
 - :class:`~statekit.kit.follow.CommitFollower`: ``watch`` by polling a commit
   sequence, with its start point, paging and restart behaviour.
 - :class:`~statekit.kit.sql.SqlBackend`: the whole contract over SQL tables for a
@@ -19,24 +19,38 @@ docs/writing-a-backend.md shows each in use.
 
 from statekit.kit.follow import CommitFollower, Watchers
 from statekit.kit.guard import DriverGuard
-from statekit.kit.records import appended, from_micros, record, stored, to_micros, utc
+from statekit.kit.records import (
+    Fields,
+    appended,
+    decoded,
+    from_document,
+    from_micros,
+    record,
+    stored,
+    to_micros,
+    utc,
+)
 from statekit.kit.sql import DbapiConnection, SqlBackend, SqlConnection, SqlDialect, tables
-from statekit.kit.url import StoreUrl
+from statekit.kit.url import StoreUrl, with_options
 
 __all__ = [
     "CommitFollower",
     "DbapiConnection",
     "DriverGuard",
+    "Fields",
     "SqlBackend",
     "SqlConnection",
     "SqlDialect",
     "StoreUrl",
     "Watchers",
     "appended",
+    "decoded",
+    "from_document",
     "from_micros",
     "record",
     "stored",
     "tables",
     "to_micros",
     "utc",
+    "with_options",
 ]

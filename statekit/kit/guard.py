@@ -18,7 +18,7 @@ URL with its secrets masked, and driver text is scrubbed of them too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from statekit.errors import BackendError, BackendUnavailable, StatekitError
@@ -46,6 +46,8 @@ class DriverGuard:
         redacted form is ever shown, and its secrets are scrubbed from driver text.
     :param errors: the exception types a driver call may raise; others pass through.
     :param translate: the backend's own classification (see :data:`Translate`).
+    :param label: how messages name what is guarded (default: ``backend``).
+    :param secrets: more text to mask in messages (credentials given apart from the URL).
     """
 
     def __init__(
@@ -55,22 +57,33 @@ class DriverGuard:
         *,
         errors: tuple[type[BaseException], ...] = (OSError,),
         translate: Translate = _default,
+        label: str | None = None,
+        secrets: Iterable[str] = (),
     ) -> None:
         self.backend = backend
+        self.label = label or backend
+        """How messages name what is guarded (``redis cache``); the backend's name by default."""
         self.shown = redact_url(url) if "://" in url else url
         self.errors = errors
         self._translate = translate
-        self._redactor = Redactor(urls=[url] if "://" in url else [])
+        self._redactor = Redactor(secrets, urls=[url] if "://" in url else [])
         self.closed = False
+
+    @property
+    def where(self) -> str:
+        """What every message starts with: ``<label> <shown URL>``."""
+        return f"{self.label} {self.shown}"
 
     # -- closed state --------------------------------------------------------------
 
     def check_open(self) -> None:
         """BackendError when the backend is closed."""
         if self.closed:
-            raise BackendError(
-                f"{self.backend} {self.shown}: the backend is closed", backend=self.backend
-            )
+            raise self.closed_error()
+
+    def closed_error(self) -> BackendError:
+        """The BackendError of a call to a closed backend."""
+        return BackendError(f"{self.where}: the backend is closed", backend=self.backend)
 
     def close(self) -> bool:
         """Mark the backend closed; True the first time (so ``aclose`` runs once)."""
@@ -79,24 +92,29 @@ class DriverGuard:
 
     # -- translation ---------------------------------------------------------------
 
+    def scrub(self, text: str) -> str:
+        """``text`` with the URL's secrets (and ``secrets``) masked."""
+        return self._redactor.text(text)
+
+    def detail(self, exc: BaseException) -> str:
+        """A driver exception's message on one line, secrets masked, long text cut."""
+        text = self.scrub(str(exc).replace("\n", " "))
+        return text[:MAX_TEXT] + "..." if len(text) > MAX_TEXT else text
+
     def text(self, exc: BaseException) -> str:
-        """``Kind: message`` of a driver exception, on one line, secrets masked."""
-        text = self._redactor.text(str(exc).replace("\n", " "))
-        if len(text) > MAX_TEXT:
-            text = text[:MAX_TEXT] + "..."
+        """``Kind: message`` of a driver exception (:meth:`detail`)."""
+        text = self.detail(exc)
         return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
     def unavailable(self, reason: str, exc: BaseException | None = None) -> BackendUnavailable:
         """A BackendUnavailable (retryable) saying ``reason``, with ``exc``'s text."""
         detail = f" ({self.text(exc)})" if exc is not None else ""
-        return BackendUnavailable(
-            f"{self.backend} {self.shown}: {reason}{detail}", backend=self.backend
-        )
+        return BackendUnavailable(f"{self.where}: {reason}{detail}", backend=self.backend)
 
     def failed(self, reason: str, exc: BaseException | None = None) -> BackendError:
         """A BackendError saying ``reason``, with ``exc``'s text."""
         detail = f" ({self.text(exc)})" if exc is not None else ""
-        return BackendError(f"{self.backend} {self.shown}: {reason}{detail}", backend=self.backend)
+        return BackendError(f"{self.where}: {reason}{detail}", backend=self.backend)
 
     def translate(self, exc: BaseException) -> StatekitError:
         """The statekit error for ``exc`` (raise it ``from exc``)."""
@@ -109,13 +127,28 @@ class DriverGuard:
             return self.unavailable("no answer in time", exc)
         if isinstance(exc, OSError):
             return self.unavailable("cannot reach the server", exc)
-        return BackendError(f"{self.backend} {self.shown}: {self.text(exc)}", backend=self.backend)
+        return BackendError(f"{self.where}: {self.text(exc)}", backend=self.backend)
+
+    def failure(self, exc: BaseException) -> BaseException:
+        """What a caller should see of ``exc`` raised by a driver call outside
+        :meth:`calls` (a future's exception): a driver error translated, with ``exc`` as
+        its ``__cause__``; anything else as it is."""
+        if not isinstance(exc, self.errors) or isinstance(exc, StatekitError):
+            return exc
+        error = self.closed_error() if self.closed else self.translate(exc)
+        error.__cause__ = exc
+        return error
 
     @contextmanager
     def calls(self) -> Iterator[None]:
-        """Run driver calls: BackendError if closed, driver errors translated."""
+        """Run driver calls: BackendError if closed, driver errors translated (a call
+        the backend's closing broke says the backend is closed)."""
         self.check_open()
         try:
             yield
         except self.errors as exc:
+            if isinstance(exc, StatekitError):
+                raise
+            if self.closed:
+                raise self.closed_error() from exc
             raise self.translate(exc) from exc

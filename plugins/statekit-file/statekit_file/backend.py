@@ -25,14 +25,14 @@ import functools
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Self, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from statekit.backend import Backend, Capability, Health, Record, Write
-from statekit.codec import from_micros, redact_url, to_micros
+from statekit.codec import from_micros, to_micros
 from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
-from statekit.kit import CommitFollower
+from statekit.kit import CommitFollower, DriverGuard, StoreUrl, appended
 from statekit.worker import Worker
 from statekit_file.folder import Cursor, Folder, Stamped
 from statekit_file.lock import LockTimeout
@@ -53,41 +53,57 @@ _RETRYABLE = {errno.ENOSPC, errno.EDQUOT, errno.EAGAIN, errno.EBUSY, errno.EMFIL
 
 
 def parse_url(url: str) -> tuple[Path, dict[str, float]]:
-    """The folder and the options of a ``file:`` URL; ConfigError if it is not one."""
-    parts = urlsplit(url)
-    shown = redact_url(url)
-    if parts.scheme.lower() != "file":
-        raise ConfigError(f"{shown!r} is not a file: URL", source="url")
-    if parts.netloc not in ("", "localhost"):
+    """The folder and the options the URL gives of a ``file:`` URL; ConfigError if it is
+    not one."""
+    u = StoreUrl.parse(
+        url,
+        backend="file",
+        schemes=("file",),
+        options=OPTIONS,
+        example="file:///absolute/dir or file:relative/dir",
+    )
+    if u.host not in (None, "localhost") or u.port is not None or u.user is not None:
         raise ConfigError(
-            f"file URL {shown!r} names host {parts.netloc!r}; write file:///absolute/dir "
+            f"file URL {u.shown!r} names host {u.host!r}; write file:///absolute/dir "
             "or file:relative/dir",
             source="url",
         )
-    path = unquote(parts.path)
-    if not path or path == "/":
-        raise ConfigError(f"file URL {shown!r} names no folder", source="url")
-    if parts.netloc == "localhost" and not path.startswith("/"):
-        raise ConfigError(f"file URL {shown!r}: the path after the host must be absolute")
+    if not u.path or u.path == "/":
+        raise ConfigError(f"file URL {u.shown!r} names no folder", source="url")
+    if u.host == "localhost" and not u.path.startswith("/"):
+        raise ConfigError(
+            f"file URL {u.shown!r}: the path after the host must be absolute", source="url"
+        )
     options: dict[str, float] = {}
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name not in OPTIONS:
-            raise ConfigError(
-                f"unknown file URL option {name!r} in {shown!r}; use {', '.join(OPTIONS)}",
-                source="url",
-            )
-        try:
-            number = float(value)
-        except ValueError as exc:
-            raise ConfigError(f"file URL option {name}={value!r} is not a number") from exc
-        if number <= 0 or (name == "checkpoint" and number != int(number)):
-            raise ConfigError(
-                f"file URL option {name}={value!r} must be a positive "
-                f"{'integer' if name == 'checkpoint' else 'number'}",
-                source="url",
-            )
-        options[name] = number
-    return Path(path), options
+    if "checkpoint" in u.options:
+        options["checkpoint"] = u.integer("checkpoint", DEFAULT_CHECKPOINT, minimum=1)
+    for name in ("lock_timeout", "poll_interval"):
+        if name in u.options:
+            options[name] = u.seconds(name, 1.0, zero=False)
+    return Path(u.path), options
+
+
+def _translate(
+    guard: DriverGuard, exc: BaseException, *, opened: Callable[[], bool]
+) -> StatekitError | None:
+    """The statekit error for an OS error or a lock held too long (the one place they
+    become statekit's, through the backend's DriverGuard)."""
+    if isinstance(exc, LockTimeout):
+        return BackendUnavailable(f"{guard.label} {exc}", backend=guard.backend)
+    if not isinstance(exc, OSError):
+        return None
+    text = f"{guard.where}: {exc.strerror or exc} ({exc.filename or guard.shown})"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return BackendUnavailable(f"{text}: the disk is full; free space", backend=guard.backend)
+    if exc.errno in _RETRYABLE:
+        return BackendUnavailable(text, backend=guard.backend)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return BackendError(
+            f"{text}: no permission; is the folder writable by this user?", backend=guard.backend
+        )
+    if exc.errno == errno.ENOENT and not opened():
+        return BackendError(f"{text}: does the folder's parent exist?", backend=guard.backend)
+    return BackendError(f"{text} [{type(exc).__name__}]", backend=guard.backend)
 
 
 class FileBackend(Backend):
@@ -122,8 +138,15 @@ class FileBackend(Backend):
         self.poll_interval = poll_interval
         self._folder = Folder(self.path, checkpoint=checkpoint, lock_timeout=lock_timeout)
         self._worker = Worker("statekit-file")
-        self._closed = False
         self._opened = False
+        self._guard = DriverGuard(
+            self.name,
+            str(self.path),
+            errors=(OSError, LockTimeout),
+            translate=partial(_translate, opened=lambda: self._opened),
+            label="file store",
+        )
+        """The one place OS errors become statekit errors, and the closed state."""
         self._queued: list[_Queued] = []  # appends waiting for the next group commit
         self._committing = False  # a group is with the worker
 
@@ -148,64 +171,21 @@ class FileBackend(Backend):
         await self._run(self._folder.open)
         self._opened = True
 
-    # -- the one place OS errors become statekit errors --------------------------------
-
-    def _translate(self, exc: OSError | LockTimeout) -> StatekitError:
-        if isinstance(exc, LockTimeout):
-            return BackendUnavailable(f"file store {exc}", backend=self.name)
-        where = exc.filename or self.path
-        text = f"file store {self.path}: {exc.strerror or exc} ({where})"
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return BackendUnavailable(f"{text}: the disk is full; free space", backend=self.name)
-        if exc.errno in _RETRYABLE:
-            return BackendUnavailable(text, backend=self.name)
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return BackendError(
-                f"{text}: no permission; is the folder writable by this user?", backend=self.name
-            )
-        if exc.errno == errno.ENOENT and not self._opened:
-            return BackendError(f"{text}: does the folder's parent exist?", backend=self.name)
-        return BackendError(f"{text} [{type(exc).__name__}]", backend=self.name)
-
-    def _is_closed(self) -> BackendError:
-        return BackendError(f"file store {self.path}: the backend is closed", backend=self.name)
-
-    def _failure(self, exc: BaseException) -> BaseException:
-        """``exc`` as the caller should see it: OS errors become statekit errors."""
-        if isinstance(exc, OSError | LockTimeout):
-            error = self._translate(exc)
-            error.__cause__ = exc
-            return error
-        if isinstance(exc, BackendError) and exc.backend is None:
-            exc.backend = self.name
-        return exc
-
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._closed:
-            raise self._is_closed()
-        try:
+        with self._guard.calls():
             return await self._worker.submit(fn, *args)
-        except (OSError, LockTimeout, BackendError) as exc:
-            failure = self._failure(exc)
-            if failure is exc:
-                raise
-            raise failure from exc
 
     # -- the contract ------------------------------------------------------------------
 
     async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
-        if self._closed:
-            raise self._is_closed()
+        self._guard.check_open()
         future: asyncio.Future[Stamped] = asyncio.get_running_loop().create_future()
         self._queued.append((writes, future))
         if not self._committing:
             self._commit_queued()
         versions, stamped = await future
-        committed = from_micros(stamped)  # the clock under the lock, past each key's last
-        return [
-            Record(w.key, v, w.kind, w.data, dict(w.meta), committed)
-            for w, v in zip(writes, versions, strict=True)
-        ]
+        # ``stamped`` is the clock read under the lock, past each key's last ``at``.
+        return appended(writes, versions, from_micros(stamped))
 
     def _commit_queued(self) -> None:
         """Hand every queued append to the worker as one group: one flush for all.
@@ -219,9 +199,9 @@ class FileBackend(Backend):
         self._committing = bool(group)
         if not group:
             return
-        if self._closed:
+        if self._guard.closed:
             for _, future in group:
-                future.set_exception(self._is_closed())
+                future.set_exception(self._guard.closed_error())
             self._committing = False
             return
         job = self._worker.submit(self._folder.append_group, [writes for writes, _ in group])
@@ -233,7 +213,7 @@ class FileBackend(Backend):
         for n, (_, future) in enumerate(group):
             if future.done():  # cancelled while its group was flushed: committed all the same
                 continue
-            outcome = outcomes[n] if error is None else self._failure(error)
+            outcome = outcomes[n] if error is None else self._guard.failure(error)
             if isinstance(outcome, BaseException):
                 future.set_exception(outcome)
             else:
@@ -299,13 +279,13 @@ class FileBackend(Backend):
         return Health(True, (time.perf_counter() - started) * 1000, detail)
 
     async def aclose(self) -> None:
-        if self._closed:
+        if self._guard.closed:
             return
         if self._opened and self._folder.wrote:
             # Tidy, not needed: every commit is already in the synced journal.
             with contextlib.suppress(BackendError):
                 await self._run(self._folder.checkpoint)
-        self._closed = True
+        self._guard.close()
         await self._worker.submit(self._folder.close)
         self._worker.stop()
 

@@ -38,7 +38,6 @@ import os
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +52,7 @@ from statekit_file.files import (
     read_file,
     write_atomic,
 )
+from statekit_file.journal import Cursor, changes, commit_line, journal_name, parse_line
 from statekit_file.lock import FolderLock
 from statekit_file.names import KeyNames
 from statekit_file.records import Entry, decode, encode_record, encode_write, entry_of, pretty
@@ -73,20 +73,6 @@ log = logging.getLogger("statekit.file")
 
 Stamped = tuple[list[int], int]
 """What an append committed: its versions (in the order of its writes) and ``at`` (µs)."""
-
-
-def journal_name(generation: int) -> str:
-    """The file name of a journal generation."""
-    return f"journal-{generation:08d}.jsonl"
-
-
-@dataclass(frozen=True, slots=True)
-class Cursor:
-    """Where a watcher stands: a journal generation, a byte offset in it, the last seq seen."""
-
-    generation: int
-    offset: int
-    seq: int
 
 
 class Folder:
@@ -190,13 +176,18 @@ class Folder:
             version = int(marker["version"])
             ok = marker.get("format") == "statekit-file"
         except (ValueError, KeyError, TypeError) as exc:
-            raise BackendError(f"{self.root / MARKER} is not a statekit-file marker") from exc
+            raise BackendError(
+                f"{self.root / MARKER} is not a statekit-file marker", backend="file"
+            ) from exc
         if not ok:
-            raise BackendError(f"{self.root / MARKER} is not a statekit-file marker")
+            raise BackendError(
+                f"{self.root / MARKER} is not a statekit-file marker", backend="file"
+            )
         if version > FORMAT_VERSION:
             raise BackendError(
                 f"{self.root}: layout version {version} was written by a newer statekit-file "
-                f"(this one knows {FORMAT_VERSION}); upgrade statekit-file"
+                f"(this one knows {FORMAT_VERSION}); upgrade statekit-file",
+                backend="file",
             )
         self.names = KeyNames(case_sensitive=bool(marker.get("case_sensitive_names", True)))
 
@@ -223,7 +214,9 @@ class Folder:
     def _read_current(self) -> tuple[int, int]:
         raw = read_file(self.root / CURRENT)
         if raw is None:
-            raise BackendError(f"{self.root}: {CURRENT} is missing; is this a statekit folder?")
+            raise BackendError(
+                f"{self.root}: {CURRENT} is missing; is this a statekit folder?", backend="file"
+            )
         try:
             current = json.loads(raw)
             return int(current["generation"]), int(current["seq"])
@@ -253,7 +246,7 @@ class Folder:
             os.ftruncate(fd, self._offset + end)  # torn by a killed writer: never committed
         where = str(self.root / journal_name(self.generation))
         for line in lines:
-            seq, records = _parse_line(line, where)
+            seq, records = parse_line(line, where)
             for obj in records:
                 key, entry = entry_of(obj, where)
                 self._tail.setdefault(key, []).append(entry)
@@ -266,7 +259,7 @@ class Folder:
         fd = self._journal
         assert fd is not None
         lines = [
-            f'{{"seq":{self.seq + n},"records":[' + ",".join(e.text for _, e in items) + "]}\n"
+            commit_line(self.seq + n, [e.text for _, e in items])
             for n, items in enumerate(commits, 1)
         ]
         data = "".join(lines).encode()
@@ -312,7 +305,7 @@ class Folder:
                 raise SerializationError(f"{path}: not UTF-8", backend="file") from exc
             record = decode(text, str(path))
             if record.key != key:  # a hashed name shared by two keys: astronomically unlikely
-                raise BackendError(f"{path} holds key {record.key!r}, not {key!r}")
+                raise BackendError(f"{path} holds key {record.key!r}, not {key!r}", backend="file")
             entry = Entry(
                 record.version,
                 not record.deleted,
@@ -557,39 +550,9 @@ class Folder:
 
     def changes(self, cursor: Cursor, prefix: str, most: int = 1000) -> tuple[list[Record], Cursor]:
         """Commits after ``cursor`` to keys under ``prefix`` (up to ``most`` lines read)."""
-        out: list[Record] = []
         with self.lock.shared():
             generation, _ = self._read_current()
-            gen, offset, seq = cursor.generation, cursor.offset, cursor.seq
-            read = 0
-            while read < most:
-                path = self.root / journal_name(gen)
-                try:
-                    with open(path, "rb") as f:
-                        f.seek(offset)
-                        data = f.read()
-                except FileNotFoundError as exc:
-                    raise BackendError(
-                        f"{path}: this watcher fell more than four journal generations behind "
-                        "and missed commits; start a new watch",
-                        backend="file",
-                    ) from exc
-                lines, _ = complete_lines(data)
-                for line in lines[: most - read]:
-                    offset += len(line) + 1
-                    read += 1
-                    line_seq, records = _parse_line(line, str(path))
-                    if line_seq <= seq:
-                        continue
-                    seq = line_seq
-                    for obj in records:
-                        if str(obj.get("key", "")).startswith(prefix):
-                            _, entry = entry_of(obj, str(path))
-                            out.append(decode(entry.text, str(path)))
-                if read >= most or gen >= generation:
-                    break
-                gen, offset = gen + 1, 0
-        return out, Cursor(gen, offset, seq)
+            return changes(self.root, generation, cursor, prefix, most)
 
     def describe(self) -> dict[str, Any]:
         """Facts for health() and doctor."""
@@ -608,18 +571,3 @@ class Folder:
 
 def _compact(text: str) -> str:
     return json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
-
-
-def _parse_line(line: bytes, where: str) -> tuple[int, list[dict[str, Any]]]:
-    try:
-        obj = json.loads(line)
-        seq, records = int(obj["seq"]), obj["records"]
-        if not isinstance(records, list):
-            raise TypeError("records is not a list")
-        return seq, records
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SerializationError(
-            f"{where}: a complete journal line is not valid JSON ({exc}); the file was "
-            "damaged outside statekit",
-            backend="file",
-        ) from exc

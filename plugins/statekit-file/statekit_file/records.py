@@ -4,6 +4,7 @@
 
 The same text is a record of a journal line, a line of a key's history file and,
 pretty-printed, the key's head file. ``at`` is ISO 8601 UTC with microseconds.
+Reading one back is statekit.kit's record builder (:func:`statekit.kit.from_document`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from statekit.backend import JSON, Record, Write, dumps
+from statekit.backend import Record, Write, dumps
 from statekit.codec import from_micros, to_micros
 from statekit.errors import SerializationError
+from statekit.kit import from_document, stored
 
 __all__ = ["Entry", "at_text", "decode", "encode_record", "encode_write", "entry_of", "pretty"]
 
@@ -59,57 +61,34 @@ def encode_write(write: Write, version: int, at: int) -> Entry:
 
 def encode_record(record: Record) -> Entry:
     """The entry of a record given whole (replicate)."""
-    meta = dumps(dict(record.meta)) if record.meta else "{}"
+    key, version, kind, data, meta, at = stored(record)
     text = (
-        f'{{"key":{dumps(record.key)},"version":{record.version},"kind":{dumps(record.kind)},'
-        f'"at":"{at_text(record.at)}","meta":{meta},"data":{dumps(record.data)}}}'
+        f'{{"key":{dumps(key)},"version":{version},"kind":{dumps(kind)},'
+        f'"at":"{at_text(record.at)}","meta":{meta},"data":{"null" if data is None else data}}}'
     )
-    return Entry(record.version, record.data is not None, record.kind, text, to_micros(record.at))
+    return Entry(version, data is not None, kind, text, at)
 
 
-def _fields(text: str | Mapping[str, Any], where: str) -> Mapping[str, Any]:
+def _parse(text: str, where: str) -> Any:
     try:
-        obj = _DECODER.decode(text) if isinstance(text, str) else text
-        if not isinstance(obj, dict):
-            raise TypeError("not an object")
-        int(obj["version"])  # every field must be there
-        str(obj["key"]), str(obj["kind"]), obj["meta"], obj["at"]
-        return obj
-    except (ValueError, TypeError, KeyError) as exc:
+        return _DECODER.decode(text)
+    except ValueError as exc:
         raise SerializationError(
-            f"{where}: stored record is not valid: {exc}", backend="file"
+            f"{where}: stored record is not valid JSON: {exc}", backend="file"
         ) from exc
+
+
+def decode(text: str, where: str) -> Record:
+    """A fresh :class:`Record` of a record text (statekit.kit's record builder checks it)."""
+    return from_document(_parse(text, where), backend="file", where=where)
 
 
 def entry_of(obj: Mapping[str, Any], where: str) -> tuple[str, Entry]:
     """``(key, entry)`` of a parsed record object (from a journal line)."""
-    fields = _fields(obj, where)
-    text = dumps(dict(fields))  # re-encoded once: entries hold text, never shared objects
-    return str(fields["key"]), Entry(
-        int(fields["version"]),
-        fields["data"] is not None,
-        str(fields["kind"]),
-        text,
-        to_micros(_at(fields, where)),
-    )
-
-
-def _at(fields: Mapping[str, Any], where: str) -> datetime:
-    try:
-        return datetime.fromisoformat(fields["at"]).astimezone(UTC)
-    except (ValueError, TypeError) as exc:
-        raise SerializationError(f"{where}: bad time {fields['at']!r}", backend="file") from exc
-
-
-def decode(text: str, where: str) -> Record:
-    """A fresh :class:`Record` of a record text."""
-    fields = _fields(text, where)
-    at = _at(fields, where)
-    meta: JSON = fields["meta"]
-    if not isinstance(meta, dict):
-        raise SerializationError(f"{where}: meta is not an object", backend="file")
-    return Record(
-        str(fields["key"]), int(fields["version"]), str(fields["kind"]), fields["data"], meta, at
+    record = from_document(obj, backend="file", where=where)
+    text = dumps(dict(obj))  # re-encoded once: entries hold text, never shared objects
+    return record.key, Entry(
+        record.version, not record.deleted, record.kind, text, to_micros(record.at)
     )
 
 

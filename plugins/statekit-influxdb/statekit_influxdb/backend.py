@@ -27,6 +27,7 @@ import aiohttp
 from statekit.backend import Backend, Capability, Health, Record, Write, check_expect, next_at
 from statekit.codec import to_micros
 from statekit.errors import BackendError, BackendUnavailable, CapabilityError
+from statekit.kit import appended
 from statekit_influxdb.client import InfluxClient, StatementResult
 from statekit_influxdb.influxql import ident, literal, prefix_regex
 from statekit_influxdb.options import parse_url
@@ -125,7 +126,7 @@ class InfluxBackend(Backend):
             stamped = next_at(datetime.now(UTC), [h.at for h in heads.values()])
             micros = to_micros(stamped)
             lines: list[str] = []
-            records: list[Record] = []
+            versions: list[int] = []
             for w in writes:
                 head = heads.get(w.key)
                 check_expect(
@@ -137,9 +138,9 @@ class InfluxBackend(Backend):
                 version = head.version + 1 if head else 1
                 data = w.data_json()
                 lines.append(line(self._head, w.key, version, w.kind, data, w.meta_json(), micros))
-                records.append(Record(w.key, version, w.kind, w.data, dict(w.meta), stamped))
+                versions.append(version)
             await self._client.write(lines)
-        return records
+        return appended(writes, versions, stamped)
 
     async def replicate(self, records: Sequence[Record]) -> None:
         """Write ``records`` as points exactly as given; idempotent.

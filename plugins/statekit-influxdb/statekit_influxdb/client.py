@@ -3,8 +3,9 @@
 InfluxDB 1.x serves this API natively, 2.x through its v1 compatibility endpoints
 (token auth) and 3.x as well, which makes it the portable choice. Every request of
 the backend goes through :meth:`InfluxClient._send`, and every aiohttp, socket or
-HTTP failure becomes a statekit error in :meth:`InfluxClient._translate` (and
-:meth:`InfluxClient._status_error`), nowhere else.
+HTTP failure becomes a statekit error here: driver exceptions in :func:`influx_error`
+(through the client's :class:`~statekit.kit.DriverGuard`), HTTP statuses in
+:meth:`InfluxClient._status_error`, nowhere else.
 
 Every request statekit sends is idempotent: a write re-sends the same points with
 the same timestamps (same series + time overwrites with identical fields), a query
@@ -18,14 +19,16 @@ import io
 import json
 import ssl
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import aiohttp
 
 from statekit.errors import BackendError, BackendUnavailable, StatekitError
+from statekit.kit import DriverGuard
 from statekit_influxdb.options import InfluxOptions
 
-__all__ = ["InfluxClient", "StatementResult"]
+__all__ = ["DRIVER_ERRORS", "InfluxClient", "StatementResult", "influx_error"]
 
 StatementResult = dict[str, Any]
 """One statement's result: ``{"series": [{"name", "tags", "columns", "values"}]}``."""
@@ -34,6 +37,26 @@ NAME = "influxdb"
 _UNAVAILABLE_STATUS = frozenset({502, 503, 504})
 _MAX_ERROR_TEXT = 500
 _LARGE_BODY = 512 * 1024
+
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientError,
+    TimeoutError,
+    OSError,
+    ValueError,
+)
+"""What a request may raise; each is translated by :func:`influx_error`."""
+
+
+def influx_error(guard: DriverGuard, exc: BaseException, *, timeout: float) -> StatekitError | None:
+    """The statekit error for an aiohttp, socket or timeout failure (None: the guard's
+    default, a BackendError with the text)."""
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return guard.failed("TLS failed; check the certificate (ca_file=, verify=)", exc)
+    if isinstance(exc, TimeoutError):
+        return guard.unavailable(f"no answer within {timeout:g} s", exc)
+    if isinstance(exc, aiohttp.ClientConnectionError | OSError):
+        return guard.unavailable("cannot reach the server", exc)
+    return None
 
 
 class InfluxClient:
@@ -48,8 +71,16 @@ class InfluxClient:
         self, options: InfluxOptions, *, session: aiohttp.ClientSession | None = None
     ) -> None:
         self.options = options
+        self.guard = DriverGuard(
+            NAME,
+            options.url or options.shown,
+            errors=DRIVER_ERRORS,
+            translate=partial(influx_error, timeout=options.timeout),
+            secrets=[s for s in (options.password, options.token) if s],
+        )
+        """The one place driver errors become statekit's, and the closed state."""
         self._owns_session = session is None
-        self._session: aiohttp.ClientSession | None = session or self._new_session()
+        self._session = session or self._new_session()
         credentials = options.credentials()
         self._auth = aiohttp.BasicAuth(*credentials) if credentials else None
         self._headers = options.headers()
@@ -76,13 +107,12 @@ class InfluxClient:
 
     @property
     def closed(self) -> bool:
-        return self._session is None
+        return self.guard.closed
 
     async def aclose(self) -> None:
         """Close the session if this client made it. Twice is harmless."""
-        session, self._session = self._session, None
-        if session is not None and self._owns_session:
-            await session.close()
+        if self.guard.close() and self._owns_session:
+            await self._session.close()
 
     # -- the API ---------------------------------------------------------------------
 
@@ -123,19 +153,18 @@ class InfluxClient:
             results: list[StatementResult] = reply["results"]
         except (ValueError, KeyError, TypeError) as exc:
             raise BackendError(
-                f"influxdb {self.options.shown}: {_what(statement)}: the server's reply is not "
+                f"{self.guard.where}: {_what(statement)}: the server's reply is not "
                 f"InfluxQL results: {text[:200]!r}",
                 backend=NAME,
             ) from exc
         for result in results:
             if "error" in result:
                 raise BackendError(
-                    f"influxdb {self.options.shown}: {_what(statement)}: {result['error']}",
-                    backend=NAME,
+                    f"{self.guard.where}: {_what(statement)}: {result['error']}", backend=NAME
                 )
         return results
 
-    # -- the one place errors become statekit's ----------------------------------------
+    # -- requests and their errors -----------------------------------------------------
 
     async def _send(
         self,
@@ -145,51 +174,26 @@ class InfluxClient:
         body: bytes | io.BytesIO | Mapping[str, str] | None,
     ) -> tuple[int, Mapping[str, str], str]:
         for attempt in (1, 2):
-            session = self._session
-            if session is None:
-                raise BackendError(
-                    f"influxdb {self.options.shown}: the backend is closed", backend=NAME
-                )
-            try:
-                async with session.request(
-                    method,
-                    self.options.base_url + path,
-                    params=params,
-                    data=body,
-                    headers=self._headers,
-                    auth=self._auth,
-                ) as response:
-                    text = await response.text(encoding="utf-8", errors="replace")
-                    return response.status, response.headers, text
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                # A pooled connection the server closed (e.g. it restarted): once more.
-                if attempt == 2 or isinstance(exc, aiohttp.ClientConnectorError):
-                    raise self._translate(exc) from exc
-            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-                raise self._translate(exc) from exc
+            with self.guard.calls():  # BackendError once closed; driver errors translated
+                try:
+                    async with self._session.request(
+                        method,
+                        self.options.base_url + path,
+                        params=params,
+                        data=body,
+                        headers=self._headers,
+                        auth=self._auth,
+                    ) as response:
+                        text = await response.text(encoding="utf-8", errors="replace")
+                        return response.status, response.headers, text
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                    # A pooled connection the server closed (e.g. it restarted): once more.
+                    if attempt == 2 or isinstance(exc, aiohttp.ClientConnectorError):
+                        raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _translate(self, exc: BaseException) -> StatekitError:
-        where = f"influxdb {self.options.shown}"
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        for secret in (self.options.password, self.options.token):
-            if secret:  # aiohttp may quote the request URL, u/p parameters included
-                text = text.replace(secret, "***")
-        if isinstance(exc, aiohttp.ClientSSLError):
-            return BackendError(
-                f"{where}: TLS failed ({exc}); check the certificate (ca_file=, verify=)",
-                backend=NAME,
-            )
-        if isinstance(exc, TimeoutError):
-            return BackendUnavailable(
-                f"{where}: no answer within {self.options.timeout:g} s ({text})", backend=NAME
-            )
-        if isinstance(exc, aiohttp.ClientConnectionError | OSError):
-            return BackendUnavailable(f"{where}: {text}", backend=NAME)
-        return BackendError(f"{where}: {text}", backend=NAME)
-
     def _status_error(self, status: int, body: str, what: str) -> BackendError:
-        where = f"influxdb {self.options.shown}"
+        where = self.guard.where
         try:
             message = str(json.loads(body)["error"])
         except (ValueError, KeyError, TypeError):

@@ -18,11 +18,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Literal
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
-from statekit import codec
-from statekit.codec import redact_url
 from statekit.errors import ConfigError
+from statekit.kit import StoreUrl, with_options
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -65,7 +64,6 @@ OPTIONS = frozenset(
 )
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 def check_name(value: str, what: str) -> str:
@@ -101,6 +99,7 @@ class InfluxOptions:
     :param create_database: send ``CREATE DATABASE`` on open (a refusal is not an error).
     :param verify: check the server's TLS certificate.
     :param ca_file: CA bundle to check it with.
+    :param url: the URL as given, whose secrets are scrubbed from driver text (never show it).
     """
 
     base_url: str
@@ -119,6 +118,7 @@ class InfluxOptions:
     create_database: bool = True
     verify: bool = True
     ca_file: str | None = None
+    url: str = field(default="", repr=False)
 
     @property
     def tls(self) -> bool:
@@ -147,112 +147,55 @@ class InfluxOptions:
         return out
 
 
-def _float(name: str, value: str, shown: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not number > 0:
-        raise ConfigError(
-            f"influxdb URL {shown!r}: {name}={value!r} must be a number of seconds > 0",
-            source="url",
-        )
-    return number
-
-
-def _bool(name: str, value: str, shown: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ConfigError(
-        f"influxdb URL {shown!r}: {name}={value!r} must be true or false", source="url"
-    )
-
-
 def parse_url(url: str) -> InfluxOptions:
     """Parse a store URL; ConfigError (never showing a secret) when it is bad."""
-    shown = redact_url(url)
-    try:
-        parts = urlsplit(url)
-        port = parts.port or DEFAULT_PORT
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
-    except ValueError as exc:
-        raise ConfigError(f"influxdb URL {shown!r} is malformed: {exc}", source="url") from exc
-    if parts.scheme not in {"influxdb", "influxdbs"}:
+    u = StoreUrl.parse(
+        url,
+        backend="influxdb",
+        schemes=("influxdb", "influxdbs"),
+        options=OPTIONS,
+        example="influxdb://[user:password@]host[:port][/database][?namespace=...]",
+        needs_host=True,
+    )
+    database = u.path.strip("/")
+    if "/" in database:
         raise ConfigError(
-            f"influxdb URL {shown!r} must start with influxdb:// or influxdbs:// (TLS)",
+            f"influxdb URL {u.shown!r}: the path is one database name, not {database!r}",
             source="url",
         )
-    host = parts.hostname
-    if not host:
-        raise ConfigError(f"influxdb URL {shown!r} names no host", source="url")
-    path = unquote(parts.path.strip("/"))
-    if "/" in path:
+    token = u.text("token", "") or None
+    if token and u.user is not None:
         raise ConfigError(
-            f"influxdb URL {shown!r}: the path is one database name, not {path!r}", source="url"
+            f"influxdb URL {u.shown!r} has both user:password and token=; give one", source="url"
         )
-    given: dict[str, str] = {}
-    for name, value in pairs:
-        if name not in OPTIONS:
-            raise ConfigError(
-                f"unknown influxdb URL option {name!r} in {shown!r}; the options are: "
-                f"{', '.join(sorted(OPTIONS))}",
-                source="url",
-            )
-        if name in given:
-            raise ConfigError(f"influxdb URL {shown!r} gives {name} twice", source="url")
-        given[name] = value
-    username = unquote(parts.username) if parts.username is not None else None
-    password = unquote(parts.password) if parts.password is not None else None
-    token = given.get("token") or None
-    if token and username is not None:
-        raise ConfigError(
-            f"influxdb URL {shown!r} has both user:password and token=; give one", source="url"
-        )
-    auth = given.get("auth", "basic")
-    if auth not in {"basic", "params"}:
-        raise ConfigError(
-            f"influxdb URL {shown!r}: auth={auth!r} must be basic (an Authorization header) "
-            "or params (u and p query parameters)",
-            source="url",
-        )
+    auth = u.text("auth", "basic")
+    if auth not in ("basic", "params"):
+        raise u.invalid(
+            "auth", auth, "must be basic (an Authorization header) or params (u and p query "
+            "parameters)"
+        )  # fmt: skip
+    host = u.host or ""
     netloc_host = f"[{host}]" if ":" in host else host
-    scheme = "https" if parts.scheme == "influxdbs" else "http"
+    scheme = "https" if u.scheme == "influxdbs" else "http"
     return InfluxOptions(
-        base_url=f"{scheme}://{netloc_host}:{port}",
-        shown=shown,
-        database=path or DEFAULT_DATABASE,
-        namespace=codec.check_namespace(
-            given.get("namespace", DEFAULT_NAMESPACE), backend="influxdb"
-        ),
-        measurement=check_name(given.get("measurement", DEFAULT_MEASUREMENT), "measurement"),
-        retention_policy=given.get("rp") or None,
-        org=given.get("org") or None,
-        username=username,
-        password=password,
+        base_url=f"{scheme}://{netloc_host}:{u.port or DEFAULT_PORT}",
+        shown=u.shown,
+        database=database or DEFAULT_DATABASE,
+        namespace=u.namespace(),
+        measurement=check_name(u.text("measurement", DEFAULT_MEASUREMENT), "measurement"),
+        retention_policy=u.text("rp", "") or None,
+        org=u.text("org", "") or None,
+        username=u.user,
+        password=u.password,
         token=token,
         auth="params" if auth == "params" else "basic",
-        timeout=_float("timeout", given["timeout"], shown)
-        if "timeout" in given
-        else DEFAULT_TIMEOUT,
-        connect_timeout=(
-            _float("connect_timeout", given["connect_timeout"], shown)
-            if "connect_timeout" in given
-            else DEFAULT_CONNECT_TIMEOUT
-        ),
-        create_database=_bool("create", given["create"], shown) if "create" in given else True,
-        verify=_bool("verify", given["verify"], shown) if "verify" in given else True,
-        ca_file=given.get("ca_file") or None,
+        timeout=u.seconds("timeout", DEFAULT_TIMEOUT, zero=False),
+        connect_timeout=u.seconds("connect_timeout", DEFAULT_CONNECT_TIMEOUT, zero=False),
+        create_database=u.boolean("create", True),
+        verify=u.boolean("verify", True),
+        ca_file=u.text("ca_file", "") or None,
+        url=url,
     )
-
-
-def with_options(url: str, **options: str) -> str:
-    """``url`` with the given query options set (others kept), e.g. a fresh ``namespace``."""
-    parts = urlsplit(url)
-    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in options]
-    return urlunsplit(parts._replace(query=urlencode([*kept, *options.items()])))
 
 
 def database_url(url: str, database: str) -> str:

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from statekit.backend import Record
-from statekit.codec import dumps, from_micros, loads, to_micros
 from statekit.errors import SerializationError
+from statekit.kit import record, stored
 
 __all__ = [
     "FIELDS",
@@ -101,28 +101,18 @@ def line(
 
 def record_line(head: str, record: Record) -> str:
     """A stored record as a point, exactly (what ``replicate`` writes)."""
-    data = None if record.data is None else dumps(record.data)
-    meta = dumps(dict(record.meta)) if record.meta else "{}"
-    return line(head, record.key, record.version, record.kind, data, meta, to_micros(record.at))
+    return line(head, *stored(record))
 
 
 def record_from_row(key: str, row: Sequence[Any], *, backend: str) -> Record:
     """The record of one result row ``[time, *FIELDS]`` (time in ns) of ``key``."""
     try:
         time_ns, version, kind, data, meta, _deleted = row
-        return Record(
-            key=key,
-            version=int(version),
-            kind=str(kind),
-            data=None if data is None else loads(data, key=key, backend=backend),
-            meta=loads(meta, key=key, backend=backend) if meta else {},  # type: ignore[arg-type]
-            at=from_micros(int(time_ns) // 1000),
-        )
-    except SerializationError:
-        raise
+        micros = int(time_ns) // 1000
     except (TypeError, ValueError) as exc:
         raise SerializationError(
             f"a stored point of {key!r} is not a statekit version: {row!r:.200}",
             key=key,
             backend=backend,
         ) from exc
+    return record(key, version, kind, data, meta or "{}", micros, backend=backend)

@@ -4,6 +4,7 @@
 
     {ns, key, v, kind, data: <JSON text> | null, meta: <JSON text>, at: <int64 µs> [, seq]}
     unique index (ns, key, v)      <- no two writers can both create version n
+    index (ns, key, at)            <- as_of: one lookup
     unique index (ns, seq), partial <- one version per commit number (polling watch only)
 
 ``statekit_heads``, one document per key (the current state)::
@@ -32,13 +33,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pymongo.asynchronous.collection import AsyncCollection
+
 from statekit.backend import Record, Write
-from statekit.codec import from_micros, loads
-from statekit.errors import SerializationError
+from statekit.kit import Fields, from_document
 
 __all__ = [
+    "FIELDS",
     "HEADS",
     "VERSIONS",
+    "create_indexes",
     "head_document",
     "to_record",
     "version_document",
@@ -77,19 +81,38 @@ def head_document(version: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+FIELDS = Fields(version="v", text=True)
+"""A version or head document's fields, for statekit.kit's record builder."""
+
+
 def to_record(doc: Mapping[str, Any]) -> Record:
     """The Record of a version or head document; SerializationError if it is unreadable."""
-    key = doc.get("key")
-    try:
-        data_text, meta_text = doc["data"], doc["meta"]
-        data = None if data_text is None else loads(data_text, key=key, backend=NAME)
-        meta = loads(meta_text, key=key, backend=NAME)
-        if not isinstance(meta, dict):
-            raise TypeError("meta is not a JSON object")
-        return Record(
-            str(key), int(doc["v"]), str(doc["kind"]), data, meta, from_micros(int(doc["at"]))
+    return from_document(doc, FIELDS, backend=NAME)
+
+
+async def create_indexes(
+    versions: AsyncCollection[dict[str, Any]],
+    heads: AsyncCollection[dict[str, Any]],
+    *,
+    sequenced: bool,
+) -> None:
+    """Create the indexes above (each once; creating an existing one is a no-op).
+
+    :param sequenced: versions carry ``seq`` (a polling watch): index it too.
+    """
+    await versions.create_index([("ns", 1), ("key", 1), ("v", 1)], unique=True, name="ns_key_v")
+    # as_of: the newest version at or before a time is one lookup.
+    await versions.create_index([("ns", 1), ("key", 1), ("at", 1)], name="ns_key_at")
+    if sequenced:
+        # Unique: one version per number. Partial: versions without `seq` (an
+        # older release, change streams) are not in it.
+        await versions.create_index(
+            [("ns", 1), ("seq", 1)],
+            unique=True,
+            name="ns_seq_unique",
+            partialFilterExpression={"seq": {"$exists": True}},
         )
-    except (KeyError, TypeError, ValueError, OverflowError) as exc:
-        raise SerializationError(
-            f"stored version of {key!r} is not a statekit document: {exc}", key=key, backend=NAME
-        ) from exc
+        # What the queries on `seq` use: SecantusDB plans no query with a
+        # partial index (a real mongod may use either).
+        await versions.create_index([("ns", 1), ("seq", -1)], name="ns_seq")
+    await heads.create_index([("ns", 1), ("key", 1)], unique=True, name="ns_key")

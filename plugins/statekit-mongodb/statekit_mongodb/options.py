@@ -16,14 +16,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from pymongo.common import URI_OPTIONS_ALIAS_MAP, URI_OPTIONS_VALIDATOR_MAP
 
 from statekit import codec
-from statekit.codec import redact_url
 from statekit.errors import ConfigError
-from statekit.kit import StoreUrl
+from statekit.kit import StoreUrl, with_options
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -122,7 +120,8 @@ class MongoOptions:
     :param watch: ``auto``, ``poll`` or ``changestream`` (see docs/backends/mongodb.md).
     :param poll_interval: seconds between a polling watcher's looks at the history.
     :param client_kwargs: PyMongo keyword arguments statekit adds (its defaults).
-    :param password: the password in the URL, only to scrub it from driver messages.
+    :param url: the URL as given (for the DriverGuard, which masks its secrets; never
+        show it).
     """
 
     uri: str = field(repr=False)
@@ -133,7 +132,7 @@ class MongoOptions:
     watch: WatchMode = "auto"
     poll_interval: float = DEFAULT_POLL_INTERVAL
     client_kwargs: dict[str, Any] = field(default_factory=dict)
-    password: str | None = field(default=None, repr=False)
+    url: str = field(default="", repr=False)
 
     @classmethod
     def for_client(
@@ -170,11 +169,9 @@ class MongoOptions:
             options=STATEKIT_PARAMS,
             driver_options=lambda name: name.lower() in _DRIVER_PARAMS,
             example="mongodb://user:password@host:port/database?namespace=...",
+            needs_host=True,
             multi_host=True,
         )
-        parts = urlsplit(url)
-        if not parts.netloc.rpartition("@")[2]:
-            raise ConfigError(f"mongodb URL {u.shown!r} names no host", source="url")
         path_db = u.database or ""
         database = u.text("database", path_db or DEFAULT_DATABASE)
         if path_db and "database" in u.options and database != path_db:
@@ -188,11 +185,9 @@ class MongoOptions:
         client_kwargs: dict[str, Any] = {
             name: value for name, value in DRIVER_DEFAULTS.items() if name.lower() not in given
         }
-        # The path stays: it is also MongoDB's default authentication database.
-        query = urlencode(u.driver)
-        uri = f"{u.scheme}://{parts.netloc}{parts.path or '/'}" + (f"?{query}" if query else "")
         return cls(
-            uri=uri,
+            # The path stays: it is also MongoDB's default authentication database.
+            uri=u.driver_url(scheme=u.scheme, empty_path="/"),
             shown=u.shown,
             namespace=u.namespace(),
             database=database,
@@ -202,23 +197,14 @@ class MongoOptions:
                 u.text("poll_interval", str(DEFAULT_POLL_INTERVAL)), u.shown
             ),
             client_kwargs=client_kwargs,
-            password=u.password,
+            url=url,
         )
-
-    def scrub(self, text: str) -> str:
-        """``text`` with the password masked, for messages built from driver errors."""
-        if self.password:
-            for form in {self.password, quote(self.password, safe="")}:
-                text = text.replace(form, "***")
-        return text
 
 
 def with_namespace(url: str, namespace: str) -> str:
     """``url`` with its ``namespace`` replaced (a bad URL is a ConfigError here)."""
-    MongoOptions.parse(url)
-    check_namespace(namespace, redact_url(url))
-    base, _, query = url.partition("?")
-    pairs = [(n, v) for n, v in parse_qsl(query, keep_blank_values=True) if n != "namespace"]
+    check_namespace(namespace, MongoOptions.parse(url).shown)
+    base, mark, query = url.partition("?")
     if "/" not in base.split("://", 1)[1]:
-        base += "/"
-    return f"{base}?{urlencode([*pairs, ('namespace', namespace)])}"
+        base += "/"  # PyMongo wants the "/" before the options
+    return with_options(base + mark + query, namespace=namespace)

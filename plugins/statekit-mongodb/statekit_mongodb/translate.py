@@ -6,12 +6,12 @@ is :class:`~statekit.errors.BackendUnavailable`: every ``ConnectionFailure``
 ``NotPrimaryError``, ``WaitQueueTimeoutError``), a server shutting down or
 stepping down, a transaction the server calls transient, a time limit. A bad URI
 or client option is a :class:`~statekit.errors.ConfigError`; everything else of
-PyMongo and BSON is a :class:`~statekit.errors.BackendError`.
+PyMongo and BSON is a :class:`~statekit.errors.BackendError`. Every driver call of
+the backend and its watchers runs in the backend's :class:`statekit.kit.DriverGuard`
+(:func:`guard`), which masks the URL's password in every message.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 from bson.errors import BSONError
 from pymongo.errors import (
@@ -22,14 +22,16 @@ from pymongo.errors import (
     PyMongoError,
 )
 
-from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
+from statekit.errors import ConfigError, StatekitError
+from statekit.kit import DriverGuard
+from statekit_mongodb.options import MongoOptions
 
-__all__ = ["DRIVER_ERRORS", "NAME", "RETRYABLE_CODES", "translate"]
+__all__ = ["DRIVER_ERRORS", "NAME", "RETRYABLE_CODES", "guard", "is_retryable", "mongo_error"]
 
 NAME = "mongodb"
 
 DRIVER_ERRORS: tuple[type[BaseException], ...] = (PyMongoError, BSONError, OSError)
-"""What a driver call may raise; each is handed to :func:`translate`."""
+"""What a driver call may raise; each is handed to :func:`mongo_error`."""
 
 RETRYABLE_CODES: dict[int, str] = {
     6: "host unreachable",
@@ -63,30 +65,22 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, OperationFailure) and exc.code in RETRYABLE_CODES
 
 
-def translate(
-    exc: BaseException, *, where: str, scrub: Callable[[str], str] = str
-) -> StatekitError:
-    """The statekit error for a driver exception (raise it ``from exc``).
-
-    :param where: the redacted URL, named in the message.
-    :param scrub: masks the password in text that came from the driver.
-    """
-    text = scrub(str(exc).replace("\n", " "))
-    if len(text) > 500:
-        text = text[:500] + "..."
-    kind = type(exc).__name__
+def mongo_error(guard: DriverGuard, exc: BaseException) -> StatekitError | None:
+    """The statekit error for a PyMongo or BSON exception (None: the guard's default, a
+    BackendError with the driver's text)."""
     if isinstance(exc, ConfigurationError):
-        return ConfigError(f"mongodb URL {where}: {text}", source="url")
+        return ConfigError(f"mongodb URL {guard.shown}: {guard.detail(exc)}", source="url")
     if is_retryable(exc):
         code = getattr(exc, "code", None)
-        reason = RETRYABLE_CODES.get(code, "cannot reach the server") if code else None
-        return BackendUnavailable(
-            f"mongodb {where}: {reason or 'cannot reach the server'} ({kind}: {text})",
-            backend=NAME,
-        )
+        reason = RETRYABLE_CODES.get(code, "") if code else ""
+        return guard.unavailable(reason or "cannot reach the server", exc)
     if isinstance(exc, OperationFailure) and exc.code in (13, 18):
-        return BackendError(
-            f"mongodb {where}: the server refused the login or the operation ({kind}: {text})",
-            backend=NAME,
-        )
-    return BackendError(f"mongodb {where}: {kind}: {text}", backend=NAME)
+        return guard.failed("the server refused the login or the operation", exc)
+    return None
+
+
+def guard(options: MongoOptions) -> DriverGuard:
+    """The DriverGuard of a backend with these options: every driver call runs in it."""
+    return DriverGuard(
+        NAME, options.url or options.shown, errors=DRIVER_ERRORS, translate=mongo_error
+    )

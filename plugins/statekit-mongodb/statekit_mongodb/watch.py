@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Self
+from collections.abc import Callable, Mapping
+from typing import Any, Self
 
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.collection import AsyncCollection
@@ -23,17 +23,15 @@ from pymongo.asynchronous.collection import AsyncCollection
 from statekit.backend import Record
 from statekit.codec import prefix_end
 from statekit.errors import BackendError, BackendUnavailable
+from statekit.kit import DriverGuard
+from statekit.kit.follow import BACKOFF_FIRST, BACKOFF_MAX, Closable
 from statekit_mongodb.documents import to_record
-from statekit_mongodb.translate import DRIVER_ERRORS, NAME
-
-if TYPE_CHECKING:
-    from statekit_mongodb.backend import MongoBackend
+from statekit_mongodb.translate import DRIVER_ERRORS
 
 __all__ = ["MongoWatch"]
 
 log = logging.getLogger("statekit.mongodb")
 
-BACKOFF_FIRST, BACKOFF_MAX = 0.05, 2.0
 MAX_AWAIT_MS = 500
 """How long one getMore waits on the server for a new event."""
 
@@ -43,14 +41,23 @@ class MongoWatch:
 
     Made by :meth:`MongoBackend.watch`, which opens the change stream (the
     starting point) before returning it. Close it with :meth:`aclose`.
+
+    :param versions: ``statekit_versions``.
+    :param guard: the backend's DriverGuard: driver errors, named with its URL.
+    :param namespace: whose commits to follow.
+    :param prefix: only keys starting with this.
     """
 
     def __init__(
-        self, backend: MongoBackend, versions: AsyncCollection[dict[str, Any]], prefix: str
+        self,
+        versions: AsyncCollection[dict[str, Any]],
+        guard: DriverGuard,
+        namespace: str,
+        prefix: str,
     ) -> None:
-        self._backend = backend
         self._versions = versions
-        self._where = backend.options.shown
+        self._guard = guard
+        self._where = guard.shown
         bounds: dict[str, str] = {"$gte": prefix}
         high = prefix_end(prefix)
         if high is not None:
@@ -59,7 +66,7 @@ class MongoWatch:
             {
                 "$match": {
                     "operationType": "insert",
-                    "fullDocument.ns": backend.namespace,
+                    "fullDocument.ns": namespace,
                     "fullDocument.key": bounds,
                 }
             }
@@ -68,8 +75,13 @@ class MongoWatch:
         self._token: Mapping[str, Any] | None = None
         self._closed = False
         self._closed_by_backend = False
+        self._on_close: Callable[[Closable], None] | None = None
         self.reconnects = 0
         """How many times the stream was lost and resumed."""
+
+    def on_close(self, callback: Callable[[Closable], None]) -> None:
+        """Call ``callback(self)`` once the watch is closed (its backend forgets it)."""
+        self._on_close = callback
 
     async def _open(self) -> None:
         self._stream = await self._versions.watch(
@@ -96,7 +108,7 @@ class MongoWatch:
             try:
                 await self._open()
             except DRIVER_ERRORS as exc:
-                error = self._backend._translate(exc)
+                error = self._guard.translate(exc)
                 if not isinstance(error, BackendUnavailable):
                     raise error from exc
                 log.warning("mongodb watch on %s: resuming in %.2fs: %s", self._where, delay, error)
@@ -114,7 +126,7 @@ class MongoWatch:
             if self._closed:
                 if self._closed_by_backend:
                     raise BackendError(
-                        f"mongodb {self._where}: the backend was closed", backend=NAME
+                        f"{self._guard.where}: the backend was closed", backend=self._guard.backend
                     )
                 raise StopAsyncIteration
             if self._stream is None:
@@ -125,7 +137,7 @@ class MongoWatch:
             except DRIVER_ERRORS as exc:
                 if self._closed:
                     continue
-                error = self._backend._translate(exc)
+                error = self._guard.translate(exc)
                 if not isinstance(error, BackendUnavailable):
                     raise error from exc
                 log.warning("mongodb watch on %s: stream lost: %s", self._where, error)
@@ -149,5 +161,6 @@ class MongoWatch:
             return
         self._closed = True
         self._closed_by_backend = by_backend
-        self._backend._forget_watch(self)
+        if self._on_close is not None:
+            self._on_close(self)
         await self._drop_stream()

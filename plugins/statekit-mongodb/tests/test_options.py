@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from statekit_mongodb.options import DRIVER_DEFAULTS, MongoOptions, with_namespace
+from statekit_mongodb.translate import guard
 
 from statekit.errors import ConfigError
 
@@ -43,7 +44,7 @@ def test_statekit_options_are_stripped_and_driver_options_kept() -> None:
     )
     assert options.client_kwargs == {"connectTimeoutMS": 2000}  # the URL set the other
     assert "s3cr" not in options.shown and "s3cr" not in repr(options)
-    assert options.scrub("auth failed for s3cr/t") == "auth failed for ***"
+    assert guard(options).scrub("auth failed for s3cr/t") == "auth failed for ***"
 
 
 def test_database_parameter_and_path() -> None:

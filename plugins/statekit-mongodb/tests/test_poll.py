@@ -268,10 +268,10 @@ async def test_numbers_start_over_after_drop_namespace(mongo_url: str) -> None:
     try:
         await backend.append([Write("k", 1)], now())
         await backend.append([Write("k", 2)], now())
-        assert await backend._highest_seq() == 2
+        assert await backend.writer.highest_seq() == 2
         await backend.drop_namespace()
         await backend.append([Write("k", 3)], now())
-        assert await backend._highest_seq() == 1
+        assert await backend.writer.highest_seq() == 1
     finally:
         await backend.aclose()
         await drop(url)

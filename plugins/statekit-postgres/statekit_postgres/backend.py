@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Self
@@ -28,13 +27,14 @@ import asyncpg  # type: ignore[import-untyped]
 
 from statekit.backend import ANY, Backend, Capability, Health, Record, Write
 from statekit.codec import prefix_end
-from statekit.errors import BackendError, StatekitError, ValidationError
+from statekit.errors import BackendError, ValidationError
+from statekit.kit import Watchers, appended
 from statekit_postgres import queries
 from statekit_postgres.options import DEFAULT_NAMESPACE, PostgresOptions
 from statekit_postgres.pool import AsyncpgPool, ConnectionPool, Connections, Lease
 from statekit_postgres.records import to_record
 from statekit_postgres.schema import SCHEMA_VERSION, migrate
-from statekit_postgres.translate import DRIVER_ERRORS, translate
+from statekit_postgres.translate import guard
 from statekit_postgres.watch import PostgresWatch
 
 __all__ = ["PostgresBackend"]
@@ -68,8 +68,9 @@ class PostgresBackend(Backend):
         self.options = options
         self.namespace = options.namespace
         self._pool = pool
-        self._closed = False
-        self._watches: weakref.WeakSet[PostgresWatch] = weakref.WeakSet()
+        self.guard = guard(options)
+        """Every driver call runs in it: errors translated in one place, the closed state."""
+        self._watches = Watchers()
 
     # -- opening -----------------------------------------------------------------------
 
@@ -107,7 +108,7 @@ class PostgresBackend(Backend):
         return backend
 
     async def _prepare(self, start: Callable[[], Awaitable[None]] | None = None) -> None:
-        try:
+        with self.guard.calls():
             if start is not None:
                 await start()
             async with Lease(self._pool) as conn:
@@ -125,36 +126,18 @@ class PostgresBackend(Backend):
                         backend=self.name,
                     )
                 await migrate(conn, self.options.schema, where=self.options.shown)
-        except DRIVER_ERRORS as exc:
-            raise self._translate(exc) from exc
 
-    # -- the one place driver errors become statekit's ---------------------------------
-
-    def _translate(self, exc: BaseException) -> StatekitError:
-        return translate(exc, where=self.options.shown, scrub=self.options.scrub)
-
-    def _live_pool(self) -> Connections:
-        if self._closed:
-            raise BackendError(
-                f"postgresql {self.options.shown}: the backend is closed", backend=self.name
-            )
-        return self._pool
+    # -- every driver call runs in the guard -------------------------------------------
 
     async def _fetch(self, query: str, *args: Any) -> list[Any]:
-        pool = self._live_pool()
-        try:
-            async with Lease(pool) as conn:
+        with self.guard.calls():
+            async with Lease(self._pool) as conn:
                 return list(await conn.fetch(query, *args))
-        except DRIVER_ERRORS as exc:
-            raise self._translate(exc) from exc
 
     async def _fetchval(self, query: str, *args: Any) -> Any:
-        pool = self._live_pool()
-        try:
-            async with Lease(pool) as conn:
+        with self.guard.calls():
+            async with Lease(self._pool) as conn:
                 return await conn.fetchval(query, *args)
-        except DRIVER_ERRORS as exc:
-            raise self._translate(exc) from exc
 
     # -- the contract --------------------------------------------------------------------
 
@@ -174,10 +157,7 @@ class PostgresBackend(Backend):
             [w.meta_json() for w in writes],
             [_ANY if w.expect is ANY else w.expect for w in writes],
         )
-        return [
-            Record(w.key, version, w.kind, w.data, dict(w.meta), stamped)
-            for w, version in zip(writes, versions, strict=True)
-        ]
+        return appended(writes, versions, stamped)
 
     async def read(
         self,
@@ -232,10 +212,11 @@ class PostgresBackend(Backend):
         return int(await self._fetchval(queries.PRUNE, self.namespace, key, before_version))
 
     async def watch(self, prefix: str = "") -> AsyncIterator[Record]:
-        self._live_pool()
-        watch = PostgresWatch(self, prefix)
+        self.guard.check_open()
+        watch = PostgresWatch(self._pool, self.guard, self.namespace, prefix)
         await watch.subscribe()
         self._watches.add(watch)
+        watch.on_close(self._watches.discard)
         return watch
 
     async def health(self) -> Health:
@@ -268,11 +249,9 @@ class PostgresBackend(Backend):
         return Health(True, latency, detail)
 
     async def aclose(self) -> None:
-        if self._closed:
+        if not self.guard.close():
             return
-        self._closed = True
-        for watch in list(self._watches):
-            await watch.close(by_backend=True)
+        await self._watches.close_all()
         await self._pool.close()  # a caller's pool (from_pool) stays open
 
     def describe(self) -> dict[str, Any]:
@@ -304,26 +283,11 @@ class PostgresBackend(Backend):
             numbers start again below the ones it has read (it would skip those
             commits). Forget only a namespace nobody watches any more.
         """
-        pool = self._live_pool()
-        try:
-            async with Lease(pool) as conn, conn.transaction():
+        with self.guard.calls():
+            async with Lease(self._pool) as conn, conn.transaction():
                 await conn.fetchval(queries.DROP_LOCK_HEADS, self.namespace)
                 await conn.execute(queries.DROP_LOCK_COUNTER, self.namespace)
                 dropped = await conn.fetchval(queries.DROP, self.namespace)
                 if forget:
                     await conn.execute(queries.DROP_COUNTER, self.namespace)
-        except DRIVER_ERRORS as exc:
-            raise self._translate(exc) from exc
         return int(dropped)
-
-    # -- what watchers need ------------------------------------------------------------------
-
-    async def _watch_connect(self) -> Any:
-        """A connection for one watcher: its own, or (on a caller's pool) one held from it."""
-        return await self._live_pool().dedicated()
-
-    async def _watch_release(self, conn: Any) -> None:
-        await self._pool.release_dedicated(conn)
-
-    def _forget_watch(self, watch: PostgresWatch) -> None:
-        self._watches.discard(watch)

@@ -24,7 +24,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -39,6 +38,7 @@ from statekit.bench import (
     measure,
     server_url,
 )
+from statekit.kit import with_options
 from statekit.store import StateStore
 from statekit_postgres import queries
 from statekit_postgres.backend import PostgresBackend
@@ -58,9 +58,7 @@ def _compact(value: JSON) -> str:
 def _with_namespace(url: str, namespace: str) -> str:
     """``url`` with its namespace replaced (a bad URL is a ConfigError here)."""
     PostgresOptions.parse(url)
-    base, _, query = url.partition("?")
-    pairs = [(n, v) for n, v in parse_qsl(query, keep_blank_values=True) if n != "namespace"]
-    return f"{base}?{urlencode([*pairs, ('namespace', namespace)])}"
+    return with_options(url, namespace=namespace)
 
 
 class _RawWriter:

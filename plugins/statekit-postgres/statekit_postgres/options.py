@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
 
 from statekit import codec
 from statekit.errors import ConfigError
@@ -93,7 +92,9 @@ class PostgresOptions:
     :param connect_timeout: seconds to wait for a connection.
     :param command_timeout: seconds a call may wait for its answer on the client
         (None = no limit).
-    :param password: the password in the URL, only to scrub it from driver messages.
+    :param password: the password (in the URL's user part or its ``password=``), unquoted.
+    :param url: the URL as given (for the DriverGuard, which masks its secrets; never
+        show it).
     """
 
     dsn: str = field(repr=False)
@@ -107,6 +108,7 @@ class PostgresOptions:
     command_timeout: float | None = None
     application_name: str = "statekit"
     password: str | None = field(default=None, repr=False)
+    url: str = field(default="", repr=False)
 
     @classmethod
     def for_pool(cls, namespace: str) -> PostgresOptions:
@@ -151,13 +153,9 @@ class PostgresOptions:
             options["command_timeout"] = u.seconds("command_timeout", 0.0, zero=False)
         if "application_name" in driver:
             options["application_name"] = driver["application_name"]
-        password = driver.get("password", u.password)
-        # Built by hand: urlunsplit drops the "//" of a URL without a host
-        # (postgresql://user@/db?host=/socket/dir must keep it).
-        query = urlencode([(n, v) for n, v in u.driver if n != "application_name"])
-        netloc = urlsplit(url).netloc
-        dsn = f"postgresql://{netloc}{urlsplit(url).path}" + (f"?{query}" if query else "")
-        return cls(dsn=dsn, shown=u.shown, password=password or None, **options)
+        dsn = u.driver_url(scheme="postgresql", drop=("application_name",))
+        password = driver.get("password", u.password) or None
+        return cls(dsn=dsn, shown=u.shown, password=password, url=url, **options)
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``asyncpg.connect`` / ``asyncpg.create_pool``."""
@@ -172,10 +170,3 @@ class PostgresOptions:
             "command_timeout": self.command_timeout,
             "server_settings": settings,
         }
-
-    def scrub(self, text: str) -> str:
-        """``text`` with the password masked, for messages built from driver errors."""
-        if self.password:
-            for form in {self.password, quote(self.password, safe="")}:
-                text = text.replace(form, "***")
-        return text

@@ -1,5 +1,9 @@
 """The one place asyncpg's exceptions become statekit's (docs/writing-a-backend.md, Errors).
 
+Every driver call of the backend and its watchers runs in the backend's
+:class:`statekit.kit.DriverGuard` (:func:`guard`), which hands what asyncpg raises to
+:func:`postgres_error` and masks the URL's password in every message.
+
 Everything that means "the server cannot be reached or answered, the same call may
 work later" is :class:`~statekit.errors.BackendUnavailable`: a refused or dropped
 connection (``OSError``, ``ConnectionDoesNotExistError``, asyncpg's
@@ -15,7 +19,6 @@ docs/backends/postgresql.md has the whole table.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 from asyncpg import exceptions as pg  # type: ignore[import-untyped]
 
@@ -27,9 +30,11 @@ from statekit.errors import (
     ConflictError,
     StatekitError,
 )
+from statekit.kit import DriverGuard
+from statekit_postgres.options import PostgresOptions
 from statekit_postgres.schema import CONFLICT_SQLSTATE
 
-__all__ = ["DRIVER_ERRORS", "translate"]
+__all__ = ["DRIVER_ERRORS", "guard", "postgres_error"]
 
 NAME = "postgresql"
 
@@ -40,7 +45,7 @@ DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
 )
-"""What a driver call may raise; each is handed to :func:`translate`."""
+"""What a driver call may raise; each is handed to :func:`postgres_error`."""
 
 _RETRYABLE_STATES = {
     "25006": "the server is read-only (a standby, or during failover)",
@@ -59,14 +64,14 @@ _RETRYABLE_STATES = {
 }
 
 
-def _conflict(exc: pg.PostgresError, where: str) -> StatekitError:
+def _conflict(guard: DriverGuard, exc: pg.PostgresError) -> StatekitError:
     try:
         detail = json.loads(exc.detail or "")
         write = Write(str(detail["key"]), None, expect=int(detail["expected"]))
         actual, deleted = int(detail["actual"]), bool(detail["deleted"])
     except (ValueError, TypeError, KeyError) as bad:
         return BackendError(
-            f"postgresql {where}: unreadable conflict report from statekit_append: {bad}",
+            f"{guard.where}: unreadable conflict report from statekit_append: {bad}",
             backend=NAME,
         )
     try:
@@ -74,57 +79,54 @@ def _conflict(exc: pg.PostgresError, where: str) -> StatekitError:
     except ConflictError as conflict:
         return conflict
     return BackendError(
-        f"postgresql {where}: statekit_append refused {write.key!r} (expect={write.expect}, "
+        f"{guard.where}: statekit_append refused {write.key!r} (expect={write.expect}, "
         f"head {actual}, deleted={deleted}) but check_expect accepts it; "
         "the function's rule is out of date: reopen to migrate",
         backend=NAME,
     )
 
 
-def translate(
-    exc: BaseException, *, where: str, scrub: Callable[[str], str] = str
-) -> StatekitError:
-    """The statekit error for a driver exception (raise it ``from exc``).
+def _server_error(guard: DriverGuard, exc: pg.PostgresError) -> StatekitError:
+    state = exc.sqlstate or ""
+    if state == CONFLICT_SQLSTATE:
+        return _conflict(guard, exc)
+    code = f"{type(exc).__name__} {state}: {guard.detail(exc)}"
+    if state.startswith("08") or state in _RETRYABLE_STATES:
+        reason = _RETRYABLE_STATES.get(state, "the connection failed")
+        return BackendUnavailable(f"{guard.where}: {reason} ({code})", backend=NAME)
+    if state.startswith("28"):
+        return guard.failed("the server refused the login", exc)
+    return BackendError(f"{guard.where}: {code}", backend=NAME)
 
-    :param where: the redacted URL, named in the message.
-    :param scrub: masks the password in text that came from the driver.
-    """
-    text = scrub(str(exc).replace("\n", " "))
-    kind = type(exc).__name__
+
+def postgres_error(guard: DriverGuard, exc: BaseException) -> StatekitError | None:
+    """The statekit error for an asyncpg exception (None: the guard's default rule, a
+    BackendError with the driver's text)."""
     if isinstance(exc, pg.PostgresError):
-        state = exc.sqlstate or ""
-        if state == CONFLICT_SQLSTATE:
-            return _conflict(exc, where)
-        if state.startswith("08") or state in _RETRYABLE_STATES:
-            reason = _RETRYABLE_STATES.get(state, "the connection failed")
-            return BackendUnavailable(
-                f"postgresql {where}: {reason} ({kind} {state}: {text})", backend=NAME
-            )
-        if state.startswith("28"):
-            return BackendError(
-                f"postgresql {where}: the server refused the login ({kind}: {text})",
-                backend=NAME,
-            )
-        return BackendError(f"postgresql {where}: {kind} {state}: {text}", backend=NAME)
+        return _server_error(guard, exc)
     if isinstance(exc, pg.ClientConfigurationError):
-        return ConfigError(f"postgresql URL {where}: {text}", source="url")
+        return ConfigError(f"postgresql URL {guard.shown}: {guard.detail(exc)}", source="url")
     if isinstance(exc, pg.DataError):  # an argument asyncpg could not encode
-        return BackendError(f"postgresql {where}: {kind}: {text}", backend=NAME)
+        return guard.failed("asyncpg could not send an argument", exc)
     if isinstance(exc, pg.InternalClientError):
         # The connection's protocol state is broken (e.g. the server's goodbye
         # arrived mid-call); that connection is dropped, a new one will do.
-        return BackendUnavailable(
-            f"postgresql {where}: the connection broke ({kind}: {text})", backend=NAME
-        )
+        return guard.unavailable("the connection broke", exc)
     if isinstance(exc, pg.InterfaceError | OSError):
         # A refused, reset or closed connection; asyncpg's InterfaceError also covers
         # "connection is closed" when the server went away between calls.
-        return BackendUnavailable(
-            f"postgresql {where}: cannot reach the server ({kind}: {text})", backend=NAME
-        )
+        return guard.unavailable("cannot reach the server", exc)
     if isinstance(exc, TimeoutError):
-        return BackendUnavailable(
-            f"postgresql {where}: no answer in time (connect_timeout / command_timeout)",
-            backend=NAME,
-        )
-    return BackendError(f"postgresql {where}: {kind}: {text}", backend=NAME)
+        return guard.unavailable("no answer in time (connect_timeout / command_timeout)")
+    return None
+
+
+def guard(options: PostgresOptions) -> DriverGuard:
+    """The DriverGuard of a backend with these options: every driver call runs in it."""
+    return DriverGuard(
+        NAME,
+        options.url or options.shown,
+        errors=DRIVER_ERRORS,
+        translate=postgres_error,
+        secrets=[options.password] if options.password else [],
+    )

@@ -16,19 +16,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from statekit.backend import Record
 from statekit.codec import prefix_end
 from statekit.errors import BackendUnavailable
-from statekit.kit import CommitFollower
+from statekit.kit import CommitFollower, DriverGuard
 from statekit_postgres import queries
+from statekit_postgres.pool import Connections
 from statekit_postgres.records import to_record
 from statekit_postgres.schema import CHANNEL
 from statekit_postgres.translate import DRIVER_ERRORS
-
-if TYPE_CHECKING:
-    from statekit_postgres.backend import PostgresBackend
 
 __all__ = ["PostgresWatch"]
 
@@ -47,19 +45,25 @@ class PostgresWatch(CommitFollower[Cursor]):
     (:meth:`subscribe`) before returning it. Close it with :meth:`aclose`; the backend's
     ``aclose`` closes the watchers still open. ``reconnects`` counts the reads that
     found the server away and the connections opened again after a loss.
+
+    :param pool: where the watcher's own LISTEN connection comes from (``dedicated``).
+    :param guard: the backend's DriverGuard: driver errors and its closed state.
+    :param namespace: whose commits to follow.
+    :param prefix: only keys starting with this.
     """
 
-    def __init__(self, backend: PostgresBackend, prefix: str) -> None:
+    def __init__(self, pool: Connections, guard: DriverGuard, namespace: str, prefix: str) -> None:
         super().__init__(
-            backend="postgresql",
-            where=backend.options.shown,
+            backend=guard.backend,
+            where=guard.shown,
             read=self._read,
             cursor=(0, _LAST_POS),
             interval=POLL_SECONDS,
             wait=self._notified,
         )
-        self._backend = backend
-        self._namespace = backend.namespace
+        self._pool = pool
+        self._guard = guard
+        self._namespace = namespace
         high = prefix_end(prefix)
         self._query = queries.CHANGES if high is None else queries.CHANGES_BOUNDED
         self._bounds: tuple[str, ...] = (prefix,) if high is None else (prefix, high)
@@ -90,18 +94,14 @@ class PostgresWatch(CommitFollower[Cursor]):
 
     async def _listen(self) -> None:
         """Open a connection LISTENing on the channel; driver errors translated."""
-        try:
-            conn = await self._backend._watch_connect()
-        except DRIVER_ERRORS as exc:
-            raise self._backend._translate(exc) from exc
-        try:
-            await conn.add_listener(CHANNEL, self._on_notify)
-            conn.add_termination_listener(self._on_terminated)
-        except BaseException as exc:
-            await self._backend._watch_release(conn)
-            if isinstance(exc, DRIVER_ERRORS):
-                raise self._backend._translate(exc) from exc
-            raise
+        with self._guard.calls():  # BackendError once the backend is closed
+            conn = await self._pool.dedicated()
+            try:
+                await conn.add_listener(CHANNEL, self._on_notify)
+                conn.add_termination_listener(self._on_terminated)
+            except BaseException:
+                await self._pool.release_dedicated(conn)
+                raise
         self._conn, self._lost = conn, False
 
     async def subscribe(self) -> None:
@@ -112,10 +112,8 @@ class PostgresWatch(CommitFollower[Cursor]):
         """
         try:
             await self._listen()
-            seq = await self._conn.fetchval(queries.COMMIT_SEQ, self._namespace)
-        except DRIVER_ERRORS as exc:
-            await self._drop_connection()
-            raise self._backend._translate(exc) from exc
+            with self._guard.calls():
+                seq = await self._conn.fetchval(queries.COMMIT_SEQ, self._namespace)
         except BaseException:
             await self._drop_connection()
             raise
@@ -130,7 +128,7 @@ class PostgresWatch(CommitFollower[Cursor]):
             # UNLISTEN: a connection going back to a caller's pool must not keep it.
             with contextlib.suppress(*DRIVER_ERRORS):
                 await asyncio.wait_for(conn.remove_listener(CHANNEL, self._on_notify), 5)
-        await self._backend._watch_release(conn)
+        await self._pool.release_dedicated(conn)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -145,7 +143,7 @@ class PostgresWatch(CommitFollower[Cursor]):
         try:
             rows = await self._conn.fetch(self._query, self._namespace, *cursor, *self._bounds)
         except DRIVER_ERRORS as exc:
-            error = self._backend._translate(exc)
+            error = self._guard.translate(exc)
             if self._closed:
                 return [], cursor
             if not isinstance(error, BackendUnavailable):
@@ -174,7 +172,6 @@ class PostgresWatch(CommitFollower[Cursor]):
         """:meth:`aclose`; ``by_backend`` makes a later ``__anext__`` raise BackendError."""
         if self._closed:
             return
-        await super().close(by_backend=by_backend)
+        await super().close(by_backend=by_backend)  # the backend forgets it (on_close)
         self._wakeup.set()
-        self._backend._forget_watch(self)
         await self._drop_connection()

@@ -6,6 +6,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from statekit_postgres import PostgresOptions
+from statekit_postgres.translate import guard
 
 from statekit.errors import ConfigError
 
@@ -107,11 +108,11 @@ def test_the_password_is_masked_everywhere_it_could_show() -> None:
     assert options.password == "p@ss/w0rd"
     assert "p%40ss" not in options.shown and "***" in options.shown
     assert "p%40ss" not in repr(options) and "p@ss" not in repr(options)
-    assert options.scrub("auth failed for p@ss/w0rd (p%40ss%2Fw0rd)") == (
+    assert guard(options).scrub("auth failed for p@ss/w0rd (p%40ss%2Fw0rd)") == (
         "auth failed for *** (***)"
     )
     in_query = PostgresOptions.parse("postgresql://bot@h/db?password=hunter2")
-    assert in_query.scrub("hunter2!") == "***!"
+    assert guard(in_query).scrub("hunter2!") == "***!"
     assert "hunter2" not in in_query.shown
 
 

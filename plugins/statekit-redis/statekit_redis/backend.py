@@ -11,7 +11,8 @@
   its own, resuming after a lost connection from the last entry it delivered.
 - Durability is the server's: ``durable`` is declared only when AOF is on
   (:mod:`statekit_redis.persistence`).
-- redis-py errors become statekit errors in one place, :meth:`RedisBackend._translate`.
+- redis-py errors become statekit errors in one place, :mod:`statekit_redis.translate`
+  (shared with the cache), through the backend's :class:`~statekit.kit.DriverGuard`.
   redis-py's own retries are off: a write whose reply was lost must not be sent
   twice (it could append the same change as two versions). Callers retry on
   :class:`~statekit.errors.BackendUnavailable`; the next call reconnects.
@@ -30,18 +31,18 @@ from datetime import datetime
 from typing import Any, Self, TypeVar
 
 import redis.asyncio as aioredis
-from redis import exceptions as rex
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from statekit.backend import ANY, JSON, Backend, Capability, Health, Record, Write, check_expect
 from statekit.codec import from_micros, prefix_end, to_micros
-from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
-from statekit.kit import CommitFollower
+from statekit.errors import BackendError, ConfigError, StatekitError
+from statekit.kit import CommitFollower, appended
 from statekit_redis.layout import LAYOUT_VERSION, Layout, check_namespace, decode, tail
 from statekit_redis.options import DEFAULT_LOG_MAX, DEFAULT_NAMESPACE, parse_url
 from statekit_redis.persistence import UNKNOWN, Persistence
 from statekit_redis.scripts import APPEND, AS_OF, LATEST, PRUNE
+from statekit_redis.translate import DRIVER_ERRORS, guard
 
 __all__ = ["INLINE_MAX", "RedisBackend"]
 
@@ -93,7 +94,7 @@ class _Follower(CommitFollower[int]):
 
     async def close(self, *, by_backend: bool = False) -> None:
         await super().close(by_backend=by_backend)
-        with contextlib.suppress(rex.RedisError, OSError):
+        with contextlib.suppress(*DRIVER_ERRORS):
             await self._watcher.aclose()  # gives its connection back to the pool
 
 
@@ -107,7 +108,8 @@ class RedisBackend(Backend):
     :param namespace: the statekit namespace (key prefix) in the database.
     :param log_max: about how many entries the watch log keeps.
     :param owns_client: close ``client`` in :meth:`aclose`.
-    :param shown: how to name the server in errors (no secrets).
+    :param url: the store URL, named in errors with its secrets masked (default: a
+        description of the caller's client).
     """
 
     name = "redis"
@@ -120,7 +122,7 @@ class RedisBackend(Backend):
         namespace: str = DEFAULT_NAMESPACE,
         log_max: int = DEFAULT_LOG_MAX,
         owns_client: bool = False,
-        shown: str | None = None,
+        url: str | None = None,
     ) -> None:
         kwargs = client.connection_pool.connection_kwargs
         if kwargs.get("decode_responses"):
@@ -134,11 +136,18 @@ class RedisBackend(Backend):
                 "statekit-redis needs a client that does not re-send commands: build it "
                 "with retry=Retry(NoBackoff(), 0) (redis.asyncio.retry, redis.backoff)"
             )
-        self._client: aioredis.Redis | None = client
+        self._client = client
         self.namespace = check_namespace(namespace)
         self.layout = Layout(self.namespace)
         self.log_max = log_max
-        self.shown = shown or "redis (existing client)"
+        self.guard = guard(
+            url or "(existing client)",
+            needs="statekit-redis needs EVALSHA, SCRIPT LOAD, XREAD and read/write access "
+            "to the keys sk:{<namespace>}:*",
+            keys=f"keys of namespace {self.namespace!r} ({self.layout.prefix}*)",
+        )
+        """The one place redis-py errors become statekit's, and the closed state."""
+        self.shown = self.guard.shown
         self.persistence = Persistence(UNKNOWN, UNKNOWN, UNKNOWN, "none")
         """What the server kept on disk when this backend was opened."""
         self.server_version = UNKNOWN
@@ -170,7 +179,7 @@ class RedisBackend(Backend):
                 namespace=options.namespace,
                 log_max=options.log_max,
                 owns_client=True,
-                shown=options.shown,
+                url=url,
             )
             await backend._setup()
         except BaseException:
@@ -197,58 +206,9 @@ class RedisBackend(Backend):
         await backend._setup()
         return backend
 
-    # -- the one place redis-py errors become statekit's ---------------------------------
-
-    def _translate(self, exc: BaseException) -> StatekitError:
-        where = f"redis {self.shown}"
-        text = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, rex.AuthenticationError | rex.AuthorizationError):
-            return BackendError(
-                f"{where}: the server refused the credentials ({exc}); check the URL's "
-                "user and password",
-                backend=self.name,
-            )
-        if isinstance(exc, rex.ConnectionError | rex.TimeoutError | OSError):
-            # ConnectionError covers BusyLoadingError (the server is loading its data)
-            # and MaxConnectionsError (the pool is exhausted).
-            return BackendUnavailable(f"{where}: {text}", backend=self.name)
-        if isinstance(exc, rex.ReadOnlyError | rex.TryAgainError | rex.ClusterDownError):
-            return BackendUnavailable(
-                f"{where}: {text} (a failover or resharding is under way)", backend=self.name
-            )
-        message = str(exc)
-        if isinstance(exc, rex.ResponseError) and message.startswith(("BUSY", "LOADING")):
-            return BackendUnavailable(f"{where}: {text}", backend=self.name)
-        if isinstance(exc, rex.NoPermissionError):
-            return BackendError(
-                f"{where}: the Redis user may not run this ({exc}); statekit-redis needs "
-                "EVALSHA, SCRIPT LOAD, XREAD and read/write access to the keys sk:{<namespace>}:*",
-                backend=self.name,
-            )
-        if isinstance(exc, rex.OutOfMemoryError):
-            return BackendError(
-                f"{where}: the server is full (maxmemory): {exc}; nothing was written",
-                backend=self.name,
-            )
-        if "WRONGTYPE" in message:
-            return BackendError(
-                f"{where}: {exc}: something other than statekit wrote keys of namespace "
-                f"{self.namespace!r} ({self.layout.prefix}*)",
-                backend=self.name,
-            )
-        return BackendError(f"{where}: {text}", backend=self.name)
-
-    def _require(self) -> aioredis.Redis:
-        if self._client is None:
-            raise BackendError(f"redis {self.shown}: the backend is closed", backend=self.name)
-        return self._client
-
     async def _run(self, call: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
-        client = self._require()
-        try:
-            return await call(client)
-        except (rex.RedisError, OSError) as exc:
-            raise self._translate(exc) from exc
+        with self.guard.calls():  # BackendError once closed; redis-py errors translated
+            return await call(self._client)
 
     # -- setup and facts ---------------------------------------------------------------
 
@@ -297,7 +257,7 @@ class RedisBackend(Backend):
         # A read-only user cannot mark the layout; reading it back is what matters.
         _, stored = await self._run(mark_layout)
         if isinstance(stored, Exception):
-            raise self._translate(stored) from stored
+            raise self.guard.translate(stored) from stored
         if stored is not None and int(stored) > LAYOUT_VERSION:
             raise BackendError(
                 f"redis {self.shown}: namespace {self.namespace!r} has layout version "
@@ -340,11 +300,8 @@ class RedisBackend(Backend):
                 backend=self.name,
             )
         # The script stamps the server's clock, raised past each key's previous `at`.
-        stamped = from_micros(int(reply[2]))
-        return [
-            Record(w.key, int(version), w.kind, w.data, dict(w.meta), stamped)
-            for w, version in zip(writes, reply[1].split(), strict=True)
-        ]
+        versions = [int(version) for version in reply[1].split()]
+        return appended(writes, versions, from_micros(int(reply[2])))
 
     async def read(
         self,
@@ -439,7 +396,7 @@ class RedisBackend(Backend):
     async def watch(self, prefix: str = "") -> AsyncIterator[Record]:
         last = await self._run(lambda c: c.get(self.layout.seq))
         # A client of its own: XREAD BLOCK holds a connection while it waits.
-        watcher = self._require().client()
+        watcher = self._client.client()
 
         async def read(seq: int) -> tuple[list[Record], int]:
             changes = await self._changes(watcher, seq, prefix)
@@ -541,12 +498,11 @@ class RedisBackend(Backend):
         return Health(True, latency, await self._run(self._facts))
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and self._owns_client:
+        if self.guard.close() and self._owns_client:
             # Closing is best effort: every append is already on the server.
             try:
-                await client.aclose()
-            except (rex.RedisError, OSError) as exc:
+                await self._client.aclose()
+            except DRIVER_ERRORS as exc:
                 log.debug("redis %s: error while closing: %s", self.shown, exc)
 
     def describe(self) -> dict[str, Any]:

@@ -18,20 +18,19 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Self, TypeVar
-from urllib.parse import parse_qsl, urlsplit
 
 import redis.asyncio as aioredis
-from redis import exceptions as rex
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from statekit.backend import JSON, Health, Record, dumps
-from statekit.codec import to_micros
-from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
+from statekit.backend import JSON, Health, Record
+from statekit.errors import ConfigError
+from statekit.kit import stored
 from statekit.tiered import SharedCache
 from statekit_redis.layout import check_namespace, decode, record_text, tail
 from statekit_redis.options import parse_url
 from statekit_redis.scripts import CACHE_PUT
+from statekit_redis.translate import DRIVER_ERRORS, guard
 
 __all__ = ["ABSENT", "CACHE_TIMEOUT", "RedisCache"]
 
@@ -52,9 +51,8 @@ def encode(head: Record | None) -> bytes | str:
     """The cached text of ``head`` (None: the key has no head)."""
     if head is None:
         return ABSENT
-    data = None if head.data is None else dumps(head.data)
-    meta = dumps(dict(head.meta)) if head.meta else "{}"
-    return record_text(head.version, to_micros(head.at), tail(head.kind, meta, data))
+    _, version, kind, data, meta, at = stored(head)
+    return record_text(version, at, tail(kind, meta, data))
 
 
 class RedisCache(SharedCache):
@@ -77,19 +75,27 @@ class RedisCache(SharedCache):
         namespace: str,
         ttl: float,
         owns_client: bool = False,
-        shown: str | None = None,
+        url: str | None = None,
     ) -> None:
         if client.connection_pool.connection_kwargs.get("decode_responses"):
             raise ConfigError("statekit-redis needs a client with decode_responses=False")
         if ttl <= 0:
             raise ConfigError(f"redis cache ttl={ttl!r}: give a number of seconds > 0")
-        self._client: aioredis.Redis | None = client
+        self._client = client
         self.namespace = check_namespace(namespace)
         self.prefix = f"sk:{{{self.namespace}}}:c:"
         """What every entry's Redis key starts with."""
         self.ttl = ttl
         self._ttl_ms = max(1, round(ttl * 1000))
-        self.shown = shown or "redis (existing client)"
+        self.guard = guard(
+            url or "(existing client)",
+            needs=f"the shared cache needs MGET, EVALSHA, SCRIPT LOAD, UNLINK on {self.prefix}*",
+            keys=f"keys of the shared cache ({self.prefix}*)",
+            label="redis cache",
+        )
+        """The one place redis-py errors become statekit's (the store's rules), and the
+        closed state."""
+        self.shown = self.guard.shown
         self._owns_client = owns_client
         self._put = client.register_script(CACHE_PUT)
 
@@ -99,10 +105,9 @@ class RedisCache(SharedCache):
         down does not stop the store from opening. The URL's ``namespace`` option, when
         given, wins over ``namespace``."""
         options = parse_url(url, options=frozenset({"namespace"}))
-        given = {name for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
         kwargs: dict[str, Any] = {"retry": Retry(NoBackoff(), 0)}
         for option in ("socket_connect_timeout", "socket_timeout"):
-            if option not in given:
+            if option not in options.named:
                 kwargs[option] = CACHE_TIMEOUT
         try:
             client = aioredis.Redis.from_url(options.driver_url, **kwargs)
@@ -113,42 +118,18 @@ class RedisCache(SharedCache):
         try:
             return cls(
                 client,
-                namespace=options.namespace if "namespace" in given else namespace,
+                namespace=options.namespace if "namespace" in options.named else namespace,
                 ttl=ttl,
                 owns_client=True,
-                shown=options.shown,
+                url=url,
             )
         except BaseException:
             await client.aclose()
             raise
 
-    # -- the one place redis-py errors become statekit's ---------------------------------
-
-    def _translate(self, exc: BaseException) -> StatekitError:
-        where = f"redis cache {self.shown}"
-        text = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, rex.AuthenticationError | rex.AuthorizationError):
-            return BackendError(f"{where}: the server refused the credentials ({exc})")
-        if isinstance(exc, rex.ConnectionError | rex.TimeoutError | OSError):
-            return BackendUnavailable(f"{where}: {text}", backend=self.name)
-        if isinstance(exc, rex.ReadOnlyError | rex.TryAgainError | rex.ClusterDownError):
-            return BackendUnavailable(f"{where}: {text}", backend=self.name)
-        if isinstance(exc, rex.NoPermissionError):
-            return BackendError(
-                f"{where}: the Redis user may not run this ({exc}); the shared cache needs "
-                f"MGET, EVALSHA, SCRIPT LOAD, UNLINK on {self.prefix}*",
-                backend=self.name,
-            )
-        return BackendError(f"{where}: {text}", backend=self.name)
-
     async def _run(self, call: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
-        client = self._client
-        if client is None:
-            raise BackendError(f"redis cache {self.shown}: closed", backend=self.name)
-        try:
-            return await call(client)
-        except (rex.RedisError, OSError) as exc:
-            raise self._translate(exc) from exc
+        with self.guard.calls():  # BackendError once closed; redis-py errors translated
+            return await call(self._client)
 
     # -- the SharedCache contract ------------------------------------------------------
 
@@ -189,11 +170,10 @@ class RedisCache(SharedCache):
         }
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and self._owns_client:
+        if self.guard.close() and self._owns_client:
             try:
-                await client.aclose()
-            except (rex.RedisError, OSError) as exc:
+                await self._client.aclose()
+            except DRIVER_ERRORS as exc:
                 log.debug("redis cache %s: error while closing: %s", self.shown, exc)
 
     # -- tools ---------------------------------------------------------------------------

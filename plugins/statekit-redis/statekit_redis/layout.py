@@ -37,10 +37,11 @@ from dataclasses import dataclass, field
 
 from statekit import codec
 from statekit.backend import Record, dumps
-from statekit.codec import from_micros, loads
-from statekit.errors import SerializationError
+from statekit.codec import loads
+from statekit.kit import Fields, from_document
 
 __all__ = [
+    "FIELDS",
     "LAYOUT_VERSION",
     "Layout",
     "check_namespace",
@@ -125,19 +126,10 @@ def record_text(version: int, at_micros: int, tail: str) -> str:
     return '{"v":' + str(version) + ',"at":' + str(at_micros) + tail
 
 
+FIELDS = Fields(version="v", kind="k", data="d", meta="m")
+"""A stored version's JSON field names, for statekit.kit's record builder."""
+
+
 def decode(key: str, text: bytes | str) -> Record:
     """The Record of a stored version's text; SerializationError if it is not one."""
-    value = loads(text, key=key, backend="redis")
-    if isinstance(value, dict):
-        version, kind, meta, at = value.get("v"), value.get("k"), value.get("m"), value.get("at")
-        if (
-            type(version) is int
-            and isinstance(kind, str)
-            and isinstance(meta, dict)
-            and type(at) is int
-            and "d" in value
-        ):
-            return Record(key, version, kind, value["d"], meta, from_micros(at))
-    raise SerializationError(
-        f"stored version of {key!r} is not a statekit record", key=key, backend="redis"
-    )
+    return from_document(loads(text, key=key, backend="redis"), FIELDS, key=key, backend="redis")

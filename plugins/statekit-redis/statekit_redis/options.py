@@ -13,11 +13,8 @@ a misspelt option fails at open() instead of being ignored.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from statekit.codec import redact_url
-from statekit.errors import ConfigError
-from statekit_redis.layout import check_namespace
+from statekit.kit import StoreUrl, with_options
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -70,6 +67,7 @@ class RedisOptions:
     :param namespace: which statekit namespace (key prefix) of the database.
     :param log_max: about how many entries the watch log keeps (``XADD MAXLEN ~``).
     :param connect_timeout: the connect timeout to set when the URL has none.
+    :param named: the options the URL names (statekit's and redis-py's).
     """
 
     driver_url: str
@@ -77,6 +75,7 @@ class RedisOptions:
     namespace: str
     log_max: int
     connect_timeout: float | None
+    named: frozenset[str] = frozenset()
 
 
 def parse_url(url: str, *, options: frozenset[str] = STATEKIT_OPTIONS) -> RedisOptions:
@@ -84,58 +83,26 @@ def parse_url(url: str, *, options: frozenset[str] = STATEKIT_OPTIONS) -> RedisO
 
     :param options: statekit's options this URL may hold (a cache URL has no ``log_max``).
     """
-    shown = redact_url(url)
-    try:
-        parts = urlsplit(url)
-        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False)
-        port = parts.port  # raises ValueError for a bad port
-    except ValueError as exc:
-        raise ConfigError(f"redis URL {shown!r} is malformed: {exc}", source="url") from exc
-    if parts.scheme not in {"redis", "rediss"}:
-        raise ConfigError(
-            f"redis URL {shown!r} must start with redis:// or rediss:// (TLS)", source="url"
-        )
-    if not parts.hostname:
-        raise ConfigError(f"redis URL {shown!r} names no host", source="url")
-    del port
-    ours: dict[str, str] = {}
-    driver: list[tuple[str, str]] = []
-    for name, value in pairs:
-        if name in options:
-            if name in ours:
-                raise ConfigError(f"redis URL {shown!r} gives {name} twice", source="url")
-            ours[name] = value
-        elif name in DRIVER_OPTIONS:
-            driver.append((name, value))
-        else:
-            raise ConfigError(
-                f"unknown redis URL option {name!r} in {shown!r}; statekit's options: "
-                f"{', '.join(sorted(options))}; redis-py's: "
-                f"{', '.join(sorted(DRIVER_OPTIONS))}",
-                source="url",
-            )
-    namespace = check_namespace(ours.get("namespace", DEFAULT_NAMESPACE))
-    try:
-        log_max = int(ours.get("log_max", DEFAULT_LOG_MAX))
-    except ValueError:
-        log_max = 0
-    if log_max < 1:
-        raise ConfigError(
-            f"redis log_max={ours['log_max']!r}: give a whole number >= 1", source="url"
-        )
-    has_timeout = any(name == "socket_connect_timeout" for name, _ in driver)
-    driver_url = urlunsplit(parts._replace(query=urlencode(driver), fragment=""))
+    u = StoreUrl.parse(
+        url,
+        backend="redis",
+        schemes=("redis", "rediss"),
+        options=options,
+        driver_options=DRIVER_OPTIONS,
+        example="redis://[[user]:password@]host[:port][/db][?namespace=...]",
+        needs_host=True,
+    )
+    named = frozenset(u.options) | {name for name, _ in u.driver}
     return RedisOptions(
-        driver_url=driver_url,
-        shown=shown,
-        namespace=namespace,
-        log_max=log_max,
-        connect_timeout=None if has_timeout else DEFAULT_CONNECT_TIMEOUT,
+        driver_url=u.driver_url(),
+        shown=u.shown,
+        namespace=u.namespace(),
+        log_max=u.integer("log_max", DEFAULT_LOG_MAX, minimum=1),
+        connect_timeout=None if "socket_connect_timeout" in named else DEFAULT_CONNECT_TIMEOUT,
+        named=named,
     )
 
 
 def with_namespace(url: str, namespace: str) -> str:
     """``url`` with its ``namespace`` option set to ``namespace`` (other options kept)."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "namespace"]
-    return urlunsplit(parts._replace(query=urlencode([*query, ("namespace", namespace)])))
+    return with_options(url, namespace=namespace)
