@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from time import perf_counter
 from typing import Self
+from urllib.parse import urlsplit
 
 from statekit.backend import (
     Backend,
@@ -78,8 +79,13 @@ class MemoryBackend(Backend):
 
     @classmethod
     async def open(cls, url: str = "memory://") -> Self:
-        # It has no options: a misspelt one is refused, as by every backend.
-        StoreUrl.parse(url, backend="memory", schemes=("memory",))
+        # It has no options: a misspelt one is refused, as by every backend. Any scheme
+        # a plugin registers a MemoryBackend (subclass) for is its own.
+        try:
+            scheme = urlsplit(url).scheme.lower() or "memory"
+        except ValueError:  # malformed: StoreUrl.parse says how
+            scheme = "memory"
+        StoreUrl.parse(url, backend="memory", schemes=(scheme,))
         return cls()
 
     def _check_open(self) -> None:
