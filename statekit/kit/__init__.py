@@ -17,6 +17,8 @@ and is optional: a backend may use any part of it, or none.
 docs/writing-a-backend.md shows each in use.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from statekit.kit.follow import CommitFollower, Watchers
 from statekit.kit.guard import DriverGuard
 from statekit.kit.records import (
@@ -30,8 +32,12 @@ from statekit.kit.records import (
     to_micros,
     utc,
 )
-from statekit.kit.sql import DbapiConnection, SqlBackend, SqlConnection, SqlDialect, tables
 from statekit.kit.url import StoreUrl, with_options
+
+if TYPE_CHECKING:
+    from statekit.kit.sql import DbapiConnection, SqlBackend, SqlConnection, SqlDialect, tables
+
+_SQL = frozenset({"DbapiConnection", "SqlBackend", "SqlConnection", "SqlDialect", "tables"})
 
 __all__ = [
     "CommitFollower",
@@ -54,3 +60,12 @@ __all__ = [
     "utc",
     "with_options",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The SQL base loads on first use: memory and sqlite use the kit but not it.
+    if name in _SQL:
+        from statekit.kit import sql
+
+        return getattr(sql, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
