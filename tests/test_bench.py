@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import sqlite3
@@ -276,3 +277,56 @@ def test_the_harness_imports_no_benchmark() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.asyncio
+async def test_peers_bench_compares_with_eventsourcing_on_sqlite(tmp_path: Path) -> None:
+    pytest.importorskip("eventsourcing", reason="the bench-peers extra is not installed")
+    config = bench.BenchConfig(n=3, rounds=1, directory=tmp_path)
+    results = [r async for r in bench.run("peers", config)]
+    assert [r["workload"] for r in results] == ["append", "rebuild"]
+    for result in results:
+        assert result["backend"] == "peers" and result["durability"] == "WAL synchronous=FULL"
+        for name in ("statekit_ops_s", "eventsourcing_ops_s", "ratio", "event_store_ratio"):
+            assert _positive_number(result[name]), name
+    assert results[1]["events_after_snapshot"] == 50
+
+
+@pytest.mark.asyncio
+async def test_peers_bench_on_postgres_drops_what_it_wrote(tmp_path: Path) -> None:
+    pytest.importorskip("eventsourcing", reason="the bench-peers extra is not installed")
+    import asyncpg
+
+    from statekit.testing import server_url
+
+    url = server_url("postgres")
+    config = bench.BenchConfig(n=2, rounds=1, directory=tmp_path, url=url)
+    results = [r async for r in bench.run("peers", config)]
+    assert [r["workload"] for r in results] == ["append", "rebuild"]
+    assert {r["durability"] for r in results} == {"synchronous_commit=on"}
+    con = await asyncpg.connect(url)
+    try:
+        left = await con.fetchval(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'peers_es_%'"
+        )
+    finally:
+        await con.close()
+    assert left == 0, "the eventsourcing schema was not dropped"
+
+
+def test_peers_bench_without_eventsourcing_prints_one_skipped_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A None entry in sys.modules makes `import eventsourcing...` raise ImportError.
+    for name in [n for n in sys.modules if n.startswith("eventsourcing")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "eventsourcing", None)
+    monkeypatch.delitem(sys.modules, "statekit.bench.peers.eventsourcing_side", raising=False)
+    config = bench.BenchConfig(n=2, rounds=1, directory=tmp_path)
+
+    async def collect() -> list[dict[str, object]]:
+        return [r async for r in bench.run("peers", config)]
+
+    (line,) = asyncio.run(collect())
+    assert line["backend"] == "peers"
+    assert "pip install 'statekit[bench-peers]'" in str(line["skipped"])
