@@ -330,3 +330,52 @@ def test_peers_bench_without_eventsourcing_prints_one_skipped_line(
     (line,) = asyncio.run(collect())
     assert line["backend"] == "peers"
     assert "pip install 'statekit[bench-peers]'" in str(line["skipped"])
+
+
+@pytest.mark.asyncio
+async def test_events_raw_side_keeps_what_the_event_store_keeps(tmp_path: Path) -> None:
+    """The hand-written event store of the events bench ends where EventStore ends: the
+    same number of events, the same projected position, the same snapshots; and it
+    refuses an append after the wrong version, as the event store does."""
+    from decimal import Decimal
+
+    from statekit.bench.events import _change, _RawEvents
+    from statekit.trading import Position
+    from statekit.trading.events import (
+        Aggregate,
+        EventStore,
+        PositionChange,
+        PositionModified,
+        PositionOpened,
+        PositionOpening,
+    )
+
+    raw = _RawEvents(tmp_path / "raw.db", "FULL", "X-USD")
+    aggregate = Aggregate.position("X-USD")
+    try:
+        async with await statekit.open(f"sqlite:///{tmp_path / 'sk.db'}") as store:
+            events = EventStore(store)
+            opening = PositionOpening(amount=Decimal(1), price=Decimal(100))
+            await events.append(aggregate, [PositionOpened(payload=opening)])
+            raw.append(0, "position_opened", Decimal(1), Decimal(100))
+            for i in range(204):
+                amount, price = _change(i)
+                change = PositionModified(payload=PositionChange(amount=amount, price=price))
+                await events.append(aggregate, [change], expect_version=1 + i)
+                raw.append(1 + i, "position_modified", amount, price)
+            ours = await store.get(events.projection_key(aggregate))
+            snaps = await store.history(events.snapshot_key(aggregate))
+        assert ours is not None
+        position = Position.model_validate(ours.data)
+        with pytest.raises(RuntimeError, match="not 204"):
+            raw.append(204, "position_modified", Decimal(1), Decimal(100))
+        assert raw.version() == 205
+        (state,) = raw.con.execute("SELECT state FROM positions").fetchone()
+        hand = json.loads(state)
+        assert Decimal(hand["amount"]) == position.amount
+        assert Decimal(hand["entry_price"]) == position.entry_price
+        assert Decimal(hand["realized_pnl"]) == position.realized_pnl
+        versions = [v for (v,) in raw.con.execute("SELECT version FROM snapshots ORDER BY 1")]
+        assert versions == [100, 200] == sorted(r.data["version"] for r in snaps)  # type: ignore[call-overload,index]
+    finally:
+        raw.close()
