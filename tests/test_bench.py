@@ -177,6 +177,18 @@ async def test_tiered_bench_on_postgres(tmp_path: Path) -> None:
         assert result["backend"] == "tiered"
         for name in RATE_FIELDS:
             assert isinstance(result[name], float | int) and result[name] > 0, name
+        assert "synchronous_commit=on" in str(result["durability"])
+    assert _positive_number(results[2]["ratio_vs_uncached"])
+    import asyncpg
+
+    con = await asyncpg.connect(url)
+    try:
+        left = await con.fetchval(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'bench_tiered_raw_%'"
+        )
+    finally:
+        await con.close()
+    assert left == 0, "the hand-written side's schema was not dropped"
 
 
 def _positive_number(value: object) -> bool:
