@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import sqlite3
@@ -176,6 +177,18 @@ async def test_tiered_bench_on_postgres(tmp_path: Path) -> None:
         assert result["backend"] == "tiered"
         for name in RATE_FIELDS:
             assert isinstance(result[name], float | int) and result[name] > 0, name
+        assert "synchronous_commit=on" in str(result["durability"])
+    assert _positive_number(results[2]["ratio_vs_uncached"])
+    import asyncpg
+
+    con = await asyncpg.connect(url)
+    try:
+        left = await con.fetchval(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'bench_tiered_raw_%'"
+        )
+    finally:
+        await con.close()
+    assert left == 0, "the hand-written side's schema was not dropped"
 
 
 def _positive_number(value: object) -> bool:
@@ -276,3 +289,105 @@ def test_the_harness_imports_no_benchmark() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.asyncio
+async def test_peers_bench_compares_with_eventsourcing_on_sqlite(tmp_path: Path) -> None:
+    pytest.importorskip("eventsourcing", reason="the bench-peers extra is not installed")
+    config = bench.BenchConfig(n=3, rounds=1, directory=tmp_path)
+    results = [r async for r in bench.run("peers", config)]
+    assert [r["workload"] for r in results] == ["append", "rebuild"]
+    for result in results:
+        assert result["backend"] == "peers" and result["durability"] == "WAL synchronous=FULL"
+        for name in ("statekit_ops_s", "eventsourcing_ops_s", "ratio", "event_store_ratio"):
+            assert _positive_number(result[name]), name
+    assert results[1]["events_after_snapshot"] == 50
+
+
+@pytest.mark.asyncio
+async def test_peers_bench_on_postgres_drops_what_it_wrote(tmp_path: Path) -> None:
+    pytest.importorskip("eventsourcing", reason="the bench-peers extra is not installed")
+    import asyncpg
+
+    from statekit.testing import server_url
+
+    url = server_url("postgres")
+    config = bench.BenchConfig(n=2, rounds=1, directory=tmp_path, url=url)
+    results = [r async for r in bench.run("peers", config)]
+    assert [r["workload"] for r in results] == ["append", "rebuild"]
+    assert {r["durability"] for r in results} == {"synchronous_commit=on"}
+    con = await asyncpg.connect(url)
+    try:
+        left = await con.fetchval(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'peers_es_%'"
+        )
+    finally:
+        await con.close()
+    assert left == 0, "the eventsourcing schema was not dropped"
+
+
+def test_peers_bench_without_eventsourcing_prints_one_skipped_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A None entry in sys.modules makes `import eventsourcing...` raise ImportError.
+    for name in [n for n in sys.modules if n.startswith("eventsourcing")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "eventsourcing", None)
+    monkeypatch.delitem(sys.modules, "statekit.bench.peers.eventsourcing_side", raising=False)
+    config = bench.BenchConfig(n=2, rounds=1, directory=tmp_path)
+
+    async def collect() -> list[dict[str, object]]:
+        return [r async for r in bench.run("peers", config)]
+
+    (line,) = asyncio.run(collect())
+    assert line["backend"] == "peers"
+    assert "pip install 'statekit[bench-peers]'" in str(line["skipped"])
+
+
+@pytest.mark.asyncio
+async def test_events_raw_side_keeps_what_the_event_store_keeps(tmp_path: Path) -> None:
+    """The hand-written event store of the events bench ends where EventStore ends: the
+    same number of events, the same projected position, the same snapshots; and it
+    refuses an append after the wrong version, as the event store does."""
+    from decimal import Decimal
+
+    from statekit.bench.events import _change, _RawEvents
+    from statekit.trading import Position
+    from statekit.trading.events import (
+        Aggregate,
+        EventStore,
+        PositionChange,
+        PositionModified,
+        PositionOpened,
+        PositionOpening,
+    )
+
+    raw = _RawEvents(tmp_path / "raw.db", "FULL", "X-USD")
+    aggregate = Aggregate.position("X-USD")
+    try:
+        async with await statekit.open(f"sqlite:///{tmp_path / 'sk.db'}") as store:
+            events = EventStore(store)
+            opening = PositionOpening(amount=Decimal(1), price=Decimal(100))
+            await events.append(aggregate, [PositionOpened(payload=opening)])
+            raw.append(0, "position_opened", Decimal(1), Decimal(100))
+            for i in range(204):
+                amount, price = _change(i)
+                change = PositionModified(payload=PositionChange(amount=amount, price=price))
+                await events.append(aggregate, [change], expect_version=1 + i)
+                raw.append(1 + i, "position_modified", amount, price)
+            ours = await store.get(events.projection_key(aggregate))
+            snaps = await store.history(events.snapshot_key(aggregate))
+        assert ours is not None
+        position = Position.model_validate(ours.data)
+        with pytest.raises(RuntimeError, match="not 204"):
+            raw.append(204, "position_modified", Decimal(1), Decimal(100))
+        assert raw.version() == 205
+        (state,) = raw.con.execute("SELECT state FROM positions").fetchone()
+        hand = json.loads(state)
+        assert Decimal(hand["amount"]) == position.amount
+        assert Decimal(hand["entry_price"]) == position.entry_price
+        assert Decimal(hand["realized_pnl"]) == position.realized_pnl
+        versions = [v for (v,) in raw.con.execute("SELECT version FROM snapshots ORDER BY 1")]
+        assert versions == [100, 200] == sorted(r.data["version"] for r in snaps)  # type: ignore[call-overload,index]
+    finally:
+        raw.close()

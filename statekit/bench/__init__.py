@@ -25,7 +25,8 @@ The package, one module per concern:
 - :mod:`.cli`: the command line; :mod:`.__main__` runs it;
 - one module per built-in benchmark: :mod:`.sqlite`, :mod:`.tiered`, :mod:`.legacy`,
   :mod:`.events`, :mod:`.locks`, :mod:`.api`, :mod:`.history`, :mod:`.replay`,
-  :mod:`.reconcile` (also ``python -m statekit.bench.reconcile`` with every knob).
+  :mod:`.reconcile` (also ``python -m statekit.bench.reconcile`` with every knob),
+  and the package :mod:`.peers` (statekit beside the eventsourcing library).
 
 Imports point down only: benchmarks import the store, trading, tiered, api and compat;
 nothing outside this package imports it. docs/benchmarks.md says what each pair

@@ -10,9 +10,11 @@ Two lines, on SQLite (WAL, synchronous=FULL: every append is on disk when it ret
   mirror writes: versions as given), from events the fold has checked.
 - ``append``: :meth:`EventStore.append` of one ``position_modified`` event with
   ``expect_version`` (the event, the projection ``position/<symbol>`` and, every
-  100th, the snapshot in one transaction) beside the same rows written by hand
-  with :mod:`sqlite3`: the same statements, the same durability, one
-  transaction per event, the state kept in a variable.
+  100th, the snapshot in one transaction) beside the event store a user writes by
+  hand with :mod:`sqlite3` on tables of its own (:class:`_RawEvents`, no statekit
+  code or SQL): one transaction per event that reads what statekit's append reads
+  (the stream's last version and the projection's state), checks, and writes the
+  event, the projection and every 100th snapshot, at the same durability.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import statekit
 from statekit.backend import JSON, Record
-from statekit.backends.sqlite import INSERT_VERSION, SELECT_HEAD, UPSERT_HEAD, SqliteBackend
+from statekit.backends.sqlite import SqliteBackend
 from statekit.bench.harness import BenchConfig, Result, Workload, measure
 from statekit.errors import StatekitError
 from statekit.trading import kinds
@@ -38,7 +40,6 @@ from statekit.trading.events import (
     SNAPSHOT_KIND,
     Aggregate,
     AggregateState,
-    AggregateType,
     EventStore,
     PositionChange,
     PositionModified,
@@ -118,21 +119,35 @@ async def _median_ms(rounds: int, run: Callable[[], Awaitable[None]]) -> float:
     return statistics.median(seconds) * 1000
 
 
-class _RawEvents:
-    """EventStore.append by hand: the same rows and statements, state in a variable."""
+_RAW_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS events (stream TEXT NOT NULL, version INTEGER NOT NULL, "
+    "type TEXT NOT NULL, data TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (stream, version))",
+    "CREATE TABLE IF NOT EXISTS positions (symbol TEXT PRIMARY KEY, version INTEGER NOT NULL, "
+    "state TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS snapshots (stream TEXT NOT NULL, version INTEGER NOT NULL, "
+    "state TEXT NOT NULL, PRIMARY KEY (stream, version))",
+)
 
-    def __init__(self, path: Path, synchronous: str, aggregate: Aggregate) -> None:
+
+class _RawEvents:
+    """The event store a user writes by hand with :mod:`sqlite3` (nothing of statekit).
+
+    Tables of its own: ``events`` (one row per event, primary key (stream, version)),
+    ``positions`` (the projection: the current state and the event version it is at) and
+    ``snapshots`` (every 100th state). An append is one ``BEGIN IMMEDIATE`` transaction that
+    does what statekit's does: read the stream's last version and the projection's state,
+    refuse when the version is not the expected one or the change breaks the position's
+    rules, then insert the event, upsert the projection (and insert the snapshot), commit.
+    """
+
+    def __init__(self, path: Path, synchronous: str, symbol: str) -> None:
         self.con = sqlite3.connect(path, isolation_level=None)
         self.con.execute("PRAGMA journal_mode = WAL")
         self.con.execute(f"PRAGMA synchronous = {synchronous}")
-        self.stream = f"events/position/{aggregate.id}"
-        self.snapshots = f"snapshots/position/{aggregate.id}"
-        self.projection = f"position/{aggregate.id}"
-        self.symbol = aggregate.id
-        self.version = 0
-        self.amount = Decimal(0)
-        self.entry = Decimal(0)
-        self.realized = Decimal(0)
+        for statement in _RAW_SCHEMA:
+            self.con.execute(statement)
+        self.stream = f"position/{symbol}"
+        self.symbol = symbol
 
     def durability(self) -> str:
         mode = self.con.execute("PRAGMA journal_mode").fetchone()[0]
@@ -140,55 +155,77 @@ class _RawEvents:
         names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
         return f"{str(mode).upper()} synchronous={names.get(level, level)}"
 
-    def append(self, type_: str, amount: Decimal, price: Decimal) -> None:
-        at = datetime.now(UTC)
-        if type_ == "position_opened":
-            self.amount, self.entry = amount, price
-        else:
-            after = self.amount + amount
-            if (amount > 0) == (self.amount > 0):
-                self.entry = (self.entry * abs(self.amount) + price * abs(amount)) / abs(after)
-            else:
-                self.realized += (price - self.entry) * -amount
-            self.amount = after
-        stamp = at.isoformat().replace("+00:00", "Z")
-        event = {
-            "event_id": uuid.uuid4().hex,
-            "at": stamp,
-            "type": type_,
-            "payload": {"amount": str(amount), "price": str(price)},
-        }
-        state = {
-            "symbol": self.symbol,
-            "amount": str(self.amount),
-            "entry_price": str(self.entry),
-            "realized_pnl": str(self.realized),
-            "last_updated": stamp,
-        }
-        version = self.version + 1
-        micros = time.time_ns() // 1000
-        rows = [(self.stream, EVENT_KINDS[AggregateType.POSITION], _compact(event), "{}")]
-        meta = {"event_version": version, "stream": self.stream}
-        rows.append((self.projection, kinds.POSITION, _compact(state), _compact(meta)))
-        if version % 100 == 0:
-            snap = {"version": version, "state": state}
-            rows.append((self.snapshots, SNAPSHOT_KIND, _compact(snap), "{}"))
+    def version(self) -> int:
+        row = self.con.execute("SELECT MAX(version) FROM events WHERE stream = ?", (self.stream,))
+        return int(row.fetchone()[0] or 0)
+
+    def append(self, expect: int, type_: str, amount: Decimal, price: Decimal) -> None:
+        """One event after version ``expect``, with its projection (and snapshot)."""
         con = self.con
         con.execute("BEGIN IMMEDIATE")
         try:
-            for i, (key, kind, data, meta_json) in enumerate(rows):
-                row = con.execute(SELECT_HEAD, (key,)).fetchone()
-                head = row[0] if row else 0
-                if i == 0 and head != self.version:
-                    raise StatekitError(f"raw events: {key} is at {head}, not {self.version}")
-                con.execute(INSERT_VERSION, (key, head + 1, kind, data, meta_json, micros))
-                con.execute(UPSERT_HEAD, (key, head + 1, kind, True))
+            head = con.execute(
+                "SELECT MAX(version) FROM events WHERE stream = ?", (self.stream,)
+            ).fetchone()[0]
+            if (head or 0) != expect:
+                raise RuntimeError(f"{self.stream} is at version {head}, not {expect}")
+            row = con.execute(
+                "SELECT version, state FROM positions WHERE symbol = ?", (self.symbol,)
+            ).fetchone()
+            now = datetime.now(UTC).isoformat()
+            state = self._fold(json.loads(row[1]) if row else None, type_, amount, price, now)
+            version = expect + 1
+            event = {"event_id": uuid.uuid4().hex, "amount": str(amount), "price": str(price)}
+            con.execute(
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                (self.stream, version, type_, _compact(event), now),
+            )
+            con.execute(
+                "INSERT INTO positions VALUES (?, ?, ?) ON CONFLICT (symbol) "
+                "DO UPDATE SET version = excluded.version, state = excluded.state",
+                (self.symbol, version, _compact(state)),
+            )
+            if version % 100 == 0:
+                con.execute(
+                    "INSERT INTO snapshots VALUES (?, ?, ?)",
+                    (self.stream, version, _compact(state)),
+                )
             con.execute("COMMIT")
         except BaseException:
             if con.in_transaction:
                 con.execute("ROLLBACK")
             raise
-        self.version = version
+
+    def _fold(
+        self, state: dict[str, str] | None, type_: str, amount: Decimal, price: Decimal, now: str
+    ) -> dict[str, str]:
+        """The position after the event; the rules a user checks (no statekit code)."""
+        if price <= 0 or amount == 0:
+            raise ValueError(f"{self.symbol}: price {price}, amount {amount}")
+        if type_ == "position_opened":
+            if state is not None and Decimal(state["amount"]) != 0:
+                raise ValueError(f"{self.symbol} is open already")
+            held, entry, realized = amount, price, Decimal(0)
+        else:
+            if state is None:
+                raise ValueError(f"{self.symbol} is not open")
+            held, entry = Decimal(state["amount"]), Decimal(state["entry_price"])
+            realized = Decimal(state["realized_pnl"])
+            after = held + amount
+            if after == 0 or (after > 0) != (held > 0):
+                raise ValueError(f"{self.symbol}: {amount} closes or flips {held}")
+            if (amount > 0) == (held > 0):
+                entry = (entry * abs(held) + price * abs(amount)) / abs(after)
+            else:
+                realized += (price - entry) * -amount
+            held = after
+        return {
+            "symbol": self.symbol,
+            "amount": str(held),
+            "entry_price": str(entry),
+            "realized_pnl": str(realized),
+            "last_updated": now,
+        }
 
     def close(self) -> None:
         self.con.close()
@@ -234,14 +271,12 @@ async def _rebuild_line(events: EventStore, config: BenchConfig, durability: str
 async def _append_line(
     events: EventStore, config: BenchConfig, scratch: Path, synchronous: str
 ) -> Result:
-    """The ``append`` line: one event at a time beside the same rows by hand."""
+    """The ``append`` line: one event at a time beside the same event store by hand."""
     # Appends: a fresh position on each side, opened before the timed rounds.
-    async with await statekit.open(f"sqlite:///{scratch / 'raw.db'}"):
-        pass  # the raw file gets its schema from statekit itself
     target = Aggregate.position("APPEND-USD")
-    raw = _RawEvents(scratch / "raw.db", synchronous, target)
+    raw = _RawEvents(scratch / "raw.db", synchronous, target.id)
     try:
-        raw.append("position_opened", Decimal(1), Decimal(100))
+        raw.append(0, "position_opened", Decimal(1), Decimal(100))
         await events.append(
             target,
             [PositionOpened(payload=PositionOpening(amount=Decimal(1), price=Decimal(100)))],
@@ -262,9 +297,11 @@ async def _append_line(
             return time.perf_counter() - begun
 
         async def raw_append() -> float:
+            version = raw.version()
             begun = time.perf_counter()
             for amount, price in changes:
-                raw.append("position_modified", amount, price)
+                raw.append(version, "position_modified", amount, price)
+                version += 1
             return time.perf_counter() - begun
 
         workload = Workload(
@@ -275,7 +312,9 @@ async def _append_line(
             detail={
                 "durability": raw.durability(),
                 "writes_per_event": "event + projection (+ snapshot every 100)",
-                "raw": "the same rows by hand with sqlite3, one transaction per event",
+                "raw": "sqlite3 by hand, tables of its own; one transaction per event: read "
+                "the stream's last version and the projection, check, insert the event, "
+                "upsert the projection (+ the snapshot)",
             },
         )
         line = await measure("events", workload, rounds)

@@ -53,6 +53,8 @@ BACKENDS: dict[str, BenchRunner] = {
     "replay": _builtin("replay:bench_replay"),
     # The reconciliation engine and the paper exchange.
     "reconcile": _builtin("reconcile:bench_reconcile"),
+    # statekit beside the eventsourcing library (the bench-peers extra), SQLite or --url.
+    "peers": _builtin("peers:bench_peers"),
 }
 """Built-in backend name -> its benchmark."""
 

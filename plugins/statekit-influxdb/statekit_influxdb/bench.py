@@ -4,11 +4,14 @@ Each workload runs statekit and a hand-written aiohttp program in one process, i
 interleaved rounds (:func:`statekit.bench.measure`), on the same server, each side
 in a namespace of its own (both dropped afterwards):
 
-- ``put``: ``store.put(key, value)`` vs the raw client doing the same two round
-  trips: ``POST /query`` for the key's newest point, then ``POST /write`` of one
-  point with version + 1.
+- ``put``: ``store.put(key, value)`` vs :class:`RawInflux`, a versioned history a user
+  writes by hand (a measurement of its own: the key a tag, version and JSON value
+  fields): ``POST /query`` of the key's last version, then ``POST /write`` of one point
+  with version + 1.
 - ``replicate``: ``backend.replicate()`` of 1,000 records (what a tiered store's
-  mirror does) vs the same 1,000 points as line protocol in one ``POST /write``.
+  mirror does) vs the same 1,000 versions as the raw side's points in one ``POST /write``.
+
+Both lines print ``durability``: what a crash keeps once a write is answered.
 
 The server is the one of ``--url`` or ``STATEKIT_TEST_INFLUXDB_URL`` (``make bench``).
 """
@@ -22,6 +25,7 @@ from collections.abc import AsyncGenerator, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -37,51 +41,49 @@ REPLICATE_BATCH = 1000
 """Records per ``replicate`` call (and per raw ``/write``)."""
 
 
-def _compact(value: JSON) -> str:
-    # The JSON text statekit stores (statekit.codec.dumps), written out by hand.
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
 def _field(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class RawInflux:
-    """InfluxBackend's requests written by hand with aiohttp: same statements, same points.
+    """A versioned key-value history written by hand with aiohttp, as a user would.
 
-    The statement and the line protocol are spelt out here rather than imported, as a
-    program written against the HTTP API would; ``tests/test_bench.py`` checks that
-    both sides store the same thing.
+    A measurement of its own (``bench_raw_<run>``), the key as a tag, the version and
+    the JSON value as fields, the write's time in ns as the point's time. A put reads
+    the key's last version (``SELECT LAST("version")``, the key as a bound parameter)
+    and writes one point with version + 1: the same value, version and history point
+    per write as statekit keeps, none of statekit's fields (kind, meta, deleted), tags
+    or timestamp layout. ``drop()`` removes the measurement.
     """
 
-    def __init__(self, session: aiohttp.ClientSession, url: str, namespace: str) -> None:
+    def __init__(self, session: aiohttp.ClientSession, url: str, measurement: str) -> None:
         options = parse_url(url)
         self.session = session
         self.write_url = f"{options.base_url}/write"
         self.query_url = f"{options.base_url}/query"
-        self.write_params = {"db": options.database, "precision": "n"}
-        self.query_params = {"db": options.database, "epoch": "n"}
-        self.namespace = namespace
+        self.write_params = {"db": options.database, "precision": "ns"}
+        self.query_params = {"db": options.database, "epoch": "ns"}
+        self.measurement = measurement
+
+    async def query(self, q: str, **params: JSON) -> list[list[Any]]:
+        """The rows of the first series of ``q`` (empty when there is none)."""
+        data = {"q": q, "params": json.dumps(params)}
+        async with self.session.post(self.query_url, params=self.query_params, data=data) as r:
+            reply = json.loads(await r.text())
+        if r.status != 200 or "error" in reply["results"][0]:
+            raise RuntimeError(f"raw influxdb query: HTTP {r.status}: {reply}")
+        series = reply["results"][0].get("series")
+        return list(series[0]["values"]) if series else []
 
     async def head_version(self, key: str) -> int:
-        q = (
-            'SELECT "version","kind","data","meta","deleted" FROM "statekit" '
-            f"WHERE ns = '{self.namespace}' AND (\"key\" = '{key}') "
-            'GROUP BY "key" ORDER BY time DESC LIMIT 1'
+        rows = await self.query(
+            f'SELECT LAST("version") FROM "{self.measurement}" WHERE "key" = $key', key=key
         )
-        async with self.session.post(
-            self.query_url, params=self.query_params, data={"q": q}
-        ) as response:
-            reply = json.loads(await response.text())
-        series = reply["results"][0].get("series")
-        return int(series[0]["values"][0][1]) if series else 0
+        return int(rows[0][1]) if rows else 0
 
-    def line(self, key: str, version: int, value: JSON, micros: int) -> str:
-        return (
-            f'statekit,ns={self.namespace},key={key} version={version}i,kind="state",'
-            f'meta="{{}}",data={_field(_compact(value))},deleted=false '
-            f"{micros * 1000 + version % 1000}"
-        )
+    def line(self, key: str, version: int, value: JSON, ns: int) -> str:
+        text = json.dumps(value, separators=(",", ":"))
+        return f"{self.measurement},key={key} version={version}i,value={_field(text)} {ns}"
 
     async def write(self, lines: Sequence[str]) -> None:
         async with self.session.post(
@@ -91,9 +93,24 @@ class RawInflux:
                 raise RuntimeError(f"raw influxdb write: HTTP {response.status}")
 
     async def put(self, key: str, value: JSON) -> None:
-        """Append one version of ``key``: read the head, write head + 1."""
+        """Append one version of ``key``: read the last version, write the next."""
         version = await self.head_version(key) + 1
-        await self.write([self.line(key, version, value, time.time_ns() // 1000)])
+        await self.write([self.line(key, version, value, time.time_ns())])
+
+    async def history(self, key: str) -> list[tuple[int, JSON]]:
+        """Every (version, value) of ``key``, oldest first."""
+        rows = await self.query(
+            f'SELECT "version","value" FROM "{self.measurement}" WHERE "key" = $key', key=key
+        )
+        return [(int(row[1]), json.loads(row[2])) for row in rows]
+
+    async def server(self) -> str:
+        """The server's version (``/ping``'s ``X-Influxdb-Version``)."""
+        async with self.session.get(self.query_url.replace("/query", "/ping")) as response:
+            return response.headers.get("X-Influxdb-Version", "unknown")
+
+    async def drop(self) -> None:
+        await self.query(f'DROP MEASUREMENT "{self.measurement}"')
 
 
 async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
@@ -117,13 +134,17 @@ async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, No
                 )
             )
         )
-        cleaner = await InfluxBackend.from_session(session, with_options(url, namespace=theirs))
-        stack.push_async_callback(cleaner.drop_namespace)
         raw = RawInflux(session, url, theirs)
-
+        stack.push_async_callback(raw.drop)
+        server = await raw.server()
+        if f"influxdb {server}" != f"influxdb {backend.describe()['server']}":
+            raise RuntimeError(f"raw side on {server}, statekit on {backend.describe()}")
         detail: dict[str, JSON] = {
-            "server": f"influxdb {backend.describe()['server']}",
+            "server": f"influxdb {server}",
             "keys": config.keys,
+            "durability": f"both sides: POST /write precision=ns, answered 204 once the "
+            f"point is in influxd {server}'s WAL (fsynced before the answer unless the "
+            "server sets wal-fsync-delay; its default is 0s); no client-side buffer",
         }
         plan = Plan([f"bench/{i}" for i in range(config.keys)])
         keys = plan.keys
@@ -149,7 +170,7 @@ async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, No
             groups = next_records()
             started = time.perf_counter()
             for group in groups:
-                lines = [raw.line(r.key, r.version, r.data, _micros(r.at)) for r in group]
+                lines = [raw.line(r.key, r.version, r.data, _micros(r.at) * 1000) for r in group]
                 await raw.write(lines)
             return time.perf_counter() - started
 

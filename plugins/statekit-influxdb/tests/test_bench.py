@@ -3,26 +3,51 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import aiohttp
 import pytest
 from statekit_influxdb.bench import RawInflux, bench
-from statekit_influxdb.points import record_line
+from statekit_influxdb.options import with_options
 
-from statekit.backend import Record
+import statekit
 from statekit.bench import BenchConfig, sample_value
-from statekit.codec import from_micros
 
 
 @pytest.mark.asyncio
-async def test_raw_side_writes_the_points_statekit_writes(influx_url: str) -> None:
+async def test_raw_side_keeps_the_values_versions_and_history_statekit_keeps(
+    influx_url: str,
+) -> None:
+    """The hand-written side is its own design (not statekit's points), but it keeps the
+    same thing per write: the value, the next version, one history point."""
+    run = uuid.uuid4().hex[:8]
+    values = [sample_value(i) for i in range(4)]
     async with aiohttp.ClientSession() as session:
-        raw = RawInflux(session, influx_url, "ns1")
-        value = sample_value(3)
-        micros = 1_700_000_000_123_456
-        record = Record("bench/3", 7, "state", value, {}, from_micros(micros))
-        assert raw.line("bench/3", 7, value, micros) == record_line("statekit,ns=ns1", record)
+        raw = RawInflux(session, influx_url, f"bench_raw_{run}")
+        try:
+            for value in values:
+                await raw.put("bench/3", value)
+            kept = await raw.history("bench/3")
+        finally:
+            await raw.drop()
+        assert await raw.history("bench/3") == []
+    async with await statekit.open(with_options(influx_url, namespace=f"t_{run}")) as store:
+        try:
+            for value in values:
+                await store.put("bench/3", value)
+            ours = await store.history("bench/3", newest_first=False)
+        finally:
+            await store.backend.drop_namespace()
+    assert kept == [(r.version, r.data) for r in ours] == list(enumerate(values, start=1))
+
+
+@pytest.mark.asyncio
+async def test_both_lines_say_what_a_crash_keeps(influx_url: str, tmp_path: Path) -> None:
+    config = BenchConfig(n=3, rounds=1, keys=2, url=influx_url)
+    results = [result async for result in bench(config, tmp_path)]
+    for result in results:
+        assert "WAL" in str(result["durability"]) and "precision=ns" in str(result["durability"])
 
 
 @pytest.mark.asyncio
