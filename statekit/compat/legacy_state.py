@@ -203,17 +203,28 @@ class LegacyState:
                     f"{name}: must be a dict of symbol → dict, not {type(values).__name__}",
                     reason="not an object",
                 )
-            sections[folder] = {
-                self.key(folder, symbol, name): Item(
-                    KINDS[folder], legacy_object(data, f"{name}.{symbol}")
-                )
-                for symbol, data in values.items()
-            }
+            sections[folder] = self._section(folder, name, values)
         if portfolio is not None:
             sections.setdefault("", {})[self.key(PORTFOLIO)] = Item(
                 PORTFOLIO_KIND, legacy_object(portfolio, "portfolio_data")
             )
         return sections
+
+    def _section(self, folder: str, name: str, values: Mapping[Any, Any]) -> dict[str, Item]:
+        # An item equal (==) to what the last save stored is that stored value: it is
+        # neither converted nor checked again (see ``save``).
+        kind = KINDS[folder]
+        start = (self._state.prefix if self._state else "") + folder
+        saved = self._state.saved_head if self._state else None
+        items: dict[str, Item] = {}
+        for symbol, data in values.items():
+            head = saved(start + symbol) if saved is not None and type(symbol) is str else None
+            if head is not None and head.kind == kind and head.data == data:
+                items[start + symbol] = Item(kind, head.data)
+            else:
+                key = self.key(folder, symbol, name)
+                items[key] = Item(kind, legacy_object(data, f"{name}.{symbol}"))
+        return items
 
     def key(self, folder: str, symbol: object = "", section: str = "") -> str:
         """The store key of ``symbol`` in ``folder`` (or of the portfolio).
@@ -247,6 +258,9 @@ class LegacyState:
 
         Each section given replaces that section (removed symbols are deleted);
         unchanged items are not rewritten; a section given as None is not touched.
+        An item equal (``==``) to the value the last save stored is unchanged, as
+        ``1`` and ``1.0`` always were: it is not converted again (a ``Decimal``
+        equal to a stored float stays that float).
         """
         state = await self.open()
         sections = self.items(positions, pair_states, portfolio)
@@ -279,11 +293,22 @@ class LegacyState:
         when the state last changed.
         """
         state = await self.open()
-        positions = await self.section(POSITIONS)
-        pairs = await self.section(PAIR_STATES)
-        heads = await state.store.get_many([self.key(PORTFOLIO), state.prefix + INDEX_KEY])
-        portfolio = heads.get(self.key(PORTFOLIO))
-        index = heads.get(state.prefix + INDEX_KEY)
+        # One scan of the state's keys (as TradingState.load): a read per page of 500
+        # keys, not one per section and one more for the portfolio and the index.
+        folders: dict[str, dict[str, JSON]] = {state.prefix + f: {} for f in KINDS}
+        singles = [self.key(PORTFOLIO), state.prefix + INDEX_KEY]
+        found: dict[str, Record | None] = dict.fromkeys(singles)
+        async for record in state.store.scan(state.prefix):
+            key = record.key
+            if key in found:
+                found[key] = record
+                continue
+            for start, into in folders.items():
+                if key.startswith(start):
+                    into[key[len(start) :]] = record.data
+                    break
+        positions, pairs = folders.values()
+        portfolio, index = found.values()
         if not positions and not pairs and portfolio is None and index is None:
             return None
         stamps = [r.at for r in (portfolio, index) if r is not None]
