@@ -28,7 +28,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, time
+from decimal import Decimal
+from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -43,6 +45,8 @@ from statekit.trading.saved import Head, SavedHeads
 __all__ = ["Item", "SaveResult", "Section", "TradingSnapshot", "TradingState"]
 
 M = TypeVar("M", bound=BaseModel)
+
+_IMMUTABLE = frozenset({str, int, float, bool, Decimal, datetime, date, time, type(None)})
 
 INDEX_KEY = "trading/index"
 SAVE_RETRIES = 5
@@ -83,6 +87,8 @@ class Section(Generic[M]):
         self.model = model
         self.name_field = name_field
         self._legacy = legacy
+        # key -> (model, its fields, its extra fields, its item) as last turned into JSON
+        self._dumped: dict[str, tuple[M, dict[str, Any], dict[str, Any] | None, Item]] = {}
 
     def key(self, name: str) -> str:
         """The store key of the item called ``name``."""
@@ -110,6 +116,28 @@ class Section(Generic[M]):
                 f"expected a {self.model.__name__}, not {type(value).__name__}", reason="type"
             )
         return self.key(getattr(value, self.name_field)), Item(self.kind, to_json(value))
+
+    def item_of(self, value: M) -> tuple[str, Item]:
+        """:meth:`item`, reusing the JSON of a model handed over before and unchanged since.
+
+        The same object whose fields (all immutable: text, numbers, times, enums)
+        are equal to what they were when it was last turned into JSON gives that JSON.
+        """
+        fields = getattr(value, "__dict__", None)
+        name = fields.get(self.name_field) if type(value) is self.model and fields else None
+        if type(name) is str and name:
+            key = self._state.prefix + self.folder + name
+            memo = self._dumped.get(key)
+            same = memo is not None and memo[0] is value and memo[1] == fields
+            if memo is not None and same and memo[2] == value.__pydantic_extra__:
+                return key, memo[3]
+        key, item = self.item(value)
+        extra = value.__pydantic_extra__
+        values = [*value.__dict__.values(), *(extra.values() if extra else ())]
+        if all(type(v) in _IMMUTABLE or isinstance(v, Enum) for v in values):
+            extra = dict(extra) if extra is not None else None
+            self._dumped[key] = (value, dict(value.__dict__), extra, item)
+        return key, item
 
     async def save(
         self, value: M, *, by: str | None = None, note: str | None = None, expect: Expect = ANY
@@ -281,7 +309,7 @@ class TradingState:
         for section, values in given:
             if values is not None:
                 items = values.values() if isinstance(values, Mapping) else values
-                wanted[section.folder] = dict(section.item(v) for v in items)
+                wanted[section.folder] = dict(section.item_of(v) for v in items)
         if portfolio is not None:
             wanted[""] = {self.portfolio_key: Item(kinds.PORTFOLIO, to_json(portfolio))}
         return await self.save_items(wanted, by=by, note=note)
