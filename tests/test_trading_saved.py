@@ -1,0 +1,161 @@
+"""TradingState.save plans from its last save: fewer reads, the same compare-and-set guarantees."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from statekit import StateStore
+from statekit.backend import Record, Write
+from statekit.backends.memory import MemoryBackend
+from statekit.compat.legacy_state import LegacyState
+from statekit.config import load_settings
+from statekit.trading import Position, TradingState
+
+
+class CountingBackend(MemoryBackend):
+    """The memory backend, counting the reads and appends the store asks of it."""
+
+    calls: Counter[str]
+
+    async def latest(self, keys: Sequence[str]) -> dict[str, Record]:
+        self.calls["latest"] += 1
+        return await super().latest(keys)
+
+    async def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:
+        self.calls["scan"] += 1
+        async for record in super().scan(prefix, kind):
+            yield record
+
+    async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
+        self.calls["append"] += 1
+        self.calls["written"] += len(writes)
+        return await super().append(writes, at)
+
+
+@pytest_asyncio.fixture
+async def counted() -> AsyncIterator[tuple[StateStore, CountingBackend]]:
+    backend = await CountingBackend.open("memory://")
+    backend.calls = Counter()
+    async with StateStore(backend) as store:
+        yield store, backend
+
+
+def book(count: int, amount: int = 1) -> list[Position]:
+    return [Position(symbol=f"S{i:03d}", amount=amount) for i in range(count)]
+
+
+@pytest.mark.asyncio
+async def test_a_save_after_a_save_reads_nothing_and_writes_what_changed(
+    counted: tuple[StateStore, CountingBackend],
+) -> None:
+    store, backend = counted
+    state = TradingState(store)
+    positions = book(200)
+    await state.save(positions=positions)
+    backend.calls.clear()
+
+    positions[7] = Position(symbol="S007", amount=2)
+    result = await state.save(positions=positions)
+
+    assert (result.written, result.deleted, result.unchanged) == (1, 0, 199)
+    # one append of the changed item and the index; no scan, no head read
+    assert backend.calls == Counter({"append": 1, "written": 2})
+    backend.calls.clear()
+    await state.save(positions=positions[:-1])  # closes one position
+    assert backend.calls == Counter({"append": 1, "written": 2})
+    assert sorted((await TradingState(store).load()).positions) == [f"S{i:03d}" for i in range(199)]
+
+
+@pytest.mark.asyncio
+async def test_another_saver_between_saves_is_seen_as_before(store: StateStore) -> None:
+    """A second writer saves between two saves: the next save conflicts on the index,
+    reads the store again and saves the whole state it was given, as it always did."""
+    mine, theirs = TradingState(store), TradingState(store)
+    await mine.save(positions=book(5))
+    await theirs.save(positions=[*book(5, amount=9), Position(symbol="NEW", amount=1)])
+
+    result = await mine.save(positions=[*book(4), Position(symbol="S004", amount=3)])
+
+    assert (result.written, result.deleted) == (5, 1)  # theirs undone, NEW closed
+    loaded = (await TradingState(store).load()).positions
+    assert {s: int(p.amount or 0) for s, p in loaded.items()} == {
+        "S000": 1,
+        "S001": 1,
+        "S002": 1,
+        "S003": 1,
+        "S004": 3,
+    }
+    versions = [r.version for r in await store.history("position/S004")]
+    assert versions == [3, 2, 1]  # mine, theirs, mine: nothing overwritten unseen
+
+
+@pytest.mark.asyncio
+async def test_a_write_to_a_changed_item_between_saves_is_never_overwritten_unseen(
+    store: StateStore,
+) -> None:
+    state = TradingState(store)
+    await state.save(positions=book(3))
+    await store.put("position/S001", {"symbol": "S001", "amount": "7"}, kind="trading.position")
+
+    positions = book(3)
+    positions[1] = Position(symbol="S001", amount=5)
+    result = await state.save(positions=positions)
+
+    assert result.written == 1
+    history = await store.history("position/S001")
+    assert [r.data["amount"] for r in history if isinstance(r.data, dict)] == ["5", "7", "1"]
+
+
+@pytest.mark.asyncio
+async def test_single_item_writes_through_the_state_make_the_next_save_read(
+    counted: tuple[StateStore, CountingBackend],
+) -> None:
+    store, backend = counted
+    state = TradingState(store)
+    await state.save(positions=book(3))
+    await state.positions.save(Position(symbol="S001", amount=8))
+    backend.calls.clear()
+
+    result = await state.save(positions=book(3))
+
+    assert backend.calls["scan"] == 1  # read again: the single write is reverted, as before
+    assert (result.written, result.unchanged) == (1, 2)
+    assert (await state.positions.get("S001")) == Position(symbol="S001", amount=1)
+
+
+@pytest.mark.asyncio
+async def test_a_model_changed_in_place_is_saved(store: StateStore) -> None:
+    state = TradingState(store)
+    positions = book(3)
+    await state.save(positions=positions)
+    positions[2].amount = 4  # type: ignore[assignment]  # validated: Decimal("4")
+
+    result = await state.save(positions=positions)
+
+    assert result.written == 1
+    assert (await state.positions.get("S002")) == Position(symbol="S002", amount=4)
+
+
+@pytest.mark.asyncio
+async def test_legacy_items_equal_to_the_last_save_are_not_converted_again(tmp_path: Path) -> None:
+    settings = load_settings(config_file="", env_file="", url=f"sqlite:///{tmp_path / 's.db'}")
+    legacy = LegacyState(settings)
+    try:
+        positions = {f"P{i}": {"price": 1.5, "n": i} for i in range(3)}
+        await legacy.save(positions, {})
+        items = legacy.items(positions, {}, None)["position/"]
+        head = legacy.state.saved_head("position/P1")
+        assert head is not None and items["position/P1"].data is head.data
+        positions["P1"]["price"] = 2.5
+        result = await legacy.save(positions, {})
+        assert (result.written, result.unchanged) == (1, 2)
+        loaded = await legacy.load()
+        assert loaded is not None and loaded["active_positions"] == positions
+    finally:
+        await legacy.aclose()
