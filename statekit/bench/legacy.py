@@ -294,7 +294,7 @@ async def _restore_growth(config: BenchConfig, scratch: Path) -> Result:
                 store: StateStore = store, snapshot: str = info.id, count: int = count
             ) -> float:
                 changed = random.sample(range(count), RESTORE_CHANGED)
-                await store.batch(Write(f"k/{i:05d}", {"v": -i}) for i in changed)
+                await store.batch(Write(f"k/{i:05d}", {"v": -i - 1}) for i in changed)
                 started = time.perf_counter()
                 restored = await store.snapshots.restore(snapshot)
                 took = time.perf_counter() - started
