@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import statekit
@@ -250,7 +251,9 @@ async def _trading_growth(config: BenchConfig, scratch: Path) -> Result:
         for store, count in zip(stores, TRADING_SIZES, strict=True):
             state = TradingState(store)
             book = [
-                Position(symbol=f"S{i:04d}", amount=100, entry_price=1 + i / 1000)
+                Position(
+                    symbol=f"S{i:04d}", amount=Decimal(100), entry_price=Decimal(1000 + i) / 1000
+                )
                 for i in range(count)
             ]
             await state.save(positions=book)
@@ -259,7 +262,7 @@ async def _trading_growth(config: BenchConfig, scratch: Path) -> Result:
                 started = time.perf_counter()
                 for _ in range(saves):
                     i = random.randrange(len(book))
-                    book[i] = book[i].model_copy(update={"amount": book[i].amount + 1})
+                    book[i] = book[i].model_copy(update={"amount": (book[i].amount or 0) + 1})
                     result = await state.save(positions=book)
                     assert result.written == 1
                 return time.perf_counter() - started

@@ -15,7 +15,9 @@ The kinds are in :mod:`statekit.trading.kinds`.
 get a new version, items no longer present are deleted, unchanged items are
 left alone (their history does not grow), and every write is checked against
 the version read (compare-and-set), so two processes saving at once cannot
-interleave: the later one re-reads and saves again.
+interleave: the later one re-reads and saves again. A state that saved before
+plans from what it saved instead of reading every head again
+(:mod:`statekit.trading.saved` says when it reads and what that cannot see).
 
 The ``trading.legacy_*`` kinds hold the free-form dicts of the legacy drop-in
 (:mod:`statekit.compat`) exactly as the bot gave them; the typed readers here
