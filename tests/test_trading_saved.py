@@ -159,3 +159,20 @@ async def test_legacy_items_equal_to_the_last_save_are_not_converted_again(tmp_p
         assert loaded is not None and loaded["active_positions"] == positions
     finally:
         await legacy.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_model_holding_a_mutable_value_is_turned_into_json_each_save(
+    store: StateStore,
+) -> None:
+    state = TradingState(store)
+    position = Position(symbol="S000", amount=1, notes={"stop": 1})  # type: ignore[call-arg]
+    await state.save(positions=[position])
+    position.notes["stop"] = 2  # type: ignore[attr-defined]  # changed in place, same object
+
+    result = await state.save(positions=[position])
+
+    assert result.written == 1
+    record = await store.get("position/S000")
+    assert record is not None and isinstance(record.data, dict)
+    assert record.data["notes"] == {"stop": 2}

@@ -28,7 +28,7 @@ stores the typed kind from then on; the key and its history stay the same.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -119,27 +119,38 @@ class Section(Generic[M]):
             )
         return self.key(getattr(value, self.name_field)), Item(self.kind, to_json(value))
 
-    def item_of(self, value: M) -> tuple[str, Item]:
-        """:meth:`item`, reusing the JSON of a model handed over before and unchanged since.
+    def items_of(self, values: Iterable[M]) -> dict[str, Item]:
+        """:meth:`item` of each value, by key, reusing the JSON of a model handed over
+        before and unchanged since.
 
         The same object whose fields (all immutable: text, numbers, times, enums)
         are equal to what they were when it was last turned into JSON gives that JSON.
         """
-        fields = getattr(value, "__dict__", None)
-        name = fields.get(self.name_field) if type(value) is self.model and fields else None
-        if type(name) is str and name:
-            key = self._state.prefix + self.folder + name
-            memo = self._dumped.get(key)
-            same = memo is not None and memo[0] is value and memo[1] == fields
-            if memo is not None and same and memo[2] == value.__pydantic_extra__:
-                return key, memo[3]
-        key, item = self.item(value)
-        extra = value.__pydantic_extra__
-        values = [*value.__dict__.values(), *(extra.values() if extra else ())]
-        if all(type(v) in _IMMUTABLE or isinstance(v, Enum) for v in values):
-            extra = dict(extra) if extra is not None else None
-            self._dumped[key] = (value, dict(value.__dict__), extra, item)
-        return key, item
+        items: dict[str, Item] = {}
+        dumped, model, name_field = self._dumped, self.model, self.name_field
+        start = self._state.prefix + self.folder
+        for value in values:
+            if type(value) is model:
+                fields = value.__dict__
+                name = fields.get(name_field)
+                key = start + name if type(name) is str and name else ""
+                memo = dumped.get(key)
+                if (
+                    memo is not None
+                    and memo[0] is value
+                    and memo[1] == fields
+                    and memo[2] == value.__pydantic_extra__
+                ):
+                    items[key] = memo[3]
+                    continue
+            key, item = self.item(value)
+            items[key] = item
+            extra = value.__pydantic_extra__
+            kept = [*value.__dict__.values(), *(extra.values() if extra else ())]
+            if all(type(v) in _IMMUTABLE or isinstance(v, Enum) for v in kept):
+                extra = dict(extra) if extra is not None else None
+                dumped[key] = (value, dict(value.__dict__), extra, item)
+        return items
 
     async def save(
         self, value: M, *, by: str | None = None, note: str | None = None, expect: Expect = ANY
@@ -311,7 +322,7 @@ class TradingState:
         for section, values in given:
             if values is not None:
                 items = values.values() if isinstance(values, Mapping) else values
-                wanted[section.folder] = dict(section.item_of(v) for v in items)
+                wanted[section.folder] = section.items_of(items)
         if portfolio is not None:
             wanted[""] = {self.portfolio_key: Item(kinds.PORTFOLIO, to_json(portfolio))}
         return await self.save_items(wanted, by=by, note=note)
