@@ -215,10 +215,10 @@ class LegacyState:
         # neither converted nor checked again (see ``save``).
         kind = KINDS[folder]
         start = (self._state.prefix if self._state else "") + folder
-        saved = self._state.saved_head if self._state else None
+        heads = self._state.saved_heads() if self._state else {}
         items: dict[str, Item] = {}
         for symbol, data in values.items():
-            head = saved(start + symbol) if saved is not None and type(symbol) is str else None
+            head = heads.get(start + symbol) if type(symbol) is str else None
             if head is not None and head.kind == kind and head.data == data:
                 items[start + symbol] = Item(kind, head.data)
             else:

@@ -404,6 +404,11 @@ class TradingState:
         saved = self._saved
         return None if saved is None else saved.heads.get(key)
 
+    def saved_heads(self) -> Mapping[str, Head]:
+        """The live keys after this state's last save, with their heads (empty: unknown)."""
+        saved = self._saved
+        return {} if saved is None else saved.heads
+
     async def _read_heads(self, sections: Mapping[str, Mapping[str, Item]]) -> SavedHeads:
         index_key = self.prefix + INDEX_KEY
         records: list[Record] = []
