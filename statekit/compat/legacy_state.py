@@ -220,7 +220,7 @@ class LegacyState:
         for symbol, data in values.items():
             head = heads.get(start + symbol) if type(symbol) is str else None
             if head is not None and head.kind == kind and head.data == data:
-                items[start + symbol] = Item(kind, head.data)
+                items[start + symbol] = head
             else:
                 key = self.key(folder, symbol, name)
                 items[key] = Item(kind, legacy_object(data, f"{name}.{symbol}"))

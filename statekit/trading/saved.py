@@ -27,16 +27,25 @@ from dataclasses import dataclass, field
 
 from statekit.backend import JSON, Record
 
-__all__ = ["Head", "SavedHeads"]
+__all__ = ["Head", "Item", "SavedHeads"]
 
 
 @dataclass(frozen=True, slots=True)
-class Head:
-    """The version, kind and value of a live key, as last saved or read."""
+class Item:
+    """A value to store under a key: its kind and its JSON data (None: delete it)."""
 
-    version: int
     kind: str
     data: JSON
+
+
+@dataclass(frozen=True, slots=True)
+class Head(Item):
+    """The kind, value and version of a live key, as last saved or read.
+
+    It is an :class:`Item` too: an unchanged item is handed to the next save as its head.
+    """
+
+    version: int
 
 
 @dataclass(slots=True)
@@ -70,7 +79,7 @@ class SavedHeads:
         saved = cls(set(folders), set(singles), 0 if index is None else index.version, [])
         saved.members = {folder: set() for folder in saved.folders}
         for record in records:
-            saved.heads[record.key] = Head(record.version, record.kind, record.data)
+            saved.heads[record.key] = Head(record.kind, record.data, record.version)
             folder = saved.folder_of(record.key)
             if folder is not None:
                 saved.members[folder].add(record.key)
@@ -100,7 +109,7 @@ class SavedHeads:
                 if folder is not None:
                     self.members[folder].discard(record.key)
             else:
-                self.heads[record.key] = Head(record.version, record.kind, record.data)
+                self.heads[record.key] = Head(record.kind, record.data, record.version)
                 if folder is not None:
                     self.members[folder].add(record.key)
         self.index_version = records[-1].version

@@ -42,7 +42,7 @@ from statekit.errors import ConflictError, ValidationError
 from statekit.store import StateStore
 from statekit.trading import kinds
 from statekit.trading.models import Balance, Order, PairState, Portfolio, Position, to_json
-from statekit.trading.saved import Head, SavedHeads
+from statekit.trading.saved import Head, Item, SavedHeads
 
 __all__ = ["Item", "SaveResult", "Section", "TradingSnapshot", "TradingState"]
 
@@ -53,14 +53,6 @@ _IMMUTABLE = frozenset({str, int, float, bool, Decimal, datetime, date, time, ty
 INDEX_KEY = "trading/index"
 SAVE_RETRIES = 5
 """Times ``save`` re-reads and tries again when another writer moved an item meanwhile."""
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """A value to store under a key: its kind and its JSON data (None: delete it)."""
-
-    kind: str
-    data: JSON
 
 
 class Section(Generic[M]):
@@ -438,7 +430,7 @@ class TradingState:
                 head = heads.get(key)
                 if head is not None:
                     found += 1
-                    same = head.data is item.data or head.data == item.data
+                    same = head is item or head.data is item.data or head.data == item.data
                     if same and head.kind == item.kind:
                         unchanged += 1
                         continue
