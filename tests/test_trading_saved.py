@@ -176,3 +176,36 @@ async def test_a_model_holding_a_mutable_value_is_turned_into_json_each_save(
     record = await store.get("position/S000")
     assert record is not None and isinstance(record.data, dict)
     assert record.data["notes"] == {"stop": 2}
+
+
+@pytest.mark.asyncio
+async def test_changing_a_returned_record_does_not_change_what_the_next_save_compares(
+    store: StateStore,
+) -> None:
+    state = TradingState(store)
+    result = await state.save(positions=book(2))
+    for record in result.records:
+        assert isinstance(record.data, dict)
+        record.data["amount"] = "99"  # the caller's copy
+
+    again = await state.save(positions=book(2))
+
+    assert (again.written, again.unchanged) == (0, 2)
+    assert (await state.positions.get("S000")) == Position(symbol="S000", amount=1)
+
+
+@pytest.mark.asyncio
+async def test_a_single_write_to_an_item_the_save_leaves_unchanged_is_kept(
+    store: StateStore,
+) -> None:
+    """Documented in statekit/trading/saved.py: the heads of the last save cannot see it."""
+    state = TradingState(store)
+    await state.save(positions=book(3))
+    await store.put("position/S002", {"symbol": "S002", "amount": "7"}, kind="trading.position")
+
+    positions = book(3)
+    positions[0] = Position(symbol="S000", amount=5)
+    result = await state.save(positions=positions)
+
+    assert (result.written, result.unchanged) == (1, 2)
+    assert (await state.positions.get("S002")) == Position(symbol="S002", amount=7)

@@ -22,10 +22,11 @@ heads, so the next save reads again.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from statekit.backend import JSON, Record
+from statekit.backend import JSON, Record, dumps
 
 __all__ = ["Head", "Item", "SavedHeads"]
 
@@ -109,10 +110,18 @@ class SavedHeads:
                 if folder is not None:
                     self.members[folder].discard(record.key)
             else:
-                self.heads[record.key] = Head(record.kind, record.data, record.version)
+                self.heads[record.key] = Head(record.kind, _private(record.data), record.version)
                 if folder is not None:
                     self.members[folder].add(record.key)
         self.index_version = records[-1].version
         if listed is not self.listed:
             self.listed, self.listed_set = listed, set(listed)
         return self
+
+
+def _private(data: JSON) -> JSON:
+    """A copy of ``data`` that nobody else holds: a save returns its records, whose
+    values the caller may change; the heads must keep what was stored."""
+    if isinstance(data, dict) and not any(isinstance(v, dict | list) for v in data.values()):
+        return dict(data)  # flat: a shallow copy is a whole copy
+    return json.loads(dumps(data))  # type: ignore[no-any-return]
