@@ -209,3 +209,21 @@ async def test_a_single_write_to_an_item_the_save_leaves_unchanged_is_kept(
 
     assert (result.written, result.unchanged) == (1, 2)
     assert (await state.positions.get("S002")) == Position(symbol="S002", amount=7)
+
+
+@pytest.mark.asyncio
+async def test_a_restore_writes_only_the_keys_that_changed(
+    counted: tuple[StateStore, CountingBackend],
+) -> None:
+    """Writes are in proportion to the change; reads are not yet (docs/benchmarks.md)."""
+    store, backend = counted
+    await store.batch(Write(f"k/{i:04d}", {"v": i}) for i in range(1000))
+    info = await store.snapshots.create("before", prefix="k/")
+    await store.batch(Write(f"k/{i:04d}", {"v": -1}) for i in range(0, 1000, 100))
+    backend.calls.clear()
+
+    assert await store.snapshots.restore(info.id) == 10
+
+    assert (backend.calls["append"], backend.calls["written"]) == (1, 10)
+    assert (await store.get("k/0100")) is not None
+    assert [r.data async for r in store.scan("k/")] == [{"v": i} for i in range(1000)]
