@@ -227,3 +227,26 @@ async def test_a_restore_writes_only_the_keys_that_changed(
     assert (backend.calls["append"], backend.calls["written"]) == (1, 10)
     assert (await store.get("k/0100")) is not None
     assert [r.data async for r in store.scan("k/")] == [{"v": i} for i in range(1000)]
+
+
+@pytest.mark.asyncio
+async def test_legacy_load_reads_the_legacy_keys_only(tmp_path: Path) -> None:
+    settings = load_settings(config_file="", env_file="", url=f"sqlite:///{tmp_path / 's.db'}")
+    legacy = LegacyState(settings)
+    try:
+        await legacy.save({"EURUSD": {"qty": 1}}, {"EURUSD": {"cooldown": 0}}, {"cash": 5})
+        store = legacy.state.store
+        for key in ("prices/EURUSD", "position_notes", "order/1", "pairs"):
+            await store.put(key, {"other": True})
+        await legacy.save({}, None)  # a save that only deletes still moves the timestamp
+        index = await store.get("trading/index")
+
+        loaded = await legacy.load()
+
+        assert loaded is not None and index is not None
+        assert loaded["active_positions"] == {}
+        assert loaded["pair_states"] == {"EURUSD": {"cooldown": 0}}
+        assert loaded["portfolio_data"] == {"cash": 5}
+        assert loaded["timestamp"] == index.at.isoformat()
+    finally:
+        await legacy.aclose()

@@ -71,6 +71,9 @@ STATE_TYPES: Mapping[str, str] = {
 }
 """``get_state_history(state_type=...)`` names → a folder, or the portfolio key."""
 _TYPE_OF = {POSITIONS: "position", PAIR_STATES: "pair_state", PORTFOLIO: "portfolio"}
+_LEGACY_START = "p"
+"""What every legacy key starts with, after the state's prefix."""
+assert all(k.startswith(_LEGACY_START) for k in (POSITIONS, PAIR_STATES, PORTFOLIO))
 
 
 def is_configured(settings: Settings) -> bool:
@@ -293,22 +296,24 @@ class LegacyState:
         when the state last changed.
         """
         state = await self.open()
-        # One scan of the state's keys (as TradingState.load): a read per page of 500
-        # keys, not one per section and one more for the portfolio and the index.
+        # The positions, the pair states and the portfolio share their first letter:
+        # one scan reads all three (not a scan each and a read), then the index is read.
         folders: dict[str, dict[str, JSON]] = {state.prefix + f: {} for f in KINDS}
-        singles = [self.key(PORTFOLIO), state.prefix + INDEX_KEY]
-        found: dict[str, Record | None] = dict.fromkeys(singles)
-        async for record in state.store.scan(state.prefix):
+        portfolio_key = self.key(PORTFOLIO)
+        portfolio: Record | None = None
+        async for record in state.store.scan(state.prefix + _LEGACY_START):
             key = record.key
-            if key in found:
-                found[key] = record
+            if key == portfolio_key:
+                portfolio = record
                 continue
             for start, into in folders.items():
                 if key.startswith(start):
                     into[key[len(start) :]] = record.data
                     break
         positions, pairs = folders.values()
-        portfolio, index = found.values()
+        index = (await state.store.get_many([state.prefix + INDEX_KEY])).get(
+            state.prefix + INDEX_KEY
+        )
         if not positions and not pairs and portfolio is None and index is None:
             return None
         stamps = [r.at for r in (portfolio, index) if r is not None]
