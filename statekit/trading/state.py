@@ -121,6 +121,7 @@ class Section(Generic[M]):
         items: dict[str, Item] = {}
         dumped, model, name_field = self._dumped, self.model, self.name_field
         start = self._state.prefix + self.folder
+        heads = self._state.saved_heads()
         for value in values:
             if type(value) is model:
                 fields = value.__dict__
@@ -133,7 +134,17 @@ class Section(Generic[M]):
                     and memo[1] == fields
                     and memo[2] == value.__pydantic_extra__
                 ):
-                    items[key] = memo[3]
+                    item, head = memo[3], heads.get(key)
+                    if (
+                        head is not None
+                        and head is not item
+                        and head.kind == item.kind
+                        and head.data == item.data
+                    ):
+                        # The stored head stands for it from now on: the plan sees it as is.
+                        dumped[key] = (value, memo[1], memo[2], head)
+                        item = head
+                    items[key] = item
                     continue
             key, item = self.item(value)
             items[key] = item
