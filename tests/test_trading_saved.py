@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
@@ -10,7 +12,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from statekit import StateStore
+import statekit
+from statekit import ConflictError, StateStore
 from statekit.backend import Record, Write
 from statekit.backends.memory import MemoryBackend
 from statekit.compat.legacy_state import LegacyState
@@ -250,3 +253,59 @@ async def test_legacy_load_reads_the_legacy_keys_only(tmp_path: Path) -> None:
         assert loaded["timestamp"] == index.at.isoformat()
     finally:
         await legacy.aclose()
+
+
+@pytest.mark.asyncio
+async def test_two_legacy_managers_over_one_store_each_save_their_whole_state(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(config_file="", env_file="", url=f"sqlite:///{tmp_path / 's.db'}")
+    one, two = LegacyState(settings), LegacyState(settings)
+    try:
+        for turn in range(4):
+            for legacy, name in ((one, "one"), (two, "two")):
+                positions = {f"P{i}": {"by": name, "turn": turn} for i in range(3 + turn % 2)}
+                await legacy.save(positions, {})
+                loaded = await one.load()
+                assert loaded is not None and loaded["active_positions"] == positions
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+def _save_books_in_process(url: str, n: int) -> None:
+    async def run() -> None:
+        async with await statekit.open(url) as store:
+            state = TradingState(store)
+            for turn in range(6):  # after the first save, each plans from the last one
+                book = [Position(symbol=f"P{i}", amount=n * 100 + turn) for i in range(5)]
+                for attempt in range(100):
+                    try:
+                        await state.save(positions=book, by=f"process-{n}")
+                        break
+                    except ConflictError:
+                        await asyncio.sleep(0.002 * (attempt % 10))
+                else:
+                    raise AssertionError("never saved")
+
+    asyncio.run(run())
+
+
+def test_processes_saving_again_and_again_leave_one_whole_state(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    ctx = multiprocessing.get_context("spawn")
+    processes = [ctx.Process(target=_save_books_in_process, args=(url, n)) for n in (1, 2, 3)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(120)
+        assert p.exitcode == 0
+
+    async def check() -> None:
+        async with await statekit.open(url) as store:
+            positions = (await TradingState(store).load()).positions
+            assert len(positions) == 5
+            assert len({p.amount for p in positions.values()}) == 1  # one whole book
+            assert len(await store.history("trading/index", limit=100)) == 18  # every save
+
+    asyncio.run(check())
