@@ -18,7 +18,7 @@ from statekit.backend import Record, Write
 from statekit.backends.memory import MemoryBackend
 from statekit.compat.legacy_state import LegacyState
 from statekit.config import load_settings
-from statekit.trading import Position, TradingState
+from statekit.trading import Balance, Position, TradingState
 
 
 class CountingBackend(MemoryBackend):
@@ -309,3 +309,12 @@ def test_processes_saving_again_and_again_leave_one_whole_state(tmp_path: Path) 
             assert len(await store.history("trading/index", limit=100)) == 18  # every save
 
     asyncio.run(check())
+
+
+@pytest.mark.asyncio
+async def test_models_no_longer_handed_over_are_not_kept(store: StateStore) -> None:
+    state = TradingState(store)
+    for n in range(20):  # a new asset each time, the older ones gone
+        await state.save(balances=[Balance(asset=f"A{n}", free=1)])
+
+    assert list(state.balances._dumped) == ["balance/A19"]

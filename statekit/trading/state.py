@@ -153,6 +153,9 @@ class Section(Generic[M]):
             if all(type(v) in _IMMUTABLE or isinstance(v, Enum) for v in kept):
                 extra = dict(extra) if extra is not None else None
                 dumped[key] = (value, dict(value.__dict__), extra, item)
+        if len(dumped) > len(items):  # items no longer handed over (closed, filled) go
+            for key in [k for k in dumped if k not in items]:
+                del dumped[key]
         return items
 
     async def save(
