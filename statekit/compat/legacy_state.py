@@ -297,7 +297,29 @@ class LegacyState:
         """
         state = await self.open()
         # The positions, the pair states and the portfolio share their first letter:
-        # one scan reads all three (not a scan each and a read), then the index is read.
+        # one scan reads all three (not a scan each and a read); the index is read
+        # meanwhile, so a small state is two reads queued together, one wait.
+        index_key = state.prefix + INDEX_KEY
+        reading = asyncio.ensure_future(state.store.get_many([index_key]))
+        try:
+            positions, pairs, portfolio = await self._legacy_keys(state)
+        except BaseException:
+            reading.cancel()
+            raise
+        index = (await reading).get(index_key)
+        if not positions and not pairs and portfolio is None and index is None:
+            return None
+        stamps = [r.at for r in (portfolio, index) if r is not None]
+        loaded: dict[str, Any] = {"active_positions": positions, "pair_states": pairs}
+        if portfolio is not None:
+            loaded["portfolio_data"] = portfolio.data
+        loaded["timestamp"] = _iso(max(stamps)) if stamps else None
+        return loaded
+
+    async def _legacy_keys(
+        self, state: TradingState
+    ) -> tuple[dict[str, JSON], dict[str, JSON], Record | None]:
+        """The positions and the pair states by symbol, and the portfolio: one scan."""
         folders: dict[str, dict[str, JSON]] = {state.prefix + f: {} for f in KINDS}
         portfolio_key = self.key(PORTFOLIO)
         portfolio: Record | None = None
@@ -311,17 +333,7 @@ class LegacyState:
                     into[key[len(start) :]] = record.data
                     break
         positions, pairs = folders.values()
-        index = (await state.store.get_many([state.prefix + INDEX_KEY])).get(
-            state.prefix + INDEX_KEY
-        )
-        if not positions and not pairs and portfolio is None and index is None:
-            return None
-        stamps = [r.at for r in (portfolio, index) if r is not None]
-        loaded: dict[str, Any] = {"active_positions": positions, "pair_states": pairs}
-        if portfolio is not None:
-            loaded["portfolio_data"] = portfolio.data
-        loaded["timestamp"] = _iso(max(stamps)) if stamps else None
-        return loaded
+        return positions, pairs, portfolio
 
     async def history(self, state_type: str | None, limit: int) -> list[dict[str, Any]]:
         """Versions of the legacy items, newest first, as the legacy history dicts.
