@@ -60,6 +60,8 @@ def check_growth(result: dict[str, object]) -> None:
     assert isinstance(growth, float) and math.isfinite(growth) and growth > 0
     ratio = result["ratio"]
     assert isinstance(ratio, float) and abs(growth * ratio - 1) < 0.01
+    assert result["small_us_op"] == result["raw_us_op"]
+    assert result["large_us_op"] == result["statekit_us_op"]
 
 
 @pytest.mark.asyncio

@@ -236,6 +236,7 @@ def _growth(result: Result, small: int, large: int) -> Result:
     ratio = result["ratio"]
     assert isinstance(ratio, float | int)
     result["small"], result["large"] = small, large
+    result["small_us_op"], result["large_us_op"] = result["raw_us_op"], result["statekit_us_op"]
     result["growth"] = round(1 / ratio, 3)  # cost at large / cost at small
     result["raw"] = f"the same work on the {small}-key store (growth = large / small)"
     return result
