@@ -313,6 +313,8 @@ class Codec:
                 out[k] = self._walk(v, f"{path}.{k}", key, depth + 1)
             return out
         if isinstance(value, list | tuple):
+            if all(type(v) is str for v in value):  # plain text (a list of keys): kept as is
+                return list(value)
             return [self._walk(v, f"{path}[{i}]", key, depth + 1) for i, v in enumerate(value)]
         encoder = self._find_encoder(type(value))
         if encoder is None:

@@ -27,9 +27,22 @@ RATE_FIELDS = (
 )
 
 
+WORKLOADS = ["save_one", "save_all", "load", "trading_save_one", "restore_10_changed"]
+
+
 def check_line(result: dict[str, object], workload: str, keys: int) -> None:
     assert result["backend"] == "legacy"
     assert result["workload"] == workload
+    if workload in ("trading_save_one", "restore_10_changed"):
+        check_growth(result)
+        return
+    if workload == "load":
+        assert result["positions"] == result["pair_states"] == keys
+        assert result["raw"] == "json.load of the legacy file"
+        for name in RATE_FIELDS:
+            value = result[name]
+            assert isinstance(value, float | int) and math.isfinite(value) and value > 0, name
+        return
     assert result["positions"] == result["pair_states"] == keys
     assert result["changed_per_save"] == (1 if workload == "save_one" else 2 * keys)
     assert result["durability"] == "WAL synchronous=FULL"
@@ -41,16 +54,26 @@ def check_line(result: dict[str, object], workload: str, keys: int) -> None:
         assert value > 0, name
 
 
+def check_growth(result: dict[str, object]) -> None:
+    small, large, growth = result["small"], result["large"], result["growth"]
+    assert isinstance(small, int) and isinstance(large, int) and small < large
+    assert isinstance(growth, float) and math.isfinite(growth) and growth > 0
+    ratio = result["ratio"]
+    assert isinstance(ratio, float) and abs(growth * ratio - 1) < 0.01
+    assert result["small_us_op"] == result["raw_us_op"]
+    assert result["large_us_op"] == result["statekit_us_op"]
+
+
 @pytest.mark.asyncio
 async def test_legacy_bench_yields_one_and_all_changed(tmp_path: Path) -> None:
     config = bench.BenchConfig(n=3, rounds=1, directory=tmp_path, keys=4)
 
     results = [r async for r in bench.run("legacy", config)]
 
-    assert [r["workload"] for r in results] == ["save_one", "save_all"]
+    assert [r["workload"] for r in results] == WORKLOADS
     for result in results:
-        assert result["n"] == 3
         check_line(result, str(result["workload"]), keys=4)
+    assert [r["n"] for r in results] == [3, 3, 3, 3, 1]  # one restore per round
     json.dumps(results)
     assert list(tmp_path.iterdir()) == [], "the scratch folder is removed afterwards"
 
@@ -95,7 +118,7 @@ def test_one_change_changes_one_position_and_all_changes_every_item() -> None:
 
 @pytest.mark.parametrize("form", [["legacy"], ["--backend", "legacy"]])
 def test_command_line_names_the_benchmark_either_way(tmp_path: Path, form: list[str]) -> None:
-    options = ["--n", "2", "--rounds", "1", "--dir", str(tmp_path)]
+    options = ["--n", "2", "--rounds", "1", "--positions", "7", "--dir", str(tmp_path)]
     done = subprocess.run(
         [sys.executable, "-m", "statekit.bench", *form, *options],
         capture_output=True,
@@ -106,9 +129,9 @@ def test_command_line_names_the_benchmark_either_way(tmp_path: Path, form: list[
 
     assert done.returncode == 0, done.stderr
     results = [json.loads(line) for line in done.stdout.splitlines()]
-    assert [r["workload"] for r in results] == ["save_one", "save_all"]
+    assert [r["workload"] for r in results] == WORKLOADS
     for result in results:
-        check_line(result, result["workload"], keys=100)
+        check_line(result, result["workload"], keys=7)
 
 
 def test_two_different_benchmarks_named_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:

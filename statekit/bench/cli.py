@@ -57,6 +57,15 @@ def _parser() -> argparse.ArgumentParser:
         "--rounds", type=_positive, default=DEFAULT_ROUNDS, help="rounds (default %(default)s)"
     )
     parser.add_argument(
+        "--positions",
+        "--keys",
+        dest="keys",
+        type=_positive,
+        default=BenchConfig().keys,
+        help="distinct keys the writes rotate over; the legacy benchmark's positions "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
         "--versions",
         type=_positive,
         default=DEFAULT_VERSIONS,
@@ -89,7 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"statekit.bench: --dir {args.dir} is not a folder", file=sys.stderr)
         return 2
     config = BenchConfig(
-        n=args.n, rounds=args.rounds, directory=args.dir, url=args.url, versions=args.versions
+        n=args.n,
+        rounds=args.rounds,
+        directory=args.dir,
+        url=args.url,
+        versions=args.versions,
+        keys=args.keys,
     )
     try:
         asyncio.run(_main(backend, config))

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
-from statekit.backend import JSON
+import statekit
+from statekit.backend import JSON, Write
 from statekit.backends.sqlite import SqliteBackend
 from statekit.bench.harness import BenchConfig, Result, Timed, Workload, measure
 from statekit.compat import TradingStateManager
 from statekit.compat.legacy_state import LegacyState
 from statekit.config import load_settings
 from statekit.errors import StatekitError
+from statekit.store import StateStore
+from statekit.trading import Position, TradingState
 
 __all__ = ["LEGACY_SAVES", "LegacyItems", "bench_legacy"]
 
@@ -170,6 +175,141 @@ async def bench_legacy(config: BenchConfig, scratch: Path) -> AsyncGenerator[Res
                 },
             )
             yield await measure("legacy", workload, config.rounds)
+        yield await measure(
+            "legacy", _load_workload(manager, direct, legacy_file, config), config.rounds
+        )
     finally:
         manager.shutdown()
         await direct.aclose()
+    yield await _trading_growth(config, scratch)
+    yield await _restore_growth(config, scratch)
+
+
+def _load_workload(
+    manager: TradingStateManager, direct: LegacyState, legacy_file: Path, config: BenchConfig
+) -> Workload:
+    """``load_trading_state`` beside the legacy manager's ``json.load`` of its file, both
+    holding the state the last save left."""
+    loads = min(config.n, LEGACY_SAVES)
+
+    def timed(load: Callable[[], object]) -> Timed:
+        async def run() -> float:
+            started = time.perf_counter()
+            for _ in range(loads):
+                done = load()
+                if isinstance(done, Awaitable):
+                    done = await done
+                if not done:
+                    raise StatekitError("legacy bench: nothing loaded")
+            return time.perf_counter() - started
+
+        return run
+
+    def raw_load() -> object:
+        with open(legacy_file, encoding="utf-8") as file:
+            return json.load(file)
+
+    return Workload(
+        "load",
+        loads,
+        timed(manager.load_trading_state),
+        timed(raw_load),
+        {"async_api": timed(direct.load)},
+        {
+            "positions": config.keys,
+            "pair_states": config.keys,
+            "file_bytes": legacy_file.stat().st_size,
+            "raw": "json.load of the legacy file",
+        },
+    )
+
+
+TRADING_SIZES = (100, 1000)
+"""Positions of the two stores ``trading_save_one`` compares."""
+RESTORE_SIZES = (1000, 10_000)
+"""Keys of the two stores ``restore_10_changed`` compares."""
+RESTORE_CHANGED = 10
+
+
+def _growth(result: Result, small: int, large: int) -> Result:
+    """A :func:`measure` line whose raw side is the small store, as a growth figure."""
+    ratio = result["ratio"]
+    assert isinstance(ratio, float | int)
+    result["small"], result["large"] = small, large
+    result["small_us_op"], result["large_us_op"] = result["raw_us_op"], result["statekit_us_op"]
+    result["growth"] = round(1 / ratio, 3)  # cost at large / cost at small
+    result["raw"] = f"the same work on the {small}-key store (growth = large / small)"
+    return result
+
+
+async def _trading_growth(config: BenchConfig, scratch: Path) -> Result:
+    """``TradingState.save`` of whole books of typed positions, one changed per save, at
+    100 and at 1,000 positions: how its cost grows with what did not change."""
+    saves = min(config.n, LEGACY_SAVES)
+    stores = [await statekit.open(f"sqlite:///{scratch / f'trading{n}.db'}") for n in TRADING_SIZES]
+    try:
+        runners: list[Timed] = []
+        for store, count in zip(stores, TRADING_SIZES, strict=True):
+            state = TradingState(store)
+            book = [
+                Position(
+                    symbol=f"S{i:04d}", amount=Decimal(100), entry_price=Decimal(1000 + i) / 1000
+                )
+                for i in range(count)
+            ]
+            await state.save(positions=book)
+
+            async def run(state: TradingState = state, book: list[Position] = book) -> float:
+                started = time.perf_counter()
+                for _ in range(saves):
+                    i = random.randrange(len(book))
+                    book[i] = book[i].model_copy(update={"amount": (book[i].amount or 0) + 1})
+                    result = await state.save(positions=book)
+                    assert result.written == 1
+                return time.perf_counter() - started
+
+            runners.append(run)
+        workload = Workload(
+            "trading_save_one",
+            saves,
+            runners[1],
+            runners[0],
+            detail={"changed_per_save": 1, "durability": "WAL synchronous=FULL"},
+        )
+        return _growth(await measure("legacy", workload, config.rounds), *TRADING_SIZES)
+    finally:
+        for store in stores:
+            await store.aclose()
+
+
+async def _restore_growth(config: BenchConfig, scratch: Path) -> Result:
+    """``snapshots.restore`` after 10 keys changed, in stores of 1,000 and 10,000 keys."""
+    stores = [await statekit.open(f"sqlite:///{scratch / f'restore{n}.db'}") for n in RESTORE_SIZES]
+    try:
+        runners: list[Timed] = []
+        for store, count in zip(stores, RESTORE_SIZES, strict=True):
+            for start in range(0, count, 1000):
+                await store.batch(
+                    Write(f"k/{i:05d}", {"v": i}) for i in range(start, min(count, start + 1000))
+                )
+            info = await store.snapshots.create("bench", prefix="k/")
+
+            async def run(
+                store: StateStore = store, snapshot: str = info.id, count: int = count
+            ) -> float:
+                changed = random.sample(range(count), RESTORE_CHANGED)
+                await store.batch(Write(f"k/{i:05d}", {"v": -i - 1}) for i in changed)
+                started = time.perf_counter()
+                restored = await store.snapshots.restore(snapshot)
+                took = time.perf_counter() - started
+                assert restored == RESTORE_CHANGED
+                return took
+
+            runners.append(run)
+        workload = Workload(
+            "restore_10_changed", 1, runners[1], runners[0], detail={"changed": RESTORE_CHANGED}
+        )
+        return _growth(await measure("legacy", workload, config.rounds), *RESTORE_SIZES)
+    finally:
+        for store in stores:
+            await store.aclose()

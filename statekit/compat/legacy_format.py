@@ -185,9 +185,17 @@ def legacy_object(value: Any, where: str) -> dict[str, JSON]:
             f"{where}: must be a JSON object (dict), not {_type_name(value)}",
             reason="not an object",
         )
+    if type(value) is dict and all(
+        type(k) is str and (type(v) in _PLAIN or (type(v) is float and math.isfinite(v)))
+        for k, v in value.items()
+    ):
+        return dict(value)  # the common flat item: nothing to convert or refuse
     data = legacy_value(value, where)
     assert isinstance(data, dict)
     return data
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})
 
 
 def _type_name(value: Any) -> str:

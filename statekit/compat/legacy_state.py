@@ -71,6 +71,9 @@ STATE_TYPES: Mapping[str, str] = {
 }
 """``get_state_history(state_type=...)`` names → a folder, or the portfolio key."""
 _TYPE_OF = {POSITIONS: "position", PAIR_STATES: "pair_state", PORTFOLIO: "portfolio"}
+_LEGACY_START = "p"
+"""What every legacy key starts with, after the state's prefix."""
+assert all(k.startswith(_LEGACY_START) for k in (POSITIONS, PAIR_STATES, PORTFOLIO))
 
 
 def is_configured(settings: Settings) -> bool:
@@ -203,17 +206,28 @@ class LegacyState:
                     f"{name}: must be a dict of symbol → dict, not {type(values).__name__}",
                     reason="not an object",
                 )
-            sections[folder] = {
-                self.key(folder, symbol, name): Item(
-                    KINDS[folder], legacy_object(data, f"{name}.{symbol}")
-                )
-                for symbol, data in values.items()
-            }
+            sections[folder] = self._section(folder, name, values)
         if portfolio is not None:
             sections.setdefault("", {})[self.key(PORTFOLIO)] = Item(
                 PORTFOLIO_KIND, legacy_object(portfolio, "portfolio_data")
             )
         return sections
+
+    def _section(self, folder: str, name: str, values: Mapping[Any, Any]) -> dict[str, Item]:
+        # An item equal (==) to what the last save stored is that stored value: it is
+        # neither converted nor checked again (see ``save``).
+        kind = KINDS[folder]
+        start = (self._state.prefix if self._state else "") + folder
+        heads = self._state.saved_heads() if self._state else {}
+        items: dict[str, Item] = {}
+        for symbol, data in values.items():
+            head = heads.get(start + symbol) if type(symbol) is str else None
+            if head is not None and head.kind == kind and head.data == data:
+                items[start + symbol] = head
+            else:
+                key = self.key(folder, symbol, name)
+                items[key] = Item(kind, legacy_object(data, f"{name}.{symbol}"))
+        return items
 
     def key(self, folder: str, symbol: object = "", section: str = "") -> str:
         """The store key of ``symbol`` in ``folder`` (or of the portfolio).
@@ -247,6 +261,9 @@ class LegacyState:
 
         Each section given replaces that section (removed symbols are deleted);
         unchanged items are not rewritten; a section given as None is not touched.
+        An item equal (``==``) to the value the last save stored is unchanged, as
+        ``1`` and ``1.0`` always were: it is not converted again (a ``Decimal``
+        equal to a stored float stays that float).
         """
         state = await self.open()
         sections = self.items(positions, pair_states, portfolio)
@@ -279,11 +296,17 @@ class LegacyState:
         when the state last changed.
         """
         state = await self.open()
-        positions = await self.section(POSITIONS)
-        pairs = await self.section(PAIR_STATES)
-        heads = await state.store.get_many([self.key(PORTFOLIO), state.prefix + INDEX_KEY])
-        portfolio = heads.get(self.key(PORTFOLIO))
-        index = heads.get(state.prefix + INDEX_KEY)
+        # The positions, the pair states and the portfolio share their first letter:
+        # one scan reads all three (not a scan each and a read); the index is read
+        # meanwhile, so a small state is two reads queued together, one wait.
+        index_key = state.prefix + INDEX_KEY
+        reading = asyncio.ensure_future(state.store.get_many([index_key]))
+        try:
+            positions, pairs, portfolio = await self._legacy_keys(state)
+        except BaseException:
+            reading.cancel()
+            raise
+        index = (await reading).get(index_key)
         if not positions and not pairs and portfolio is None and index is None:
             return None
         stamps = [r.at for r in (portfolio, index) if r is not None]
@@ -292,6 +315,25 @@ class LegacyState:
             loaded["portfolio_data"] = portfolio.data
         loaded["timestamp"] = _iso(max(stamps)) if stamps else None
         return loaded
+
+    async def _legacy_keys(
+        self, state: TradingState
+    ) -> tuple[dict[str, JSON], dict[str, JSON], Record | None]:
+        """The positions and the pair states by symbol, and the portfolio: one scan."""
+        folders: dict[str, dict[str, JSON]] = {state.prefix + f: {} for f in KINDS}
+        portfolio_key = self.key(PORTFOLIO)
+        portfolio: Record | None = None
+        async for record in state.store.scan(state.prefix + _LEGACY_START):
+            key = record.key
+            if key == portfolio_key:
+                portfolio = record
+                continue
+            for start, into in folders.items():
+                if key.startswith(start):
+                    into[key[len(start) :]] = record.data
+                    break
+        positions, pairs = folders.values()
+        return positions, pairs, portfolio
 
     async def history(self, state_type: str | None, limit: int) -> list[dict[str, Any]]:
         """Versions of the legacy items, newest first, as the legacy history dicts.

@@ -15,7 +15,9 @@ The kinds are in :mod:`statekit.trading.kinds`.
 get a new version, items no longer present are deleted, unchanged items are
 left alone (their history does not grow), and every write is checked against
 the version read (compare-and-set), so two processes saving at once cannot
-interleave: the later one re-reads and saves again.
+interleave: the later one re-reads and saves again. A state that saved before
+plans from what it saved instead of reading every head again
+(:mod:`statekit.trading.saved` says when it reads and what that cannot see).
 
 The ``trading.legacy_*`` kinds hold the free-form dicts of the legacy drop-in
 (:mod:`statekit.compat`) exactly as the bot gave them; the typed readers here
@@ -26,9 +28,11 @@ stores the typed kind from then on; the key and its history stay the same.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, time
+from decimal import Decimal
+from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -38,22 +42,17 @@ from statekit.errors import ConflictError, ValidationError
 from statekit.store import StateStore
 from statekit.trading import kinds
 from statekit.trading.models import Balance, Order, PairState, Portfolio, Position, to_json
+from statekit.trading.saved import Head, Item, SavedHeads
 
 __all__ = ["Item", "SaveResult", "Section", "TradingSnapshot", "TradingState"]
 
 M = TypeVar("M", bound=BaseModel)
 
+_IMMUTABLE = frozenset({str, int, float, bool, Decimal, datetime, date, time, type(None)})
+
 INDEX_KEY = "trading/index"
 SAVE_RETRIES = 5
 """Times ``save`` re-reads and tries again when another writer moved an item meanwhile."""
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """A value to store under a key: its kind and its JSON data (None: delete it)."""
-
-    kind: str
-    data: JSON
 
 
 class Section(Generic[M]):
@@ -82,6 +81,8 @@ class Section(Generic[M]):
         self.model = model
         self.name_field = name_field
         self._legacy = legacy
+        # key -> (model, its fields, its extra fields, its item) as last turned into JSON
+        self._dumped: dict[str, tuple[M, dict[str, Any], dict[str, Any] | None, Item]] = {}
 
     def key(self, name: str) -> str:
         """The store key of the item called ``name``."""
@@ -110,14 +111,64 @@ class Section(Generic[M]):
             )
         return self.key(getattr(value, self.name_field)), Item(self.kind, to_json(value))
 
+    def items_of(self, values: Iterable[M]) -> dict[str, Item]:
+        """:meth:`item` of each value, by key, reusing the JSON of a model handed over
+        before and unchanged since.
+
+        The same object whose fields (all immutable: text, numbers, times, enums)
+        are equal to what they were when it was last turned into JSON gives that JSON.
+        """
+        items: dict[str, Item] = {}
+        dumped, model, name_field = self._dumped, self.model, self.name_field
+        start = self._state.prefix + self.folder
+        heads = self._state.saved_heads()
+        for value in values:
+            if type(value) is model:
+                fields = value.__dict__
+                name = fields.get(name_field)
+                key = start + name if type(name) is str and name else ""
+                memo = dumped.get(key)
+                if (
+                    memo is not None
+                    and memo[0] is value
+                    and memo[1] == fields
+                    and memo[2] == value.__pydantic_extra__
+                ):
+                    item, head = memo[3], heads.get(key)
+                    if (
+                        head is not None
+                        and head is not item
+                        and head.kind == item.kind
+                        and head.data == item.data
+                    ):
+                        # The stored head stands for it from now on: the plan sees it as is.
+                        dumped[key] = (value, memo[1], memo[2], head)
+                        item = head
+                    items[key] = item
+                    continue
+            key, item = self.item(value)
+            items[key] = item
+            extra = value.__pydantic_extra__
+            kept = [*value.__dict__.values(), *(extra.values() if extra else ())]
+            if all(type(v) in _IMMUTABLE or isinstance(v, Enum) for v in kept):
+                extra = dict(extra) if extra is not None else None
+                dumped[key] = (value, dict(value.__dict__), extra, item)
+        if len(dumped) > len(items):  # items no longer handed over (closed, filled) go
+            for key in [k for k in dumped if k not in items]:
+                del dumped[key]
+        return items
+
     async def save(
         self, value: M, *, by: str | None = None, note: str | None = None, expect: Expect = ANY
     ) -> Record:
         """Store ``value`` as the new version of its item."""
         key, item = self.item(value)
-        return await self._state.store.put(
-            key, item.data, kind=item.kind, meta=_meta(by, note), expect=expect
-        )
+        try:
+            return await self._state.store.put(
+                key, item.data, kind=item.kind, meta=_meta(by, note), expect=expect
+            )
+        finally:
+            self._state.forget_saved()
 
     async def get(self, name: str, *, as_of: datetime | None = None) -> M | None:
         """The item called ``name`` (now, or as it was at ``as_of``); None when absent."""
@@ -126,7 +177,10 @@ class Section(Generic[M]):
 
     async def delete(self, name: str, *, by: str | None = None, note: str | None = None) -> None:
         """Delete the item (a tombstone version: its history stays)."""
-        await self._state.store.delete(self.key(name), meta=_meta(by, note))
+        try:
+            await self._state.store.delete(self.key(name), meta=_meta(by, note))
+        finally:
+            self._state.forget_saved()
 
     async def all(self) -> dict[str, M]:
         """Every live item, by name, in name order."""
@@ -149,6 +203,17 @@ class TradingSnapshot:
     balances: dict[str, Balance] = field(default_factory=dict)
     pair_states: dict[str, PairState] = field(default_factory=dict)
     portfolio: Portfolio | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The writes of one save attempt (the index last) and what they leave listed."""
+
+    writes: list[Write]
+    unchanged: int
+    listed: list[str]
+    read: bool
+    """Planned from heads just read from the store (not from the last save's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +241,8 @@ class TradingState:
         self.store = store
         self.prefix = prefix
         self.allow_non_atomic = allow_non_atomic
+        self._saved: SavedHeads | None = None
+        self._forgotten = 0  # bumped by forget_saved(): heads planned before are stale
         self.positions: Section[Position] = Section(
             self,
             "position/",
@@ -218,9 +285,12 @@ class TradingState:
         self, portfolio: Portfolio, *, by: str | None = None, note: str | None = None
     ) -> Record:
         """Store ``portfolio`` as the new version of the portfolio."""
-        return await self.store.put(
-            self.portfolio_key, to_json(portfolio), kind=kinds.PORTFOLIO, meta=_meta(by, note)
-        )
+        try:
+            return await self.store.put(
+                self.portfolio_key, to_json(portfolio), kind=kinds.PORTFOLIO, meta=_meta(by, note)
+            )
+        finally:
+            self.forget_saved()
 
     async def portfolio(self, *, as_of: datetime | None = None) -> Portfolio | None:
         """The portfolio (now, or at ``as_of``); None when never saved."""
@@ -258,7 +328,7 @@ class TradingState:
         for section, values in given:
             if values is not None:
                 items = values.values() if isinstance(values, Mapping) else values
-                wanted[section.folder] = dict(section.item(v) for v in items)
+                wanted[section.folder] = section.items_of(items)
         if portfolio is not None:
             wanted[""] = {self.portfolio_key: Item(kinds.PORTFOLIO, to_json(portfolio))}
         return await self.save_items(wanted, by=by, note=note)
@@ -275,72 +345,127 @@ class TradingState:
         A folder's stored items that are not given are deleted (folder ``""``
         holds single items like the portfolio and deletes nothing). The building
         block of :meth:`save` and of the legacy drop-in.
+
+        A state that saved before plans from what it saved (:mod:`statekit.trading.saved`)
+        and reads the store only when that is unknown or another writer moved on.
         """
         atomic = self.atomic
-        for attempt in range(SAVE_RETRIES):
-            writes, unchanged = await self._plan(sections, _meta(by, note), atomic)
-            if not writes:
-                return SaveResult(0, 0, unchanged, [])
-            try:
-                if atomic:
-                    records = await self.store.batch(writes)
-                else:  # refused above unless the caller allowed it: see ``atomic``
-                    records = [(await self.store.append([w]))[0] for w in writes]
-            except ConflictError:
-                if attempt == SAVE_RETRIES - 1:
-                    raise
-                await asyncio.sleep(0.005 * 2**attempt)
-                continue
-            deleted = sum(1 for r in records if r.deleted)
-            written = len(records) - deleted - 1  # the index is bookkeeping
-            return SaveResult(written, deleted, unchanged, records[:-1])
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _plan(
-        self, sections: Mapping[str, Mapping[str, Item]], meta: dict[str, JSON], atomic: bool
-    ) -> tuple[list[Write], int]:
         if atomic or not self.allow_non_atomic:
             self.store.require(Capability.ATOMIC_BATCH, "saving a whole trading state")
             self.store.require(Capability.COMPARE_AND_SET, "saving a whole trading state")
+        meta = _meta(by, note)
+        saved = self._saved if atomic else None
+        if saved is not None and not saved.covers(
+            (self.prefix + f for f in sections if f), sections.get("", {})
+        ):
+            saved = None
+        attempt = 0
+        while True:
+            generation = self._forgotten
+            if saved is None:
+                saved = await self._read_heads(sections)
+            plan = self._plan(saved, sections, meta, atomic)
+            if not plan.writes:
+                self._keep(saved, atomic, generation)
+                return SaveResult(0, 0, plan.unchanged, [])
+            try:
+                if atomic:
+                    records = await self.store.batch(plan.writes)
+                else:  # refused above unless the caller allowed it: see ``atomic``
+                    records = [(await self.store.append([w]))[0] for w in plan.writes]
+            except ConflictError:
+                self._saved = None
+                if plan.read:  # planned from what the store held: another writer is busy
+                    if attempt == SAVE_RETRIES - 1:
+                        raise
+                    await asyncio.sleep(0.005 * 2**attempt)
+                    attempt += 1
+                saved = None
+                continue
+            self._keep(saved.applied(records, plan.listed), atomic, generation)
+            deleted = sum(1 for r in records if r.deleted)
+            written = len(records) - deleted - 1  # the index is bookkeeping
+            return SaveResult(written, deleted, plan.unchanged, records[:-1])
+
+    def _keep(self, saved: SavedHeads, atomic: bool, generation: int) -> None:
+        # Heads of an older index version never replace newer ones (tasks finishing
+        # late), nor do heads planned before a single-item write through this state.
+        current = self._saved
+        if generation != self._forgotten or not atomic:
+            self._saved = None
+        elif current is None or current.index_version <= saved.index_version:
+            self._saved = saved
+
+    def forget_saved(self) -> None:
+        """Forget the heads of the last save: the next save reads the store again.
+
+        Called after every single-item write through this state (``Section.save``,
+        ``save_portfolio``...), which the remembered heads would not show.
+        """
+        self._saved = None
+        self._forgotten += 1
+
+    def saved_head(self, key: str) -> Head | None:
+        """The version, kind and value ``key`` had after this state's last save (None: unknown)."""
+        saved = self._saved
+        return None if saved is None else saved.heads.get(key)
+
+    def saved_heads(self) -> Mapping[str, Head]:
+        """The live keys after this state's last save, with their heads (empty: unknown)."""
+        saved = self._saved
+        return {} if saved is None else saved.heads
+
+    async def _read_heads(self, sections: Mapping[str, Mapping[str, Item]]) -> SavedHeads:
         index_key = self.prefix + INDEX_KEY
-        current: dict[str, Record] = {}
-        for folder in sections:
-            if folder:
-                async for record in self.store.scan(self.prefix + folder):
-                    current[record.key] = record
-        # A scanned folder's live items are all in ``current`` already; one not there
-        # is absent or deleted, which ``expect=0`` checks. Single items are read here.
-        current.update(await self.store.get_many([*sections.get("", {}), index_key]))
+        records: list[Record] = []
+        folders = [self.prefix + folder for folder in sections if folder]
+        for folder in folders:
+            records += [record async for record in self.store.scan(folder)]
+        # A scanned folder's live items are all read already; one not there is absent
+        # or deleted, which ``expect=0`` checks. Single items are read here.
+        singles = list(sections.get("", {}))
+        heads = await self.store.get_many([*singles, index_key])
+        index = heads.pop(index_key, None)
+        return SavedHeads.read([*records, *heads.values()], folders, singles, index)
+
+    def _plan(
+        self,
+        saved: SavedHeads,
+        sections: Mapping[str, Mapping[str, Item]],
+        meta: dict[str, JSON],
+        atomic: bool,
+    ) -> _Plan:
         writes: list[Write] = []
         unchanged = 0
+        heads = saved.heads
         for folder, items in sections.items():
+            found = 0
             for key, item in items.items():
-                head = current.get(key)
-                if head is not None and head.kind == item.kind and head.data == item.data:
-                    unchanged += 1
-                    continue
+                head = heads.get(key)
+                if head is not None:
+                    found += 1
+                    same = head is item or head.data is item.data or head.data == item.data
+                    if same and head.kind == item.kind:
+                        unchanged += 1
+                        continue
                 expect = (head.version if head is not None else 0) if atomic else ANY
                 writes.append(Write(key, item.data, item.kind, meta, expect))
-            if folder:
-                stale = [k for k in current if k.startswith(self.prefix + folder)]
-                for key in stale:
-                    if key not in items:
-                        record = current[key]
-                        expect = record.version if atomic else ANY
-                        writes.append(Write(key, None, record.kind, meta, expect))
+            members = saved.members.get(self.prefix + folder) if folder else None
+            if members and found < len(members):
+                for key in sorted(members.difference(items)):
+                    head = heads[key]
+                    expect = head.version if atomic else ANY
+                    writes.append(Write(key, None, head.kind, meta, expect))
+        listed = saved.listed
         if writes:
-            index = current.pop(index_key, None)
-            # A save of some sections (or of single items) keeps the other keys listed.
-            listed = index.data.get("keys") if index and isinstance(index.data, dict) else None
-            before = (
-                {k for k in listed if isinstance(k, str)} if isinstance(listed, list) else set()
-            )
             gone = {w.key for w in writes if w.data is None}
-            written = {w.key for w in writes if w.data is not None}
-            keys: list[JSON] = [*sorted(((before | set(current)) - gone) | written)]
-            expect = (index.version if index is not None else 0) if atomic else ANY
-            writes.append(Write(index_key, {"keys": keys}, kinds.INDEX, meta, expect))
-        return writes, unchanged
+            added = {w.key for w in writes if w.data is not None} - saved.listed_set
+            if gone or added:  # a save that adds or removes no key lists the same keys
+                listed = sorted((saved.listed_set - gone) | added)
+            expect = saved.index_version if atomic else ANY
+            keys: list[JSON] = [*listed]
+            writes.append(Write(self.prefix + INDEX_KEY, {"keys": keys}, kinds.INDEX, meta, expect))
+        return _Plan(writes, unchanged, listed, read=saved is not self._saved)
 
     async def load(self, *, as_of: datetime | None = None) -> TradingSnapshot:
         """The whole trading state now, or as it was at ``as_of``.
