@@ -175,7 +175,7 @@ def serve_minimal(folder: Path, states: dict[str, JSON]) -> AbstractAsyncContext
     port = _free_port()
     run = (
         "import sys, uvicorn; sys.path.insert(0, '.'); import minimal_app; "
-        f"uvicorn.run(minimal_app.app, host='127.0.0.1', port={port}, log_level='warning', "
+        f"uvicorn.run(minimal_app.app, host='127.0.0.1', port={port}, "
         "lifespan='off', server_header=False, ws_per_message_deflate=False)"
     )
     return _server([sys.executable, "-c", run], port, folder, "minimal.log")

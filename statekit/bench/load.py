@@ -31,16 +31,23 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 class HttpConnection:
-    """One keep-alive HTTP/1.1 connection; one request at a time."""
+    """One keep-alive HTTP/1.1 connection; one request at a time.
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    A connection the server closed while it sat idle (uvicorn's keep-alive timeout)
+    is opened again before the next request.
+    """
+
+    def __init__(
+        self, address: tuple[str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.address = address
         self.reader = reader
         self.writer = writer
 
     @classmethod
     async def open(cls, host: str, port: int) -> HttpConnection:
         reader, writer = await asyncio.open_connection(host, port)
-        return cls(reader, writer)
+        return cls((host, port), reader, writer)
 
     @staticmethod
     def build(method: str, path: str, host: str, body: bytes | None = None) -> bytes:
@@ -53,6 +60,9 @@ class HttpConnection:
 
     async def send(self, request: bytes) -> tuple[int, bytes]:
         """Send a pre-built request; its status and body."""
+        if self.reader.at_eof():
+            self.writer.close()
+            self.reader, self.writer = await asyncio.open_connection(*self.address)
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
