@@ -16,8 +16,9 @@ import contextlib
 import os
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from statekit.errors import StatekitError
 
@@ -109,27 +110,80 @@ async def load(
     return LoadResult(len(requests), time.perf_counter() - started, latencies)
 
 
-class WsClient:
-    """A WebSocket client (RFC 6455) that sends text frames and reads text frames."""
+class WsClient(asyncio.Protocol):
+    """A WebSocket client (RFC 6455): sends text frames, hands each text message it
+    receives to ``on_text`` as soon as it is read (no task wakes up per message).
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    Until ``on_text`` is set, messages wait in :meth:`receive_text`'s queue.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.on_text: Callable[[str], None] | None = None
+        self._buffer = bytearray()
+        self._head: bytes | None = None
+        self._inbox: asyncio.Queue[str | None] = asyncio.Queue()
 
     @classmethod
     async def connect(cls, host: str, port: int, path: str = "/ws") -> WsClient:
-        reader, writer = await asyncio.open_connection(host, port)
+        loop = asyncio.get_running_loop()
+        _, client = await loop.create_connection(cls, host, port)
         key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
+        client._write(
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
             "Sec-WebSocket-Version: 13\r\n\r\n".encode()
         )
-        head = await reader.readuntil(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 101"):
-            writer.close()
-            raise StatekitError(f"bench client: WebSocket handshake refused: {head[:200]!r}")
-        return cls(reader, writer)
+        head = await client._inbox.get()
+        if head is None or not head.startswith("HTTP/1.1 101"):
+            await client.close()
+            raise StatekitError(f"bench client: WebSocket handshake refused: {head!r:.200}")
+        return client
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._inbox.put_nowait(None)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        if self._head is None:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            self._head = bytes(buffer[: end + 4])
+            del buffer[: end + 4]
+            self._inbox.put_nowait(self._head.decode("latin-1"))
+        while len(buffer) >= 2:
+            opcode, size, start = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
+            if size == 126:
+                if len(buffer) < 4:
+                    return
+                (size,), start = struct.unpack_from("!H", buffer, 2), 4
+            elif size == 127:
+                if len(buffer) < 10:
+                    return
+                (size,), start = struct.unpack_from("!Q", buffer, 2), 10
+            if len(buffer) < start + size:
+                return
+            payload = bytes(buffer[start : start + size])
+            del buffer[: start + size]
+            if opcode == 0x1:
+                text = payload.decode()
+                if self.on_text is not None:
+                    self.on_text(text)
+                else:
+                    self._inbox.put_nowait(text)
+            elif opcode == 0x9:
+                self._send(0xA, payload)  # a ping: answer it
+            elif opcode == 0x8 and self.transport is not None:
+                self.transport.close()
+
+    def _write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
 
     def _send(self, opcode: int, payload: bytes) -> None:
         mask = os.urandom(4)
@@ -141,31 +195,16 @@ class WsClient:
         else:
             head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.writer.write(head + mask + masked)
+        self._write(head + mask + masked)
 
     def send_text(self, text: str) -> None:
         self._send(0x1, text.encode())
 
     async def receive_text(self) -> str | None:
-        """The next text message; None once the server closed."""
-        while True:
-            first, second = await self.reader.readexactly(2)
-            size = second & 0x7F
-            if size == 126:
-                (size,) = struct.unpack("!H", await self.reader.readexactly(2))
-            elif size == 127:
-                (size,) = struct.unpack("!Q", await self.reader.readexactly(8))
-            payload = await self.reader.readexactly(size)
-            opcode = first & 0x0F
-            if opcode == 0x1:
-                return payload.decode()
-            if opcode == 0x8:
-                return None
-            if opcode == 0x9:
-                self._send(0xA, payload)  # a ping: answer it
+        """The next text message not handed to ``on_text``; None once the connection closed."""
+        return await self._inbox.get()
 
     async def close(self) -> None:
-        with contextlib.suppress(OSError):
+        if self.transport is not None and not self.transport.is_closing():
             self._send(0x8, struct.pack("!H", 1000))
-            self.writer.close()
-            await self.writer.wait_closed()
+            self.transport.close()
