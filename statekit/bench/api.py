@@ -71,7 +71,7 @@ REQUESTS = 2000
 """Requests per round at most (``--n`` lowers it)."""
 CONNECTIONS = 16
 """Connections sending requests at once in ``get`` and ``post``."""
-ROUNDS = 5
+ROUNDS = 7
 """Rounds at most (``--rounds`` lowers it)."""
 SUBSCRIBERS = (50, 500)
 """WebSocket clients in the ``ws_fanout`` line: its ratio compares the last with the first."""
