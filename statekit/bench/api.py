@@ -340,8 +340,8 @@ def _post(host: str, key: str, i: int) -> bytes:
 async def _fanouts(url: str, changes: int, counts: Sequence[int], rounds: int) -> Result:
     """The fan-out latency at each subscriber count in interleaved rounds; ``ratio`` is the
     median p99 of the largest count over the median p99 of the smallest."""
-    result: Result = {"backend": "api", "workload": "ws_fanout", "changes": changes}
     per_round = max(1, changes // rounds)
+    result: Result = {"backend": "api", "workload": "ws_fanout", "changes": per_round * rounds}
     async with AsyncExitStack() as stack:
         audiences = [
             await stack.enter_async_context(_Audience.open(url, count)) for count in counts
