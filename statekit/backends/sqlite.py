@@ -2,19 +2,17 @@
 
 - WAL journal; ``synchronous=FULL`` by default, so a commit that returned is on
   disk (``?synchronous=normal`` trades the last commits on power loss for speed).
-- Group commit: the appends that arrive while the writer thread commits the
-  previous ones go into one ``BEGIN IMMEDIATE`` transaction (one fsync), each
-  inside a ``SAVEPOINT`` of its own (CAS check, version rows, head rows), so one
-  failing append (a conflict) rolls back alone and the others commit. Every
-  append returns only once its transaction is committed.
+- Group commit: appends that arrive while the writer commits go together into
+  the next ``BEGIN IMMEDIATE`` transaction (one fsync), each in a ``SAVEPOINT``
+  of its own (CAS check, version rows, head rows): a failing append (a conflict)
+  rolls back alone. An append returns once its transaction is committed.
 - Several processes may write one file, waiting up to ``busy_timeout`` seconds
   for another writer.
 - ``watch`` polls the global commit sequence, so it sees other processes' commits.
-- sqlite3 is blocking: writes and long reads run on two private threads (one
-  writer connection, one reader connection). A point read of a few heads
-  (``latest``, what ``get`` does) runs on the event loop on a third connection: a
-  WAL read never waits for a writer, and that connection has no busy timeout, so
-  the rare read that would wait (a WAL being rebuilt) goes to the reader thread.
+- sqlite3 is blocking: writes and long reads run on two private threads (a
+  writer and a reader connection). ``latest`` of a few keys (what ``get`` does)
+  runs on the event loop on a third connection: a WAL read never waits for a
+  writer; with no busy timeout there, a read that would wait goes to the reader.
 
 URL forms: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, with
 optional ``?synchronous=full|normal&busy_timeout=30&poll_interval=0.05`` (finite
@@ -135,10 +133,14 @@ def _seconds(name: str, value: float, *, zero_ok: bool) -> float:
     return value
 
 
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 def _translate(guard: DriverGuard, exc: BaseException) -> StatekitError | None:
     """sqlite3's errors as statekit's: a lock held too long or a full disk may pass."""
     text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+    if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
         return guard.unavailable(f"{text} (another writer held it too long)")
     if "unable to open" in text:
         return guard.failed(
@@ -147,11 +149,6 @@ def _translate(guard: DriverGuard, exc: BaseException) -> StatekitError | None:
     if "disk I/O" in text or "full" in text:
         return guard.unavailable(text)
     return None
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc)
-    return "locked" in text or "busy" in text
 
 
 def _row_record(row: tuple[Any, ...]) -> Record:
@@ -342,6 +339,8 @@ class SqliteBackend(Backend):
                 try:
                     outcomes.append((self._append_sync(*args), None))
                 except Exception as exc:  # this append alone is undone; it gets the error
+                    if not con.in_transaction:  # SQLite rolled back everything (disk full...)
+                        raise
                     con.execute("ROLLBACK TO one_append")
                     outcomes.append((None, exc))
                 con.execute("RELEASE one_append")
