@@ -68,6 +68,8 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = (), urls: Iterable[str] = ()) -> None:
         self._urls = [u for u in urls if u]
+        # (url, its redacted form), worked out once: text() runs on every access log line.
+        self._shown = [(u, redact_url(u)) for u in self._urls]
         found = {s for s in secrets if s}
         for url in self._urls:
             found |= url_secrets(url)
@@ -76,8 +78,9 @@ class Redactor:
 
     def text(self, text: str) -> str:
         """``text`` without any secret, and without the value of an ``api_key=`` parameter."""
-        for url in self._urls:
-            text = text.replace(url, redact_url(url))
+        for url, shown in self._shown:
+            if url in text:
+                text = text.replace(url, shown)
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return _KEY_PARAM.sub(r"\1***", text)

@@ -33,6 +33,18 @@ def check_line(result: Mapping[str, object], workload: str) -> None:
         assert value > 0, name
 
 
+def check_concurrent(result: dict[str, object]) -> None:
+    """The ``concurrent16`` line: 16 tasks, one task, and hand-written sqlite3."""
+    assert result["backend"] == "sqlite"
+    assert result["workload"] == "concurrent16"
+    assert result["tasks"] == 16
+    assert result["durability"] == "WAL synchronous=FULL"
+    for name in (*RATE_FIELDS, "single_task_ops_s", "ratio_vs_single_task"):
+        value = result[name]
+        assert isinstance(value, float | int), name
+        assert math.isfinite(value) and value > 0, name
+
+
 def test_main_prints_one_json_line_per_workload(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -42,9 +54,10 @@ def test_main_prints_one_json_line_per_workload(
     assert status == 0, err
     lines = out.splitlines()
     results = [json.loads(line) for line in lines]
-    assert [r["workload"] for r in results] == ["put", "batch"]
+    assert [r["workload"] for r in results] == ["put", "batch", "concurrent16"]
     check_line(results[0], "put")
     check_line(results[1], "batch")
+    check_concurrent(results[2])
     assert results[0]["n"] == 10
     assert results[0]["rounds"] == 2
     assert results[1]["batch_size"] == 100
@@ -58,13 +71,15 @@ async def test_run_yields_results_from_the_registry(tmp_path: Path) -> None:
     results = [r async for r in bench.run("sqlite", config)]
 
     assert {"sqlite", "tiered", "legacy", "events", "locks"} <= set(bench.BACKENDS)
-    assert [r["workload"] for r in results] == ["put", "batch"]
+    assert [r["workload"] for r in results] == ["put", "batch", "concurrent16"]
     assert results[0]["n"] == 6
     assert results[0]["keys"] == 4
     assert results[1]["n"] == 6  # two transactions of three writes
     assert results[1]["batch_size"] == 3
-    for result in results:
+    for result in results[:2]:
         check_line(result, str(result["workload"]))
+    check_concurrent(results[2])
+    assert results[2]["n"] == 16  # at least one put per task
 
 
 @pytest.mark.asyncio
@@ -160,9 +175,10 @@ def test_module_runs_as_a_command(tmp_path: Path) -> None:
 
     assert done.returncode == 0, done.stderr
     results = [json.loads(line) for line in done.stdout.splitlines()]
-    assert [r["workload"] for r in results] == ["put", "batch"]
-    for result in results:
+    assert [r["workload"] for r in results] == ["put", "batch", "concurrent16"]
+    for result in results[:2]:
         check_line(result, result["workload"])
+    check_concurrent(results[2])
 
 
 @pytest.mark.asyncio

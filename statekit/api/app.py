@@ -19,6 +19,7 @@ from fastapi import Depends, FastAPI
 import statekit
 from statekit.api.dependencies import documented_key
 from statekit.api.errors import install_handlers, json_responses, responses
+from statekit.api.fastpath import StateReads
 from statekit.api.guard import ApiKey, Guard, JsonCORSMiddleware
 from statekit.api.routers import (
     health,
@@ -127,7 +128,9 @@ def create_app(
 
 
 def _add_middleware(app: FastAPI, api: ApiSettings, key: ApiKey) -> None:
-    """The Guard (API key, body limit) and, for configured origins only, CORS around it."""
+    """The Guard (API key, body limit) and, for configured origins only, CORS around it;
+    inside the Guard, the fast path of ``GET /states/{state_id}`` (:mod:`.fastpath`)."""
+    app.add_middleware(StateReads)  # added first: the innermost, after the Guard's checks
     app.add_middleware(Guard, key=key, max_body_bytes=api.max_body_bytes)
     if api.cors_origins:
         app.add_middleware(

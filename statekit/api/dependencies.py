@@ -5,6 +5,9 @@ the WebSocket hub, the locks and the trading view on ``app.state``; a route name
 it needs by type (``store: StoreDep``). So the routers in :mod:`statekit.api.routers`
 are plain module-level ``APIRouter`` objects that serve every app, and a test can
 swap any of these with ``app.dependency_overrides``.
+
+Every one is ``async def``, though none awaits: FastAPI runs a plain ``def``
+dependency on a worker thread, a thread hand-off per dependency per request.
 """
 
 from __future__ import annotations
@@ -39,32 +42,32 @@ __all__ = [
 ]
 
 
-def get_store(connection: HTTPConnection) -> StateStore:
+async def get_store(connection: HTTPConnection) -> StateStore:
     """The open store the app serves (the app does not close it)."""
     return cast(StateStore, connection.app.state.store)
 
 
-def get_redactor(connection: HTTPConnection) -> Redactor:
+async def get_redactor(connection: HTTPConnection) -> Redactor:
     """What must never leave the server: the API key and the store URLs' secrets."""
     return cast(Redactor, connection.app.state.redactor)
 
 
-def get_api_key(connection: HTTPConnection) -> ApiKey:
+async def get_api_key(connection: HTTPConnection) -> ApiKey:
     """The configured API key check (the Guard middleware enforces it on HTTP routes)."""
     return cast(ApiKey, connection.app.state.api_key)
 
 
-def get_hub(connection: HTTPConnection) -> ChangeHub:
+async def get_hub(connection: HTTPConnection) -> ChangeHub:
     """The WebSocket change hub the app's lifespan runs."""
     return cast(ChangeHub, connection.app.state.hub)
 
 
-def get_locks(connection: HTTPConnection) -> KeyedLocks | None:
+async def get_locks(connection: HTTPConnection) -> KeyedLocks | None:
     """The process's keyed locks, when the app was given them."""
     return cast(KeyedLocks | None, connection.app.state.locks)
 
 
-def get_trading(connection: HTTPConnection) -> TradingState:
+async def get_trading(connection: HTTPConnection) -> TradingState:
     """The trading view (positions, orders, balances) over the store."""
     return cast(TradingState, connection.app.state.trading)
 
@@ -82,7 +85,7 @@ _HEADER_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="The 
 _BEARER_KEY = HTTPBearer(auto_error=False, description="The API key as a bearer token.")
 
 
-def documented_key(
+async def documented_key(
     _header: Annotated[str | None, Depends(_HEADER_KEY)],
     _bearer: Annotated[Any, Depends(_BEARER_KEY)],
 ) -> None:

@@ -6,6 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic_core import to_json
 
 from statekit.backend import Record
 from statekit.snapshots import SnapshotInfo
@@ -43,6 +44,7 @@ __all__ = [
     "StateOut",
     "intent_out",
     "snapshot_out",
+    "state_json",
     "state_out",
 ]
 
@@ -87,6 +89,22 @@ def state_out(record: Record) -> StateOut:
         data=record.data,
         timestamp=record.at,
         description=note if isinstance(note, str) else None,
+    )
+
+
+def state_json(record: Record) -> bytes:
+    """The JSON of :func:`state_out` ``(record)``, byte for byte what FastAPI sends for it,
+    without building and validating the model (the stored value is JSON already)."""
+    note = record.meta.get("note")
+    return to_json(
+        {
+            "state_id": record.key,
+            "state_type": record.kind,
+            "version": record.version,
+            "data": record.data,
+            "timestamp": record.at,
+            "description": note if isinstance(note, str) else None,
+        }
     )
 
 

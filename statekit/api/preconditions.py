@@ -16,7 +16,7 @@ from typing import Annotated, Final
 from fastapi import Header, Response
 
 from statekit.api.errors import ApiError
-from statekit.api.models import StateOut, state_out
+from statekit.api.models import StateOut, state_json, state_out
 from statekit.backend import ANY, Expect, Record
 from statekit.store import StateStore
 
@@ -29,6 +29,7 @@ __all__ = [
     "failed",
     "parse",
     "tagged",
+    "tagged_json",
 ]
 
 
@@ -57,6 +58,13 @@ def tagged(record: Record, response: Response) -> StateOut:
     """``record`` as a response body, with its version as the response's ``ETag``."""
     response.headers["ETag"] = f'"{record.version}"'
     return state_out(record)
+
+
+def tagged_json(record: Record, status_code: int = 200, **headers: str) -> Response:
+    """:func:`tagged` as a finished response: the route's ``response_model`` still
+    documents the body, and FastAPI neither validates nor encodes it again."""
+    headers["ETag"] = f'"{record.version}"'
+    return Response(state_json(record), status_code, headers, "application/json")
 
 
 _DIGITS = re.compile("[0-9]+")

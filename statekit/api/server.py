@@ -33,6 +33,7 @@ __all__ = [
     "check_bind",
     "check_websockets",
     "is_loopback",
+    "loop_factory",
     "serve",
     "websocket_library",
 ]
@@ -43,6 +44,17 @@ GRACEFUL_SHUTDOWN_SECONDS = 10
 """How long open requests and WebSockets get to finish when the server stops."""
 
 _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``uvicorn app:app`` would serve on: uvloop's when it is installed
+    (uvicorn's ``loop="auto"``), else None (asyncio's own). For ``asyncio.Runner``."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def is_loopback(host: str) -> bool:

@@ -2,12 +2,17 @@
 
 - WAL journal; ``synchronous=FULL`` by default, so a commit that returned is on
   disk (``?synchronous=normal`` trades the last commits on power loss for speed).
-- Several processes may write one file: each append is one ``BEGIN IMMEDIATE``
-  transaction (CAS check, version rows, head rows), waiting up to
-  ``busy_timeout`` seconds for another writer.
+- Group commit: appends that arrive while the writer commits go together into
+  the next ``BEGIN IMMEDIATE`` transaction (one fsync), each in a ``SAVEPOINT``
+  of its own (CAS check, version rows, head rows): a failing append (a conflict)
+  rolls back alone. An append returns once its transaction is committed.
+- Several processes may write one file, waiting up to ``busy_timeout`` seconds
+  for another writer.
 - ``watch`` polls the global commit sequence, so it sees other processes' commits.
-- sqlite3 is blocking: all calls run on two private threads (one writer
-  connection, one reader connection), never on the event loop.
+- sqlite3 is blocking: writes and long reads run on two private threads (a
+  writer and a reader connection). ``latest`` of a few keys (what ``get`` does)
+  runs on the event loop on a third connection: a WAL read never waits for a
+  writer; with no busy timeout there, a read that would wait goes to the reader.
 
 URL forms: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, with
 optional ``?synchronous=full|normal&busy_timeout=30&poll_interval=0.05`` (finite
@@ -37,7 +42,7 @@ from statekit.kit.records import appended, stored
 from statekit.kit.records import record as row_record
 from statekit.kit.url import StoreUrl
 from statekit.registry import BackendRegistry
-from statekit.worker import Worker
+from statekit.worker import Gathered, Outcome, Worker
 
 __all__ = ["SqliteBackend"]
 
@@ -109,6 +114,9 @@ probing the first version in [middle, high), so gaps are fine. When even the
 oldest version is later, the search ends on it and the last condition drops it.
 """
 
+ON_LOOP_KEYS = 16
+"""``latest`` of at most this many keys reads on the event loop (module docstring)."""
+
 _SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 _URL_OPTIONS = frozenset({"synchronous", "busy_timeout", "poll_interval"})
 _STATEKIT_TABLES = frozenset({"sk_versions", "sk_heads"})
@@ -125,10 +133,14 @@ def _seconds(name: str, value: float, *, zero_ok: bool) -> float:
     return value
 
 
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 def _translate(guard: DriverGuard, exc: BaseException) -> StatekitError | None:
     """sqlite3's errors as statekit's: a lock held too long or a full disk may pass."""
     text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+    if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
         return guard.unavailable(f"{text} (another writer held it too long)")
     if "unable to open" in text:
         return guard.failed(
@@ -184,6 +196,8 @@ class SqliteBackend(Backend):
         self._reader_thread = Worker("statekit-sqlite-reader")
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._on_loop: sqlite3.Connection | None = None
+        self._appends: Gathered[tuple[Any, ...]] = Gathered(self._writer_thread, self._append_group)
         self._guard = DriverGuard(
             self.name, str(self.path), errors=(sqlite3.Error,), translate=_translate
         )
@@ -213,6 +227,8 @@ class SqliteBackend(Backend):
         try:
             await backend._run_writer(backend._setup_writer)
             await backend._run_reader(backend._setup_reader)
+            with backend._guard.calls():
+                backend._on_loop = backend._setup_on_loop()
         except BaseException:
             await backend.aclose()
             raise
@@ -302,42 +318,71 @@ class SqliteBackend(Backend):
     def _setup_reader(self) -> None:
         self._reader = self._connect()
 
+    def _setup_on_loop(self) -> sqlite3.Connection:
+        # No busy timeout: a read that would wait falls back to the reader thread.
+        con = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+        con.execute("PRAGMA query_only = ON")
+        return con
+
     # -- the contract --------------------------------------------------------------
 
-    def _append_sync(self, writes: Sequence[Write]) -> tuple[list[int], int]:
+    def _append_group(self, group: list[tuple[Any, ...]]) -> list[Outcome]:
+        """Group commit: each append of ``group`` (the arguments of one
+        :meth:`_append_sync`) in a savepoint of its own, all in one transaction."""
         con = self._writer
         assert con is not None
-        con.execute("BEGIN IMMEDIATE")
+        outcomes: list[Outcome] = []
         try:
-            versions = []
-            latest = 0  # the newest previous `at` of the batch's keys
-            for w in writes:
-                row = con.execute(SELECT_HEAD_AT, (w.key,)).fetchone()
-                head, live, head_at = row if row else (0, 0, None)
-                check_expect(w, head, not live, backend=self.name)
-                versions.append(head + 1)
-                latest = max(latest, head_at or 0)
-            # Read once the write lock is held: `at` then rises with the version
-            # across every process writing this file (Backend.append).
-            at = max(time.time_ns() // 1000, latest + 1)
-            rows = [
-                (w.key, v, w.kind, w.data_json(), w.meta_json(), at)
-                for w, v in zip(writes, versions, strict=True)
-            ]
-            if len(rows) == 1:
-                con.execute(INSERT_VERSION, rows[0])
-                key, version, kind, data, _, _ = rows[0]
-                con.execute(UPSERT_HEAD, (key, version, kind, data is not None))
-            else:
-                con.executemany(INSERT_VERSION, rows)
-                con.executemany(
-                    UPSERT_HEAD, [(k, v, kind, d is not None) for k, v, kind, d, _, _ in rows]
-                )
+            con.execute("BEGIN IMMEDIATE")
+            for args in group:
+                con.execute("SAVEPOINT one_append")
+                try:
+                    outcomes.append((self._append_sync(*args), None))
+                except Exception as exc:  # this append alone is undone; it gets the error
+                    if not con.in_transaction:  # SQLite rolled back everything (disk full...)
+                        raise
+                    con.execute("ROLLBACK TO one_append")
+                    outcomes.append((None, exc))
+                con.execute("RELEASE one_append")
             con.execute("COMMIT")
-        except BaseException:
+        except Exception as exc:  # nothing of the group was committed
             if con.in_transaction:
-                con.execute("ROLLBACK")
-            raise
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("ROLLBACK")
+            return [
+                outcomes[i] if i < len(outcomes) and outcomes[i][1] else (None, exc)
+                for i in range(len(group))
+            ]
+        return outcomes
+
+    def _append_sync(self, writes: Sequence[Write]) -> tuple[list[int], int]:
+        """One append inside the writer's open transaction (:meth:`_append_group`)."""
+        con = self._writer
+        assert con is not None
+        versions = []
+        latest = 0  # the newest previous `at` of the batch's keys
+        for w in writes:
+            row = con.execute(SELECT_HEAD_AT, (w.key,)).fetchone()
+            head, live, head_at = row if row else (0, 0, None)
+            check_expect(w, head, not live, backend=self.name)
+            versions.append(head + 1)
+            latest = max(latest, head_at or 0)
+        # Read once the write lock is held: `at` then rises with the version
+        # across every process writing this file (Backend.append).
+        at = max(time.time_ns() // 1000, latest + 1)
+        rows = [
+            (w.key, v, w.kind, w.data_json(), w.meta_json(), at)
+            for w, v in zip(writes, versions, strict=True)
+        ]
+        if len(rows) == 1:
+            con.execute(INSERT_VERSION, rows[0])
+            key, version, kind, data, _, _ = rows[0]
+            con.execute(UPSERT_HEAD, (key, version, kind, data is not None))
+        else:
+            con.executemany(INSERT_VERSION, rows)
+            con.executemany(
+                UPSERT_HEAD, [(k, v, kind, d is not None) for k, v, kind, d, _, _ in rows]
+            )
         return versions, at
 
     def _replicate_sync(self, rows: list[tuple[str, int, str, str | None, str, int]]) -> None:
@@ -366,7 +411,8 @@ class SqliteBackend(Backend):
         await self._run_writer(self._replicate_sync, [stored(r) for r in records])
 
     async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
-        versions, stamped = await self._run_writer(self._append_sync, writes)
+        with self._guard.calls():
+            versions, stamped = await self._appends.submit((writes,))
         return appended(writes, versions, from_micros(stamped))
 
     def _read_sync(
@@ -391,13 +437,16 @@ class SqliteBackend(Backend):
     ) -> list[Record]:
         return await self._run_reader(self._read_sync, key, after, before, limit, newest_first)
 
-    def _latest_sync(self, keys: Sequence[str]) -> dict[str, Record]:
-        assert self._reader is not None
+    def _latest_sync(
+        self, keys: Sequence[str], con: sqlite3.Connection | None = None
+    ) -> dict[str, Record]:
+        con = con or self._reader
+        assert con is not None
         found: dict[str, Record] = {}
         for start in range(0, len(keys), 500):  # stay under SQLite's variable limit
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self._reader.execute(
+            rows = con.execute(
                 f"SELECT v.key, v.version, v.kind, v.data, v.meta, v.at FROM sk_heads h "
                 f"JOIN sk_versions v ON v.key = h.key AND v.version = h.version "
                 f"WHERE h.key IN ({marks})",
@@ -409,6 +458,13 @@ class SqliteBackend(Backend):
     async def latest(self, keys: Sequence[str]) -> dict[str, Record]:
         if not keys:
             return {}
+        if self._on_loop is not None and len(keys) <= ON_LOOP_KEYS:
+            with self._guard.calls():
+                try:  # a few index probes: cheaper than a thread hand-off
+                    return self._latest_sync(keys, self._on_loop)
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc):
+                        raise
         return await self._run_reader(self._latest_sync, keys)
 
     def _as_of_sync(self, keys: Sequence[str], at: int) -> dict[str, Record]:
@@ -528,6 +584,11 @@ class SqliteBackend(Backend):
     async def aclose(self) -> None:
         if self._guard.closed:
             return
+        await self._appends.close(self._guard.closed_error)
+        on_loop, self._on_loop = self._on_loop, None
+        if on_loop is not None:
+            with contextlib.suppress(sqlite3.Error):
+                on_loop.close()
         for worker, con in (
             (self._writer_thread, self._writer),
             (self._reader_thread, self._reader),

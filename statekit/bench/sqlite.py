@@ -4,6 +4,13 @@ The raw side is :meth:`SqliteBackend.append` written out: the same schema (creat
 by statekit itself, so the two cannot drift), PRAGMAs, statements and durability.
 ``raw_thread`` is the same raw work with one worker-thread round trip per call, the
 least any asyncio wrapper of a blocking driver pays.
+
+``concurrent16``: 16 tasks putting at once (the backend's group commit) beside
+``single_task``, the same puts from one task; ``ratio_vs_single_task`` is what the
+group commit gains. Its raw side is what a user writes by hand with :mod:`sqlite3`
+for the same durable data (value, version, a history row) in a schema of their own:
+one connection, one ``BEGIN IMMEDIATE`` ... ``COMMIT`` per write (fsync'd), so
+sixteen tasks sharing it take turns.
 """
 
 from __future__ import annotations
@@ -190,6 +197,61 @@ def _batch_workload(
     )
 
 
+class _HandWritten:
+    """What a user writes without statekit: own tables, one connection, a commit per write."""
+
+    def __init__(self, path: Path) -> None:
+        self.con = sqlite3.connect(path, isolation_level=None)
+        self.con.execute("PRAGMA journal_mode = WAL")
+        self.con.execute("PRAGMA synchronous = FULL")
+        self.con.executescript(
+            "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, version INTEGER, data TEXT);"
+            "CREATE TABLE IF NOT EXISTS state_history (key TEXT, version INTEGER, data TEXT, "
+            "at REAL, PRIMARY KEY (key, version));"
+        )
+
+    def put(self, key: str, value: JSON) -> None:
+        con, data = self.con, json.dumps(value)
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            row = con.execute("SELECT version FROM state WHERE key = ?", (key,)).fetchone()
+            version = row[0] + 1 if row else 1
+            con.execute(
+                "INSERT INTO state_history VALUES (?, ?, ?, ?)", (key, version, data, time.time())
+            )
+            con.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?)", (key, version, data))
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+
+def _concurrent_workload(
+    store: StateStore, hand: _HandWritten, plan: Plan, n: int, detail: dict[str, JSON]
+) -> Workload:
+    tasks = 16
+
+    async def raw_put(key: str, value: JSON) -> None:
+        hand.put(key, value)
+
+    async def store_put(key: str, value: JSON) -> None:
+        await store.put(key, value)
+
+    per_task = max(1, n // tasks)
+    return Workload(
+        "concurrent16",
+        per_task * tasks,
+        plan.writers(per_task, [store_put] * tasks),
+        plan.writers(per_task, [raw_put] * tasks),
+        {"single_task": plan.puts(per_task * tasks, store_put)},
+        {
+            **detail,
+            "tasks": tasks,
+            "raw": "hand-written sqlite3: own tables, one connection, one commit per write",
+        },
+    )
+
+
 async def bench_sqlite(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
     """``put`` and ``batch`` through statekit next to the same work with :mod:`sqlite3`."""
     async with AsyncExitStack() as stack:
@@ -213,3 +275,9 @@ async def bench_sqlite(config: BenchConfig, scratch: Path) -> AsyncGenerator[Res
         yield await measure("sqlite", _put_workload(sides, plan, config.n, detail), config.rounds)
         batch = _batch_workload(sides, plan, config, detail)
         yield await measure("sqlite", batch, config.rounds)
+        hand = _HandWritten(scratch / "hand_written.db")
+        stack.callback(hand.con.close)
+        for key, value in plan.items(len(plan.keys)):  # existing heads, as on the other sides
+            hand.put(key, value)
+        concurrent = _concurrent_workload(sides.store, hand, plan, config.n, detail)
+        yield await measure("sqlite", concurrent, config.rounds)

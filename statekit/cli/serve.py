@@ -45,6 +45,7 @@ def serve(
     with opts.reporting():
         try:
             from statekit.api import serve as serve_api
+            from statekit.api.server import loop_factory
         except ImportError as exc:
             raise ConfigError(
                 f"the API needs the api extra: pip install 'statekit[api]' ({exc})",
@@ -56,8 +57,10 @@ def serve(
             # One unwrapped line: scripts read it to learn the address.
             typer.echo(f"serving {address} (store {redact_url(url)}); Ctrl-C to stop")
 
-        with suppress(KeyboardInterrupt):  # a Ctrl-C before the server took the signals
-            asyncio.run(
+        # The loop uvicorn would pick (uvloop when installed), as `uvicorn app:app` does.
+        runner = asyncio.Runner(loop_factory=loop_factory())
+        with suppress(KeyboardInterrupt), runner:  # a Ctrl-C before the server took the signals
+            runner.run(
                 serve_api(
                     settings,
                     url=url,

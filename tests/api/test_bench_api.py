@@ -25,20 +25,27 @@ async def test_api_bench_yields_get_post_and_fanout_lines(tmp_path: Path) -> Non
         assert result["backend"] == "api"
         assert result["n"] == 3
         assert result["rounds"] == 1
+        assert result["connections"] == 16
         assert result["durability"] == "WAL synchronous=FULL"
-        for name in RATE_FIELDS:
+        for name in (*RATE_FIELDS, "statekit_p99_ms", "raw_p99_ms"):
             value = result[name]
             assert isinstance(value, float | int), name
             assert math.isfinite(value) and value > 0, name
+    assert results[1]["ratio_vs_one_connection"] > 0
     fanout = results[2]
     assert fanout["backend"] == "api"
-    assert fanout["subscribers"] == 100
+    assert fanout["subscribers"] == [50, 500]
     assert fanout["changes"] == 3
-    assert fanout["messages"] == 300, "every subscriber got every change"
-    p50, p99, worst = fanout["p50_ms"], fanout["p99_ms"], fanout["max_ms"]
-    assert isinstance(p50, float) and isinstance(p99, float) and isinstance(worst, float)
-    assert 0 < p50 <= p99 <= worst
-    assert list(tmp_path.iterdir()) == [], "the scratch folder (and its server) is gone"
+    assert fanout["messages_50"] == 150, "every subscriber got every change"
+    assert fanout["messages_500"] == 1500, "every subscriber got every change"
+    for count in (50, 500):
+        p50, p99 = fanout[f"p50_ms_{count}"], fanout[f"p99_ms_{count}"]
+        worst = fanout[f"max_ms_{count}"]
+        assert isinstance(p50, float) and isinstance(p99, float) and isinstance(worst, float)
+        assert 0 < p50 <= p99 <= worst
+    ratio = fanout["ratio"]
+    assert isinstance(ratio, float) and ratio > 0
+    assert list(tmp_path.iterdir()) == [], "the scratch folder (and its servers) is gone"
 
 
 def test_other_benchmarks_do_not_import_the_api() -> None:

@@ -55,11 +55,10 @@ router = APIRouter()
 )
 async def put_state(
     body: StateIn,
-    response: Response,
     store: StoreDep,
     if_match: IfMatch = None,
     if_none_match: IfNoneMatch = None,
-) -> StateOut:
+) -> Response:
     """Store `data` as the new version of `state_id` (create or update).
 
     The response's `ETag` is the new version; send it back as `If-Match` to
@@ -86,8 +85,7 @@ async def put_state(
         if precondition is None or exc.key != key:
             raise
         raise preconditions.failed(key, precondition, exc.actual) from None
-    response.headers["Location"] = "/states/" + quote(key, safe="/")
-    return preconditions.tagged(record, response)
+    return preconditions.tagged_json(record, 201, Location="/states/" + quote(key, safe="/"))
 
 
 @router.get(
@@ -170,7 +168,6 @@ async def state_history(
 )
 async def get_state(
     state_id: StateId,
-    response: Response,
     store: StoreDep,
     state_type: Annotated[
         str | None, Query(description="404 unless the value is of this kind.")
@@ -182,7 +179,7 @@ async def get_state(
             "the version current then."
         ),
     ] = None,
-) -> StateOut:
+) -> Response:
     """The live version of `state_id` (or the one current at `as_of`), with its `ETag`."""
     if _reserved(state_id):
         raise _not_found(state_id)
@@ -196,7 +193,7 @@ async def get_state(
             key=state_id,
             state_type=record.kind,
         )
-    return preconditions.tagged(record, response)
+    return preconditions.tagged_json(record)
 
 
 @router.delete(
