@@ -12,8 +12,8 @@
   only its own.
 - ``watch`` reads the commit feed by position (the writing transaction's id, then
   the place in its batch; :mod:`statekit_postgres.schema`), so a dropped connection
-  resumes where it stopped. It LISTENs for wake-ups, which the backend sends after
-  its commits, coalesced (:mod:`statekit_postgres.wakeups`).
+  resumes where it stopped. It LISTENs for wake-ups: one append in a while carries a
+  NOTIFY, not every one (:mod:`statekit_postgres.wakeups`).
 - ``append(..., guards=...)`` checks other keys' head versions under the same locks,
   in the same transaction, without writing them (Capability.GUARDED_APPEND).
 - The schema is created and upgraded on open (:mod:`statekit_postgres.schema`).
@@ -162,6 +162,7 @@ class PostgresBackend(Backend):
         keys = [w.key for w in writes]
         if len(writes) > 1 and len(set(keys)) != len(keys):
             raise ValidationError("a key appears twice in one append", reason="duplicate")
+        ticket, notify = self.wakeups.begin()
         # The function stamps the server's clock, raised past each key's previous `at`.
         (versions, stamped), *_ = await self._fetch(
             queries.APPEND,
@@ -173,8 +174,9 @@ class PostgresBackend(Backend):
             [_ANY if w.expect is ANY else w.expect for w in writes],
             [g.key for g in guards],
             [g.version for g in guards],
+            notify,
         )
-        self.wakeups.committed()
+        self.wakeups.committed(ticket, notify)
         return appended(writes, versions, stamped)
 
     async def read(
@@ -259,7 +261,7 @@ class PostgresBackend(Backend):
             "schema_version": schema_version,
             "namespace": self.namespace,
             "last_commit_xid": last_xid or 0,
-            "wakeups_sent": self.wakeups.sent,
+            "wakeups": {"carried": self.wakeups.carried, "alone": self.wakeups.alone},
             "pool": self._pool.stats(),
             "watchers": len(self._watches),
         }

@@ -32,9 +32,9 @@ __all__ = [
 COLUMNS = "v.key, v.version, v.kind, v.data::text, v.meta::text, v.at"
 """What every read returns; json as text, whatever codecs the connection has."""
 
-APPEND = "SELECT versions, at FROM statekit_append($1, $2, $3, $4, $5, $6, $7, $8)"
-"""(ns, keys, kinds, datas, metas, expects, guard_keys, guard_versions) -> the new
-versions (in input order) and the batch's ``at``."""
+APPEND = "SELECT versions, at FROM statekit_append($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+"""(ns, keys, kinds, datas, metas, expects, guard_keys, guard_versions, notify) -> the
+new versions (in input order) and the batch's ``at``."""
 
 LATEST = (
     f"SELECT {COLUMNS} FROM statekit_heads AS h "

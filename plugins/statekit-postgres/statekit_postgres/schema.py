@@ -204,6 +204,7 @@ CREATE FUNCTION statekit_append(
     p_expects bigint[],    -- -1 = ANY, 0 = no live value, n = head must be n
     p_guard_keys     text[] DEFAULT '{}',   -- other keys whose head is checked, not written
     p_guard_versions bigint[] DEFAULT '{}', -- 0 = no live value, n = head must be n
+    p_notify  boolean DEFAULT false,        -- wake the namespace's watchers at commit
     OUT versions bigint[], -- the new versions, in the order of p_keys
     OUT at timestamptz     -- the batch's time, stamped on every version
 )
@@ -214,7 +215,7 @@ DECLARE
     v_version   bigint;
     v_live      boolean;
 BEGIN
-    -- 0. Locks, before the first write: a transaction gets its id (the feed's order,
+    -- 1. Locks, before the first write: a transaction gets its id (the feed's order,
     --    see the module docstring) at its first write, so it gets it only once it
     --    holds every lock; a writer that waited for another's key gets a larger id.
     --    Advisory locks need no id. The namespace lock is shared by appends and taken
@@ -224,6 +225,9 @@ BEGIN
     END IF;
     IF cardinality(p_keys) + cardinality(p_guard_keys) > 32 THEN
         PERFORM pg_advisory_xact_lock(hashtextextended(p_ns, 29547));
+    ELSIF cardinality(p_keys) = 1 AND cardinality(p_guard_keys) = 0 THEN
+        PERFORM pg_advisory_xact_lock_shared(hashtextextended(p_ns, 29547));
+        PERFORM pg_advisory_xact_lock(hashtextextended(p_ns || '/' || p_keys[1], 29548));
     ELSE
         PERFORM pg_advisory_xact_lock_shared(hashtextextended(p_ns, 29547));
         -- In lock-id order, so crossing batches wait instead of deadlocking; a
@@ -245,9 +249,9 @@ BEGIN
         END LOOP;
     END IF;
 
-    -- 1. Guards: each guarded head, held still by the locks above, must be as given
+    -- 2. Guards: each guarded head, held still by the locks above, must be as given
     --    (the rule of statekit.backend.check_expect; reported like a failed expect).
-    FOR i IN 1 .. coalesce(cardinality(p_guard_keys), 0) LOOP
+    FOR i IN 1 .. cardinality(p_guard_keys) LOOP
         v_version := 0;
         v_live := false;
         SELECT h.version, h.live INTO v_version, v_live FROM statekit_heads AS h
@@ -264,10 +268,20 @@ BEGIN
         END IF;
     END LOOP;
 
-    -- 2. Move every head on by one (the first write: the transaction id is assigned
-    --    here). prev_live keeps what the head was, for the expect check.
+    -- 3. One statement (its snapshot is taken now, under the locks): the batch's time
+    --    (the server's clock, past every key's newest version: statekit.backend.next_at;
+    --    ORDER BY ... LIMIT 1 keeps that probe on the primary key whatever the
+    --    statistics say), every head moved on by one in key order (the first write:
+    --    the transaction id is assigned here), and one version row per write stamped
+    --    with the transaction's id. prev_live keeps what each head was.
     WITH w AS (
-        SELECT * FROM unnest(p_keys, p_kinds, p_datas) WITH ORDINALITY AS w (key, kind, data, ord)
+        SELECT * FROM unnest(p_keys, p_kinds, p_datas, p_metas) WITH ORDINALITY
+            AS w (key, kind, data, meta, ord)
+    ), stamp AS (
+        SELECT greatest(clock_timestamp(), max((
+            SELECT v.at FROM statekit_versions AS v
+            WHERE v.ns = p_ns AND v.key = w.key ORDER BY v.version DESC LIMIT 1
+        )) + interval '1 microsecond') AS at FROM w
     ), moved AS (
         INSERT INTO statekit_heads AS h (ns, key, version, kind, live, prev_live)
         SELECT p_ns, w.key, 1, w.kind, w.data IS NOT NULL, false
@@ -276,14 +290,20 @@ BEGIN
         SET version = h.version + 1, kind = excluded.kind, live = excluded.live,
             prev_live = h.live
         RETURNING h.key, h.version, h.prev_live
+    ), written AS (
+        INSERT INTO statekit_versions (ns, key, version, kind, data, meta, at, commit_seq, pos, xid)
+        SELECT p_ns, w.key, moved.version, w.kind, w.data::json, w.meta::json, stamp.at, 0,
+               w.ord, txid_current()
+        FROM w JOIN moved ON moved.key = w.key CROSS JOIN stamp
     )
-    SELECT array_agg(moved.version ORDER BY w.ord), array_agg(moved.prev_live ORDER BY w.ord)
-    INTO versions, v_prev_live
+    SELECT array_agg(moved.version ORDER BY w.ord), array_agg(moved.prev_live ORDER BY w.ord),
+           (SELECT stamp.at FROM stamp)
+    INTO versions, v_prev_live, at
     FROM w JOIN moved ON moved.key = w.key;
 
-    -- 3. Check every expect against the head as it was (version - 1, prev_live), with
+    -- 4. Check every expect against the head as it was (version - 1, prev_live), with
     --    the rule of statekit.backend.check_expect. The first failure, in input
-    --    order, raises: the whole statement rolls back, heads included.
+    --    order, raises: the whole call rolls back, heads and versions included.
     IF NOT (-1 = ALL (p_expects)) THEN
         FOR i IN 1 .. cardinality(p_keys) LOOP
             IF p_expects[i] <> -1
@@ -299,19 +319,11 @@ BEGIN
         END LOOP;
     END IF;
 
-    -- 4. The batch's time, read now that its keys are locked: the server's clock,
-    --    past the previous version of every key written (statekit.backend.next_at).
-    SELECT greatest(clock_timestamp(), max(v.at) + interval '1 microsecond') INTO at
-    FROM unnest(p_keys, versions) AS w (key, version)
-    JOIN statekit_versions AS v ON v.ns = p_ns AND v.key = w.key AND v.version = w.version - 1;
-
-    -- 5. One version row per write, stamped with the transaction's id (the feed's
-    --    order; no counter row, no NOTIFY: the client wakes watchers after commit).
-    INSERT INTO statekit_versions (ns, key, version, kind, data, meta, at, commit_seq, pos, xid)
-    SELECT p_ns, w.key, w.version, w.kind, w.data::json, w.meta::json, at, 0, w.ord,
-           txid_current()
-    FROM unnest(p_keys, versions, p_kinds, p_datas, p_metas) WITH ORDINALITY
-         AS w (key, version, kind, data, meta, ord);
+    -- 5. A NOTIFY serializes the commits of every notifying transaction on the server,
+    --    so the client asks for one only now and then (statekit_postgres.wakeups).
+    IF p_notify THEN
+        PERFORM pg_notify('statekit', json_build_object('ns', p_ns)::text);
+    END IF;
 END
 $fn$"""
 
