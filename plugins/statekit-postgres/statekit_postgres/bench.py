@@ -22,11 +22,17 @@ tasks each holding a connection of its own (the floor for any pool).
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import json
+import platform
+import statistics
+import time
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +53,7 @@ from statekit.kit import with_options
 from statekit.store import StateStore
 from statekit_postgres.backend import PostgresBackend
 from statekit_postgres.options import PostgresOptions
+from statekit_postgres.wakeups import INTERVAL
 
 __all__ = ["BATCH_SIZE", "bench"]
 
@@ -126,6 +133,7 @@ class _Sides:
     raw_pool: Any
     held: list[Any]
     detail: dict[str, JSON]
+    url: str
 
 
 async def _sides(stack: AsyncExitStack, config: BenchConfig) -> _Sides:
@@ -164,7 +172,7 @@ async def _sides(stack: AsyncExitStack, config: BenchConfig) -> _Sides:
         "server_version": str(await raw_conn.fetchval("SHOW server_version")),
         "keys": config.keys,
     }
-    return _Sides(store, raw, raw_conn, raw_pool, held, detail)
+    return _Sides(store, raw, raw_conn, raw_pool, held, detail, statekit_url)
 
 
 async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
@@ -217,6 +225,7 @@ async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, No
         )
         yield await measure("postgresql", batch, config.rounds)
         yield await measure("postgresql", _concurrent(config, plan, sides), config.rounds)
+        yield await _watch_tradeoff(config, plan, sides)
 
 
 def _concurrent(config: BenchConfig, plan: Plan, sides: _Sides) -> Workload:
@@ -249,6 +258,89 @@ def _concurrent(config: BenchConfig, plan: Plan, sides: _Sides) -> Workload:
         },
         {**sides.detail, "writers": writers, "pool_size": writers},
     )
+
+
+WAKE_UP_INTERVALS = (0.0, INTERVAL, 0.01)
+"""The wake-up intervals the ``watch`` line compares (0: every append notifies)."""
+
+
+async def _watch_tradeoff(config: BenchConfig, plan: Plan, sides: _Sides) -> Result:
+    """8 writers, and a watcher on a backend of its own (so only NOTIFYs wake it):
+    commits per second and put-to-delivery latency for each wake-up interval."""
+    backend = sides.store.backend
+    assert isinstance(backend, PostgresBackend)
+    writers = config.writers
+    per_writer = max(1, config.n // writers)
+    rates: dict[float, list[float]] = {i: [] for i in WAKE_UP_INTERVALS}
+    delays: dict[float, list[float]] = {i: [] for i in WAKE_UP_INTERVALS}
+    notifies: dict[float, int] = dict.fromkeys(WAKE_UP_INTERVALS, 0)
+    async with await PostgresBackend.open(sides.url) as follower:
+        watch = await follower.watch()
+        try:
+            for _ in range(config.rounds):
+                for interval in WAKE_UP_INTERVALS:
+                    backend.wakeups.interval = interval
+                    sent = backend.wakeups.carried + backend.wakeups.alone
+                    seconds, lags = await _watched_round(
+                        sides.store, watch, plan, writers, per_writer
+                    )
+                    rates[interval].append(writers * per_writer / seconds)
+                    delays[interval] += lags
+                    notifies[interval] += backend.wakeups.carried + backend.wakeups.alone - sent
+        finally:
+            backend.wakeups.interval = INTERVAL  # the watch closes with its backend
+    return {
+        "backend": "postgresql",
+        "workload": "watch",
+        "n": writers * per_writer,
+        "rounds": config.rounds,
+        "writers": writers,
+        "by_wake_up_interval_ms": {
+            f"{interval * 1000:g}": {
+                "ops_s": round(statistics.median(rates[interval]), 1),
+                "latency_p50_ms": round(_quantile(delays[interval], 0.5) * 1000, 2),
+                "latency_p99_ms": round(_quantile(delays[interval], 0.99) * 1000, 2),
+                "notifies_per_round": notifies[interval] // config.rounds,
+            }
+            for interval in WAKE_UP_INTERVALS
+        },
+        "durability": sides.detail["durability"],
+        "python": platform.python_version(),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+async def _watched_round(
+    store: StateStore, watch: Any, plan: Plan, writers: int, per_writer: int
+) -> tuple[float, list[float]]:
+    """One round of the writers; the seconds it took and each write's delay from the
+    start of its put to its delivery to the watcher."""
+    # Each key is written by one writer, one put at a time, and delivered in version
+    # order: its deliveries match its puts' start times first in, first out.
+    started: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+    lags: list[float] = []
+    total = writers * per_writer
+
+    async def follow() -> None:
+        async for record in watch:
+            lags.append(time.perf_counter() - started[record.key].popleft())
+            if len(lags) == total:
+                return
+
+    async def put(key: str, value: JSON) -> None:
+        started[key].append(time.perf_counter())
+        await store.put(key, value)
+
+    following = asyncio.ensure_future(follow())
+    round_ = plan.writers(per_writer, [put] * writers)
+    seconds = await round_()
+    await asyncio.wait_for(following, 60)
+    return seconds, lags
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
 async def _drop(url: str) -> None:

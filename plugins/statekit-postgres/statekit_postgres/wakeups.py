@@ -41,9 +41,10 @@ class Wakeups:
 
     def __init__(self, send: Callable[[], Awaitable[None]], interval: float = INTERVAL) -> None:
         self._send = send
-        self._interval = interval
+        self.interval = interval
+        """The least time between two NOTIFYs started (0: every append carries one)."""
         self._ticket = 0  # appends started so far
-        self._last = -interval  # when the last NOTIFY was started (time.monotonic)
+        self._last = float("-inf")  # when the last NOTIFY was started (time.monotonic)
         self._need: int | None = None  # a quiet commit returned when _ticket was this
         self._task: asyncio.Task[None] | None = None
         self.carried = 0
@@ -55,7 +56,7 @@ class Wakeups:
         """An append starts: its ticket, and whether it carries a NOTIFY."""
         self._ticket += 1
         now = time.monotonic()
-        carry = now - self._last >= self._interval
+        carry = now - self._last >= self.interval
         if carry:
             self._last = now
         return self._ticket, carry
@@ -75,8 +76,8 @@ class Wakeups:
         """Send a wake-up on its own when quiet commits wait and no NOTIFY is started."""
         try:
             while self._need is not None:
-                await asyncio.sleep(self._interval)
-                if self._need is None or time.monotonic() - self._last < self._interval:
+                await asyncio.sleep(self.interval)
+                if self._need is None or time.monotonic() - self._last < self.interval:
                     continue
                 started, self._last = self._ticket, time.monotonic()
                 try:

@@ -171,7 +171,10 @@ class PostgresWatch(CommitFollower[Cursor]):
         # cause a record to be delivered twice.
         records = [to_record(*row[5:]) for row in changes]
         held = bool(rows and rows[0][1]) and len(changes) < queries.WATCH_PAGE
-        self._held_back = (self._held_back or HELD_BACK_SECONDS[0]) if held else None
+        if not held:
+            self._held_back = None
+        elif changes or self._held_back is None:
+            self._held_back = HELD_BACK_SECONDS[0]  # the feed moves: look again soon
         if changes:
             return records, (changes[-1][2], changes[-1][3], changes[-1][4])
         return records, cursor

@@ -84,7 +84,13 @@ async def test_a_short_run_reports_every_workload_and_cleans_up(
         after = (await admin.fetchval(namespaces), await admin.fetchval(tables))
     finally:
         await admin.close()
-    assert [r["workload"] for r in results] == ["put", "batch", "concurrent"]
+    assert [r["workload"] for r in results] == ["put", "batch", "concurrent", "watch"]
+    *results, watch = results
+    assert watch["durability"] == "synchronous_commit=on"
+    by_interval = watch["by_wake_up_interval_ms"]
+    assert isinstance(by_interval, dict) and set(by_interval) == {"0", "2", "10"}
+    for figures in by_interval.values():
+        assert isinstance(figures, dict) and figures["ops_s"] > 0  # type: ignore[operator]
     for result in results:
         assert result["backend"] == "postgresql"
         assert isinstance(result["ratio"], float) and result["ratio"] > 0
