@@ -110,11 +110,24 @@ FEED_START = "SELECT txid_current_snapshot()::text"
 
 WATCH_PAGE = 500
 
+_HORIZON = (
+    "coalesce(("
+    " SELECT min(x) FROM txid_snapshot_xip(t.snap) AS x WHERE x % 4294967296 NOT IN ("
+    "  SELECT backend_xid::text::bigint FROM pg_stat_activity"
+    "  WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database())"
+    "), txid_snapshot_xmax(t.snap))"
+)
+"""The feed's horizon in the statement's snapshot: the oldest transaction still running
+in this database (none: the snapshot's xmax). Every transaction below it has ended or
+runs in another database, which cannot write these tables. One that the snapshot saw
+running but that has ended by the time pg_stat_activity is read is not found there,
+so it counts as this database's: the horizon errs low (later), never high."""
+
 _CHANGES = (
     "SELECT s.horizon, EXISTS ("
     " SELECT 1 FROM statekit_versions WHERE ns = $1 AND xid >= s.horizon"
     "), v.xid, v.commit_seq, v.pos, v.key, v.version, v.kind, v.data::text, v.meta::text, v.at "
-    "FROM (SELECT txid_snapshot_xmin(txid_current_snapshot()) AS horizon) AS s "
+    f"FROM (SELECT {_HORIZON} AS horizon FROM (SELECT txid_current_snapshot() AS snap) AS t) AS s "
     "LEFT JOIN LATERAL ("
     " SELECT * FROM statekit_versions AS v"
     " WHERE v.ns = $1 AND (v.xid, v.commit_seq, v.pos) > ($2, $3, $4) AND v.xid < s.horizon"
@@ -126,7 +139,7 @@ _CHANGES = (
 CHANGES = _CHANGES.format(bound="")
 """(ns, xid, seq, pos, start snapshot, low) -> the horizon, whether rows wait above it,
 and the next rows after the cursor that no transaction can still precede: those of
-transactions below the horizon (the snapshot's xmin), less those the watcher's start
+transactions below the horizon (:data:`_HORIZON`), less those the watcher's start
 snapshot already saw. One statement, one snapshot."""
 CHANGES_BOUNDED = _CHANGES.format(bound=" AND v.key < $7")
 

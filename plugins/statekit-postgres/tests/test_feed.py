@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -151,3 +152,32 @@ async def test_append_refuses_to_run_after_other_writes_of_its_transaction(
                 await conn.fetch(APPEND, *_args(backend.namespace, ["x"], 1))
     finally:
         await conn.close()
+
+
+@pytest.mark.asyncio
+async def test_a_transaction_in_another_database_does_not_hold_the_feed_back(
+    open_backend: Callable[..., Any], pg_url: str
+) -> None:
+    """It cannot write these tables, so the horizon passes it (unlike one in this
+    database, which holds the feed back until it ends: the first test above)."""
+    backend: PostgresBackend = await open_backend("elsewhere")
+    store = StateStore(backend, owns_backend=False)
+    admin = await _connect(pg_url)
+    other_db = f"sk_other_{uuid.uuid4().hex[:12]}"
+    await admin.execute(f'CREATE DATABASE "{other_db}"')
+    try:
+        options = PostgresOptions.parse(pg_url).connect_kwargs()
+        elsewhere = await asyncpg.connect(**{**options, "database": other_db})
+        try:
+            watch = await backend.watch()
+            async with elsewhere.transaction():
+                await elsewhere.fetchval("SELECT txid_current()")  # a writer, running
+                await store.put("k", 1)
+                (record,) = await _take(watch, 1)
+            await watch.aclose()
+        finally:
+            await elsewhere.close()
+    finally:
+        await admin.execute(f'DROP DATABASE "{other_db}"')
+        await admin.close()
+    assert (record.key, record.data) == ("k", 1)
