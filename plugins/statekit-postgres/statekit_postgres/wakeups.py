@@ -18,6 +18,7 @@ skips a commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,9 @@ __all__ = ["INTERVAL", "Wakeups"]
 
 INTERVAL = 0.002
 """Seconds between two NOTIFYs of one backend while it keeps committing."""
+
+FLUSH_SECONDS = 5.0
+"""The longest :meth:`Wakeups.flush` waits for the last wake-up to be sent."""
 
 log = logging.getLogger("statekit.postgres")
 
@@ -83,8 +87,11 @@ class Wakeups:
                 try:
                     await self._send()
                     self.alone += 1
-                except StatekitError as exc:  # the commits stand; watchers poll anyway
+                except StatekitError as exc:
+                    # The commits stand and watchers poll anyway: no retrying (the server
+                    # may be away, and aclose waits for this task).
                     log.warning("postgresql: could not wake watchers: %s", exc)
+                    self._need = None
                 if self._need is not None and self._need <= started:
                     self._need = None
         finally:
@@ -96,4 +103,5 @@ class Wakeups:
         """Wait until every commit noted has had its wake-up (before closing the pool)."""
         task = self._task
         if task is not None:
-            await asyncio.shield(task)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), FLUSH_SECONDS)
