@@ -3,10 +3,11 @@
 The commit feed (what ``watch`` reads) is ordered by the writing transaction's id,
 ``txid_current()``, stored on every version row, then ``pos`` in the batch; there is no
 per-namespace counter row, so appends to different keys of one namespace do not queue
-on each other. A reader consumes only rows whose transaction id is below the xmin of
-its snapshot (``txid_snapshot_xmin(txid_current_snapshot())``): no transaction below
-it can still commit, so a position once passed never gains a row (no gaps; a long
-write transaction anywhere on the server holds the feed back until it ends).
+on each other. A reader consumes only rows whose transaction id is below the horizon
+of its snapshot: the oldest transaction it saw running in this database
+(statekit_postgres.queries): no transaction below it can still write here, so a
+position once passed never gains a row (no gaps; a long write transaction in the
+database holds the feed back until it ends).
 ``statekit_append`` takes advisory locks on its keys *before* its first write, so a
 writer that waited for another's key is given a larger transaction id: commits that
 touch a common key come in commit order, and each key's versions in version order.
