@@ -1,9 +1,10 @@
 """Following a namespace's commits: LISTEN/NOTIFY to wake up, feed positions to read.
 
 Wake-ups carry only ``{"ns"}``; the records are read from ``statekit_versions`` by
-their feed position ``(xid, commit_seq, pos)``, only below the horizon (the xmin of
-the reading statement's snapshot) that no transaction still running can precede
-(:mod:`statekit_postgres.schema`). So a watcher that loses its connection
+their feed position ``(xid, commit_seq, pos)``, only below the horizon of the
+reading statement's snapshot (the oldest transaction it saw running in this
+database), which no transaction still running can precede
+(:mod:`statekit_postgres.schema`, :data:`statekit_postgres.queries.CHANGES`). So a watcher that loses its connection
 reconnects, LISTENs again and reads on from the last record it delivered: nothing
 is lost, nothing comes twice. It starts from the snapshot taken when it subscribed:
 it delivers exactly the commits that snapshot could not see.
