@@ -5,9 +5,10 @@ their feed position ``(xid, commit_seq, pos)``, only below the horizon of the
 reading statement's snapshot (the oldest transaction it saw running in this
 database), which no transaction still running can precede
 (:mod:`statekit_postgres.schema`, :data:`statekit_postgres.queries.CHANGES`).
-So a watcher that loses its connection reconnects, LISTENs again and reads on from the last record it delivered: nothing
-is lost, nothing comes twice. It starts from the snapshot taken when it subscribed:
-it delivers exactly the commits that snapshot could not see.
+So a watcher that loses its connection reconnects, LISTENs again and reads on
+from the last record it delivered: nothing is lost, nothing comes twice. It
+starts from the snapshot taken when it subscribed: it delivers exactly the
+commits that snapshot could not see.
 
 When rows wait above the horizon (a transaction older than theirs is still
 running), the watcher looks again soon, without a wake-up (``HELD_BACK_SECONDS``).
