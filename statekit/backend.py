@@ -29,6 +29,7 @@ __all__ = [
     "Backend",
     "Capability",
     "Expect",
+    "Guard",
     "Health",
     "Record",
     "Write",
@@ -69,6 +70,21 @@ class Capability(enum.StrEnum):
     """The backend may expire data on its own (caches)."""
     DURABLE = "durable"
     """A committed write survives the process (and, per backend docs, the machine)."""
+    GUARDED_APPEND = "guarded_append"
+    """append() takes guards: versions of other keys checked atomically with the writes,
+    not written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """A version another key must have for an append to land; checked, never written.
+
+    :param key: the guarded key (never one of the append's written keys).
+    :param version: the head version it must have (0 = the key has no live value).
+    """
+
+    key: str
+    version: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,17 +1,25 @@
 """``python -m statekit.bench --backend mongodb``: statekit beside raw PyMongo (async).
 
 Entry point ``mongodb`` in group ``statekit.bench``. Each workload pairs statekit
-with the shortest ``AsyncMongoClient`` program that stores the same documents
-with the same operations and round trips, in a namespace of its own, on the same
-collections and indexes. Both namespaces are dropped afterwards.
+with what a PyMongo user writes by hand for the same data (each write's value,
+its version, a history document), in collections of their own
+(:class:`RawWriter`), never statekit's documents or protocol. Everything is
+dropped afterwards.
 
-- ``put``: ``store.put`` (find the head, move it with a conditional update, insert
-  the version, clear ``pending``) vs those four operations by hand.
-- ``batch``: ``store.batch`` of :data:`BATCH_SIZE` writes vs the same transaction
-  by hand (find the heads, one ``bulk_write`` of conditional updates, one
-  ``insert_many``, commit).
+- ``put``: ``store.put`` vs ``find_one_and_update`` of the head (``$inc`` version,
+  ``$set`` value, upsert, returning the new version) then ``insert_one`` of the
+  history document: two round trips, each atomic on one document, no
+  transaction. A crash between them leaves a version without its history
+  document; statekit's put leaves none (its ``pending`` protocol). The reference
+  ``raw_transaction`` does the two in a transaction (atomic; a replica set).
+- ``batch``: ``store.batch`` of :data:`BATCH_SIZE` writes vs one transaction: a
+  ``bulk_write`` of the heads' ``$inc`` updates, a ``find`` of their new versions,
+  one ``insert_many`` of the history, commit.
 - ``concurrent``: 8 tasks of ``store.put`` on keys of their own vs 8 tasks of the
-  raw put, on one client (PyMongo's pool).
+  raw put, on one client (PyMongo's pool); ``raw_transaction`` again as reference.
+
+Both sides use the same client options, so the same write concern, printed as
+``durability``.
 """
 
 from __future__ import annotations
@@ -23,15 +31,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pymongo import AsyncMongoClient, UpdateOne
+from pymongo import AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 import statekit
 from statekit.backend import JSON, Write
 from statekit.bench import BenchConfig, Plan, Result, Workload, measure, server_url
-from statekit.codec import dumps, to_micros
 from statekit_mongodb.backend import MongoBackend
-from statekit_mongodb.documents import HEADS, VERSIONS
 from statekit_mongodb.options import MongoOptions, with_namespace
 
 __all__ = ["BATCH_SIZE", "RawWriter", "bench"]
@@ -44,76 +50,72 @@ Document = dict[str, Any]
 
 
 class RawWriter:
-    """What a hand-written program sends for ``put`` and ``batch``: the same documents."""
+    """The hand-written program: ``<prefix>_heads`` (``_id`` = the key, ``version``,
+    ``value``, ``at``) and ``<prefix>_history`` (one document per version, unique
+    on ``(key, version)``)."""
 
-    def __init__(self, client: AsyncMongoClient[Document], database: str, namespace: str) -> None:
+    def __init__(self, client: AsyncMongoClient[Document], database: str, prefix: str) -> None:
         self.client = client
-        self.heads: AsyncCollection[Document] = client[database][HEADS]
-        self.versions: AsyncCollection[Document] = client[database][VERSIONS]
-        self.ns = namespace
+        self.heads: AsyncCollection[Document] = client[database][f"{prefix}_heads"]
+        self.history: AsyncCollection[Document] = client[database][f"{prefix}_history"]
 
-    def _version(self, key: str, version: int, value: JSON, at: int) -> Document:
-        return {
-            "ns": self.ns,
-            "key": key,
-            "v": version,
-            "kind": "state",
-            "data": dumps(value),
-            "meta": "{}",
-            "at": at,
-        }
+    async def create(self) -> None:
+        await self.history.create_index([("key", 1), ("version", 1)], unique=True)
 
-    @staticmethod
-    def _head(doc: Document) -> Document:
-        return {
-            **{k: doc[k] for k in ("ns", "key", "v", "kind", "data", "meta", "at")},
-            "live": True,
-        }
+    async def drop(self) -> None:
+        await self.heads.drop()
+        await self.history.drop()
 
-    async def put(self, key: str, value: JSON) -> None:
-        head = await self.heads.find_one({"ns": self.ns, "key": key})
-        current = head["v"] if head else 0
-        doc = self._version(key, current + 1, value, to_micros(datetime.now(UTC)))
-        if head is None:
-            await self.heads.insert_one({**self._head(doc), "pending": doc})
-        else:
-            moved = await self.heads.update_one(
-                {"ns": self.ns, "key": key, "v": current, "pending": {"$exists": False}},
-                {"$set": {**self._head(doc), "pending": doc}},
-            )
-            assert moved.matched_count == 1
-        await self.versions.insert_one(dict(doc))
-        await self.heads.update_one(
-            {"ns": self.ns, "key": key, "v": current + 1}, {"$unset": {"pending": ""}}
+    async def put(self, key: str, value: JSON, session: Any = None) -> int:
+        """Move the head on and record the version; returns it."""
+        at = datetime.now(UTC)
+        head = await self.heads.find_one_and_update(
+            {"_id": key},
+            {"$inc": {"version": 1}, "$set": {"value": value, "at": at}},
+            projection={"version": 1},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+            session=session,
         )
+        assert head is not None  # upsert=True, returned AFTER
+        version = int(head["version"])
+        await self.history.insert_one(
+            {"key": key, "version": version, "value": value, "at": at}, session=session
+        )
+        return version
+
+    async def put_in_transaction(self, key: str, value: JSON) -> int:
+        async with self.client.start_session() as session, await session.start_transaction():
+            return await self.put(key, value, session)
 
     async def batch(self, items: list[tuple[str, JSON]]) -> None:
-        at = to_micros(datetime.now(UTC))
+        at = datetime.now(UTC)
         keys = [key for key, _ in items]
-        async with self.client.start_session() as session:
-            await session.start_transaction()
-            heads = {
-                doc["key"]: doc
+        async with self.client.start_session() as session, await session.start_transaction():
+            await self.heads.bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": key},
+                        {"$inc": {"version": 1}, "$set": {"value": value, "at": at}},
+                        upsert=True,
+                    )
+                    for key, value in items
+                ],
+                session=session,
+            )
+            versions = {
+                doc["_id"]: doc["version"]
                 async for doc in self.heads.find(
-                    {"ns": self.ns, "key": {"$in": keys}},
-                    {"_id": 0, "ns": 1, "key": 1, "v": 1, "live": 1, "pending": 1},
-                    session=session,
+                    {"_id": {"$in": keys}}, {"version": 1}, session=session
                 )
             }
-            docs, ops = [], []
-            for key, value in items:
-                current = heads[key]["v"]
-                doc = self._version(key, current + 1, value, at)
-                docs.append(doc)
-                ops.append(
-                    UpdateOne(
-                        {"ns": self.ns, "key": key, "v": current, "pending": {"$exists": False}},
-                        {"$set": self._head(doc)},
-                    )
-                )
-            await self.heads.bulk_write(ops, ordered=True, session=session)
-            await self.versions.insert_many(docs, ordered=True, session=session)
-            await session.commit_transaction()
+            await self.history.insert_many(
+                [
+                    {"key": key, "version": versions[key], "value": value, "at": at}
+                    for key, value in items
+                ],
+                session=session,
+            )
 
 
 async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
@@ -124,7 +126,6 @@ async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, No
     raw_options = MongoOptions.parse(with_namespace(url, f"bench_raw_{tag}"))
     async with AsyncExitStack() as stack:
         stack.push_async_callback(_drop, statekit_url)
-        stack.push_async_callback(_drop, with_namespace(url, raw_options.namespace))
         store = await stack.enter_async_context(await statekit.open(statekit_url))
         backend = store.backend
         assert isinstance(backend, MongoBackend)
@@ -134,10 +135,13 @@ async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, No
         )
         stack.push_async_callback(client.close)
         raw = RawWriter(client, raw_options.database, raw_options.namespace)
+        await raw.create()
+        stack.push_async_callback(raw.drop)
         detail: dict[str, JSON] = {
+            "durability": "write concern "
+            + str(client.write_concern.document or "server default (w:1)"),
             "topology": backend.topology,
             "keys": config.keys,
-            "write_concern": str(client.write_concern.document or "server default"),
         }
 
         plan = Plan([f"bench/{i}" for i in range(config.keys)])
@@ -154,7 +158,8 @@ async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, No
                 config.n,
                 plan.puts(config.n, store.put),
                 plan.puts(config.n, raw.put),
-                detail=detail,
+                {"raw_transaction": plan.puts(config.n, raw.put_in_transaction)},
+                detail,
             ),
             config.rounds,
         )
@@ -180,7 +185,8 @@ async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, No
             per_writer * writers,
             plan.writers(per_writer, [store.put] * writers),
             plan.writers(per_writer, [raw.put] * writers),
-            detail={**detail, "writers": writers},
+            {"raw_transaction": plan.writers(per_writer, [raw.put_in_transaction] * writers)},
+            {**detail, "writers": writers},
         )
         yield await measure("mongodb", concurrent, config.rounds)
 

@@ -10,14 +10,19 @@
 - Several bots share a database through namespaces (``?namespace=``): every
   statement is scoped to one, and :meth:`PostgresBackend.drop_namespace` drops
   only its own.
-- ``watch`` LISTENs on its own connection and reads commits in commit order by
-  their commit number, so a dropped connection resumes where it stopped.
+- ``watch`` reads the commit feed by position (the writing transaction's id, then
+  the place in its batch; :mod:`statekit_postgres.schema`), so a dropped connection
+  resumes where it stopped. It LISTENs for wake-ups: one append in a while carries a
+  NOTIFY, not every one (:mod:`statekit_postgres.wakeups`).
+- ``append(..., guards=...)`` checks other keys' head versions under the same locks,
+  in the same transaction, without writing them (Capability.GUARDED_APPEND).
 - The schema is created and upgraded on open (:mod:`statekit_postgres.schema`).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
@@ -25,7 +30,7 @@ from typing import Any, Self
 
 import asyncpg  # type: ignore[import-untyped]
 
-from statekit.backend import ANY, Backend, Capability, Health, Record, Write
+from statekit.backend import ANY, Backend, Capability, Guard, Health, Record, Write
 from statekit.codec import prefix_end
 from statekit.errors import BackendError, ValidationError
 from statekit.kit import Watchers, appended
@@ -35,6 +40,7 @@ from statekit_postgres.pool import AsyncpgPool, ConnectionPool, Connections, Lea
 from statekit_postgres.records import to_record
 from statekit_postgres.schema import SCHEMA_VERSION, migrate
 from statekit_postgres.translate import guard
+from statekit_postgres.wakeups import Wakeups
 from statekit_postgres.watch import PostgresWatch
 
 __all__ = ["PostgresBackend"]
@@ -55,6 +61,7 @@ class PostgresBackend(Backend):
             Capability.WATCH,
             Capability.HISTORY,
             Capability.DURABLE,
+            Capability.GUARDED_APPEND,
         }
     )
 
@@ -71,6 +78,9 @@ class PostgresBackend(Backend):
         self.guard = guard(options)
         """Every driver call runs in it: errors translated in one place, the closed state."""
         self._watches = Watchers()
+        self._wake_payload = json.dumps({"ns": self.namespace})
+        self.wakeups = Wakeups(self._wake_up)
+        """Sends the NOTIFYs that follow this backend's commits, coalesced."""
 
     # -- opening -----------------------------------------------------------------------
 
@@ -141,12 +151,18 @@ class PostgresBackend(Backend):
 
     # -- the contract --------------------------------------------------------------------
 
-    async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
+    async def _wake_up(self) -> None:
+        await self._fetchval(queries.WAKE_UP, self._wake_payload)
+
+    async def append(
+        self, writes: Sequence[Write], at: datetime, *, guards: Sequence[Guard] = ()
+    ) -> list[Record]:
         if not writes:
             return []
         keys = [w.key for w in writes]
         if len(writes) > 1 and len(set(keys)) != len(keys):
             raise ValidationError("a key appears twice in one append", reason="duplicate")
+        ticket, notify = self.wakeups.begin()
         # The function stamps the server's clock, raised past each key's previous `at`.
         (versions, stamped), *_ = await self._fetch(
             queries.APPEND,
@@ -156,7 +172,11 @@ class PostgresBackend(Backend):
             [w.data_json() for w in writes],
             [w.meta_json() for w in writes],
             [_ANY if w.expect is ANY else w.expect for w in writes],
+            [g.key for g in guards],
+            [g.version for g in guards],
+            notify,
         )
+        self.wakeups.committed(ticket, notify)
         return appended(writes, versions, stamped)
 
     async def read(
@@ -223,7 +243,7 @@ class PostgresBackend(Backend):
         started = time.perf_counter()
         row = await self._fetch(queries.HEALTH, self.namespace)
         latency = (time.perf_counter() - started) * 1000
-        version, sync, fsync, timeout, database, schema, schema_version, commit_seq = row[0]
+        version, sync, fsync, timeout, database, schema, schema_version, last_xid = row[0]
         warnings = []
         if sync in ("off", "local"):
             warnings.append(
@@ -240,7 +260,8 @@ class PostgresBackend(Backend):
             "schema": schema,
             "schema_version": schema_version,
             "namespace": self.namespace,
-            "commit_seq": commit_seq or 0,
+            "last_commit_xid": last_xid or 0,
+            "wakeups": {"carried": self.wakeups.carried, "alone": self.wakeups.alone},
             "pool": self._pool.stats(),
             "watchers": len(self._watches),
         }
@@ -249,6 +270,9 @@ class PostgresBackend(Backend):
         return Health(True, latency, detail)
 
     async def aclose(self) -> None:
+        if self.guard.closed:
+            return
+        await self.wakeups.flush()  # watchers elsewhere hear of the last commits
         if not self.guard.close():
             return
         await self._watches.close_all()
@@ -271,22 +295,18 @@ class PostgresBackend(Backend):
         Other namespaces in the same database are untouched: one bot's flush never
         wipes another's state. Returns how many keys were dropped.
 
-        It locks the namespace's heads (in key order, as appends do) and then its
-        commit counter, so the namespace's appends wait for it; then it deletes the
-        heads and the versions of the same keys in one statement. No key is ever
-        left half dropped (a head without its versions, or the reverse). A key
-        created by an append that ran while the drop was locking may survive it,
-        whole.
+        It takes the namespace's advisory lock exclusively, which every append holds
+        shared until it commits: it waits for the appends under way, the ones that
+        come later wait for it, and every key goes whole (head and versions).
+        Watchers keep their place: feed positions are transaction ids, which never
+        start again.
 
-        :param forget: also delete the namespace's commit counter. By default it is
-            kept, so a watcher still following the namespace never sees commit
-            numbers start again below the ones it has read (it would skip those
-            commits). Forget only a namespace nobody watches any more.
+        :param forget: also delete the namespace's commit counter row left by
+            schema versions 1-2, if any.
         """
         with self.guard.calls():
             async with Lease(self._pool) as conn, conn.transaction():
-                await conn.fetchval(queries.DROP_LOCK_HEADS, self.namespace)
-                await conn.execute(queries.DROP_LOCK_COUNTER, self.namespace)
+                await conn.execute(queries.DROP_LOCK, self.namespace)
                 dropped = await conn.fetchval(queries.DROP, self.namespace)
                 if forget:
                     await conn.execute(queries.DROP_COUNTER, self.namespace)

@@ -8,31 +8,33 @@ from __future__ import annotations
 
 import functools
 
+from statekit_postgres.schema import CHANNEL, NAMESPACE_LOCK_SEED
+
 __all__ = [
     "APPEND",
     "AS_OF",
     "CHANGES",
     "CHANGES_BOUNDED",
-    "COMMIT_SEQ",
     "DROP",
     "DROP_COUNTER",
-    "DROP_LOCK_COUNTER",
-    "DROP_LOCK_HEADS",
+    "DROP_LOCK",
+    "FEED_START",
     "HEALTH",
     "LATEST",
     "PRUNE",
     "READ_NEWEST_FIRST",
     "READ_OLDEST_FIRST",
     "SERVER_FACTS",
+    "WAKE_UP",
     "scan_query",
 ]
 
 COLUMNS = "v.key, v.version, v.kind, v.data::text, v.meta::text, v.at"
 """What every read returns; json as text, whatever codecs the connection has."""
 
-APPEND = "SELECT versions, at FROM statekit_append($1, $2, $3, $4, $5, $6)"
-"""(ns, keys, kinds, datas, metas, expects) -> the new versions (in input order) and the
-batch's ``at``."""
+APPEND = "SELECT versions, at FROM statekit_append($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+"""(ns, keys, kinds, datas, metas, expects, guard_keys, guard_versions, notify) -> the
+new versions (in input order) and the batch's ``at``."""
 
 LATEST = (
     f"SELECT {COLUMNS} FROM statekit_heads AS h "
@@ -86,53 +88,60 @@ PRUNE = (
     ") SELECT count(*) FROM dropped"
 )
 
-# drop_namespace, in one transaction:
-# 1. lock the heads in key order, waiting for appends that hold them (as appends
-#    lock them, so neither deadlocks the other);
-# 2. lock the namespace's commit counter (created if missing): from now on no
-#    append of the namespace can commit until the drop does;
-# 3. delete the heads and, in the same statement and snapshot, the versions of
-#    exactly those keys. Heads held by appends queued behind the counter (keys
-#    created during steps 1-2) are skipped, so they stay whole, history and all.
-DROP_LOCK_HEADS = (
-    "SELECT count(*) FROM ("
-    "SELECT 1 FROM statekit_heads WHERE ns = $1 ORDER BY key FOR UPDATE) AS locked"
-)
-DROP_LOCK_COUNTER = (
-    "INSERT INTO statekit_namespaces AS n (ns, commit_seq) VALUES ($1, 0) "
-    "ON CONFLICT (ns) DO UPDATE SET commit_seq = n.commit_seq"
-)
+# drop_namespace, in one transaction: take the namespace's advisory lock exclusively
+# (statekit_append holds it shared until its commit), so no append of the namespace is
+# running or can start; then delete its heads and versions.
+DROP_LOCK = f"SELECT pg_advisory_xact_lock(hashtextextended($1, {NAMESPACE_LOCK_SEED}))"
 DROP = (
     "WITH gone AS ("
-    " DELETE FROM statekit_heads AS h WHERE h.ns = $1 AND h.key IN ("
-    "  SELECT key FROM statekit_heads WHERE ns = $1 FOR UPDATE SKIP LOCKED)"
-    " RETURNING h.key"
+    " DELETE FROM statekit_heads WHERE ns = $1 RETURNING key"
     "), versions AS ("
-    " DELETE FROM statekit_versions AS v USING gone WHERE v.ns = $1 AND v.key = gone.key"
+    " DELETE FROM statekit_versions WHERE ns = $1"
     ") SELECT count(*) FROM gone"
 )
 DROP_COUNTER = "DELETE FROM statekit_namespaces WHERE ns = $1"
+"""The commit counter of schema versions 1-2, if the namespace still has one."""
 
-COMMIT_SEQ = "SELECT commit_seq FROM statekit_namespaces WHERE ns = $1"
+WAKE_UP = f"SELECT pg_notify('{CHANNEL}', $1)"
+"""(payload) -> a wake-up for the namespace's watchers, sent after commits."""
+
+FEED_START = "SELECT txid_current_snapshot()::text"
+"""The snapshot a watcher starts from: it delivers exactly the rows this one cannot see."""
 
 WATCH_PAGE = 500
 
+_HORIZON = (
+    "coalesce(("
+    " SELECT min(x) FROM txid_snapshot_xip(t.snap) AS x WHERE x % 4294967296 NOT IN ("
+    "  SELECT backend_xid::text::bigint FROM pg_stat_activity"
+    "  WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database())"
+    "), txid_snapshot_xmax(t.snap))"
+)
+"""The feed's horizon in the statement's snapshot: the oldest transaction still running
+in this database (none: the snapshot's xmax). Every transaction below it has ended or
+runs in another database, which cannot write these tables. One that the snapshot saw
+running but that has ended by the time pg_stat_activity is read is not found there,
+so it counts as this database's: the horizon errs low (later), never high."""
+
 _CHANGES = (
-    "SELECT n.commit_seq, v.commit_seq, v.pos, v.key, v.version, v.kind, "
-    "v.data::text, v.meta::text, v.at "
-    "FROM statekit_namespaces AS n LEFT JOIN LATERAL ("
+    "SELECT s.horizon, EXISTS ("
+    " SELECT 1 FROM statekit_versions WHERE ns = $1 AND xid >= s.horizon"
+    "), v.xid, v.commit_seq, v.pos, v.key, v.version, v.kind, v.data::text, v.meta::text, v.at "
+    f"FROM (SELECT {_HORIZON} AS horizon FROM (SELECT txid_current_snapshot() AS snap) AS t) AS s "
+    "LEFT JOIN LATERAL ("
     " SELECT * FROM statekit_versions AS v"
-    " WHERE v.ns = n.ns AND (v.commit_seq, v.pos) > ($2, $3) AND v.key >= $4{bound}"
-    f" ORDER BY v.commit_seq, v.pos LIMIT {WATCH_PAGE}"
+    " WHERE v.ns = $1 AND (v.xid, v.commit_seq, v.pos) > ($2, $3, $4) AND v.xid < s.horizon"
+    " AND NOT txid_visible_in_snapshot(v.xid, $5::text::txid_snapshot) AND v.key >= $6{bound}"
+    f" ORDER BY v.xid, v.commit_seq, v.pos LIMIT {WATCH_PAGE}"
     ") AS v ON true "
-    "WHERE n.ns = $1 ORDER BY v.commit_seq, v.pos"
+    "ORDER BY v.xid, v.commit_seq, v.pos"
 )
 CHANGES = _CHANGES.format(bound="")
-"""(ns, after_seq, after_pos, low) -> the namespace's counter and the next commits' rows.
-
-The counter and the rows come from one snapshot: when fewer than a page of rows
-come back, every commit up to the counter has been seen."""
-CHANGES_BOUNDED = _CHANGES.format(bound=" AND v.key < $5")
+"""(ns, xid, seq, pos, start snapshot, low) -> the horizon, whether rows wait above it,
+and the next rows after the cursor that no transaction can still precede: those of
+transactions below the horizon (:data:`_HORIZON`), less those the watcher's start
+snapshot already saw. One statement, one snapshot."""
+CHANGES_BOUNDED = _CHANGES.format(bound=" AND v.key < $7")
 
 SERVER_FACTS = (
     "SELECT current_setting('server_encoding'), current_setting('server_version_num')::int, "
@@ -144,5 +153,5 @@ HEALTH = (
     "current_setting('fsync'), current_setting('statement_timeout'), "
     "current_database(), current_schema(), "
     "(SELECT version FROM statekit_schema), "
-    "(SELECT commit_seq FROM statekit_namespaces WHERE ns = $1)"
+    "(SELECT xid FROM statekit_versions WHERE ns = $1 ORDER BY xid DESC LIMIT 1)"
 )

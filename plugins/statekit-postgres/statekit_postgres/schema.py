@@ -1,5 +1,18 @@
 """statekit's tables and the ``statekit_append`` function, created and upgraded on open.
 
+The commit feed (what ``watch`` reads) is ordered by the writing transaction's id,
+``txid_current()``, stored on every version row, then ``pos`` in the batch; there is no
+per-namespace counter row, so appends to different keys of one namespace do not queue
+on each other. A reader consumes only rows whose transaction id is below the horizon
+of its snapshot: the oldest transaction it saw running in this database
+(statekit_postgres.queries): no transaction below it can still write here, so a
+position once passed never gains a row (no gaps; a long write transaction in the
+database holds the feed back until it ends).
+``statekit_append`` takes advisory locks on its keys *before* its first write, so a
+writer that waited for another's key is given a larger transaction id: commits that
+touch a common key come in commit order, and each key's versions in version order.
+Rows written before schema version 3 have xid 0 and keep their ``commit_seq`` order.
+
 Each entry of :data:`MIGRATIONS` takes the schema from its index to index + 1
 and is never edited once shipped: a change is a new entry. :func:`migrate`
 applies the missing ones in one transaction that first takes a transaction-scoped
@@ -16,7 +29,13 @@ from statekit.errors import BackendError
 __all__ = ["CHANNEL", "CONFLICT_SQLSTATE", "MIGRATIONS", "SCHEMA_VERSION", "migrate"]
 
 CHANNEL = "statekit"
-"""The LISTEN/NOTIFY channel; payloads are ``{"ns": namespace, "seq": commit_seq}``."""
+"""The LISTEN/NOTIFY channel; payloads are ``{"ns": namespace}``: a wake-up, sent by the
+writing client after its commits (statekit_postgres.wakeups), at most one per interval."""
+
+NAMESPACE_LOCK_SEED = 29547
+"""hashtextextended(ns, seed): the namespace's advisory lock, shared by statekit_append
+(exclusive for a batch of more than 32 keys) and exclusive for drop_namespace. Each key's
+lock is hashtextextended(ns || '/' || key, seed + 1)."""
 
 CONFLICT_SQLSTATE = "SK409"
 """What ``statekit_append`` raises when an expect fails; DETAIL is JSON
@@ -176,6 +195,139 @@ BEGIN
 END
 $fn$"""
 
+APPEND_FUNCTION_V3 = r"""
+CREATE FUNCTION statekit_append(
+    p_ns      text,
+    p_keys    text[],
+    p_kinds   text[],
+    p_datas   text[],      -- JSON text; NULL = tombstone
+    p_metas   text[],      -- JSON text
+    p_expects bigint[],    -- -1 = ANY, 0 = no live value, n = head must be n
+    p_guard_keys     text[] DEFAULT '{}',   -- other keys whose head is checked, not written
+    p_guard_versions bigint[] DEFAULT '{}', -- 0 = no live value, n = head must be n
+    p_notify  boolean DEFAULT false,        -- wake the namespace's watchers at commit
+    OUT versions bigint[], -- the new versions, in the order of p_keys
+    OUT at timestamptz     -- the batch's time, stamped on every version
+)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_prev_live boolean[];
+    v_lock      record;
+    v_version   bigint;
+    v_live      boolean;
+BEGIN
+    -- 1. Locks, before the first write: a transaction gets its id (the feed's order,
+    --    see the module docstring) at its first write, so it gets it only once it
+    --    holds every lock; a writer that waited for another's key gets a larger id.
+    --    Advisory locks need no id. The namespace lock is shared by appends and taken
+    --    exclusively by a big batch (no lock table overflow) and by drop_namespace.
+    IF txid_current_if_assigned() IS NOT NULL THEN
+        RAISE EXCEPTION 'statekit_append must be the first write of its transaction';
+    END IF;
+    IF cardinality(p_keys) + cardinality(p_guard_keys) > 32 THEN
+        PERFORM pg_advisory_xact_lock(hashtextextended(p_ns, 29547));
+    ELSIF cardinality(p_keys) = 1 AND cardinality(p_guard_keys) = 0 THEN
+        PERFORM pg_advisory_xact_lock_shared(hashtextextended(p_ns, 29547));
+        PERFORM pg_advisory_xact_lock(hashtextextended(p_ns || '/' || p_keys[1], 29548));
+    ELSE
+        PERFORM pg_advisory_xact_lock_shared(hashtextextended(p_ns, 29547));
+        -- In lock-id order, so crossing batches wait instead of deadlocking; a
+        -- guarded key is locked shared, so guarded appends do not queue on each other.
+        FOR v_lock IN
+            SELECT l.id, bool_or(l.write) AS write FROM (
+                SELECT hashtextextended(p_ns || '/' || k, 29548) AS id, true AS write
+                FROM unnest(p_keys) AS k
+                UNION ALL
+                SELECT hashtextextended(p_ns || '/' || k, 29548), false
+                FROM unnest(p_guard_keys) AS k
+            ) AS l GROUP BY l.id ORDER BY l.id
+        LOOP
+            IF v_lock.write THEN
+                PERFORM pg_advisory_xact_lock(v_lock.id);
+            ELSE
+                PERFORM pg_advisory_xact_lock_shared(v_lock.id);
+            END IF;
+        END LOOP;
+    END IF;
+
+    -- 2. Guards: each guarded head, held still by the locks above, must be as given
+    --    (the rule of statekit.backend.check_expect; reported like a failed expect).
+    FOR i IN 1 .. cardinality(p_guard_keys) LOOP
+        v_version := 0;
+        v_live := false;
+        SELECT h.version, h.live INTO v_version, v_live FROM statekit_heads AS h
+        WHERE h.ns = p_ns AND h.key = p_guard_keys[i];
+        v_version := coalesce(v_version, 0);
+        v_live := coalesce(v_live, false);
+        IF v_version <> p_guard_versions[i] AND NOT (p_guard_versions[i] = 0 AND NOT v_live) THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'SK409',
+                MESSAGE = 'statekit: guard failed',
+                DETAIL = json_build_object(
+                    'key', p_guard_keys[i], 'expected', p_guard_versions[i],
+                    'actual', v_version, 'deleted', NOT v_live)::text;
+        END IF;
+    END LOOP;
+
+    -- 3. One statement (its snapshot is taken now, under the locks): the batch's time
+    --    (the server's clock, past every key's newest version: statekit.backend.next_at;
+    --    ORDER BY ... LIMIT 1 keeps that probe on the primary key whatever the
+    --    statistics say), every head moved on by one in key order (the first write:
+    --    the transaction id is assigned here), and one version row per write stamped
+    --    with the transaction's id. prev_live keeps what each head was.
+    WITH w AS (
+        SELECT * FROM unnest(p_keys, p_kinds, p_datas, p_metas) WITH ORDINALITY
+            AS w (key, kind, data, meta, ord)
+    ), stamp AS (
+        SELECT greatest(clock_timestamp(), max((
+            SELECT v.at FROM statekit_versions AS v
+            WHERE v.ns = p_ns AND v.key = w.key ORDER BY v.version DESC LIMIT 1
+        )) + interval '1 microsecond') AS at FROM w
+    ), moved AS (
+        INSERT INTO statekit_heads AS h (ns, key, version, kind, live, prev_live)
+        SELECT p_ns, w.key, 1, w.kind, w.data IS NOT NULL, false
+        FROM w ORDER BY w.key COLLATE "C"
+        ON CONFLICT (ns, key) DO UPDATE
+        SET version = h.version + 1, kind = excluded.kind, live = excluded.live,
+            prev_live = h.live
+        RETURNING h.key, h.version, h.prev_live
+    ), written AS (
+        INSERT INTO statekit_versions (ns, key, version, kind, data, meta, at, commit_seq, pos, xid)
+        SELECT p_ns, w.key, moved.version, w.kind, w.data::json, w.meta::json, stamp.at, 0,
+               w.ord, txid_current()
+        FROM w JOIN moved ON moved.key = w.key CROSS JOIN stamp
+    )
+    SELECT array_agg(moved.version ORDER BY w.ord), array_agg(moved.prev_live ORDER BY w.ord),
+           (SELECT stamp.at FROM stamp)
+    INTO versions, v_prev_live, at
+    FROM w JOIN moved ON moved.key = w.key;
+
+    -- 4. Check every expect against the head as it was (version - 1, prev_live), with
+    --    the rule of statekit.backend.check_expect. The first failure, in input
+    --    order, raises: the whole call rolls back, heads and versions included.
+    IF NOT (-1 = ALL (p_expects)) THEN
+        FOR i IN 1 .. cardinality(p_keys) LOOP
+            IF p_expects[i] <> -1
+               AND p_expects[i] <> versions[i] - 1
+               AND NOT (p_expects[i] = 0 AND NOT v_prev_live[i]) THEN
+                RAISE EXCEPTION USING
+                    ERRCODE = 'SK409',
+                    MESSAGE = 'statekit: expect failed',
+                    DETAIL = json_build_object(
+                        'key', p_keys[i], 'expected', p_expects[i],
+                        'actual', versions[i] - 1, 'deleted', NOT v_prev_live[i])::text;
+            END IF;
+        END LOOP;
+    END IF;
+
+    -- 5. A NOTIFY serializes the commits of every notifying transaction on the server,
+    --    so the client asks for one only now and then (statekit_postgres.wakeups).
+    IF p_notify THEN
+        PERFORM pg_notify('statekit', json_build_object('ns', p_ns)::text);
+    END IF;
+END
+$fn$"""
+
 VERSION_AT_FUNCTION = r"""
 CREATE FUNCTION statekit_version_at(p_ns text, p_key text, p_at timestamptz)
 RETURNS bigint              -- the newest version with at <= p_at; NULL when none
@@ -252,6 +404,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "text, text[], text[], text[], text[], bigint[], timestamptz)",
         APPEND_FUNCTION_V2,
         VERSION_AT_FUNCTION,
+    ),
+    (  # 3: the feed ordered by transaction id (no per-namespace counter row); guards
+        # Rows written before keep their commit_seq order, all before any new row (xid 0).
+        "ALTER TABLE statekit_versions ADD COLUMN xid bigint NOT NULL DEFAULT 0",
+        "CREATE INDEX statekit_versions_feed ON statekit_versions (ns, xid, commit_seq, pos)",
+        "DROP INDEX statekit_versions_commit",
+        "DROP FUNCTION statekit_append(text, text[], text[], text[], text[], bigint[])",
+        APPEND_FUNCTION_V3,
     ),
 ]
 

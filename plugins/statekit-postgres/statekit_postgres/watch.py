@@ -1,10 +1,17 @@
-"""Following a namespace's commits: LISTEN/NOTIFY to wake up, commit numbers to read.
+"""Following a namespace's commits: LISTEN/NOTIFY to wake up, feed positions to read.
 
-Notifications carry only ``{"ns", "seq"}``; the records are read from
-``statekit_versions`` by their commit number (``commit_seq``, then ``pos`` in the
-batch), which ``statekit_append`` hands out in commit order. So a watcher that
-loses its connection reconnects, LISTENs again and reads on from the last record
-it delivered: nothing is lost, nothing comes twice.
+Wake-ups carry only ``{"ns"}``; the records are read from ``statekit_versions`` by
+their feed position ``(xid, commit_seq, pos)``, only below the horizon of the
+reading statement's snapshot (the oldest transaction it saw running in this
+database), which no transaction still running can precede
+(:mod:`statekit_postgres.schema`, :data:`statekit_postgres.queries.CHANGES`).
+So a watcher that loses its connection reconnects, LISTENs again and reads on
+from the last record it delivered: nothing is lost, nothing comes twice. It
+starts from the snapshot taken when it subscribed: it delivers exactly the
+commits that snapshot could not see.
+
+When rows wait above the horizon (a transaction older than theirs is still
+running), the watcher looks again soon, without a wake-up (``HELD_BACK_SECONDS``).
 
 The buffering, the waiting and the back-off while the server is away are
 :class:`statekit.kit.CommitFollower`'s; this module adds the LISTEN connection
@@ -30,12 +37,17 @@ from statekit_postgres.translate import DRIVER_ERRORS
 
 __all__ = ["PostgresWatch"]
 
-_LAST_POS = 2**31 - 1  # a cursor (seq, _LAST_POS) means "all of commit seq was seen"
+_LAST_SEQ = 2**62  # a cursor (xid, _LAST_SEQ, _LAST_POS): "all of transaction xid was seen"
+_LAST_POS = 2**31 - 1
 POLL_SECONDS = 5.0
 """Without a notification, look anyway this often: a connection that died silently
 (no FIN from a vanished host) is found out by the query failing."""
+HELD_BACK_SECONDS = (0.002, 0.1)
+"""While committed rows wait above the horizon, look again after the first figure,
+doubling up to the second: the transaction holding them back sends no wake-up when it
+is not statekit's."""
 
-Cursor = tuple[int, int]
+Cursor = tuple[int, int, int]
 
 
 class PostgresWatch(CommitFollower[Cursor]):
@@ -57,7 +69,7 @@ class PostgresWatch(CommitFollower[Cursor]):
             backend=guard.backend,
             where=guard.shown,
             read=self._read,
-            cursor=(0, _LAST_POS),
+            cursor=(0, _LAST_SEQ, _LAST_POS),
             interval=POLL_SECONDS,
             wait=self._notified,
         )
@@ -70,6 +82,8 @@ class PostgresWatch(CommitFollower[Cursor]):
         self._conn: Any = None
         self._lost = False
         self._wakeup = asyncio.Event()
+        self._start = "1:1:"  # the snapshot subscribe took (this one sees nothing)
+        self._held_back: float | None = None  # the next short wait while rows are held
 
     @property
     def server_pid(self) -> int | None:
@@ -105,19 +119,21 @@ class PostgresWatch(CommitFollower[Cursor]):
         self._conn, self._lost = conn, False
 
     async def subscribe(self) -> None:
-        """LISTEN, then read the namespace's commit number: the starting point.
+        """LISTEN, then take a snapshot: the starting point.
 
-        LISTEN comes first, so a commit after the number was read always
-        notifies this watcher.
+        LISTEN comes first, so a commit the snapshot cannot see always wakes this
+        watcher. Rows below the snapshot's xmin are all visible to it: the cursor
+        starts there, and the snapshot filters the rows above it.
         """
         try:
             await self._listen()
             with self._guard.calls():
-                seq = await self._conn.fetchval(queries.COMMIT_SEQ, self._namespace)
+                snapshot = str(await self._conn.fetchval(queries.FEED_START))
         except BaseException:
             await self._drop_connection()
             raise
-        self.cursor = (seq or 0, _LAST_POS)
+        self._start = snapshot
+        self.cursor = (int(snapshot.split(":", 1)[0]) - 1, _LAST_SEQ, _LAST_POS)
 
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -141,7 +157,9 @@ class PostgresWatch(CommitFollower[Cursor]):
             self.reconnects += 1
         self._wakeup.clear()  # before reading: a commit during the read wakes us again
         try:
-            rows = await self._conn.fetch(self._query, self._namespace, *cursor, *self._bounds)
+            rows = await self._conn.fetch(
+                self._query, self._namespace, *cursor, self._start, *self._bounds
+            )
         except DRIVER_ERRORS as exc:
             error = self._guard.translate(exc)
             if self._closed:
@@ -150,21 +168,28 @@ class PostgresWatch(CommitFollower[Cursor]):
                 raise error from exc
             self._lost = True  # the next read reconnects, at once (see _notified)
             return [], cursor
-        changes = [row for row in rows if row[1] is not None]
+        changes = [row for row in rows if row[2] is not None]
         # Decode the page whole before moving the cursor, so a bad row can never
         # cause a record to be delivered twice.
-        records = [to_record(*row[3:]) for row in changes]
-        if len(changes) == queries.WATCH_PAGE:
-            return records, (changes[-1][1], changes[-1][2])
-        if rows:
-            # Same snapshot as the rows: every commit up to the counter has been read.
-            return records, (rows[0][0], _LAST_POS)
+        records = [to_record(*row[5:]) for row in changes]
+        held = bool(rows and rows[0][1]) and len(changes) < queries.WATCH_PAGE
+        if not held:
+            self._held_back = None
+        elif changes or self._held_back is None:
+            self._held_back = HELD_BACK_SECONDS[0]  # the feed moves: look again soon
+        if changes:
+            return records, (changes[-1][2], changes[-1][3], changes[-1][4])
         return records, cursor
 
     async def _notified(self, seconds: float) -> None:
-        """Wait for a notification, a lost connection or ``seconds`` (see POLL_SECONDS)."""
+        """Wait for a notification, a lost connection or ``seconds`` (see POLL_SECONDS),
+        or a short while when rows are held back (see HELD_BACK_SECONDS)."""
         if self._lost:
             return
+        held = self._held_back
+        if held is not None:
+            seconds = min(seconds, held)
+            self._held_back = min(held * 2, HELD_BACK_SECONDS[1])
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), seconds)
 

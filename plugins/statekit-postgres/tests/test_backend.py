@@ -61,7 +61,7 @@ async def test_a_refused_batch_leaves_no_trace(
     backend: PostgresBackend = await open_backend("trace")
     store = StateStore(backend, owns_backend=False)
     await store.put("held", 1)
-    before = (await backend.health()).detail["commit_seq"]
+    before = (await backend.health()).detail["last_commit_xid"]
     with pytest.raises(ConflictError):
         await store.batch([Write(f"new/{i}", i) for i in range(50)] + [Write("held", 2, expect=7)])
     admin = await asyncpg.connect(**PostgresOptions.parse(pg_url).connect_kwargs())
@@ -75,7 +75,7 @@ async def test_a_refused_batch_leaves_no_trace(
     finally:
         await admin.close()
     assert (heads, versions) == (1, 1)  # no placeholder head, no version row
-    assert (await backend.health()).detail["commit_seq"] == before
+    assert (await backend.health()).detail["last_commit_xid"] == before
 
 
 @pytest.mark.asyncio

@@ -162,3 +162,60 @@ async def test_an_interrupted_migration_leaves_nothing(
     monkeypatch.undo()
     backend = await open_or_skip(url)  # and the next open migrates cleanly
     await backend.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_version_2_database_migrates_and_keeps_its_history_and_feed(
+    pg_url: str, fresh_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Schema 2 (commit counter row) -> 3 (transaction-id feed) on open, data intact."""
+    from statekit_postgres import schema
+
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    url = with_query(pg_url, schema=fresh_schema, namespace="old")
+    admin = await _admin(url)
+    try:
+        await schema.migrate(admin, fresh_schema, where="test")
+        for value in (1, 2):  # what a schema-2 statekit wrote: statekit_append, 6 arguments
+            await admin.fetch(
+                "SELECT * FROM statekit_append($1, $2, $3, $4, $5, $6)",
+                "old",
+                ["a", "b"],
+                ["state", "state"],
+                [str(value), str(value)],
+                ["{}", "{}"],
+                [-1, -1],
+            )
+        assert await admin.fetchval("SELECT commit_seq FROM statekit_namespaces") == 2
+    finally:
+        await admin.close()
+    monkeypatch.undo()
+    backend = await open_or_skip(url)
+    try:
+        store = StateStore(backend, owns_backend=False)
+        assert (await backend.health()).detail["schema_version"] == SCHEMA_VERSION == 3
+        assert [r.data for r in await store.history("a")] == [2, 1]  # newest first
+        watch = await backend.watch()
+        await store.put("a", 3, expect=2)
+        record = await asyncio.wait_for(anext(watch), 20)
+        await watch.aclose()
+        assert (record.key, record.version, record.data) == ("a", 3, 3)
+        admin = await _admin(url)
+        try:
+            feed = await admin.fetch(
+                "SELECT key, version, xid = 0 FROM statekit_versions ORDER BY xid, commit_seq, pos"
+            )
+        finally:
+            await admin.close()
+        # The old rows first, in their commit order, then the new one.
+        assert [tuple(r) for r in feed] == [
+            ("a", 1, True),
+            ("b", 1, True),
+            ("a", 2, True),
+            ("b", 2, True),
+            ("a", 3, False),
+        ]
+        await backend.drop_namespace(forget=True)
+    finally:
+        await backend.aclose()

@@ -2,16 +2,21 @@
 
 Each workload runs statekit and a hand-written redis.asyncio program in one
 process, in interleaved rounds (:func:`statekit.bench.measure`), on the same
-server, each side in a namespace of its own (both deleted afterwards):
+server. The hand-written side (:class:`RawRedis`) keeps the same data, each
+write's value, its version and a history entry with the server's time, in keys
+of its own design, through a Lua script of its own (a Redis user's way to bump a
+version and record it atomically); never statekit's script or layout.
 
-- ``put``: ``store.put(key, value)`` vs the raw client calling the very same Lua
-  script (:data:`statekit_redis.scripts.APPEND`) with the same KEYS and ARGV:
-  one EVALSHA per write on both sides.
-- ``batch``: ``store.batch()`` of 500 writes vs the same script with 500 writes
-  on the raw client: the fastest atomic batch form (one EVALSHA).
+- ``put``: ``store.put(key, value)`` vs one EVALSHA of the user's script per write.
+- ``batch``: ``store.batch()`` of 500 writes vs one EVALSHA with 500 writes.
 - ``concurrent``: 8 tasks putting through one statekit store vs 8 raw tasks
-  sharing one redis-py connection pool.
+  sharing one redis-py connection pool, each on keys of its own. Redis runs
+  one command (one script) at a time, so the 8 writers serialize in the server
+  on both sides; what the ratio shows is the clients' work around it.
 
+Durability is the server's on both sides (``appendonly`` / ``appendfsync`` read
+back by the raw client, printed as ``durability``; the run stops if statekit
+reports another). Both sides' keys are deleted afterwards.
 The server is the one of ``--url`` or ``STATEKIT_TEST_REDIS_URL`` (``make bench``).
 """
 
@@ -31,16 +36,10 @@ from redis.backoff import NoBackoff
 import statekit
 from statekit.backend import JSON, Write
 from statekit.bench import BenchConfig, Plan, Result, Workload, measure, server_url
-from statekit_redis.backend import INLINE_MAX, RedisBackend
-from statekit_redis.options import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_LOG_MAX,
-    parse_url,
-    with_namespace,
-)
-from statekit_redis.scripts import APPEND
+from statekit_redis.backend import RedisBackend
+from statekit_redis.options import DEFAULT_CONNECT_TIMEOUT, parse_url, with_namespace
 
-__all__ = ["BATCH_SIZE", "RawRedis", "bench"]
+__all__ = ["BATCH_SIZE", "USER_SCRIPT", "RawRedis", "bench", "durability"]
 
 BATCH_SIZE = 500
 """Writes per atomic batch in the ``batch`` workload."""
@@ -51,41 +50,69 @@ def _compact(value: JSON) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
-class RawRedis:
-    """RedisBackend.append written by hand: the same script, KEYS and ARGV.
+USER_SCRIPT = """
+-- KEYS[1]: hash key -> version; KEYS[2]: hash key -> JSON value;
+-- KEYS[3..]: one list per written key, its history ("<version> <sec.usec> <JSON>").
+-- ARGV: key1, value1, key2, value2 ... Returns the new versions.
+local now = redis.call('TIME')
+local at = now[1] .. '.' .. string.format('%06d', now[2])
+local versions = {}
+for i = 1, #ARGV, 2 do
+    local key, value = ARGV[i], ARGV[i + 1]
+    local version = redis.call('HINCRBY', KEYS[1], key, 1)
+    redis.call('HSET', KEYS[2], key, value)
+    redis.call('RPUSH', KEYS[2 + (i + 1) / 2], version .. ' ' .. at .. ' ' .. value)
+    versions[#versions + 1] = version
+end
+return versions
+"""
+"""What a Redis user writes to keep a versioned value with its history, atomically."""
 
-    The key names and the record text are spelt out here rather than imported,
-    as a program written against redis-py would; ``tests/test_bench.py`` checks
-    that both sides store the same thing.
+
+class RawRedis:
+    """The hand-written program: its own keys (``raw:{ns}:...``), its own script.
+
+    :param client: a redis.asyncio client.
+    :param namespace: the hash tag of its keys (one slot, as a cluster needs).
     """
 
     def __init__(self, client: aioredis.Redis, namespace: str) -> None:
         self.client = client
-        self.script = client.register_script(APPEND)
-        prefix = f"sk:{{{namespace}}}:"
-        self.fixed = [prefix + "heads", prefix + "live", prefix + "log", prefix + "seq"]
-        self.history = prefix + "v:"
+        self.script = client.register_script(USER_SCRIPT)
+        self.prefix = f"raw:{{{namespace}}}:"
+        self.fixed = [self.prefix + "versions", self.prefix + "values"]
+        self.history = self.prefix + "history:"
 
     async def put(self, key: str, value: JSON) -> list[Any]:
-        """Append one version of ``key``; returns the script's reply."""
-        text = ',"k":"state","m":{},"d":'
-        result: list[Any] = await self.script(
-            [*self.fixed, self.history + key],
-            [DEFAULT_LOG_MAX, INLINE_MAX, key, "", "1", text + _compact(value) + "}"],
-            client=self.client,
-        )
-        return result
+        """Write one value of ``key``; returns its new version (in a list)."""
+        return await self.batch([(key, value)])
 
     async def batch(self, items: Sequence[tuple[str, JSON]]) -> list[Any]:
-        """Append one version of each key, atomically; returns the script's reply."""
-        stamp = ',"k":"state","m":{},"d":'
-        keys = [*self.fixed]
-        args: list[str | int] = [DEFAULT_LOG_MAX, INLINE_MAX]
-        for key, value in items:
-            keys.append(self.history + key)
-            args += (key, "", "1", stamp + _compact(value) + "}")
+        """Write one value of each key, atomically; returns the new versions."""
+        keys = [*self.fixed, *(self.history + key for key, _ in items)]
+        args = [part for key, value in items for part in (key, _compact(value))]
         result: list[Any] = await self.script(keys, args, client=self.client)
         return result
+
+    async def drop(self) -> int:
+        """Delete every key of this program; returns how many."""
+        names = [name async for name in self.client.scan_iter(match=self.prefix + "*")]
+        return int(await self.client.unlink(*names)) if names else 0
+
+
+async def durability(client: aioredis.Redis) -> str:
+    """The server's persistence, read back: ``appendonly=... appendfsync=... save=...``."""
+    config: dict[Any, Any] = {}
+    for name in ("appendonly", "appendfsync", "save"):
+        config.update(await client.config_get(name))
+    text = {_text(k): _text(v) for k, v in config.items()}
+    return (
+        f"appendonly={text['appendonly']} appendfsync={text['appendfsync']} save='{text['save']}'"
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
@@ -106,12 +133,16 @@ async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, No
             socket_connect_timeout=DEFAULT_CONNECT_TIMEOUT,
         )
         stack.push_async_callback(client.aclose)
-        cleaner = await RedisBackend.from_client(client, namespace=theirs)
-        stack.push_async_callback(cleaner.drop_namespace)
         raw = RawRedis(client, theirs)
+        stack.push_async_callback(raw.drop)
+        read_back = await durability(client)
+        if read_back != backend.persistence.describe():
+            raise RuntimeError(
+                f"raw side runs {read_back}, statekit {backend.persistence.describe()}"
+            )
 
         detail: dict[str, JSON] = {
-            "durability": backend.persistence.describe(),
+            "durability": read_back,
             "server": f"redis {backend.server_version}",
             "keys": config.keys,
         }

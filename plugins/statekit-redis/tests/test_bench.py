@@ -6,11 +6,9 @@ import json
 import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from statekit_redis import Layout
 from statekit_redis.bench import BATCH_SIZE, RawRedis, bench
 from statekit_redis.options import parse_url
 
@@ -22,7 +20,11 @@ RATE_FIELDS = ("statekit_ops_s", "raw_ops_s", "ratio", "statekit_us_op", "raw_us
 
 
 async def bench_keys(raw: aioredis.Redis) -> set[bytes]:
-    return {key async for key in raw.scan_iter(match="sk:{bench_*", count=1000)}
+    return {
+        key
+        for pattern in ("sk:{bench_*", "raw:{bench_*")
+        async for key in raw.scan_iter(match=pattern, count=1000)
+    }
 
 
 @pytest.mark.asyncio
@@ -49,50 +51,35 @@ async def test_bench_yields_put_batch_and_concurrent(
     json.dumps(results)  # every line is JSON
 
 
-def without_time(text: bytes) -> dict[str, Any]:
-    record: dict[str, Any] = json.loads(text)
-    assert isinstance(record.pop("at"), int)
-    return record
-
-
 @pytest.mark.asyncio
-async def test_raw_side_stores_what_statekit_stores(
+async def test_raw_side_keeps_the_same_data_in_keys_of_its_own(
     namespace_url: Callable[[], str],
     raw: aioredis.Redis,
     drop: Callable[[str], Awaitable[None]],
 ) -> None:
+    """Same values, versions and one history entry per write; none of statekit's keys."""
     url, other = namespace_url(), namespace_url()
-    ours, theirs = Layout(parse_url(url).namespace), Layout(parse_url(other).namespace)
-    hand = RawRedis(raw, theirs.namespace)
+    hand = RawRedis(raw, parse_url(other).namespace)
     values = [{"qty": i, "px": 1.5, "side": "long", "name": "ü"} for i in range(3)]
     try:
         async with await statekit.open(url) as store:
             for value in values:
                 await store.put("bench/1", value)
-                await hand.put("bench/1", value)
+                assert await hand.put("bench/1", value) == [values.index(value) + 1]
             await store.batch([Write("bench/2", 2), Write("bench/3", [3])])
-            await hand.batch([("bench/2", 2), ("bench/3", [3])])
-
-        assert await raw.dump(ours.seq) == await raw.dump(theirs.seq)
-        heads = [await raw.hgetall(layout.heads) for layout in (ours, theirs)]
-        # "<version>:<live>:<at>": the same but for the time
-        assert [{k: v.rsplit(b":", 1)[0] for k, v in h.items()} for h in heads] == [
-            {k: v.rsplit(b":", 1)[0] for k, v in heads[1].items()}
-        ] * 2
-        assert await raw.zrange(ours.live, 0, -1) == await raw.zrange(theirs.live, 0, -1)
-        for key in ("bench/1", "bench/2", "bench/3"):
-            mine = await raw.zrange(ours.history(key), 0, -1, withscores=True)
-            hands = await raw.zrange(theirs.history(key), 0, -1, withscores=True)
-            assert [(without_time(m), s) for m, s in mine] == [
-                (without_time(m), s) for m, s in hands
-            ]
-        mine_log, hand_log = await raw.xrange(ours.log), await raw.xrange(theirs.log)
-        assert [(i, f[b"k"], f[b"v"]) for i, f in mine_log] == [
-            (i, f[b"k"], f[b"v"]) for i, f in hand_log
-        ]
-        assert [without_time(f[b"r"]) for _, f in mine_log] == [
-            without_time(f[b"r"]) for _, f in hand_log
-        ]
+            assert await hand.batch([("bench/2", 2), ("bench/3", [3])]) == [1, 1]
+            for key in ("bench/1", "bench/2", "bench/3"):
+                ours = [(r.version, r.data) for r in reversed(await store.history(key))]
+                entries = await raw.lrange(hand.history + key, 0, -1)
+                theirs = [
+                    (int(v), json.loads(d))
+                    for v, _, d in (e.decode().split(" ", 2) for e in entries)
+                ]
+                assert ours == theirs
+                assert json.loads(await raw.hget(hand.prefix + "values", key)) == ours[-1][1]
+        theirs_in_statekit_layout = b"sk:{" + parse_url(other).namespace.encode()
+        assert not [k async for k in raw.scan_iter(match=theirs_in_statekit_layout + b"*")]
     finally:
+        await hand.drop()
         await drop(url)
         await drop(other)
