@@ -313,7 +313,11 @@ class Backend(ABC):
         """Start following commits to keys starting with ``prefix``.
 
         Awaiting this fixes the starting point: every commit after it is
-        delivered once, in commit order. Close the iterator (``aclose()``) to stop.
+        delivered once, in commit order: after every commit that finished before it
+        began and every earlier commit to a key it writes or guards (so a key's
+        versions come in version order). Commits that overlapped in time and share no
+        key may come in either order (PostgreSQL: by transaction id).
+        Close the iterator (``aclose()``) to stop.
         Backends without :attr:`Capability.WATCH` raise CapabilityError.
         """
 

@@ -493,7 +493,10 @@ class StateStore:
 
         ``async with store.watch("position/") as changes: async for rec in changes: ...``
         The starting point is fixed when the ``async with`` is entered (or at the
-        first ``async for`` step when used without it).
+        first ``async for`` step when used without it). "Commit order" is as
+        :meth:`Backend.watch <statekit.backend.Backend.watch>` defines it: a commit
+        comes after every commit it could have seen; overlapping commits to disjoint
+        keys may come in either order.
         """
         self.require(Capability.WATCH, "watch()")
         return Watch(self.backend, check_prefix(prefix))
