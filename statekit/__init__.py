@@ -5,7 +5,7 @@
 
 from typing import TYPE_CHECKING, Any
 
-from statekit.backend import ANY, JSON, Backend, Capability, Health, Record, Write
+from statekit.backend import ANY, JSON, Backend, Capability, Guard, Health, Record, Write
 from statekit.codec import Codec
 from statekit.errors import (
     BackendError,
@@ -76,6 +76,7 @@ __all__ = [
     "ExchangeError",
     "ExchangeUnavailable",
     "FencedOff",
+    "Guard",
     "Health",
     "HistoryUnavailable",
     "IdempotencyConflict",

@@ -27,7 +27,16 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
-from statekit.backend import Backend, Capability, Health, Record, Write, check_expect
+from statekit.backend import (
+    Backend,
+    Capability,
+    Guard,
+    Health,
+    Record,
+    Write,
+    check_expect,
+    check_guard,
+)
 from statekit.codec import from_micros, prefix_end, to_micros
 from statekit.errors import BackendError, ConfigError, StatekitError
 from statekit.hookspecs import hookimpl
@@ -69,6 +78,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
 ]
 
+SELECT_HEAD = "SELECT version, live FROM sk_heads WHERE key = ?"
 SELECT_HEAD = "SELECT version, live FROM sk_heads WHERE key = ?"
 SELECT_HEAD_AT = (
     "SELECT h.version, h.live, v.at FROM sk_heads h "
@@ -160,6 +170,7 @@ class SqliteBackend(Backend):
             Capability.WATCH,
             Capability.HISTORY,
             Capability.DURABLE,
+            Capability.GUARDED_APPEND,
         }
     )
 
@@ -304,11 +315,17 @@ class SqliteBackend(Backend):
 
     # -- the contract --------------------------------------------------------------
 
-    def _append_sync(self, writes: Sequence[Write]) -> tuple[list[int], int]:
+    def _append_sync(
+        self, writes: Sequence[Write], guards: Sequence[Guard] = ()
+    ) -> tuple[list[int], int]:
         con = self._writer
         assert con is not None
         con.execute("BEGIN IMMEDIATE")
         try:
+            for guard in guards:  # checked under the write lock, with the writes
+                found = con.execute(SELECT_HEAD, (guard.key,)).fetchone()
+                version, live = found if found else (0, 0)
+                check_guard(guard, version, not live, backend=self.name)
             versions = []
             latest = 0  # the newest previous `at` of the batch's keys
             for w in writes:
@@ -365,8 +382,10 @@ class SqliteBackend(Backend):
     async def replicate(self, records: Sequence[Record]) -> None:
         await self._run_writer(self._replicate_sync, [stored(r) for r in records])
 
-    async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
-        versions, stamped = await self._run_writer(self._append_sync, writes)
+    async def append(
+        self, writes: Sequence[Write], at: datetime, *, guards: Sequence[Guard] = ()
+    ) -> list[Record]:
+        versions, stamped = await self._run_writer(self._append_sync, writes, guards)
         return appended(writes, versions, from_micros(stamped))
 
     def _read_sync(
