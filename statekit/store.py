@@ -99,8 +99,10 @@ class Fence(Protocol):
 
     The store hands a fenced write to its fence, which appends it atomically with a
     check of its token, so that the write is refused (``FencedOff``, nothing stored)
-    once a newer holder exists. The fence does the append because its token moves
-    with every fenced write, and one holder's fenced writes must not race each other.
+    once a newer holder exists. The fence does the append because it knows how: a
+    guard on its key where the backend has guarded appends, else its key re-written
+    in the same batch (then its token moves with every fenced write, and one
+    holder's fenced writes must not race each other).
     """
 
     async def append_fenced(self, store: StateStore, writes: Sequence[Write]) -> list[Record]:
