@@ -9,8 +9,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 
+from statekit.errors import ConflictError
 from statekit.trading.errors import ExchangeUnavailable, OrderNotFound, OrderRejected, RateLimited
 from statekit.trading.exchange import ExchangeOrder
+from statekit.trading.idempotency import LedgerEntry, OrderIntent, PlacedOrder
+from statekit.trading.idempotency.entries import replace
 from statekit.trading.models import OrderStatus
 from statekit.trading.reconcile.base import Action, Context, Reconciler, Result
 from statekit.trading.reconcile.intents import (
@@ -292,15 +295,26 @@ class IntentReconciler(Reconciler):
                 set_condition(
                     member, Condition.PENDING, "Placing", f"placing {leg.client_order_id}"
                 )
-            # Stored (under the lease) before anything is sent: a crash from here on
-            # leaves a leg whose outcome the next holder asks the exchange about.
-            await save(ctx, [member])
+            # Stored (under the lease) before anything is sent, in one batch with the
+            # ledger's reservation: a crash from here on leaves a leg whose outcome
+            # the next holder asks the exchange about.
+            held = await self._reserve(ctx, member, placing)
         else:
             leg = resend
             placing = order_intent(intent, leg)
+            held = None
         index = status.legs.index(leg)
+
+        async def record(held: LedgerEntry, order: ExchangeOrder) -> PlacedOrder:
+            # Stored with the member's next save (its status in sync, its order).
+            member.outcomes.append((held, order))
+            return PlacedOrder(held.key, order, replayed=False)
+
         try:
-            placed = await ctx.ledger.place_intent(ctx.connector, placing)
+            if held is None:
+                placed = await ctx.ledger.place_intent(ctx.connector, placing)
+            else:
+                placed = await ctx.ledger.send(ctx.connector, placing, held, record=record)
         except OrderRejected as exc:
             status.legs[index] = leg.model_copy(update={"status": OrderStatus.REJECTED})
             status.last_error = str(exc)
@@ -316,6 +330,21 @@ class IntentReconciler(Reconciler):
             await save(ctx, [member])
             raise
         apply_report(member, index, placed.order)
+
+    async def _reserve(
+        self, ctx: Context, member: Member, placing: OrderIntent
+    ) -> LedgerEntry | None:
+        """Save the member with the ledger's reservation of ``placing``; the held
+        entry, or None when the key was reserved already (then the ledger places)."""
+        entry, reserving = ctx.ledger.reservation(placing, ctx.connector.name)
+        try:
+            records = await save(ctx, [member], [reserving])
+        except ConflictError as exc:
+            if exc.key != reserving.key:
+                raise
+            await save(ctx, [member])
+            return None
+        return replace(entry, version=records[reserving.key].version)
 
     # -- orphans --------------------------------------------------------------------------
 
