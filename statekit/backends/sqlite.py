@@ -17,11 +17,12 @@ holding another application's tables is refused, untouched.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -198,6 +199,8 @@ class SqliteBackend(Backend):
         self._guard = DriverGuard(
             self.name, str(self.path), errors=(sqlite3.Error,), translate=_translate
         )
+        self._commits = 0  # appends through this object, for its watchers
+        self._waiters: set[asyncio.Future[None]] = set()
 
     @classmethod
     async def open(cls, url: str) -> Self:
@@ -386,6 +389,7 @@ class SqliteBackend(Backend):
         self, writes: Sequence[Write], at: datetime, *, guards: Sequence[Guard] = ()
     ) -> list[Record]:
         versions, stamped = await self._run_writer(self._append_sync, writes, guards)
+        self._wake()
         return appended(writes, versions, from_micros(stamped))
 
     def _read_sync(
@@ -506,6 +510,33 @@ class SqliteBackend(Backend):
         ).fetchall()
         return [(r[0], _row_record(r[1:])) for r in rows]
 
+    def _wake(self) -> None:
+        """Wake this object's watchers: they read its commit at once, not after a poll."""
+        self._commits += 1
+        for waiter in list(self._waiters):
+            if not waiter.done():
+                waiter.get_loop().call_soon_threadsafe(_settle, waiter)
+
+    def _waiting(self) -> Callable[[float], Awaitable[None]]:
+        """A watcher's wait: ``poll_interval`` (other processes' commits), or until this
+        object commits (its own, at once)."""
+        seen = self._commits
+
+        async def wait(interval: float) -> None:
+            nonlocal seen
+            if seen == self._commits:  # nothing of ours since the last read began
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiters.add(waiter)
+                try:
+                    await asyncio.wait_for(waiter, interval)
+                except TimeoutError:
+                    pass
+                finally:
+                    self._waiters.discard(waiter)
+            seen = self._commits
+
+        return wait
+
     async def watch(self, prefix: str = "") -> AsyncIterator[Record]:
         low, high = _range(prefix)
 
@@ -520,6 +551,7 @@ class SqliteBackend(Backend):
             backend=self.name,
             where=str(self.path),
             interval=self.poll_interval,
+            wait=self._waiting(),
             retry=False,
         )
 
@@ -566,3 +598,8 @@ class SqliteBackend(Backend):
 def statekit_register_backends(registry: BackendRegistry) -> None:
     """The built-in ``sqlite:///path`` backend, the embedded default."""
     registry.add("sqlite", SqliteBackend)
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -49,16 +49,18 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 import statekit
 from statekit.backend import JSON
 from statekit.bench.harness import BenchConfig, Result, drop_namespace
+from statekit.bench.reconcile_raw import BASELINE, cancel_raw, raw_place, raw_side
 from statekit.config import load_settings
 from statekit.errors import StatekitError
 from statekit.store import StateStore
@@ -97,18 +99,15 @@ LAG_ROUNDS = 3
 """Rounds of price changes at most (``--rounds`` lowers it): each takes a full pass."""
 MAX_PASSES = 20
 """Passes a phase may take to converge before the bench gives up."""
+REPEATS = 3
+"""First passes measured (each in a fresh store, beside its raw side); medians reported."""
+RUN_LAG_ROUNDS = 20
+"""Rounds of price changes under ``engine.run()`` (each a fraction of a second)."""
 NO_FAULTS = Faults()
 FAULTS = Faults(timeout_after_accept=0.01, lost_ack=0.01, rate_limit=0.01, duplicate_fill=0.01)
 """What the faults phase injects (probability per call, per fill report)."""
 PRICE = Decimal(100)
 """Every symbol's price; the intents rest 10 to 14 away from it."""
-BASELINE = (
-    "the same orders placed on the same PaperExchange (create_order with a client id), "
-    "each then recorded durably by hand with the driver: sqlite3 (one WAL connection, "
-    "synchronous=FULL, a transaction at a time in a worker thread) or asyncpg (a pool, "
-    "one transaction per order), an upsert of the order's current row (value, version) "
-    "and a history row, in tables of its own; as many concurrent tasks as engine workers"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +119,13 @@ class ReconcileBench:
     :param store: the store URL (``postgresql://...``: each phase uses a fresh
         namespace there, dropped afterwards); None: SQLite files in the scratch folder.
     :param faults: run the faults phase too.
-    :param lag_rounds: rounds of price changes for the lag figures.
+    :param lag_rounds: rounds of price changes for the lag by passes (``run_once``).
     :param changes: intents changed per lag round (default 1 % of them, at least 1).
     :param workers: the engine's workers, and the raw side's tasks.
     :param seed: seeds the choice of changed intents and the exchange's faults.
+    :param repeats: first passes, each in a fresh store beside its raw side; the
+        medians are reported.
+    :param run_lag_rounds: rounds of price changes under ``engine.run()``.
     """
 
     intents: int = 1000
@@ -134,6 +136,8 @@ class ReconcileBench:
     changes: int | None = None
     workers: int = WORKERS
     seed: int = 0
+    repeats: int = REPEATS
+    run_lag_rounds: int = RUN_LAG_ROUNDS
 
     @property
     def changed_per_round(self) -> int:
@@ -304,150 +308,6 @@ async def _check_in_sync(store: StateStore, exchange: PaperExchange) -> None:
         raise StatekitError(f"reconcile bench: no open order for {missing}...")
 
 
-RawRecorder = Callable[[str, str], Awaitable[None]]
-"""Records one placed order durably: (client order id, the order as JSON text)."""
-
-
-async def _raw_place(
-    record: RawRecorder,
-    exchange: PaperExchange,
-    specs: Sequence[tuple[str, IntentSpec]],
-    tasks: int,
-    tag: str,
-) -> float:
-    """The baseline (:data:`BASELINE`): ``tasks`` tasks each place an order on the
-    exchange, then record it with ``record``, until every spec is placed."""
-    work = iter(specs)
-
-    async def task() -> None:
-        for intent_id, spec in work:  # one iterator shared by every task
-            order = await exchange.create_order(
-                spec.symbol,
-                spec.type,
-                spec.side,
-                spec.amount,
-                spec.price,
-                client_order_id=f"raw-{tag}-{intent_id}",
-                time_in_force=spec.time_in_force,
-            )
-            assert order.client_order_id is not None
-            await record(order.client_order_id, order.model_dump_json())
-
-    started = time.perf_counter()
-    await asyncio.gather(*(task() for _ in range(tasks)))
-    return time.perf_counter() - started
-
-
-@asynccontextmanager
-async def _raw_sqlite(path: Path) -> AsyncIterator[RawRecorder]:
-    """What a user writes with sqlite3: one connection to a WAL file with
-    synchronous=FULL, used by one transaction at a time (a lock) in a worker thread;
-    each order a history row and its current row (value, version), committed."""
-    con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=FULL")
-    con.execute(
-        "CREATE TABLE IF NOT EXISTS orders (client_order_id TEXT PRIMARY KEY, "
-        "version INTEGER NOT NULL, data TEXT NOT NULL, updated_at REAL NOT NULL)"
-    )
-    con.execute(
-        "CREATE TABLE IF NOT EXISTS order_history (client_order_id TEXT NOT NULL, "
-        "version INTEGER NOT NULL, data TEXT NOT NULL, at REAL NOT NULL, "
-        "PRIMARY KEY (client_order_id, version))"
-    )
-    lock = asyncio.Lock()
-
-    def write(client_order_id: str, data: str) -> None:
-        now = time.time()
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            (version,) = con.execute(
-                "INSERT INTO orders (client_order_id, version, data, updated_at) "
-                "VALUES (?, 1, ?, ?) ON CONFLICT (client_order_id) DO UPDATE SET "
-                "version = orders.version + 1, data = excluded.data, "
-                "updated_at = excluded.updated_at RETURNING version",
-                (client_order_id, data, now),
-            ).fetchone()
-            con.execute(
-                "INSERT INTO order_history (client_order_id, version, data, at) "
-                "VALUES (?, ?, ?, ?)",
-                (client_order_id, version, data, now),
-            )
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-
-    async def record(client_order_id: str, data: str) -> None:
-        async with lock:
-            await asyncio.to_thread(write, client_order_id, data)
-
-    try:
-        yield record
-    finally:
-        con.close()
-
-
-@asynccontextmanager
-async def _raw_postgres(url: str, connections: int) -> AsyncIterator[RawRecorder]:
-    """What a user writes with asyncpg: a pool, and per order one transaction that
-    upserts its current row (value, version) and inserts a history row, in tables of
-    its own (dropped afterwards)."""
-    import asyncpg  # type: ignore[import-untyped]
-
-    base = url.partition("?")[0]
-    table = f"bench_reconcile_raw_{uuid.uuid4().hex[:12]}"
-    pool = await asyncpg.create_pool(base, min_size=connections, max_size=connections)
-    try:
-        await pool.execute(
-            f"CREATE TABLE {table} (client_order_id text PRIMARY KEY, version bigint NOT NULL, "
-            "data jsonb NOT NULL, updated_at timestamptz NOT NULL DEFAULT now());"
-            f"CREATE TABLE {table}_history (client_order_id text NOT NULL, "
-            "version bigint NOT NULL, data jsonb NOT NULL, "
-            "at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (client_order_id, version))"
-        )
-
-        async def record(client_order_id: str, data: str) -> None:
-            async with pool.acquire() as con, con.transaction():
-                version = await con.fetchval(
-                    f"INSERT INTO {table} (client_order_id, version, data) "
-                    "VALUES ($1, 1, $2::jsonb) ON CONFLICT (client_order_id) DO UPDATE SET "
-                    f"version = {table}.version + 1, data = EXCLUDED.data, "
-                    "updated_at = now() RETURNING version",
-                    client_order_id,
-                    data,
-                )
-                await con.execute(
-                    f"INSERT INTO {table}_history (client_order_id, version, data) "
-                    "VALUES ($1, $2, $3::jsonb)",
-                    client_order_id,
-                    version,
-                    data,
-                )
-
-        yield record
-    finally:
-        await pool.execute(f"DROP TABLE IF EXISTS {table}, {table}_history")
-        await pool.close()
-
-
-def _raw_side(
-    base: str | None, scratch: Path, connections: int
-) -> tuple[AbstractAsyncContextManager[RawRecorder], str]:
-    """The hand-written recorder for the store the engine runs on, and its label."""
-    if base is not None and base.partition("://")[0] in ("postgres", "postgresql"):
-        return _raw_postgres(base, connections), "asyncpg"
-    return _raw_sqlite(scratch / "reconcile-raw.db"), "sqlite3"
-
-
-async def _cancel_raw(exchange: PaperExchange) -> None:
-    """Untimed: the raw side's orders are cancelled, so the engine does not see them."""
-    for order in exchange.orders:
-        cid = order.client_order_id or ""
-        if cid.startswith("raw-") and not order.status.final:
-            await exchange.cancel_order(order.id, order.symbol)
-
-
 async def _lag_rounds(
     engine: ReconcileEngine,
     store: StateStore,
@@ -477,8 +337,8 @@ async def _lag_rounds(
 
 async def run_reconcile_bench(bench: ReconcileBench, scratch: Path) -> Result:
     """Run every phase (module docstring); the JSON line."""
-    if bench.intents < 1 or bench.symbols < 1 or bench.workers < 1:
-        raise StatekitError("reconcile bench: intents, symbols and workers must be >= 1")
+    if bench.intents < 1 or bench.symbols < 1 or bench.workers < 1 or bench.repeats < 1:
+        raise StatekitError("reconcile bench: intents, symbols, workers, repeats must be >= 1")
     symbols = symbol_names(min(bench.symbols, bench.intents))
     specs = intent_specs(bench.intents, symbols)
     result: Result = {
@@ -488,63 +348,144 @@ async def run_reconcile_bench(bench: ReconcileBench, scratch: Path) -> Result:
         "symbols": len(symbols),
         "workers": bench.workers,
     }
-    async with AsyncExitStack() as stack:
-        store = await stack.enter_async_context(_fresh_store(bench.store, scratch, "first"))
-        exchange = paper_exchange(symbols, seed=bench.seed)
-        result["store"] = store.backend.name
-        result["durability"] = await _durability(store)
-        result["create_seconds"] = round(await _create(store, specs), 3)
-
-        raw, label = _raw_side(bench.store, scratch, bench.workers)
-        record = await stack.enter_async_context(raw)
-        # The raw side runs before and after the engine's first pass (its figure is
-        # the median of the two): side by side on the same loaded machine.
-        raw_runs = [await _raw_place(record, exchange, specs, bench.workers, "a")]
-        await _cancel_raw(exchange)
-
-        engine = _engine(store, exchange, bench.workers)
-        stack.push_async_callback(engine.aclose)
-        first, first_seconds = await _timed_pass(engine)
-        if first is None or not first.in_sync:
-            raise StatekitError("reconcile bench: the first pass did not bring every key in sync")
-        raw_runs.append(await _raw_place(record, exchange, specs, bench.workers, "b"))
-        await _cancel_raw(exchange)
-        raw_seconds = statistics.median(raw_runs)
-        await _check_in_sync(store, exchange)
-        steady, steady_seconds = await _timed_pass(engine)
-        if steady is None or steady.actions:
-            raise StatekitError("reconcile bench: the steady pass found work to do")
-        result["full_pass_seconds"] = {
-            # Microseconds: a short first pass rounded to milliseconds would not
-            # give back the ratio printed beside it.
-            "first": round(first_seconds, 6),
-            "steady": round(steady_seconds, 6),
-        }
-        result["first_pass_actions"] = len(first.actions)
-        result["actions_per_second"] = round(len(first.actions) / first_seconds, 1)
-        result["raw_seconds"] = round(raw_seconds, 6)
-        result["raw_runs"] = [round(r, 6) for r in raw_runs]
-        result["ratio"] = round(first_seconds / raw_seconds, 2)
-        result["raw"] = label
-        result["baseline"] = BASELINE
-
-        lag_passes, lag_seconds = await _lag_rounds(engine, store, specs, bench)
-        await _check_in_sync(store, exchange)
-        snapshot = engine.metrics.snapshot()
-        result["changes_per_round"] = min(bench.changed_per_round, bench.intents)
-        result["lag_rounds"] = bench.lag_rounds
-        passes_each: list[JSON] = [*lag_passes]
-        result["lag_passes"] = passes_each
-        result["lag_p50_seconds"] = _rounded(snapshot["lag_p50_seconds"])
-        result["lag_p99_seconds"] = _rounded(snapshot["lag_p99_seconds"])
-        result["lag_samples"] = snapshot["lag_samples"]
-        result["lag_phase_seconds"] = round(lag_seconds, 3)
-
+    firsts: list[tuple[float, float, float]] = []  # (engine, raw, ratio) per round
+    raw_runs: list[JSON] = []
+    for round_ in range(bench.repeats):
+        async with AsyncExitStack() as stack:
+            store = await stack.enter_async_context(
+                _fresh_store(bench.store, scratch, f"first{round_}")
+            )
+            exchange = paper_exchange(symbols, seed=bench.seed)
+            result["store"] = store.backend.name
+            result["durability"] = await _durability(store)
+            result["create_seconds"] = round(await _create(store, specs), 3)
+            raw, label = raw_side(bench.store, scratch, bench.workers, tag=str(round_))
+            record = await stack.enter_async_context(raw)
+            engine = _engine(store, exchange, bench.workers)
+            stack.push_async_callback(engine.aclose)
+            # The raw side runs just before and just after the engine's first pass
+            # (its figure is the median of the two): side by side on the same machine.
+            raws = [await raw_place(record, exchange, specs, bench.workers, f"{round_}a")]
+            await cancel_raw(exchange)
+            first, first_seconds = await _timed_pass(engine)
+            if first is None or not first.in_sync:
+                raise StatekitError("reconcile bench: the first pass left keys out of sync")
+            raws.append(await raw_place(record, exchange, specs, bench.workers, f"{round_}b"))
+            await cancel_raw(exchange)
+            raw_runs += [round(r, 6) for r in raws]
+            raw_seconds = statistics.median(raws)
+            firsts.append((first_seconds, raw_seconds, first_seconds / raw_seconds))
+            await _check_in_sync(store, exchange)
+            result["first_pass_actions"] = len(first.actions)
+            result["raw"] = label
+            if round_ == bench.repeats - 1:
+                result.update(await _steady_phases(engine, store, exchange, specs, bench))
+    first_seconds = statistics.median(f for f, _, _ in firsts)
+    result["full_pass_seconds"] = {
+        # Microseconds: a short first pass rounded to milliseconds would not give
+        # back the ratio printed beside it.
+        "first": round(first_seconds, 6),
+        "steady": result.pop("steady_seconds"),
+    }
+    result["first_runs"] = [round(f, 6) for f, _, _ in firsts]
+    result["actions_per_second"] = round(bench.intents * 2 / first_seconds, 1)
+    result["raw_seconds"] = round(statistics.median(r for _, r, _ in firsts), 6)
+    result["raw_runs"] = raw_runs
+    result["ratio"] = round(statistics.median(q for _, _, q in firsts), 2)
+    result["ratio_runs"] = [round(q, 2) for _, _, q in firsts]
+    result["baseline"] = BASELINE
     if bench.faults:
         result.update(await _faults_phase(bench, scratch, symbols, specs))
     result["python"] = platform.python_version()
     result["at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return result
+
+
+async def _steady_phases(
+    engine: ReconcileEngine,
+    store: StateStore,
+    exchange: PaperExchange,
+    specs: Sequence[tuple[str, IntentSpec]],
+    bench: ReconcileBench,
+) -> Result:
+    """The steady pass, the lag by passes (``run_once``), then the lag under
+    ``engine.run()`` (the watch queues a changed intent at once): how it runs."""
+    steady, steady_seconds = await _timed_pass(engine)
+    if steady is None or steady.actions:
+        raise StatekitError("reconcile bench: the steady pass found work to do")
+    result: Result = {"steady_seconds": round(steady_seconds, 6)}
+    result["changes_per_round"] = min(bench.changed_per_round, bench.intents)
+    lag_passes, lag_seconds = await _lag_rounds(engine, store, specs, bench)
+    await _check_in_sync(store, exchange)
+    snapshot = engine.metrics.snapshot()
+    passes_each: list[JSON] = [*lag_passes]
+    result["pass_lag_rounds"] = bench.lag_rounds
+    result["pass_lag_passes"] = passes_each
+    result["pass_lag_p50_seconds"] = _rounded(snapshot["lag_p50_seconds"])
+    result["pass_lag_p99_seconds"] = _rounded(snapshot["lag_p99_seconds"])
+    result["pass_lag_phase_seconds"] = round(lag_seconds, 3)
+    await engine.aclose()  # its lease goes: the running engine takes it
+    result.update(await _run_lag(store, exchange, specs, bench))
+    await _check_in_sync(store, exchange)
+    return result
+
+
+def _samples_reach(engine: ReconcileEngine, wanted: int) -> bool:
+    return len(engine.metrics.lag) >= wanted
+
+
+async def _until(done: Callable[[], bool], what: str, within: float = 120.0) -> None:
+    deadline = time.monotonic() + within
+    while not done():
+        if time.monotonic() > deadline:
+            raise StatekitError(f"reconcile bench: {what} within {within:g} s")
+        await asyncio.sleep(0.002)
+
+
+async def _run_lag(
+    store: StateStore,
+    exchange: PaperExchange,
+    specs: Sequence[tuple[str, IntentSpec]],
+    bench: ReconcileBench,
+) -> Result:
+    """The steady lag as the engine runs in production: ``engine.run()`` (passes every
+    ``resync`` second, and the watch queueing each changed intent at once), while
+    ``changes`` intents get a new price at once, ``run_lag_rounds`` times, each round
+    once the last is in sync, at a random moment of the resync cycle."""
+    engine = _engine(store, exchange, bench.workers)
+    stop = asyncio.Event()
+    running = asyncio.create_task(engine.run(stop))
+    intents = IntentStore(store)
+    rng = random.Random(bench.seed + 1)
+    prices = {intent_id: spec.price for intent_id, spec in specs}
+    count = min(bench.changed_per_round, len(specs))
+    started = time.perf_counter()
+    try:
+        await _until(lambda: engine.metrics.passes >= 1, "the running engine's first pass")
+        engine.metrics.lag.clear()
+        for _ in range(bench.run_lag_rounds):
+            await asyncio.sleep(rng.uniform(0, engine.resync))
+            wanted = len(engine.metrics.lag) + count
+            for intent_id in rng.sample(list(prices), count):
+                intent = await intents.get(intent_id)
+                assert intent is not None and intent.spec.price is not None
+                original = prices[intent_id]
+                assert original is not None
+                moved = original - 1 if intent.spec.price == original else original
+                await intents.update(intent_id, price=moved)  # away and back: never crosses
+            await _until(partial(_samples_reach, engine, wanted), "the changes in sync")
+    finally:
+        stop.set()
+        await running
+    snapshot = engine.metrics.snapshot()
+    return {
+        "lag_mode": "engine.run(): watch + passes",
+        "lag_rounds": bench.run_lag_rounds,
+        "lag_p50_seconds": _rounded(snapshot["lag_p50_seconds"]),
+        "lag_p99_seconds": _rounded(snapshot["lag_p99_seconds"]),
+        "lag_samples": snapshot["lag_samples"],
+        "lag_phase_seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 async def _faults_phase(
@@ -625,6 +566,15 @@ def _parser() -> argparse.ArgumentParser:
         "--changes", type=_positive, default=None, help="intents changed per lag round (1 %%)"
     )
     parser.add_argument("--workers", type=_positive, default=WORKERS, help="default %(default)s")
+    parser.add_argument(
+        "--repeats", type=_positive, default=REPEATS, help="first passes (default %(default)s)"
+    )
+    parser.add_argument(
+        "--run-rounds",
+        type=_positive,
+        default=RUN_LAG_ROUNDS,
+        help="lag rounds under engine.run() (default %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="default %(default)s")
     parser.add_argument(
         "--dir", type=Path, default=None, help="folder for the SQLite files (default: temp)"
@@ -649,6 +599,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes=args.changes,
         workers=args.workers,
         seed=args.seed,
+        repeats=args.repeats,
+        run_lag_rounds=args.run_rounds,
     )
     try:
         with tempfile.TemporaryDirectory(prefix="statekit-bench-", dir=args.dir) as scratch:
