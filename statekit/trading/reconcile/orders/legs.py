@@ -53,14 +53,24 @@ class Member:
 
     intent: Intent
     status: IntentStatus
-    before: str  # the status's JSON as read, to skip writes that change nothing
+    before: str  # the status's JSON as stored, to skip writes that change nothing
     clock: Callable[[], datetime]
     new_orders: list[ExchangeOrder] = field(default_factory=list)
     seen_orders: list[ExchangeOrder] = field(default_factory=list)
     removed: bool = False
     gone: bool = False  # its removal is stored
+    was_synced: tuple[Condition, int | None] = field(init=False)
+    """The stored status's condition and observed generation."""
     outcomes: list[tuple[LedgerEntry, ExchangeOrder]] = field(default_factory=list)
     """Ledger outcomes (held reservation, accepted order) stored with the next save."""
+
+    def __post_init__(self) -> None:
+        self.saved()
+
+    def saved(self) -> None:
+        """The status as it is now is what the store holds (``before``)."""
+        self.before = self.status.model_dump_json()
+        self.was_synced = (self.status.condition, self.status.observed_generation)
 
     @property
     def changed(self) -> bool:
@@ -286,10 +296,9 @@ async def _save(
             continue
         if not member.changed:
             continue
-        was = IntentStatus.model_validate_json(member.before)
-        if member.status.condition is Condition.IN_SYNC and (
-            was.condition is not Condition.IN_SYNC
-            or was.observed_generation != member.intent.generation
+        if member.status.condition is Condition.IN_SYNC and member.was_synced != (
+            Condition.IN_SYNC,
+            member.intent.generation,
         ):
             synced.append(member)
         member.status.synced_at = ctx.clock()
@@ -309,7 +318,7 @@ async def _save(
         record = by_key.get(STATUS_PREFIX + member.status.intent_id)
         if record is not None:
             member.status.version = record.version
-            member.before = member.status.model_dump_json()
+            member.saved()
     now = ctx.clock()
     for member in synced:
         ctx.metrics.observe_lag((now - member.intent.changed_at).total_seconds())

@@ -38,6 +38,8 @@ from statekit.trading.reconcile.orders.oco import group_settled, key_of, load
 __all__ = ["IntentReconciler"]
 
 _STEPS = 6  # decide-act rounds per key before handing it back to the queue
+_EXCHANGE_STEPS = frozenset({"cancel", "place", "place:drift", "send", "wait"})
+"""Steps that ask the exchange for something: the legs are looked at again after them."""
 
 
 class IntentReconciler(Reconciler):
@@ -177,15 +179,19 @@ class IntentReconciler(Reconciler):
 
         In an OCO group at most one order is placed per round, and the group is
         looked at again before the next one: an order that filled on arrival
-        stops its siblings before they are sent."""
+        stops its siblings before they are sent. After a round that only kept books
+        (in sync, done, stopped...) and sent nothing, the exchange is not asked again:
+        the next decision is made on what the last refresh said."""
+        stale = True  # the legs need a look at the exchange before deciding
         for round_ in range(_STEPS + 2 * len(members)):
             present = [m for m in members if not m.removed]
             if not present:
                 return
-            for member in present:
-                await refresh(
-                    ctx, member, self._open, resolve=True, snapshot=snapshot and round_ == 0
-                )
+            if stale:
+                for member in present:
+                    await refresh(
+                        ctx, member, self._open, resolve=True, snapshot=snapshot and round_ == 0
+                    )
             steps = [
                 (member, action, step)
                 for member in present
@@ -193,6 +199,7 @@ class IntentReconciler(Reconciler):
             ]
             if not steps:
                 return
+            stale = any(step in _EXCHANGE_STEPS for _, _, (step, _) in steps)
             await self._act(ctx, key, members, steps, result)
 
     # -- deciding -------------------------------------------------------------------------
