@@ -22,6 +22,7 @@ from statekit.trading.reconcile.intents import (
     IntentStatus,
     IntentStore,
     Leg,
+    Parsed,
 )
 from statekit.trading.reconcile.orders.decide import Step, decide
 from statekit.trading.reconcile.orders.legs import (
@@ -56,6 +57,7 @@ class IntentReconciler(Reconciler):
         self._open: dict[str, ExchangeOrder] = {}
         self._snapshot_keys: set[str] = set()  # keys of the pass that took self._open
         self._groups: dict[str, list[str]] = {}  # OCO group -> intent ids, as last observed
+        self._parsed = Parsed()  # observe's intents and statuses, parsed once per version
 
     # -- the reconciler contract -------------------------------------------------------
 
@@ -76,7 +78,7 @@ class IntentReconciler(Reconciler):
         # after it is a real orphan.
         opened = await ctx.connector.fetch_open_orders()
         self._open = {o.client_order_id: o for o in opened if o.client_order_id}
-        store = IntentStore(ctx.store, clock=ctx.clock)
+        store = IntentStore(ctx.store, clock=ctx.clock, parsed=self._parsed)
         statuses = await store.statuses()
         groups: dict[str, list[tuple[Intent, IntentStatus | None]]] = {}
         owned: set[str] = set()
@@ -87,6 +89,7 @@ class IntentReconciler(Reconciler):
             groups.setdefault(key_of(intent), []).append((intent, status))
             if status is not None:
                 owned.update(leg.client_order_id for leg in status.legs)
+        self._parsed.sweep()
         keys = {key for key, members in groups.items() if not self._settled(members)}
         self._groups = {
             key.removeprefix("oco:"): [intent.id for intent, _ in members]
