@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from statekit.trading.exchange import ExchangeConnector
     from statekit.trading.idempotency import IdempotencyLedger
     from statekit.trading.leases import Lease
-    from statekit.trading.reconcile.commits import Commits
+    from statekit.trading.reconcile.commits import Commits, Reads
     from statekit.trading.reconcile.metrics import ReconcileMetrics
 
 __all__ = ["Action", "Context", "Reconciler", "Result", "Scope"]
@@ -122,6 +122,15 @@ class Context:
     """True in a plan: read the world, never write or send."""
     commits: Commits | None = None
     """The engine's group commit of fenced batches (None: each batch on its own)."""
+    reads: Reads | None = None
+    """The engine's merged reads (None: each read on its own)."""
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Record]:
+        """``store.get_many(keys)``, merged with other workers' where the engine has
+        :attr:`reads`."""
+        if self.reads is not None:
+            return await self.reads.get_many(keys)
+        return await self.store.get_many(keys)
 
     async def write(self, writes: Sequence[Write]) -> list[Record]:
         """Store ``writes`` atomically, fenced by :attr:`lease`, merged with other

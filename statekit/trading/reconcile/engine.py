@@ -43,7 +43,7 @@ from statekit.trading.idempotency import IdempotencyLedger, Retry
 from statekit.trading.leases import Lease
 from statekit.trading.models import Balance, OrderSide, OrderType, TimeInForce
 from statekit.trading.reconcile.base import Action, Context, Reconciler, Scope
-from statekit.trading.reconcile.commits import Commits
+from statekit.trading.reconcile.commits import Commits, Reads
 from statekit.trading.reconcile.metrics import METRICS_PREFIX, ReconcileMetrics
 from statekit.trading.reconcile.queue import Backoff, TokenBucket, WorkQueue
 
@@ -212,6 +212,7 @@ class ReconcileEngine:
         )
         # Every worker's fenced batches, merged into one commit while one is in flight.
         self.commits = Commits(store, self.lease)
+        self.reads = Reads(store)
         self.metrics = ReconcileMetrics(scope=self.scope.name)
         self.metrics_interval = metrics_interval
         self._saved: tuple[dict[str, Any], float] | None = None
@@ -254,6 +255,7 @@ class ReconcileEngine:
             metrics=self.metrics,
             clock=self.clock,
             commits=self.commits,
+            reads=self.reads,
         )
 
     # -- one pass (needs the lease) --------------------------------------------------------

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -272,10 +272,12 @@ class IntentStore:
         *,
         clock: Callable[[], datetime] = _now,
         parsed: Parsed | None = None,
+        get_many: Callable[[Sequence[str]], Awaitable[dict[str, Record]]] | None = None,
     ) -> None:
         self.store = store
         self._clock = clock
         self._parsed = parsed
+        self._get_many = get_many or store.get_many
 
     def _intent(self, record: Record) -> Intent:
         if self._parsed is None:
@@ -396,7 +398,7 @@ class IntentStore:
     ) -> list[tuple[Intent, IntentStatus | None]]:
         """The intents of ``intent_ids`` that exist, each with its status, in one read."""
         ids = [check_intent_id(i) for i in intent_ids]
-        records = await self.store.get_many(
+        records = await self._get_many(
             [INTENT_PREFIX + i for i in ids] + [STATUS_PREFIX + i for i in ids]
         )
         found = []
