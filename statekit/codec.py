@@ -345,27 +345,37 @@ _NOT_PLAIN = _NotPlain()
 def _plain(value: Any, depth: int) -> JSON:
     """A copy of ``value`` if it is exactly JSON (dict with str keys, list, str, bool,
     None, int within :data:`MAX_INT_DIGITS`, finite float, at most :data:`MAX_DEPTH`
-    deep), as ``Codec._walk`` would return it; else raises :class:`_NotPlain`."""
-    kind = type(value)
+    deep), as ``Codec._walk`` would return it; else raises :class:`_NotPlain`.
+    Scalars inside a dict or list are taken in place (no call per value)."""
     if depth > MAX_DEPTH:
         raise _NOT_PLAIN
-    if kind is str or kind is bool or value is None:
-        return value  # type: ignore[no-any-return]
+    kind = type(value)
     if kind is dict:
         out: dict[str, JSON] = {}
         for k, v in value.items():
             if type(k) is not str:
                 raise _NOT_PLAIN
-            out[k] = _plain(v, depth + 1)
+            out[k] = v if _scalar(v) and depth < MAX_DEPTH else _plain(v, depth + 1)
         return out
     if kind is list:
+        if depth < MAX_DEPTH:
+            return [v if _scalar(v) else _plain(v, depth + 1) for v in value]
         return [_plain(v, depth + 1) for v in value]
-    if kind is int:
-        if -_INT_LIMIT < value < _INT_LIMIT:
-            return value  # type: ignore[no-any-return]
-    elif kind is float and math.isfinite(value):
+    if _scalar(value):
         return value  # type: ignore[no-any-return]
     raise _NOT_PLAIN
+
+
+def _scalar(value: Any) -> bool:
+    """``value`` is a JSON scalar stored as it is."""
+    kind = type(value)
+    return (
+        kind is str
+        or value is None
+        or kind is bool
+        or (kind is int and -_INT_LIMIT < value < _INT_LIMIT)
+        or (kind is float and math.isfinite(value))
+    )
 
 
 def loads(text: str | bytes, *, key: str | None = None, backend: str | None = None) -> JSON:
