@@ -347,7 +347,9 @@ def _plain(value: Any, depth: int) -> JSON:
     None, int within :data:`MAX_INT_DIGITS`, finite float, at most :data:`MAX_DEPTH`
     deep), as ``Codec._walk`` would return it; else raises :class:`_NotPlain`.
     Scalars inside a dict or list are taken in place (no call per value)."""
-    if depth > MAX_DEPTH:
+    if depth >= MAX_DEPTH:  # what is inside is past the limit: _walk says where
+        if _scalar(value) and depth == MAX_DEPTH:
+            return value  # type: ignore[no-any-return]
         raise _NOT_PLAIN
     kind = type(value)
     if kind is dict:
@@ -355,12 +357,20 @@ def _plain(value: Any, depth: int) -> JSON:
         for k, v in value.items():
             if type(k) is not str:
                 raise _NOT_PLAIN
-            out[k] = v if _scalar(v) and depth < MAX_DEPTH else _plain(v, depth + 1)
+            t = type(v)
+            if (
+                t is str
+                or v is None
+                or t is bool
+                or (t is int and -_INT_LIMIT < v < _INT_LIMIT)
+                or (t is float and math.isfinite(v))
+            ):
+                out[k] = v
+            else:
+                out[k] = _plain(v, depth + 1)
         return out
     if kind is list:
-        if depth < MAX_DEPTH:
-            return [v if _scalar(v) else _plain(v, depth + 1) for v in value]
-        return [_plain(v, depth + 1) for v in value]
+        return [v if _scalar(v) else _plain(v, depth + 1) for v in value]
     if _scalar(value):
         return value  # type: ignore[no-any-return]
     raise _NOT_PLAIN
