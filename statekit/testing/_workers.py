@@ -74,6 +74,7 @@ async def _guarded_appends(url: str, log_key: str, guard_key: str, version: int)
                     raise
                 return count
             count += 1
+            await asyncio.sleep(0.001)  # paced as the tasks are (statekit.testing.guards)
 
 
 def guarded_appends(url: str, log_key: str, guard_key: str, version: int, start_at: float) -> int:

@@ -20,6 +20,8 @@ __all__ = ["GuardContract"]
 
 RACERS = 4
 """Tasks (or processes) appending under a guard while it is bumped."""
+PACE = 0.001
+"""Seconds each racer pauses between its appends."""
 
 
 async def _racing_appends(store: StateStore, log_key: str, guard: Guard) -> int:
@@ -32,7 +34,9 @@ async def _racing_appends(store: StateStore, log_key: str, guard: Guard) -> int:
                 raise
             return count
         count += 1
-        await asyncio.sleep(0)
+        # Paced a little: on stores where racing appends conflict and start over
+        # (MongoDB), unpaced racers could starve the bump they race.
+        await asyncio.sleep(PACE)
 
 
 class GuardContract:

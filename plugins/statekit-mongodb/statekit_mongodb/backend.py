@@ -37,7 +37,7 @@ from typing import Any, Self
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
-from statekit.backend import Backend, Capability, Guard, Health, Record, Write
+from statekit.backend import Backend, Capability, Health, Record, Write
 from statekit.codec import from_micros, prefix_end, to_micros
 from statekit.errors import CapabilityError, ConfigError, ValidationError
 from statekit.kit import Watchers, appended
@@ -180,16 +180,14 @@ class MongoBackend(Backend):
             self.change_streams = replicated and self.options.watch != "poll"
             self.writer.sequenced = not self.change_streams
             caps = set(type(self).capabilities) | {Capability.WATCH}
-            if self.transactions:  # a guard is checked in a transaction
-                caps |= {Capability.ATOMIC_BATCH, Capability.GUARDED_APPEND}
+            if self.transactions:
+                caps.add(Capability.ATOMIC_BATCH)
             self.capabilities = frozenset(caps)
             await create_indexes(self._versions, self._heads, sequenced=self.sequenced)
 
     # -- writing ---------------------------------------------------------------------
 
-    async def append(
-        self, writes: Sequence[Write], at: datetime, *, guards: Sequence[Guard] = ()
-    ) -> list[Record]:
+    async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
         if not writes:
             return []
         if len(writes) > 1:
@@ -203,7 +201,7 @@ class MongoBackend(Backend):
                     capability=Capability.ATOMIC_BATCH.value,
                 )
         with self.guard.calls():
-            versions, stamped = await self.writer.append(writes, guards)
+            versions, stamped = await self.writer.append(writes)
         return appended(writes, versions, from_micros(stamped))
 
     async def replicate(self, records: Sequence[Record]) -> None:

@@ -40,9 +40,9 @@ from pymongo.errors import (
     PyMongoError,
 )
 
-from statekit.backend import Guard, Record, Write, check_expect, next_at
+from statekit.backend import Record, Write, check_expect, next_at
 from statekit.codec import from_micros, to_micros
-from statekit.errors import BackendUnavailable, ConflictError
+from statekit.errors import BackendUnavailable
 from statekit.kit import stored
 from statekit_mongodb.documents import head_document, version_document
 from statekit_mongodb.translate import DRIVER_ERRORS, NAME
@@ -96,20 +96,17 @@ class Writer:
         self._seq_seen = 0
         """A ``seq`` this writer saw stored: the namespace's highest is at least this."""
 
-    async def append(
-        self, writes: Sequence[Write], guards: Sequence[Guard] = ()
-    ) -> tuple[list[int], int]:
-        """Append ``writes`` (one, or several in a transaction; any with ``guards`` in
-        a transaction), starting over while it loses races; the new versions and the
-        ``at`` (µs) they were stored with."""
+    async def append(self, writes: Sequence[Write]) -> tuple[list[int], int]:
+        """Append ``writes`` (one, or several in a transaction), starting over while it
+        loses races; the new versions and the ``at`` (µs) they were stored with."""
         deadline = time.monotonic() + RACE_SECONDS
         attempt = 0
         while attempt == 0 or time.monotonic() < deadline:
             try:
-                if len(writes) == 1 and not guards:  # the common put: no transaction
+                if len(writes) == 1:  # the common put: no transaction needed
                     version, stamped = await self._one(writes[0])
                     return [version], stamped
-                return await self._in_transaction(writes, guards)
+                return await self._in_transaction(writes)
             except _Raced:
                 pass
             except PyMongoError as exc:
@@ -123,32 +120,7 @@ class Writer:
             backend=NAME,
         )
 
-    async def _guard(self, guard: Guard, session: AsyncClientSession) -> None:
-        """Check ``guard`` in the transaction of ``session`` with a write to its head
-        (a counter, its version unchanged): the head is then the transaction's, so a
-        move of it meanwhile conflicts and one of the two starts over. A guard of 0
-        on a key that has no head at all is checked by the read alone."""
-        ns = self.namespace
-        held: dict[str, Any] = {"ns": ns, "key": guard.key, "pending": {"$exists": False}}
-        if guard.version:
-            held["v"] = guard.version
-        else:
-            held["live"] = False
-        touched = await self._heads.update_one(held, {"$inc": {"guarded": 1}}, session=session)
-        if touched.matched_count:
-            return
-        head = await self._heads.find_one({"ns": ns, "key": guard.key}, session=session)
-        if head is None and guard.version == 0:
-            return
-        if head is not None and "pending" in head:
-            await _abort(session)
-            await self.finish_pending(head)
-            raise _Raced
-        raise ConflictError(guard.key, guard.version, int(head["v"]) if head else 0, backend=NAME)
-
-    async def _in_transaction(
-        self, writes: Sequence[Write], guards: Sequence[Guard] = ()
-    ) -> tuple[list[int], int]:
+    async def _in_transaction(self, writes: Sequence[Write]) -> tuple[list[int], int]:
         """One attempt: read the heads, check, move the heads, insert the versions, commit.
 
         Returns the new versions and the batch's ``at`` (µs): this host's clock, past
@@ -159,8 +131,6 @@ class Writer:
         async with self._client.start_session() as session:
             await session.start_transaction()
             try:
-                for guard in guards:
-                    await self._guard(guard, session)
                 heads = {
                     doc["key"]: doc
                     async for doc in self._heads.find(
