@@ -5,36 +5,38 @@
 keys at once, no rate limit: the paper exchange has none) works against a
 :class:`PaperExchange`. One JSON line:
 
-``full_pass_seconds``
-    ``first``: the pass that places every order (each placement is a status write
-    under the lease, the ledger's reservation and outcome, the placed order and the
-    status again); ``steady``: the next pass, with nothing to do.
-``actions_per_second``
-    the first pass's actions (a ``place`` and a ``record`` per intent) per second.
+``full_pass_seconds``, ``first_runs``
+    ``first``: the median of ``repeats`` passes that place every order, each in a
+    fresh store (each placement: the leg's status with the ledger's reservation,
+    then the outcome with the status and the actual order, both fenced);
+    ``steady``: the next pass, with nothing to do.
+``raw_seconds``, ``raw_runs``, ``raw``, ``ratio``, ``ratio_runs``
+    the baseline (:data:`~statekit.bench.reconcile_raw.BASELINE`): the same orders
+    placed on the same paper exchange and recorded by hand with the driver
+    (sqlite3, or asyncpg for a PostgreSQL store), as many concurrent tasks as
+    workers, run just before and just after each first pass. ``ratio`` is the
+    median over the rounds of the engine's first pass time divided by that
+    round's raw time (lower is better).
 ``lag_p50_seconds`` / ``lag_p99_seconds``
-    in steady state, ``changes`` random intents (1 % by default) get a new price,
-    then passes run until everything is in sync, ``lag_rounds`` times; the engine's
-    own lag figures (:class:`ReconcileMetrics`: from the intent's change to its
-    status in sync) over those rounds only. Driven by ``run_once`` passes, so this
-    is the level-triggered lag; ``engine.run()`` also wakes on store changes.
+    under ``engine.run()`` (the watch queues a changed intent at once, passes every
+    ``resync`` second): ``run_lag_rounds`` times, ``changes`` random intents (1 %
+    by default) get a new price at once; the engine's own lag (from the intent's
+    change to its status in sync, after the new order was placed).
+``pass_lag_p50_seconds`` / ``pass_lag_p99_seconds``
+    the same with ``run_once`` passes alone, ``lag_rounds`` times: the
+    level-triggered lag.
 ``faults_passes_to_converge``
     the same intents in another fresh store, against a paper exchange injecting
     :data:`FAULTS` on every call for the whole run: passes until every intent is
     in sync (a pass whose observe failed counts too), at most :data:`MAX_PASSES`.
-``raw_seconds``, ``ratio``
-    the baseline (:data:`BASELINE`): the same orders placed straight on the same
-    paper exchange with client ids, one ``store.put`` per order in the same store,
-    with as many concurrent tasks as the engine has workers. ``ratio`` is the
-    engine's first pass time divided by the raw time (how many times longer the
-    engine takes); the raw orders are cancelled before the engine starts (untimed),
-    so the engine does not see them.
 
 Every phase checks that the exchange ended up with exactly one open order per intent,
 matching it, before its figures are printed.
 
 ``python -m statekit.bench.reconcile`` takes every knob (``--intents``,
-``--symbols``, ``--store``, ``--faults on|off``, ``--changes``, ``--workers``);
-``python -m statekit.bench reconcile`` maps ``--n`` to intents and ``--url`` to the store.
+``--symbols``, ``--store``, ``--faults on|off``, ``--changes``, ``--workers``,
+``--repeats``, ``--run-rounds``); ``python -m statekit.bench reconcile`` maps
+``--n`` to intents and ``--url`` to the store.
 """
 
 from __future__ import annotations
@@ -49,17 +51,17 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import partial
 from pathlib import Path
 
 import statekit
 from statekit.backend import JSON
 from statekit.bench.harness import BenchConfig, Result, drop_namespace
+from statekit.bench.reconcile_lag import run_lag
 from statekit.bench.reconcile_raw import BASELINE, cancel_raw, raw_place, raw_side
 from statekit.config import load_settings
 from statekit.errors import StatekitError
@@ -423,69 +425,22 @@ async def _steady_phases(
     result["pass_lag_passes"] = passes_each
     result["pass_lag_p50_seconds"] = _rounded(snapshot["lag_p50_seconds"])
     result["pass_lag_p99_seconds"] = _rounded(snapshot["lag_p99_seconds"])
+    result["pass_lag_samples"] = snapshot["lag_samples"]
     result["pass_lag_phase_seconds"] = round(lag_seconds, 3)
     await engine.aclose()  # its lease goes: the running engine takes it
-    result.update(await _run_lag(store, exchange, specs, bench))
+    engine = _engine(store, exchange, bench.workers)
+    result.update(
+        await run_lag(
+            engine,
+            store,
+            specs,
+            changes=bench.changed_per_round,
+            rounds=bench.run_lag_rounds,
+            seed=bench.seed + 1,
+        )
+    )
     await _check_in_sync(store, exchange)
     return result
-
-
-def _samples_reach(engine: ReconcileEngine, wanted: int) -> bool:
-    return len(engine.metrics.lag) >= wanted
-
-
-async def _until(done: Callable[[], bool], what: str, within: float = 120.0) -> None:
-    deadline = time.monotonic() + within
-    while not done():
-        if time.monotonic() > deadline:
-            raise StatekitError(f"reconcile bench: {what} within {within:g} s")
-        await asyncio.sleep(0.002)
-
-
-async def _run_lag(
-    store: StateStore,
-    exchange: PaperExchange,
-    specs: Sequence[tuple[str, IntentSpec]],
-    bench: ReconcileBench,
-) -> Result:
-    """The steady lag as the engine runs in production: ``engine.run()`` (passes every
-    ``resync`` second, and the watch queueing each changed intent at once), while
-    ``changes`` intents get a new price at once, ``run_lag_rounds`` times, each round
-    once the last is in sync, at a random moment of the resync cycle."""
-    engine = _engine(store, exchange, bench.workers)
-    stop = asyncio.Event()
-    running = asyncio.create_task(engine.run(stop))
-    intents = IntentStore(store)
-    rng = random.Random(bench.seed + 1)
-    prices = {intent_id: spec.price for intent_id, spec in specs}
-    count = min(bench.changed_per_round, len(specs))
-    started = time.perf_counter()
-    try:
-        await _until(lambda: engine.metrics.passes >= 1, "the running engine's first pass")
-        engine.metrics.lag.clear()
-        for _ in range(bench.run_lag_rounds):
-            await asyncio.sleep(rng.uniform(0, engine.resync))
-            wanted = len(engine.metrics.lag) + count
-            for intent_id in rng.sample(list(prices), count):
-                intent = await intents.get(intent_id)
-                assert intent is not None and intent.spec.price is not None
-                original = prices[intent_id]
-                assert original is not None
-                moved = original - 1 if intent.spec.price == original else original
-                await intents.update(intent_id, price=moved)  # away and back: never crosses
-            await _until(partial(_samples_reach, engine, wanted), "the changes in sync")
-    finally:
-        stop.set()
-        await running
-    snapshot = engine.metrics.snapshot()
-    return {
-        "lag_mode": "engine.run(): watch + passes",
-        "lag_rounds": bench.run_lag_rounds,
-        "lag_p50_seconds": _rounded(snapshot["lag_p50_seconds"]),
-        "lag_p99_seconds": _rounded(snapshot["lag_p99_seconds"]),
-        "lag_samples": snapshot["lag_samples"],
-        "lag_phase_seconds": round(time.perf_counter() - started, 3),
-    }
 
 
 async def _faults_phase(
@@ -527,11 +482,15 @@ def _rounded(value: object) -> JSON:
 
 async def bench_reconcile(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
     """The :data:`statekit.bench.BACKENDS` entry: ``--n`` intents, ``--url`` the store,
-    ``--rounds`` the lag rounds (at most :data:`LAG_ROUNDS`)."""
+    ``--rounds`` the pass-lag rounds (at most :data:`LAG_ROUNDS`), the first passes (at
+    most :data:`REPEATS`) and a third of the lag rounds under ``engine.run()`` (at
+    most :data:`RUN_LAG_ROUNDS`)."""
     bench = ReconcileBench(
         intents=config.n,
         store=config.url,
         lag_rounds=min(config.rounds, LAG_ROUNDS),
+        repeats=min(config.rounds, REPEATS),
+        run_lag_rounds=min(3 * config.rounds, RUN_LAG_ROUNDS),
     )
     yield await run_reconcile_bench(bench, scratch)
 
