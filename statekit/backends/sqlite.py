@@ -514,8 +514,7 @@ class SqliteBackend(Backend):
         """Wake this object's watchers: they read its commit at once, not after a poll."""
         self._commits += 1
         for waiter in list(self._waiters):
-            if not waiter.done():
-                waiter.get_loop().call_soon_threadsafe(_settle, waiter)
+            waiter.get_loop().call_soon_threadsafe(_settle, waiter)
 
     def _waiting(self) -> Callable[[float], Awaitable[None]]:
         """A watcher's wait: ``poll_interval`` (other processes' commits), or until this
@@ -528,9 +527,8 @@ class SqliteBackend(Backend):
                 waiter = asyncio.get_running_loop().create_future()
                 self._waiters.add(waiter)
                 try:
-                    await asyncio.wait_for(waiter, interval)
-                except TimeoutError:
-                    pass
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(waiter, interval)
                 finally:
                     self._waiters.discard(waiter)
             seen = self._commits
