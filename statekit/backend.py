@@ -34,6 +34,8 @@ __all__ = [
     "Record",
     "Write",
     "check_expect",
+    "check_guard",
+    "guarded_append",
     "next_at",
 ]
 
@@ -71,20 +73,8 @@ class Capability(enum.StrEnum):
     DURABLE = "durable"
     """A committed write survives the process (and, per backend docs, the machine)."""
     GUARDED_APPEND = "guarded_append"
-    """append() takes guards: versions of other keys checked atomically with the writes,
-    not written."""
-
-
-@dataclass(frozen=True, slots=True)
-class Guard:
-    """A version another key must have for an append to land; checked, never written.
-
-    :param key: the guarded key (never one of the append's written keys).
-    :param version: the head version it must have (0 = the key has no live value).
-    """
-
-    key: str
-    version: int
+    """``append()`` takes guards: versions of other keys checked atomically with the
+    writes, not written (:class:`Guard`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +133,21 @@ class Write:
         return dumps(dict(self.meta)) if self.meta else "{}"
 
 
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """A version another key must have for an append to land; that key is not written.
+
+    Checked atomically with the append's writes by backends declaring
+    :attr:`Capability.GUARDED_APPEND` (e.g. a lease's fencing token, docs/leases.md).
+
+    :param key: the guarded key; never one of the append's written keys.
+    :param version: the head version it must have (0 = the key has no live value).
+    """
+
+    key: str
+    version: int
+
+
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
@@ -163,6 +168,14 @@ def check_expect(write: Write, head_version: int, head_deleted: bool, *, backend
     if expect == head_version or (expect == 0 and head_deleted):
         return
     raise ConflictError(write.key, expect, head_version, backend=backend)
+
+
+def check_guard(guard: Guard, head_version: int, head_deleted: bool, *, backend: str) -> None:
+    """Raise ConflictError (naming the guard's key) unless ``guard`` holds for a key
+    whose head is as given: the rule of :func:`check_expect` with ``expect=version``."""
+    if guard.version == head_version or (guard.version == 0 and head_deleted):
+        return
+    raise ConflictError(guard.key, guard.version, head_version, backend=backend)
 
 
 MICROSECOND: Final = timedelta(microseconds=1)
@@ -202,6 +215,19 @@ async def _version_at(backend: Backend, key: str, at: datetime) -> Record | None
         else:
             high = middle
     return low
+
+
+async def guarded_append(
+    backend: Backend, writes: Sequence[Write], at: datetime, guards: Sequence[Guard]
+) -> list[Record]:
+    """``backend.append(writes, at, guards=guards)``, or without ``guards=`` when there
+    are none (so backends without :attr:`Capability.GUARDED_APPEND` keep their
+    signature): for backends that wrap another (tiered, test wrappers)."""
+    if not guards:
+        return await backend.append(writes, at)
+    append: Any = backend.append
+    records: list[Record] = await append(writes, at, guards=guards)
+    return records
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +285,13 @@ class Backend(ABC):
         reading when the call was made) may serve when nothing better is at hand.
 
         Returns the new records, with the ``at`` stored, in the order of ``writes``.
+
+        **Guards.** A backend declaring :attr:`Capability.GUARDED_APPEND` takes
+        ``guards: Sequence[Guard] = ()`` too: each guard's key must have the head
+        :func:`check_guard` accepts, checked in the same atomic section; on a
+        mismatch nothing is stored and ConflictError names the guard's key. The
+        guards' keys gain no version. The core passes ``guards=`` only to such
+        backends, never with a guard key among the written keys.
         """
 
     @abstractmethod

@@ -276,7 +276,10 @@ class Codec:
             for k, v in value.items()
         ):
             return dict(value)  # the common flat record: nothing to convert or refuse
-        return self._walk(value, "$", key, 0)
+        try:
+            return _plain(value, 0)  # nested plain JSON: copied without building paths
+        except _NotPlain:
+            return self._walk(value, "$", key, 0)  # converts, or refuses naming the path
 
     def _walk(self, value: Any, path: str, key: str | None, depth: int) -> JSON:
         if depth > MAX_DEPTH:
@@ -332,6 +335,59 @@ class Codec:
             if base in self._encoders:
                 return self._encoders[base]
         return None
+
+
+class _NotPlain(Exception):
+    """A value :func:`_plain` leaves to ``Codec._walk`` (to convert, or to refuse)."""
+
+
+_NOT_PLAIN = _NotPlain()
+
+
+def _plain(value: Any, depth: int) -> JSON:
+    """A copy of ``value`` if it is exactly JSON (dict with str keys, list, str, bool,
+    None, int within :data:`MAX_INT_DIGITS`, finite float, at most :data:`MAX_DEPTH`
+    deep), as ``Codec._walk`` would return it; else raises :class:`_NotPlain`.
+    Scalars inside a dict or list are taken in place (no call per value)."""
+    if depth >= MAX_DEPTH:  # what is inside is past the limit: _walk says where
+        if _scalar(value) and depth == MAX_DEPTH:
+            return value  # type: ignore[no-any-return]
+        raise _NOT_PLAIN
+    kind = type(value)
+    if kind is dict:
+        out: dict[str, JSON] = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise _NOT_PLAIN
+            t = type(v)
+            if (
+                t is str
+                or v is None
+                or t is bool
+                or (t is int and -_INT_LIMIT < v < _INT_LIMIT)
+                or (t is float and math.isfinite(v))
+            ):
+                out[k] = v
+            else:
+                out[k] = _plain(v, depth + 1)
+        return out
+    if kind is list:
+        return [v if _scalar(v) else _plain(v, depth + 1) for v in value]
+    if _scalar(value):
+        return value  # type: ignore[no-any-return]
+    raise _NOT_PLAIN
+
+
+def _scalar(value: Any) -> bool:
+    """``value`` is a JSON scalar stored as it is."""
+    kind = type(value)
+    return (
+        kind is str
+        or value is None
+        or kind is bool
+        or (kind is int and -_INT_LIMIT < value < _INT_LIMIT)
+        or (kind is float and math.isfinite(value))
+    )
 
 
 def loads(text: str | bytes, *, key: str | None = None, backend: str | None = None) -> JSON:

@@ -20,9 +20,11 @@ from statekit.backend import (
     Backend,
     Capability,
     Expect,
+    Guard,
     Health,
     Record,
     Write,
+    guarded_append,
 )
 from statekit.codec import (
     MAX_VERSION,
@@ -97,8 +99,10 @@ class Fence(Protocol):
 
     The store hands a fenced write to its fence, which appends it atomically with a
     check of its token, so that the write is refused (``FencedOff``, nothing stored)
-    once a newer holder exists. The fence does the append because its token moves
-    with every fenced write, and one holder's fenced writes must not race each other.
+    once a newer holder exists. The fence does the append because it knows how: a
+    guard on its key where the backend has guarded appends, else its key re-written
+    in the same batch (then its token moves with every fenced write, and one
+    holder's fenced writes must not race each other).
     """
 
     async def append_fenced(self, store: StateStore, writes: Sequence[Write]) -> list[Record]:
@@ -236,18 +240,29 @@ class StateStore:
         assert isinstance(meta, dict)
         return Write(key=key, data=data, kind=kind, meta=meta, expect=expect, encoded=encoded)
 
-    async def append(self, writes: Iterable[Write]) -> list[Record]:
-        """Check, stamp and append writes as one atomic batch. Prefer put/batch/update."""
-        return await self._checked([self._prepare(w) for w in writes])
+    async def append(
+        self, writes: Iterable[Write], *, guards: Sequence[Guard] = ()
+    ) -> list[Record]:
+        """Check, stamp and append writes as one atomic batch. Prefer put/batch/update.
+
+        :param guards: versions other keys must have for the batch to land, checked
+            atomically with it; those keys are not written (needs
+            :attr:`Capability.GUARDED_APPEND`).
+        :raises ConflictError: a write's ``expect`` or a guard did not hold (the
+            error names its key); nothing was stored.
+        """
+        return await self._checked([self._prepare(w) for w in writes], guards)
 
     async def append_reserved(self, writes: Iterable[Write]) -> list[Record]:
         """Append writes to statekit's own keys (under ``_sk/``): snapshots, the API's
         start marks. For statekit's layers; no validator runs on them."""
         return await self._checked([self._prepare(w, internal=True) for w in writes])
 
-    async def _checked(self, prepared: list[Write]) -> list[Record]:
+    async def _checked(self, prepared: list[Write], guards: Sequence[Guard] = ()) -> list[Record]:
         if not prepared:
             return []
+        if guards:
+            return await self._guarded(prepared, guards)
         if len(prepared) > 1:
             self.require(Capability.ATOMIC_BATCH, f"a batch of {len(prepared)} writes")
             seen: set[str] = set()
@@ -259,6 +274,28 @@ class StateStore:
                 seen.add(w.key)
         # The backend raises this reading past each key's previous `at` (Backend.append).
         return await self.backend.append(prepared, datetime.now(UTC))
+
+    async def _guarded(self, prepared: list[Write], guards: Sequence[Guard]) -> list[Record]:
+        self.require(Capability.GUARDED_APPEND, "an append with guards")
+        if len(prepared) > 1:
+            self.require(Capability.ATOMIC_BATCH, f"a batch of {len(prepared)} writes")
+        written = {w.key for w in prepared}
+        if len(written) != len(prepared):
+            raise ValidationError("a key appears twice in one batch", reason="duplicate")
+        guarded: set[str] = set()
+        for guard in guards:
+            if not isinstance(guard, Guard):
+                raise ValidationError(f"a guard is a Guard, not {guard!r}", reason="guard")
+            key = check_key(guard.key)
+            check_bound("guard version", guard.version, minimum=0, maximum=MAX_VERSION, key=key)
+            if key in written or key in guarded:
+                raise ValidationError(
+                    f"{key!r} is guarded and written (or guarded twice) in one append",
+                    key=key,
+                    reason="guard key",
+                )
+            guarded.add(key)
+        return await guarded_append(self.backend, prepared, datetime.now(UTC), tuple(guards))
 
     async def _append(self, writes: list[Write], fence: Fence | None) -> list[Record]:
         if fence is None:

@@ -18,6 +18,7 @@ from statekit import (
     CapabilityError,
     ConflictError,
     FencedOff,
+    Guard,
     LockTimeout,
     StateStore,
     ValidationError,
@@ -25,7 +26,7 @@ from statekit import (
 )
 from statekit.backend import Record
 from statekit.backends.memory import MemoryBackend
-from statekit.trading.leases import LEASE_KIND, Lease, LeaseState
+from statekit.trading.leases import KEEP_VERSIONS, LEASE_KIND, Lease, LeaseState
 
 TTL = 5.0
 T0 = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
@@ -55,6 +56,12 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+def moves(store: StateStore) -> int:
+    """How far one fenced write moves the token: 0 where the backend has guarded
+    appends (the write carries a guard on the lease key), else 1 (it re-writes the key)."""
+    return 0 if Capability.GUARDED_APPEND in store.capabilities else 1
 
 
 # -- arguments and capabilities ------------------------------------------------------
@@ -135,16 +142,19 @@ async def test_acquire_write_release_and_acquire_again(store: StateStore) -> Non
     assert current is not None and current.owner == "first" and current.token == 1
     assert current.holder == first.holder
 
+    step = moves(store)  # with guarded appends, a fenced write leaves the token as it is
     record = await store.put("book", {"qty": 1}, fence=first)
     assert record.version == 1
-    assert first.token == 2  # every fenced write moves the token on
+    assert first.token == 1 + step
     (a, b) = await store.batch([Write("book", {"qty": 2}), Write("fills", [1])], fence=first)
     assert (a.version, b.version) == (2, 1)
-    assert first.token == 3
+    assert first.token == 1 + 2 * step
     deleted = await store.delete("fills", fence=first)
-    assert deleted.deleted and first.token == 4
+    assert deleted.deleted and first.token == 1 + 3 * step
     updated = await store.update("book", lambda v: {"qty": 3}, fence=first)
-    assert updated.data == {"qty": 3} and first.token == 5
+    assert updated.data == {"qty": 3} and first.token == 1 + 4 * step
+    head = await store.get("lease/reconciler")
+    assert head is not None and head.version == first.token
 
     with pytest.raises(ValidationError) as held:
         await first.acquire(timeout=0)
@@ -156,19 +166,17 @@ async def test_acquire_write_release_and_acquire_again(store: StateStore) -> Non
     assert not await first.release()  # nothing left to release
 
     second = Lease(store, "reconciler", ttl=TTL)
-    assert await second.acquire(timeout=0) == 7  # after the release's tombstone (6)
+    # after the release's tombstone (2 + 4 * step)
+    assert await second.acquire(timeout=0) == 3 + 4 * step
     assert second.holder != first.holder
     assert await second.release()
-    assert await first.acquire(timeout=0) == 9  # tokens only grow
+    assert await first.acquire(timeout=0) == 5 + 4 * step  # tokens only grow
     assert await first.release()
 
     history = await store.history("lease/reconciler", limit=100, newest_first=False)
     assert [r.meta["lease"] for r in history] == [
         "acquire",
-        "fence",
-        "fence",
-        "fence",
-        "fence",
+        *["fence"] * 4 * step,
         "release",
         "acquire",
         "release",
@@ -210,13 +218,14 @@ async def test_a_held_lease_times_out_naming_the_holder(
 async def test_an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_off(
     store: StateStore, clock: FakeClock
 ) -> None:
+    step = moves(store)
     first = Lease(store, "reconciler", ttl=TTL, clock=clock)
     second = Lease(store, "reconciler", ttl=TTL, clock=clock)
     await first.acquire(timeout=0)
     await store.put("book", "first", fence=first)
     assert not await second.try_acquire()  # not expired yet
     clock.advance(TTL)  # expiry is judged by the taker: at expires_at it is free
-    assert await second.acquire(timeout=0) == 3
+    assert await second.acquire(timeout=0) == 2 + step
     taken = await store.history("lease/reconciler", limit=1)
     assert taken[0].meta["took_over"] == first.holder
     await store.put("book", "second", fence=second)
@@ -224,8 +233,8 @@ async def test_an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_off(
     with pytest.raises(FencedOff) as info:
         await store.put("book", "first, late", fence=first)
     assert info.value.lease == "reconciler"
-    assert info.value.token == 2
-    assert info.value.current == second.token == 4
+    assert info.value.token == 1 + step
+    assert info.value.current == second.token == 2 + 2 * step
     assert not first.held
     book = await store.get("book")
     assert book is not None and book.data == "second"
@@ -287,7 +296,7 @@ async def test_a_conflict_of_the_users_own_write_stays_a_conflict(store: StateSt
     head = await store.history("lease/reconciler", limit=1)
     assert head[0].version == token  # the lease key did not move either
     record = await store.put("book", 2, expect=1, fence=lease)
-    assert record.version == 2 and lease.token == token + 1
+    assert record.version == 2 and lease.token == token + moves(store)
 
 
 @pytest.mark.asyncio
@@ -339,23 +348,36 @@ async def test_one_holders_concurrent_fenced_writes_all_land(store: StateStore) 
 
     records = await asyncio.gather(*(write(n) for n in range(20)))
     assert all(r.version == 1 for r in records)
-    assert lease.token == 21 and lease.held
+    assert lease.token == 1 + 20 * moves(store) and lease.held
+
+
+class LosesOneAnswer(MemoryBackend):
+    """Commits, then (once, when told) loses the answer."""
+
+    lose_next = False
+
+    async def append(
+        self, writes: Sequence[Write], at: datetime, *, guards: Sequence[Guard] = ()
+    ) -> list[Record]:
+        records = await super().append(writes, at, guards=guards)
+        if self.lose_next:
+            self.lose_next = False
+            raise BackendUnavailable("connection lost after the commit", backend=self.name)
+        return records
+
+
+class LosesOneAnswerNoGuards(LosesOneAnswer):
+    capabilities = MemoryBackend.capabilities - {Capability.GUARDED_APPEND}
 
 
 @pytest.mark.asyncio
-async def test_a_lost_answer_does_not_fence_the_holder_off() -> None:
-    class LosesOneAnswer(MemoryBackend):
-        lose_next = False
-
-        async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
-            records = await super().append(writes, at)
-            if self.lose_next:
-                self.lose_next = False
-                raise BackendUnavailable("connection lost after the commit", backend=self.name)
-            return records
-
-    backend = await LosesOneAnswer.open()
+@pytest.mark.parametrize("backend_class", [LosesOneAnswer, LosesOneAnswerNoGuards])
+async def test_a_lost_answer_does_not_fence_the_holder_off(
+    backend_class: type[LosesOneAnswer],
+) -> None:
+    backend = await backend_class.open()
     async with StateStore(backend) as store:
+        step = moves(store)
         lease = Lease(store, "reconciler", ttl=TTL)
         await lease.acquire(timeout=0)
         backend.lose_next = True
@@ -363,13 +385,65 @@ async def test_a_lost_answer_does_not_fence_the_holder_off() -> None:
             await store.put("book", 1, fence=lease)  # landed, but the answer was lost
         assert lease.token == 1
         record = await store.put("book", 2, fence=lease)  # still ours: it carries on
-        assert record.version == 2 and lease.token == 3
-        # a real newer holder is still noticed
+        assert record.version == 2 and lease.token == 1 + 2 * step
+        # a renewal whose answer was lost: the next fenced write finds the key moved
+        # on by this very holder, and carries on
+        backend.lose_next = True
+        with pytest.raises(BackendUnavailable):
+            await lease.renew()
+        record = await store.put("book", 3, fence=lease)
+        assert record.version == 3 and lease.held
         head = await store.get("lease/reconciler")
-        assert head is not None and isinstance(head.data, dict)
+        assert head is not None and lease.token == head.version
+        # a real newer holder is still noticed
+        assert isinstance(head.data, dict)
         await store.put("lease/reconciler", {**head.data, "holder": "someone-else"})
         with pytest.raises(FencedOff):
-            await store.put("book", 3, fence=lease)
+            await store.put("book", 4, fence=lease)
+        assert not lease.held
+        book = await store.get("book")
+        assert book is not None and book.version == 3
+
+
+@pytest.mark.asyncio
+async def test_fenced_writes_leave_the_lease_key_alone(store: StateStore) -> None:
+    """With guarded appends the lease key's history is its holders' only: acquire,
+    renew, release; fenced writes, even concurrent with renewals, all land."""
+    if moves(store) != 0:
+        pytest.skip(f"{store.backend.name} has no guarded appends")
+    lease = Lease(store, "reconciler", ttl=30)
+    await lease.acquire(timeout=0)
+
+    async def write(n: int) -> Record:
+        return await store.put(f"item/{n % 7}", n, fence=lease)
+
+    async def renew() -> None:
+        for _ in range(5):
+            await lease.renew()
+            await asyncio.sleep(0)
+
+    results = await asyncio.gather(*(write(n) for n in range(60)), renew())
+    assert len([r for r in results if r is not None]) == 60
+    assert lease.held and lease.token == 6
+    await lease.release()
+    history = await store.history("lease/reconciler", limit=100, newest_first=False)
+    assert [r.meta["lease"] for r in history] == ["acquire", *["renew"] * 5, "release"]
+
+
+@pytest.mark.asyncio
+async def test_renewals_keep_the_lease_history_bounded(store: StateStore) -> None:
+    lease = Lease(store, "long-lived", ttl=30)
+    await lease.acquire(timeout=0)
+    for _ in range(3 * KEEP_VERSIONS):
+        await lease.renew()
+        history = await store.history("lease/long-lived", limit=10_000)
+        assert len(history) <= 2 * KEEP_VERSIONS
+    assert lease.token == 3 * KEEP_VERSIONS + 1
+    history = await store.history("lease/long-lived", limit=10_000, newest_first=False)
+    assert history[-1].version == lease.token
+    assert [r.version for r in history] == list(range(history[0].version, lease.token + 1))
+    await store.put("book", 1, fence=lease)  # still held, still fencing
+    assert await lease.release()
 
 
 # -- several processes -----------------------------------------------------------------
@@ -488,19 +562,24 @@ def test_concurrent_acquirers_hold_one_at_a_time(store_url: str) -> None:
         p.join(PROCESS_JOIN)
         assert p.exitcode == 0
 
-    async def journal() -> list[Record]:
+    async def journal() -> tuple[list[Record], bool]:
         async with await statekit.open(store_url) as store:
-            return await store.history("journal", limit=10_000, newest_first=False)
+            history = await store.history("journal", limit=10_000, newest_first=False)
+            return history, moves(store) == 0
 
-    entries = [r.data for r in asyncio.run(journal())]
+    history, guarded = asyncio.run(journal())
+    entries = [r.data for r in history]
     tokens: list[int] = []
     holds: list[str] = []
     for entry in entries:
         assert isinstance(entry, dict) and isinstance(entry["token"], int)
-        assert not tokens or entry["token"] > tokens[-1], "tokens must strictly increase"
-        tokens.append(entry["token"])
         hold = entry["hold"]
         assert isinstance(hold, str)
+        if guarded and holds and holds[-1] == hold:  # a hold's writes share its token
+            assert entry["token"] == tokens[-1], "a hold's token moved without a renewal"
+        else:
+            assert not tokens or entry["token"] > tokens[-1], "tokens must strictly increase"
+        tokens.append(entry["token"])
         if not holds or holds[-1] != hold:
             assert hold not in holds, f"hold {hold} was interleaved with another"
             holds.append(hold)

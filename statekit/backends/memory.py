@@ -20,10 +20,12 @@ from urllib.parse import urlsplit
 from statekit.backend import (
     Backend,
     Capability,
+    Guard,
     Health,
     Record,
     Write,
     check_expect,
+    check_guard,
     next_at,
 )
 from statekit.codec import loads
@@ -66,7 +68,13 @@ class MemoryBackend(Backend):
 
     name = "memory"
     capabilities = frozenset(
-        {Capability.ATOMIC_BATCH, Capability.COMPARE_AND_SET, Capability.WATCH, Capability.HISTORY}
+        {
+            Capability.ATOMIC_BATCH,
+            Capability.COMPARE_AND_SET,
+            Capability.WATCH,
+            Capability.HISTORY,
+            Capability.GUARDED_APPEND,
+        }
     )
 
     def __init__(self) -> None:
@@ -92,9 +100,15 @@ class MemoryBackend(Backend):
         if self._closed:
             raise BackendError("the memory backend is closed", backend=self.name)
 
-    async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
+    async def append(
+        self, writes: Sequence[Write], at: datetime, *, guards: Sequence[Guard] = ()
+    ) -> list[Record]:
         self._check_open()
         async with self._lock:
+            for guard in guards:
+                versions = self._versions.get(guard.key)
+                gone = not versions or versions[-1].data is None
+                check_guard(guard, self._heads.get(guard.key, 0), gone, backend=self.name)
             previous: list[datetime | None] = []
             for w in writes:
                 history = self._versions.get(w.key)

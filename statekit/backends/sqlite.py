@@ -22,17 +22,27 @@ holding another application's tables is refused, untouched.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
-from statekit.backend import Backend, Capability, Health, Record, Write, check_expect
+from statekit.backend import (
+    Backend,
+    Capability,
+    Guard,
+    Health,
+    Record,
+    Write,
+    check_expect,
+    check_guard,
+)
 from statekit.codec import from_micros, prefix_end, to_micros
 from statekit.errors import BackendError, ConfigError, StatekitError
 from statekit.hookspecs import hookimpl
@@ -74,6 +84,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
 ]
 
+SELECT_HEAD = "SELECT version, live FROM sk_heads WHERE key = ?"
 SELECT_HEAD = "SELECT version, live FROM sk_heads WHERE key = ?"
 SELECT_HEAD_AT = (
     "SELECT h.version, h.live, v.at FROM sk_heads h "
@@ -172,6 +183,7 @@ class SqliteBackend(Backend):
             Capability.WATCH,
             Capability.HISTORY,
             Capability.DURABLE,
+            Capability.GUARDED_APPEND,
         }
     )
 
@@ -201,6 +213,8 @@ class SqliteBackend(Backend):
         self._guard = DriverGuard(
             self.name, str(self.path), errors=(sqlite3.Error,), translate=_translate
         )
+        self._commits = 0  # appends through this object, for its watchers
+        self._waiters: set[asyncio.Future[None]] = set()
 
     @classmethod
     async def open(cls, url: str) -> Self:
@@ -355,10 +369,16 @@ class SqliteBackend(Backend):
             ]
         return outcomes
 
-    def _append_sync(self, writes: Sequence[Write]) -> tuple[list[int], int]:
+    def _append_sync(
+        self, writes: Sequence[Write], guards: Sequence[Guard] = ()
+    ) -> tuple[list[int], int]:
         """One append inside the writer's open transaction (:meth:`_append_group`)."""
         con = self._writer
         assert con is not None
+        for guard in guards:  # checked under the write lock, with the writes
+            found = con.execute(SELECT_HEAD, (guard.key,)).fetchone()
+            version, live = found if found else (0, 0)
+            check_guard(guard, version, not live, backend=self.name)
         versions = []
         latest = 0  # the newest previous `at` of the batch's keys
         for w in writes:
@@ -410,9 +430,12 @@ class SqliteBackend(Backend):
     async def replicate(self, records: Sequence[Record]) -> None:
         await self._run_writer(self._replicate_sync, [stored(r) for r in records])
 
-    async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
+    async def append(
+        self, writes: Sequence[Write], at: datetime, *, guards: Sequence[Guard] = ()
+    ) -> list[Record]:
         with self._guard.calls():
-            versions, stamped = await self._appends.submit((writes,))
+            versions, stamped = await self._appends.submit((writes, guards))
+        self._wake()
         return appended(writes, versions, from_micros(stamped))
 
     def _read_sync(
@@ -543,6 +566,31 @@ class SqliteBackend(Backend):
         ).fetchall()
         return [(r[0], _row_record(r[1:])) for r in rows]
 
+    def _wake(self) -> None:
+        """Wake this object's watchers: they read its commit at once, not after a poll."""
+        self._commits += 1
+        for waiter in list(self._waiters):
+            waiter.get_loop().call_soon_threadsafe(_settle, waiter)
+
+    def _waiting(self) -> Callable[[float], Awaitable[None]]:
+        """A watcher's wait: ``poll_interval`` (other processes' commits), or until this
+        object commits (its own, at once)."""
+        seen = self._commits
+
+        async def wait(interval: float) -> None:
+            nonlocal seen
+            if seen == self._commits:  # nothing of ours since the last read began
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiters.add(waiter)
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(waiter, interval)
+                finally:
+                    self._waiters.discard(waiter)
+            seen = self._commits
+
+        return wait
+
     async def watch(self, prefix: str = "") -> AsyncIterator[Record]:
         low, high = _range(prefix)
 
@@ -557,6 +605,7 @@ class SqliteBackend(Backend):
             backend=self.name,
             where=str(self.path),
             interval=self.poll_interval,
+            wait=self._waiting(),
             retry=False,
         )
 
@@ -608,3 +657,8 @@ class SqliteBackend(Backend):
 def statekit_register_backends(registry: BackendRegistry) -> None:
     """The built-in ``sqlite:///path`` backend, the embedded default."""
     registry.add("sqlite", SqliteBackend)
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -5,36 +5,38 @@
 keys at once, no rate limit: the paper exchange has none) works against a
 :class:`PaperExchange`. One JSON line:
 
-``full_pass_seconds``
-    ``first``: the pass that places every order (each placement is a status write
-    under the lease, the ledger's reservation and outcome, the placed order and the
-    status again); ``steady``: the next pass, with nothing to do.
-``actions_per_second``
-    the first pass's actions (a ``place`` and a ``record`` per intent) per second.
+``full_pass_seconds``, ``first_runs``
+    ``first``: the median of ``repeats`` passes that place every order, each in a
+    fresh store (each placement: the leg's status with the ledger's reservation,
+    then the outcome with the status and the actual order, both fenced);
+    ``steady``: the next pass, with nothing to do.
+``raw_seconds``, ``raw_runs``, ``raw``, ``ratio``, ``ratio_runs``
+    the baseline (:data:`~statekit.bench.reconcile_raw.BASELINE`): the same orders
+    placed on the same paper exchange and recorded by hand with the driver
+    (sqlite3, or asyncpg for a PostgreSQL store), as many concurrent tasks as
+    workers, run just before and just after each first pass. ``ratio`` is the
+    median over the rounds of the engine's first pass time divided by that
+    round's raw time (lower is better).
 ``lag_p50_seconds`` / ``lag_p99_seconds``
-    in steady state, ``changes`` random intents (1 % by default) get a new price,
-    then passes run until everything is in sync, ``lag_rounds`` times; the engine's
-    own lag figures (:class:`ReconcileMetrics`: from the intent's change to its
-    status in sync) over those rounds only. Driven by ``run_once`` passes, so this
-    is the level-triggered lag; ``engine.run()`` also wakes on store changes.
+    under ``engine.run()`` (the watch queues a changed intent at once, passes every
+    ``resync`` second): ``run_lag_rounds`` times, ``changes`` random intents (1 %
+    by default) get a new price at once; the engine's own lag (from the intent's
+    change to its status in sync, after the new order was placed).
+``pass_lag_p50_seconds`` / ``pass_lag_p99_seconds``
+    the same with ``run_once`` passes alone, ``lag_rounds`` times: the
+    level-triggered lag.
 ``faults_passes_to_converge``
     the same intents in another fresh store, against a paper exchange injecting
     :data:`FAULTS` on every call for the whole run: passes until every intent is
     in sync (a pass whose observe failed counts too), at most :data:`MAX_PASSES`.
-``raw_seconds``, ``ratio``
-    the baseline (:data:`BASELINE`): the same orders placed straight on the same
-    paper exchange with client ids, one ``store.put`` per order in the same store,
-    with as many concurrent tasks as the engine has workers. ``ratio`` is the
-    engine's first pass time divided by the raw time (how many times longer the
-    engine takes); the raw orders are cancelled before the engine starts (untimed),
-    so the engine does not see them.
 
 Every phase checks that the exchange ended up with exactly one open order per intent,
 matching it, before its figures are printed.
 
 ``python -m statekit.bench.reconcile`` takes every knob (``--intents``,
-``--symbols``, ``--store``, ``--faults on|off``, ``--changes``, ``--workers``);
-``python -m statekit.bench reconcile`` maps ``--n`` to intents and ``--url`` to the store.
+``--symbols``, ``--store``, ``--faults on|off``, ``--changes``, ``--workers``,
+``--repeats``, ``--run-rounds``); ``python -m statekit.bench reconcile`` maps
+``--n`` to intents and ``--url`` to the store.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import json
 import platform
 import random
 import sqlite3
+import statistics
 import sys
 import time
 import uuid
@@ -58,10 +61,12 @@ from pathlib import Path
 import statekit
 from statekit.backend import JSON
 from statekit.bench.harness import BenchConfig, Result, drop_namespace
+from statekit.bench.reconcile_lag import run_lag
+from statekit.bench.reconcile_raw import BASELINE, cancel_raw, raw_place, raw_side
 from statekit.config import load_settings
 from statekit.errors import StatekitError
 from statekit.store import StateStore
-from statekit.trading.models import OrderSide, to_json
+from statekit.trading.models import OrderSide
 from statekit.trading.paper import Faults, PaperExchange
 from statekit.trading.reconcile import (
     IntentReconciler,
@@ -96,17 +101,15 @@ LAG_ROUNDS = 3
 """Rounds of price changes at most (``--rounds`` lowers it): each takes a full pass."""
 MAX_PASSES = 20
 """Passes a phase may take to converge before the bench gives up."""
+REPEATS = 3
+"""First passes measured (each in a fresh store, beside its raw side); medians reported."""
+RUN_LAG_ROUNDS = 20
+"""Rounds of price changes under ``engine.run()`` (each a fraction of a second)."""
 NO_FAULTS = Faults()
 FAULTS = Faults(timeout_after_accept=0.01, lost_ack=0.01, rate_limit=0.01, duplicate_fill=0.01)
 """What the faults phase injects (probability per call, per fill report)."""
 PRICE = Decimal(100)
 """Every symbol's price; the intents rest 10 to 14 away from it."""
-BASELINE = (
-    "the same orders placed directly on the same PaperExchange (create_order with a client "
-    "id), each followed by one plain store.put of the placed order to the same store: the "
-    "least durable work that records N placements; as many concurrent tasks as engine workers"
-)
-RAW_PREFIX = "bench-raw/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +121,13 @@ class ReconcileBench:
     :param store: the store URL (``postgresql://...``: each phase uses a fresh
         namespace there, dropped afterwards); None: SQLite files in the scratch folder.
     :param faults: run the faults phase too.
-    :param lag_rounds: rounds of price changes for the lag figures.
+    :param lag_rounds: rounds of price changes for the lag by passes (``run_once``).
     :param changes: intents changed per lag round (default 1 % of them, at least 1).
     :param workers: the engine's workers, and the raw side's tasks.
     :param seed: seeds the choice of changed intents and the exchange's faults.
+    :param repeats: first passes, each in a fresh store beside its raw side; the
+        medians are reported.
+    :param run_lag_rounds: rounds of price changes under ``engine.run()``.
     """
 
     intents: int = 1000
@@ -132,6 +138,8 @@ class ReconcileBench:
     changes: int | None = None
     workers: int = WORKERS
     seed: int = 0
+    repeats: int = REPEATS
+    run_lag_rounds: int = RUN_LAG_ROUNDS
 
     @property
     def changed_per_round(self) -> int:
@@ -302,33 +310,6 @@ async def _check_in_sync(store: StateStore, exchange: PaperExchange) -> None:
         raise StatekitError(f"reconcile bench: no open order for {missing}...")
 
 
-async def _raw_place(
-    store: StateStore,
-    exchange: PaperExchange,
-    specs: Sequence[tuple[str, IntentSpec]],
-    tasks: int,
-) -> float:
-    """The baseline: place each order, then ``store.put`` it (see :data:`BASELINE`)."""
-    work = iter(specs)
-
-    async def task() -> None:
-        for intent_id, spec in work:  # one iterator shared by every task
-            order = await exchange.create_order(
-                spec.symbol,
-                spec.type,
-                spec.side,
-                spec.amount,
-                spec.price,
-                client_order_id=f"raw-{intent_id}",
-                time_in_force=spec.time_in_force,
-            )
-            await store.put(RAW_PREFIX + intent_id, to_json(order))
-
-    started = time.perf_counter()
-    await asyncio.gather(*(task() for _ in range(tasks)))
-    return time.perf_counter() - started
-
-
 async def _lag_rounds(
     engine: ReconcileEngine,
     store: StateStore,
@@ -358,8 +339,8 @@ async def _lag_rounds(
 
 async def run_reconcile_bench(bench: ReconcileBench, scratch: Path) -> Result:
     """Run every phase (module docstring); the JSON line."""
-    if bench.intents < 1 or bench.symbols < 1 or bench.workers < 1:
-        raise StatekitError("reconcile bench: intents, symbols and workers must be >= 1")
+    if bench.intents < 1 or bench.symbols < 1 or bench.workers < 1 or bench.repeats < 1:
+        raise StatekitError("reconcile bench: intents, symbols, workers, repeats must be >= 1")
     symbols = symbol_names(min(bench.symbols, bench.intents))
     specs = intent_specs(bench.intents, symbols)
     result: Result = {
@@ -369,55 +350,96 @@ async def run_reconcile_bench(bench: ReconcileBench, scratch: Path) -> Result:
         "symbols": len(symbols),
         "workers": bench.workers,
     }
-    async with AsyncExitStack() as stack:
-        store = await stack.enter_async_context(_fresh_store(bench.store, scratch, "first"))
-        exchange = paper_exchange(symbols, seed=bench.seed)
-        result["store"] = store.backend.name
-        result["durability"] = await _durability(store)
-        result["create_seconds"] = round(await _create(store, specs), 3)
-
-        raw_seconds = await _raw_place(store, exchange, specs, bench.workers)
-        for order in exchange.orders:  # untimed: the engine must not see them as its own
-            if not order.status.final:
-                await exchange.cancel_order(order.id, order.symbol)
-
-        engine = _engine(store, exchange, bench.workers)
-        stack.push_async_callback(engine.aclose)
-        first, first_seconds = await _timed_pass(engine)
-        if first is None or not first.in_sync:
-            raise StatekitError("reconcile bench: the first pass did not bring every key in sync")
-        await _check_in_sync(store, exchange)
-        steady, steady_seconds = await _timed_pass(engine)
-        if steady is None or steady.actions:
-            raise StatekitError("reconcile bench: the steady pass found work to do")
-        result["full_pass_seconds"] = {
-            # Microseconds: a short first pass rounded to milliseconds would not
-            # give back the ratio printed beside it.
-            "first": round(first_seconds, 6),
-            "steady": round(steady_seconds, 6),
-        }
-        result["first_pass_actions"] = len(first.actions)
-        result["actions_per_second"] = round(len(first.actions) / first_seconds, 1)
-        result["raw_seconds"] = round(raw_seconds, 6)
-        result["ratio"] = round(first_seconds / raw_seconds, 2)
-        result["baseline"] = BASELINE
-
-        lag_passes, lag_seconds = await _lag_rounds(engine, store, specs, bench)
-        await _check_in_sync(store, exchange)
-        snapshot = engine.metrics.snapshot()
-        result["changes_per_round"] = min(bench.changed_per_round, bench.intents)
-        result["lag_rounds"] = bench.lag_rounds
-        passes_each: list[JSON] = [*lag_passes]
-        result["lag_passes"] = passes_each
-        result["lag_p50_seconds"] = _rounded(snapshot["lag_p50_seconds"])
-        result["lag_p99_seconds"] = _rounded(snapshot["lag_p99_seconds"])
-        result["lag_samples"] = snapshot["lag_samples"]
-        result["lag_phase_seconds"] = round(lag_seconds, 3)
-
+    firsts: list[tuple[float, float, float]] = []  # (engine, raw, ratio) per round
+    raw_runs: list[JSON] = []
+    for round_ in range(bench.repeats):
+        async with AsyncExitStack() as stack:
+            store = await stack.enter_async_context(
+                _fresh_store(bench.store, scratch, f"first{round_}")
+            )
+            exchange = paper_exchange(symbols, seed=bench.seed)
+            result["store"] = store.backend.name
+            result["durability"] = await _durability(store)
+            result["create_seconds"] = round(await _create(store, specs), 3)
+            raw, label = raw_side(bench.store, scratch, bench.workers, tag=str(round_))
+            record = await stack.enter_async_context(raw)
+            engine = _engine(store, exchange, bench.workers)
+            stack.push_async_callback(engine.aclose)
+            # The raw side runs just before and just after the engine's first pass
+            # (its figure is the median of the two): side by side on the same machine.
+            raws = [await raw_place(record, exchange, specs, bench.workers, f"{round_}a")]
+            await cancel_raw(exchange)
+            first, first_seconds = await _timed_pass(engine)
+            if first is None or not first.in_sync:
+                raise StatekitError("reconcile bench: the first pass left keys out of sync")
+            raws.append(await raw_place(record, exchange, specs, bench.workers, f"{round_}b"))
+            await cancel_raw(exchange)
+            raw_runs += [round(r, 6) for r in raws]
+            raw_seconds = statistics.median(raws)
+            firsts.append((first_seconds, raw_seconds, first_seconds / raw_seconds))
+            await _check_in_sync(store, exchange)
+            result["first_pass_actions"] = len(first.actions)
+            result["raw"] = label
+            if round_ == bench.repeats - 1:
+                result.update(await _steady_phases(engine, store, exchange, specs, bench))
+    first_seconds = statistics.median(f for f, _, _ in firsts)
+    result["full_pass_seconds"] = {
+        # Microseconds: a short first pass rounded to milliseconds would not give
+        # back the ratio printed beside it.
+        "first": round(first_seconds, 6),
+        "steady": result.pop("steady_seconds"),
+    }
+    result["first_runs"] = [round(f, 6) for f, _, _ in firsts]
+    result["actions_per_second"] = round(bench.intents * 2 / first_seconds, 1)
+    result["raw_seconds"] = round(statistics.median(r for _, r, _ in firsts), 6)
+    result["raw_runs"] = raw_runs
+    result["ratio"] = round(statistics.median(q for _, _, q in firsts), 2)
+    result["ratio_runs"] = [round(q, 2) for _, _, q in firsts]
+    result["baseline"] = BASELINE
     if bench.faults:
         result.update(await _faults_phase(bench, scratch, symbols, specs))
     result["python"] = platform.python_version()
     result["at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return result
+
+
+async def _steady_phases(
+    engine: ReconcileEngine,
+    store: StateStore,
+    exchange: PaperExchange,
+    specs: Sequence[tuple[str, IntentSpec]],
+    bench: ReconcileBench,
+) -> Result:
+    """The steady pass, the lag by passes (``run_once``), then the lag under
+    ``engine.run()`` (the watch queues a changed intent at once): how it runs."""
+    steady, steady_seconds = await _timed_pass(engine)
+    if steady is None or steady.actions:
+        raise StatekitError("reconcile bench: the steady pass found work to do")
+    result: Result = {"steady_seconds": round(steady_seconds, 6)}
+    result["changes_per_round"] = min(bench.changed_per_round, bench.intents)
+    lag_passes, lag_seconds = await _lag_rounds(engine, store, specs, bench)
+    await _check_in_sync(store, exchange)
+    snapshot = engine.metrics.snapshot()
+    passes_each: list[JSON] = [*lag_passes]
+    result["pass_lag_rounds"] = bench.lag_rounds
+    result["pass_lag_passes"] = passes_each
+    result["pass_lag_p50_seconds"] = _rounded(snapshot["lag_p50_seconds"])
+    result["pass_lag_p99_seconds"] = _rounded(snapshot["lag_p99_seconds"])
+    result["pass_lag_samples"] = snapshot["lag_samples"]
+    result["pass_lag_phase_seconds"] = round(lag_seconds, 3)
+    await engine.aclose()  # its lease goes: the running engine takes it
+    engine = _engine(store, exchange, bench.workers)
+    result.update(
+        await run_lag(
+            engine,
+            store,
+            specs,
+            changes=bench.changed_per_round,
+            rounds=bench.run_lag_rounds,
+            seed=bench.seed + 1,
+        )
+    )
+    await _check_in_sync(store, exchange)
     return result
 
 
@@ -460,11 +482,15 @@ def _rounded(value: object) -> JSON:
 
 async def bench_reconcile(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
     """The :data:`statekit.bench.BACKENDS` entry: ``--n`` intents, ``--url`` the store,
-    ``--rounds`` the lag rounds (at most :data:`LAG_ROUNDS`)."""
+    ``--rounds`` the pass-lag rounds (at most :data:`LAG_ROUNDS`), the first passes (at
+    most :data:`REPEATS`) and a third of the lag rounds under ``engine.run()`` (at
+    most :data:`RUN_LAG_ROUNDS`)."""
     bench = ReconcileBench(
         intents=config.n,
         store=config.url,
         lag_rounds=min(config.rounds, LAG_ROUNDS),
+        repeats=min(config.rounds, REPEATS),
+        run_lag_rounds=min(3 * config.rounds, RUN_LAG_ROUNDS),
     )
     yield await run_reconcile_bench(bench, scratch)
 
@@ -499,6 +525,15 @@ def _parser() -> argparse.ArgumentParser:
         "--changes", type=_positive, default=None, help="intents changed per lag round (1 %%)"
     )
     parser.add_argument("--workers", type=_positive, default=WORKERS, help="default %(default)s")
+    parser.add_argument(
+        "--repeats", type=_positive, default=REPEATS, help="first passes (default %(default)s)"
+    )
+    parser.add_argument(
+        "--run-rounds",
+        type=_positive,
+        default=RUN_LAG_ROUNDS,
+        help="lag rounds under engine.run() (default %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="default %(default)s")
     parser.add_argument(
         "--dir", type=Path, default=None, help="folder for the SQLite files (default: temp)"
@@ -523,6 +558,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes=args.changes,
         workers=args.workers,
         seed=args.seed,
+        repeats=args.repeats,
+        run_lag_rounds=args.run_rounds,
     )
     try:
         with tempfile.TemporaryDirectory(prefix="statekit-bench-", dir=args.dir) as scratch:

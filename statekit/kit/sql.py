@@ -43,7 +43,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
-from statekit.backend import JSON, Backend, Capability, Health, Record, Write, check_expect, next_at
+from statekit.backend import (
+    JSON,
+    Backend,
+    Capability,
+    Guard,
+    Health,
+    Record,
+    Write,
+    check_expect,
+    check_guard,
+    next_at,
+)
 from statekit.codec import prefix_end
 from statekit.kit.follow import CommitFollower, Watchers
 from statekit.kit.guard import DriverGuard
@@ -193,6 +204,7 @@ class SqlBackend(Backend):
             Capability.WATCH,
             Capability.HISTORY,
             Capability.DURABLE,
+            Capability.GUARDED_APPEND,
         }
     )
 
@@ -320,11 +332,18 @@ class SqlBackend(Backend):
 
     # -- the contract -------------------------------------------------------------------
 
-    async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
+    async def append(
+        self, writes: Sequence[Write], at: datetime, *, guards: Sequence[Guard] = ()
+    ) -> list[Record]:
         if not writes:
             return []
         with self.guard.calls():
             async with self._transaction() as (conn, seq, clock):
+                if guards:  # read locked, like the heads: checked with the writes
+                    guarded = await self._heads(conn, [g.key for g in guards])
+                    for g in guards:
+                        version, live, _ = guarded.get(g.key, (0, False, 0))
+                        check_guard(g, version, not live, backend=self.name)
                 heads = await self._heads(conn, [w.key for w in writes])
                 versions = []
                 for w in writes:

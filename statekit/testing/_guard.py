@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import datetime
 from typing import Self, TypeVar
 
-from statekit.backend import Backend, Health, Record, Write
+from statekit.backend import Backend, Guard, Health, Record, Write, guarded_append
 from statekit.errors import StatekitError
 
 T = TypeVar("T")
@@ -64,8 +64,10 @@ class GuardedBackend(Backend):
             if close is not None:
                 await close()
 
-    async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
-        return await self._call("append", self.inner.append(writes, at))
+    async def append(
+        self, writes: Sequence[Write], at: datetime, *, guards: Sequence[Guard] = ()
+    ) -> list[Record]:
+        return await self._call("append", guarded_append(self.inner, writes, at, guards))
 
     async def read(
         self,

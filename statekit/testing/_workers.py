@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from statekit.backend import JSON
 
@@ -56,3 +57,34 @@ def put_one(url: str, key: str, count: int, start_at: float) -> None:
     """Open ``url`` and put ``key`` ``count`` times, from ``start_at`` (time.time())."""
     time.sleep(max(0.0, start_at - time.time()))
     asyncio.run(_put_one(url, key, count))
+
+
+async def _guarded_appends(url: str, log_key: str, guard_key: str, version: int) -> int:
+    from statekit.backend import Guard, Write
+    from statekit.errors import ConflictError
+
+    count = 0
+    guard = Guard(guard_key, version)
+    async with await statekit_open(url) as store:
+        while True:
+            try:
+                await store.append([Write(log_key, {"n": count})], guards=[guard])
+            except ConflictError as exc:
+                if exc.key != guard_key:
+                    raise
+                return count
+            count += 1
+            await asyncio.sleep(0.001)  # paced as the tasks are (statekit.testing.guards)
+
+
+def guarded_appends(url: str, log_key: str, guard_key: str, version: int, start_at: float) -> int:
+    """Open ``url`` and append to ``log_key`` guarded by ``guard_key`` at ``version``
+    until the guard fails; returns how many appends landed."""
+    time.sleep(max(0.0, start_at - time.time()))
+    return asyncio.run(_guarded_appends(url, log_key, guard_key, version))
+
+
+async def statekit_open(url: str) -> Any:
+    import statekit
+
+    return await statekit.open(url)

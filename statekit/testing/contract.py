@@ -40,6 +40,7 @@ from statekit.store import Retention, StateStore
 from statekit.testing._capabilities import needs
 from statekit.testing._guard import GuardedBackend
 from statekit.testing.durability import DurabilityContract, ServerControl, _bump
+from statekit.testing.guards import GuardContract
 from statekit.testing.history import TimeOrderContract
 from statekit.testing.inputs import BadInputContract
 from statekit.testing.outage import OutageContract
@@ -60,7 +61,9 @@ async def _collect(it: AsyncIterator[Record], count: int, within: float = 10.0) 
     return out
 
 
-class BackendContract(TimeOrderContract, BadInputContract, OutageContract, DurabilityContract):
+class BackendContract(
+    TimeOrderContract, BadInputContract, OutageContract, DurabilityContract, GuardContract
+):
     """Contract tests for a :class:`statekit.backend.Backend`.
 
     Provide the ``backend`` fixture (an async fixture yielding an EMPTY backend)

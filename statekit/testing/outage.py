@@ -20,7 +20,7 @@ from typing import Any, Self
 
 import pytest
 
-from statekit.backend import Backend, Capability, Health, Record, Write
+from statekit.backend import Backend, Capability, Guard, Health, Record, Write, guarded_append
 from statekit.errors import BackendUnavailable
 from statekit.store import StateStore
 from statekit.testing._capabilities import needs
@@ -51,9 +51,11 @@ class _Flaky(Backend):
         if self.down:
             raise BackendUnavailable("taken down by the outage contract", backend=self.name)
 
-    async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
+    async def append(
+        self, writes: Sequence[Write], at: datetime, *, guards: Sequence[Guard] = ()
+    ) -> list[Record]:
         self._check()
-        records = await self.inner.append(writes, at)
+        records = await guarded_append(self.inner, writes, at, guards)
         if self.lose:
             self.lose -= 1
             raise BackendUnavailable("answer lost after commit (injected)", backend=self.name)

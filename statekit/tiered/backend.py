@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Self, TypeVar
 
-from statekit.backend import ANY, Backend, Capability, Health, Record, Write
+from statekit.backend import ANY, Backend, Capability, Guard, Health, Record, Write, guarded_append
 from statekit.errors import BackendUnavailable, ConflictError, StatekitError
 from statekit.tiered.cache import ReadCache
 from statekit.tiered.fallback import CLOCK_SKEW, DEFERRED_AT, WRITE_ID, FallbackPath
@@ -181,8 +181,12 @@ class TieredBackend(Backend):
             if self._fallback is not None:
                 self._fallback.signal()
 
-    async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
-        conditional = any(w.expect is not ANY for w in writes)
+    async def append(
+        self, writes: Sequence[Write], at: datetime, *, guards: Sequence[Guard] = ()
+    ) -> list[Record]:
+        # Guards pass through to the primary (its capability is this store's); a
+        # guarded append is conditional: never deferred past an outage.
+        conditional = bool(guards) or any(w.expect is not ANY for w in writes)
         fallback = self._fallback
         if fallback is not None:
             writes = [replace(w, meta={**w.meta, WRITE_ID: uuid.uuid4().hex}) for w in writes]
@@ -191,7 +195,7 @@ class TieredBackend(Backend):
                     return await fallback.defer(writes, at, uncertain=False)
                 await fallback.drained()
         try:
-            records = await self.primary.append(writes, at)
+            records = await guarded_append(self.primary, writes, at, guards)
         except ConflictError as exc:
             self._note_up()
             await self.evict([exc.key])

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, NoReturn, Self
 
-from statekit.backend import Backend, Capability, Health, Record, Write
+from statekit.backend import Backend, Capability, Guard, Health, Record, Write
 from statekit.errors import BackendUnavailable, StatekitError
 
 __all__ = ["UnopenedPrimary"]
@@ -56,7 +56,9 @@ class UnopenedPrimary(Backend):
             backend=self.name,
         )
 
-    async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
+    async def append(
+        self, writes: Sequence[Write], at: datetime, *, guards: Sequence[Guard] = ()
+    ) -> list[Record]:
         self._unavailable()
 
     async def read(

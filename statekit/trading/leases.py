@@ -6,11 +6,18 @@ expires_at}``. Whoever writes it with a compare-and-set holds it until
 The key's version is the **fencing token**: it only grows, and a newer holder
 always has a larger one.
 
-A write fenced by a lease (``store.put(..., fence=lease)``) is appended in one
-atomic batch with the lease key re-written as it is, ``expect=<token>``. If
+A write fenced by a lease (``store.put(..., fence=lease)``) is appended with a
+guard (:class:`~statekit.backend.Guard`): the lease key must still be at the
+holder's token, checked atomically with the write, and is not written. If
 another holder took the lease meanwhile, the lease key's version has moved, the
-batch fails on it and nothing is written: :class:`~statekit.errors.FencedOff`.
-Each fenced write moves the token on by one; the :class:`Lease` keeps track.
+append fails on it and nothing is written: :class:`~statekit.errors.FencedOff`.
+So the token moves only with acquire, renew and release, a holder's fenced
+writes run concurrently (no lock, no extra round trip), and the lease key's
+history grows only with its holders (renewals prune it to the last
+:data:`KEEP_VERSIONS`). On a backend without guarded appends
+(``Capability.GUARDED_APPEND``) a fenced write is appended in one atomic batch
+with the lease key re-written as it is, ``expect=<token>``, one at a time: there
+each fenced write moves the token on by one; the :class:`Lease` keeps track.
 
 Time is the writer's clock: the holder stamps ``expires_at`` from its clock, a
 taker judges expiry by its own. The ttl must exceed the clock skew between them.
@@ -19,6 +26,7 @@ taker judges expiry by its own. The ttl must exceed the clock skew between them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import random
@@ -31,19 +39,24 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self
 
-from statekit.backend import JSON, Capability, Record, Write
+from statekit.backend import JSON, Capability, Guard, Record, Write
 from statekit.codec import check_key
-from statekit.errors import ConflictError, ValidationError
-from statekit.store import StateStore
+from statekit.errors import ConflictError, StatekitError, ValidationError
+from statekit.store import Retention, StateStore
 from statekit.trading import kinds
 from statekit.trading.errors import FencedOff, LockTimeout
 
-__all__ = ["LEASE_KIND", "LEASE_PREFIX", "Lease", "LeaseState"]
+__all__ = ["KEEP_VERSIONS", "LEASE_KIND", "LEASE_PREFIX", "Lease", "LeaseState"]
+
+log = logging.getLogger("statekit.leases")
 
 LEASE_PREFIX = "lease/"
 """Lease ``name`` lives at the key ``lease/<name>``."""
 LEASE_KIND = kinds.LEASE
 """The kind of lease keys."""
+KEEP_VERSIONS = 32
+"""Versions of the lease key kept: once the token is this many past the last prune,
+an acquire or renew drops all but the last ``KEEP_VERSIONS`` (on backends with history)."""
 
 Clock = Callable[[], datetime]
 
@@ -184,6 +197,8 @@ class Lease:
         self._held = False
         self._seen: LeaseState | None = None
         self._lock = asyncio.Lock()
+        self._guarded = Capability.GUARDED_APPEND in store.capabilities
+        self._pruned = 0  # the token at the last prune of the lease key
 
     def __repr__(self) -> str:
         status = f"held, token {self.token}" if self._held else "not held"
@@ -203,7 +218,8 @@ class Lease:
     def token(self) -> int:
         """The fencing token: the lease key's version as this holder last wrote it.
 
-        It moves on with every fenced write and renewal; 0 before the first acquire.
+        It moves on with every acquire and renewal (and, on a backend without
+        guarded appends, with every fenced write); 0 before the first acquire.
         """
         return 0 if self._state is None else self._state.token
 
@@ -267,7 +283,8 @@ class Lease:
                 return False  # another taker was first
             self._state = LeaseState.from_record(written)
             self._held = True
-            return True
+        await self._prune()
+        return True
 
     async def acquire(self, timeout: float | None = None) -> int:  # noqa: ASYNC109 - LockTimeout names the holder
         """Take the lease, waiting while another holder's lease runs; returns the token.
@@ -308,7 +325,26 @@ class Lease:
             now = self._clock()
             renewed = replace(state, ttl=self.ttl, expires_at=now + timedelta(seconds=self.ttl))
             await self._append_guarded([], renewed, "renew")
-            return self.token
+            token = self.token
+        await self._prune()
+        return token
+
+    async def _prune(self) -> None:
+        """Keep the lease key's history bounded: once the token is :data:`KEEP_VERSIONS`
+        past the last prune, drop all but the last ``KEEP_VERSIONS`` versions. Best
+        effort: a failure is logged, and tried again at the next renewal."""
+        token = self.token
+        if (
+            token - self._pruned < KEEP_VERSIONS
+            or Capability.HISTORY not in self.store.capabilities
+        ):
+            return
+        self._pruned = token
+        try:
+            await self.store.prune(self.key, Retention(keep_last=KEEP_VERSIONS))
+        except StatekitError as exc:
+            self._pruned = 0
+            log.warning("could not prune the history of %s: %s", self.key, exc)
 
     async def release(self) -> bool:
         """Give the lease up (a tombstone version, so tokens keep growing).
@@ -352,9 +388,45 @@ class Lease:
                     key=self.key,
                     reason="lease key",
                 )
+        if self._guarded:
+            return await self._append_fenced(list(writes))
         async with self._lock:
             state = self._require_held("write")
             return await self._append_guarded(list(writes), state, "fence")
+
+    async def _append_fenced(self, writes: list[Write]) -> list[Record]:
+        """Append ``writes`` guarded by the lease key at this holder's token (the key is
+        not written, no lock is taken: a holder's fenced writes run side by side)."""
+        while True:
+            tried = self._require_held("write").token
+            try:
+                return await self.store.append(writes, guards=[Guard(self.key, tried)])
+            except ConflictError as exc:
+                if exc.key != self.key:
+                    raise
+            # The lease key moved: a renewal of ours (maybe one whose answer was lost)
+            # or another holder. Looked at under the lock: no renewal is half done.
+            async with self._lock:
+                state = self._require_held("write")
+                if state.token != tried:
+                    continue  # renewed meanwhile: try again with the new token
+                head = await self.store.get(self.key)
+                now = None if head is None else LeaseState.from_record(head)
+                if now is not None and now.holder == state.holder and now.token > tried:
+                    # Still ours (holder ids are unique per acquisition): a renewal
+                    # landed but its answer was lost.
+                    self._state = now
+                    continue
+                self._held = False
+                raise FencedOff(
+                    f"the lease {self.name!r} has a newer holder "
+                    f"({now.holder if now else 'none: released'}, token "
+                    f"{now.token if now else 0}); this write carried token {tried} "
+                    "and was not stored",
+                    lease=self.name,
+                    token=tried,
+                    current=now.token if now else 0,
+                )
 
     # -- internals ---------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
-from statekit.backend import Backend, Capability, Health, Record, Write
+from statekit.backend import Backend, Capability, Guard, Health, Record, Write
 from statekit.codec import from_micros, to_micros
 from statekit.errors import BackendError, BackendUnavailable, ConfigError, StatekitError
 from statekit.kit import CommitFollower, DriverGuard, StoreUrl, appended
@@ -40,7 +40,7 @@ from statekit_file.lock import LockTimeout
 __all__ = ["FileBackend", "parse_url"]
 
 T = TypeVar("T")
-_Queued = tuple[Sequence[Write], "asyncio.Future[Stamped]"]
+_Queued = tuple[Sequence[Write], Sequence[Guard], "asyncio.Future[Stamped]"]
 _Outcome = Stamped | StatekitError
 
 DEFAULT_CHECKPOINT = 10_000
@@ -123,6 +123,7 @@ class FileBackend(Backend):
             Capability.WATCH,
             Capability.HISTORY,
             Capability.DURABLE,
+            Capability.GUARDED_APPEND,
         }
     )
 
@@ -177,10 +178,12 @@ class FileBackend(Backend):
 
     # -- the contract ------------------------------------------------------------------
 
-    async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
+    async def append(
+        self, writes: Sequence[Write], at: datetime, *, guards: Sequence[Guard] = ()
+    ) -> list[Record]:
         self._guard.check_open()
         future: asyncio.Future[Stamped] = asyncio.get_running_loop().create_future()
-        self._queued.append((writes, future))
+        self._queued.append((writes, guards, future))
         if not self._committing:
             self._commit_queued()
         versions, stamped = await future
@@ -194,23 +197,23 @@ class FileBackend(Backend):
         so concurrent writers share flushes (group commit) and a lone writer pays
         nothing extra. A caller cancelled before its group starts commits nothing.
         """
-        group = [queued for queued in self._queued if not queued[1].done()]
+        group = [queued for queued in self._queued if not queued[2].done()]
         self._queued.clear()
         self._committing = bool(group)
         if not group:
             return
         if self._guard.closed:
-            for _, future in group:
+            for _, _, future in group:
                 future.set_exception(self._guard.closed_error())
             self._committing = False
             return
-        job = self._worker.submit(self._folder.append_group, [writes for writes, _ in group])
+        job = self._worker.submit(self._folder.append_group, [(w, g) for w, g, _ in group])
         job.add_done_callback(functools.partial(self._settle_group, group))
 
     def _settle_group(self, group: list[_Queued], job: asyncio.Future[list[_Outcome]]) -> None:
         error = job.exception()
         outcomes = job.result() if error is None else []
-        for n, (_, future) in enumerate(group):
+        for n, (_, _, future) in enumerate(group):
             if future.done():  # cancelled while its group was flushed: committed all the same
                 continue
             outcome = outcomes[n] if error is None else self._guard.failure(error)

@@ -41,7 +41,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from statekit.backend import Record, Write, check_expect
+from statekit.backend import Guard, Record, Write, check_expect, check_guard
 from statekit.codec import to_micros
 from statekit.errors import BackendError, SerializationError, StatekitError
 from statekit_file.files import (
@@ -320,12 +320,14 @@ class Folder:
 
     def append(self, writes: Sequence[Write]) -> Stamped:
         """Check every ``expect`` and commit all writes as one journal line."""
-        (outcome,) = self.append_group([writes])
+        (outcome,) = self.append_group([(writes, ())])
         if isinstance(outcome, StatekitError):
             raise outcome
         return outcome
 
-    def append_group(self, appends: Sequence[Sequence[Write]]) -> list[Stamped | StatekitError]:
+    def append_group(
+        self, appends: Sequence[tuple[Sequence[Write], Sequence[Guard]]]
+    ) -> list[Stamped | StatekitError]:
         """Commit several appends with one flush (group commit); each is still its own line.
 
         Each append is checked against the heads left by the ones before it and
@@ -340,9 +342,9 @@ class Folder:
             staged: dict[str, Entry] = {}  # heads written by earlier appends of this group
             commits: list[list[tuple[str, Entry]]] = []
             outcomes: list[Stamped | StatekitError] = []
-            for writes in appends:
+            for writes, guards in appends:
                 try:
-                    items = self._stage(writes, clock, staged)
+                    items = self._stage(writes, guards, clock, staged)
                 except StatekitError as exc:
                     outcomes.append(exc)
                     continue
@@ -356,8 +358,16 @@ class Folder:
         return outcomes
 
     def _stage(
-        self, writes: Sequence[Write], clock: int, staged: dict[str, Entry]
+        self,
+        writes: Sequence[Write],
+        guards: Sequence[Guard],
+        clock: int,
+        staged: dict[str, Entry],
     ) -> list[tuple[str, Entry]]:
+        for g in guards:  # against the heads as this append would see them
+            guarded = staged[g.key] if g.key in staged else self._head(g.key)
+            version = guarded.version if guarded is not None else 0
+            check_guard(g, version, guarded is None or not guarded.live, backend="file")
         heads: list[tuple[Write, Entry | None]] = []
         latest = clock - 1
         for w in writes:  # the core refuses a key twice in one batch

@@ -34,9 +34,19 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from statekit.backend import ANY, JSON, Backend, Capability, Health, Record, Write, check_expect
+from statekit.backend import (
+    ANY,
+    JSON,
+    Backend,
+    Capability,
+    Guard,
+    Health,
+    Record,
+    Write,
+    check_expect,
+)
 from statekit.codec import from_micros, prefix_end, to_micros
-from statekit.errors import BackendError, ConfigError, StatekitError
+from statekit.errors import BackendError, ConfigError, ConflictError, StatekitError
 from statekit.kit import CommitFollower, appended
 from statekit_redis.layout import LAYOUT_VERSION, Layout, check_namespace, decode, tail
 from statekit_redis.options import DEFAULT_LOG_MAX, DEFAULT_NAMESPACE, parse_url
@@ -51,7 +61,13 @@ T = TypeVar("T")
 log = logging.getLogger("statekit.redis")
 
 BASE_CAPABILITIES = frozenset(
-    {Capability.ATOMIC_BATCH, Capability.COMPARE_AND_SET, Capability.WATCH, Capability.HISTORY}
+    {
+        Capability.ATOMIC_BATCH,
+        Capability.COMPARE_AND_SET,
+        Capability.WATCH,
+        Capability.HISTORY,
+        Capability.GUARDED_APPEND,
+    }
 )
 PAGE = 500
 """Keys per scan page, keys per latest() script call, log entries per XREAD."""
@@ -275,7 +291,9 @@ class RedisBackend(Backend):
 
     # -- the contract --------------------------------------------------------------------
 
-    async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
+    async def append(
+        self, writes: Sequence[Write], at: datetime, *, guards: Sequence[Guard] = ()
+    ) -> list[Record]:
         layout = self.layout
         history = layout.history_prefix
         keys = [layout.heads, layout.live, layout.log, layout.seq]
@@ -289,7 +307,12 @@ class RedisBackend(Backend):
                 "0" if data is None else "1",
                 tail(w.kind, w.meta_json(), data),
             )
+        for g in guards:  # heads fields, checked by the script: no KEYS of their own
+            args += (g.key, g.version)
         reply = await self._run(lambda client: self._append(keys, args, client))
+        if reply[0] == 2:
+            guard = guards[int(reply[1]) - 1]
+            raise ConflictError(guard.key, guard.version, int(reply[2]), backend=self.name)
         if reply[0] != 1:
             _, index, head, live = reply
             write = writes[int(index) - 1]

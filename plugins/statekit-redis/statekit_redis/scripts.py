@@ -49,7 +49,8 @@ APPEND = (
     + """
 -- Append one version per write, all or none.
 -- KEYS: heads, live, log, seq, then the history ZSET of each write's key
--- ARGV: log_max, inline_max, then per write: key, expect ('' = ANY), live ('1'/'0'), tail
+-- ARGV: log_max, inline_max, then per write: key, expect ('' = ANY), live ('1'/'0'), tail,
+--   then per guard: key, version
 -- Returns {1, "v1 v2 ...", at} (the new versions as one string: cheaper to parse than n
 -- integers, and the batch's time in µs) or, on a failed expect,
 -- {0, write index, head version, head live}.
@@ -57,6 +58,23 @@ local heads, live, log, seq = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local n = #KEYS - 4
 local versions, alive = {}, {}
 local latest = -1  -- the newest previous `at` of the batch's keys
+
+-- Guards: versions of other keys, checked and not written (statekit.backend.check_guard),
+-- in ARGV after the writes' groups, a key and a version each; on one that does not hold,
+-- {2, guard index, head version}.
+for g = 3 + n * 4, #ARGV, 2 do
+  local head = redis.call('HGET', heads, ARGV[g])
+  local version, is_alive = 0, false
+  if head then
+    local v, l = string.match(head, '^(%d+):(%d)')
+    version = tonumber(v)
+    is_alive = l == '1'
+  end
+  local want = tonumber(ARGV[g + 1])
+  if want ~= version and not (want == 0 and not is_alive) then
+    return {2, math.floor((g - 1 - n * 4) / 2), version}
+  end
+end
 
 -- Check every expect first; nothing is written unless all hold.
 for i = 1, n do

@@ -17,7 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from statekit.backend import JSON, Expect, Record
+from statekit.backend import JSON, Expect, Record, Write
 from statekit.errors import ConflictError, ValidationError
 from statekit.store import StateStore
 from statekit.trading import kinds
@@ -164,8 +164,17 @@ class EntryBook:
         self, intent: OrderIntent, key: str, exchange: str, *, expect: Expect
     ) -> LedgerEntry | None:
         """Write a fresh ``reserved`` entry; None when another caller got there first."""
+        return await self.write(self.fresh(intent, key, exchange), expect)
+
+    async def claim(self, entry: LedgerEntry, exchange: str) -> LedgerEntry | None:
+        """Take over a stale reservation; None when another caller took it first."""
+        mine = replace(entry, owner=uuid.uuid4().hex, claimed_at=self._clock(), exchange=exchange)
+        return await self.write(mine, entry.version)
+
+    def fresh(self, intent: OrderIntent, key: str, exchange: str) -> LedgerEntry:
+        """A new ``reserved`` entry (not stored: version 0)."""
         now = self._clock()
-        entry = LedgerEntry(
+        return LedgerEntry(
             key=key,
             version=0,
             status=EntryStatus.RESERVED,
@@ -175,23 +184,22 @@ class EntryBook:
             reserved_at=now,
             claimed_at=now,
         )
-        return await self.write(entry, expect)
 
-    async def claim(self, entry: LedgerEntry, exchange: str) -> LedgerEntry | None:
-        """Take over a stale reservation; None when another caller took it first."""
-        mine = replace(entry, owner=uuid.uuid4().hex, claimed_at=self._clock(), exchange=exchange)
-        return await self.write(mine, entry.version)
+    @staticmethod
+    def entry_write(entry: LedgerEntry, expect: Expect) -> Write:
+        """The write storing ``entry`` if its head is ``expect``."""
+        return Write(
+            KEY_PREFIX + entry.key,
+            entry.to_json(),
+            KIND,
+            {"status": entry.status.value, "owner": entry.owner},
+            expect,
+        )
 
     async def write(self, entry: LedgerEntry, expect: Expect) -> LedgerEntry | None:
         """Store ``entry`` if its head is ``expect``; None when it is not."""
         try:
-            record = await self.store.put(
-                KEY_PREFIX + entry.key,
-                entry.to_json(),
-                kind=KIND,
-                meta={"status": entry.status.value, "owner": entry.owner},
-                expect=expect,
-            )
+            (record,) = await self.store.append([self.entry_write(entry, expect)])
         except ConflictError:
             return None
         return replace(entry, version=record.version)

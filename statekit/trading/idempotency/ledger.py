@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from statekit.backend import Capability
+from statekit.backend import Capability, Write
 from statekit.errors import ValidationError
 from statekit.store import StateStore
 from statekit.trading.errors import (
@@ -22,7 +22,7 @@ from statekit.trading.errors import (
     OrderRejected,
     RateLimited,
 )
-from statekit.trading.exchange import ExchangeConnector
+from statekit.trading.exchange import ExchangeConnector, ExchangeOrder
 from statekit.trading.idempotency.entries import (
     EntryBook,
     EntryStatus,
@@ -34,7 +34,10 @@ from statekit.trading.idempotency.keys import OrderIntent, check_client_key
 from statekit.trading.idempotency.outcomes import Recovery, Retry, lookup, recover, resolve
 from statekit.trading.models import OrderSide, OrderType, TimeInForce
 
-__all__ = ["DEFAULT_GRACE", "DEFAULT_RETENTION", "IdempotencyLedger"]
+__all__ = ["DEFAULT_GRACE", "DEFAULT_RETENTION", "IdempotencyLedger", "Recorder"]
+
+Recorder = Callable[[LedgerEntry, ExchangeOrder], Awaitable[PlacedOrder]]
+"""Records an accepted order as a held reservation's outcome (:meth:`IdempotencyLedger.send`)."""
 
 DEFAULT_RETENTION = timedelta(hours=24)
 """How long an entry answers for its key (Stripe keeps idempotency keys 24 hours)."""
@@ -175,6 +178,48 @@ class IdempotencyLedger:
             delay = min(self.max_poll, delay * 2)
         return await self._complete(connector, intent, held, resolve_first=resolve_first)
 
+    def reservation(
+        self, intent: OrderIntent, exchange: str, *, key: str | None = None
+    ) -> tuple[LedgerEntry, Write]:
+        """A fresh ``reserved`` entry for ``intent`` and the write storing it
+        (``expect=0``), for a caller that stores it atomically with writes of its own
+        (the state saying an order is being sent). Once it is stored, hand
+        ``replace(entry, version=<its record's version>)`` to :meth:`send`; a
+        ConflictError on it means the key is taken: use :meth:`place_intent`.
+        """
+        key = intent.key if key is None else check_client_key(key)
+        entry = self._book.fresh(intent, key, exchange)
+        return entry, self._book.entry_write(entry, 0)
+
+    def placed_write(self, held: LedgerEntry, order: ExchangeOrder) -> Write:
+        """The write recording ``order`` as the outcome of the reservation ``held``
+        (compare-and-set on its version), for a caller storing it with its own writes;
+        on a ConflictError on it, record with :meth:`record_placed` instead."""
+        placed = replace(held, status=EntryStatus.PLACED, order=order, error=None)
+        return self._book.entry_write(placed, held.version)
+
+    async def record_placed(self, held: LedgerEntry, order: ExchangeOrder) -> PlacedOrder:
+        """Record ``order`` as the outcome of ``held`` (retrying past a takeover)."""
+        return await self._book.record_placed(held, order, replayed=False)
+
+    async def send(
+        self,
+        connector: ExchangeConnector,
+        intent: OrderIntent,
+        held: LedgerEntry,
+        *,
+        record: Recorder | None = None,
+    ) -> PlacedOrder:
+        """Send the order of a reservation the caller stored (:meth:`reservation`),
+        with :meth:`place_intent`'s retries and outcomes.
+
+        :param record: records an accepted order instead of the ledger writing its
+            outcome alone (e.g. storing :meth:`placed_write` with the caller's own
+            state); it returns the PlacedOrder. Rejections, lookups and dropped
+            reservations are recorded by the ledger as usual.
+        """
+        return await self._complete(connector, intent, held, resolve_first=False, record=record)
+
     async def _complete(
         self,
         connector: ExchangeConnector,
@@ -182,6 +227,7 @@ class IdempotencyLedger:
         held: LedgerEntry,
         *,
         resolve_first: bool,
+        record: Recorder | None = None,
     ) -> PlacedOrder:
         """Send the order of a held reservation and record the outcome."""
         book = self._book
@@ -230,6 +276,8 @@ class IdempotencyLedger:
                 await self.retry.pause(unknown)
                 unknown += 1
                 continue
+            if record is not None:
+                return await record(held, order)
             return await book.record_placed(held, order, replayed=False)
 
     # -- recovery and retention ----------------------------------------------------

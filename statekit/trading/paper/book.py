@@ -59,8 +59,9 @@ class PaperOrder:
         return self.amount - self.filled
 
     def report(self) -> ExchangeOrder:
-        """The order as the exchange reports it: a copy the caller may keep."""
-        return ExchangeOrder(
+        """The order as the exchange reports it: a copy the caller may keep (its fields
+        are the book's own, of the right types already: built without validating)."""
+        return ExchangeOrder.model_construct(
             id=self.id,
             client_order_id=self.client_order_id,
             symbol=self.symbol,

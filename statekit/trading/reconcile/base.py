@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, ClassVar
 from statekit.errors import ValidationError
 
 if TYPE_CHECKING:
+    from statekit.backend import Record, Write
     from statekit.store import StateStore
     from statekit.trading.exchange import ExchangeConnector
     from statekit.trading.idempotency import IdempotencyLedger
     from statekit.trading.leases import Lease
+    from statekit.trading.reconcile.commits import Commits, Reads
     from statekit.trading.reconcile.metrics import ReconcileMetrics
 
 __all__ = ["Action", "Context", "Reconciler", "Result", "Scope"]
@@ -118,6 +120,27 @@ class Context:
     clock: Callable[[], datetime]
     dry_run: bool = False
     """True in a plan: read the world, never write or send."""
+    commits: Commits | None = None
+    """The engine's group commit of fenced batches (None: each batch on its own)."""
+    reads: Reads | None = None
+    """The engine's merged reads (None: each read on its own)."""
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Record]:
+        """``store.get_many(keys)``, merged with other workers' where the engine has
+        :attr:`reads`."""
+        if self.reads is not None:
+            return await self.reads.get_many(keys)
+        return await self.store.get_many(keys)
+
+    async def write(self, writes: Sequence[Write]) -> list[Record]:
+        """Store ``writes`` atomically, fenced by :attr:`lease`, merged with other
+        workers' batches where the engine has :attr:`commits`.
+
+        :raises FencedOff: the lease has a newer holder; nothing was stored.
+        """
+        if self.commits is not None:
+            return await self.commits.batch(writes)
+        return await self.store.batch(writes, fence=self.lease)
 
 
 class Reconciler(ABC):

@@ -43,6 +43,7 @@ from statekit.trading.idempotency import IdempotencyLedger, Retry
 from statekit.trading.leases import Lease
 from statekit.trading.models import Balance, OrderSide, OrderType, TimeInForce
 from statekit.trading.reconcile.base import Action, Context, Reconciler, Scope
+from statekit.trading.reconcile.commits import Commits, Reads
 from statekit.trading.reconcile.metrics import METRICS_PREFIX, ReconcileMetrics
 from statekit.trading.reconcile.queue import Backoff, TokenBucket, WorkQueue
 
@@ -209,6 +210,9 @@ class ReconcileEngine:
             retry=ledger_retry or Retry(attempts=2, backoff=0.02, max_backoff=0.2),
             clock=clock,
         )
+        # Every worker's fenced batches, merged into one commit while one is in flight.
+        self.commits = Commits(store, self.lease)
+        self.reads = Reads(store)
         self.metrics = ReconcileMetrics(scope=self.scope.name)
         self.metrics_interval = metrics_interval
         self._saved: tuple[dict[str, Any], float] | None = None
@@ -250,6 +254,8 @@ class ReconcileEngine:
             scope=self.scope,
             metrics=self.metrics,
             clock=self.clock,
+            commits=self.commits,
+            reads=self.reads,
         )
 
     # -- one pass (needs the lease) --------------------------------------------------------

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Self
+from typing import Any, Self, TypeVar
 
 from pydantic import Field, model_validator
 from pydantic import ValidationError as PydanticError
@@ -57,6 +57,7 @@ __all__ = [
     "IntentStatus",
     "IntentStore",
     "Leg",
+    "Parsed",
     "actual_order_writes",
 ]
 
@@ -230,6 +231,34 @@ class IntentStatus(_Model):
         return None
 
 
+_M = TypeVar("_M")
+
+
+class Parsed:
+    """Intents and statuses parsed once per version, for a reader that looks at every
+    one again and again without changing them (the engine's observe, each pass)."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, tuple[int, Any]] = {}
+        self._seen: set[str] = set()
+
+    def get(self, record: Record, parse: Callable[[Record], _M]) -> _M:
+        """``parse(record)``, or what it gave for this key's same version before."""
+        self._seen.add(record.key)
+        hit = self._by_key.get(record.key)
+        if hit is not None and hit[0] == record.version:
+            value: _M = hit[1]
+            return value
+        value = parse(record)
+        self._by_key[record.key] = (record.version, value)
+        return value
+
+    def sweep(self) -> None:
+        """Forget the keys not asked for since the last sweep (gone from the store)."""
+        self._by_key = {k: v for k, v in self._by_key.items() if k in self._seen}
+        self._seen = set()
+
+
 class IntentStore:
     """Intents and their statuses in a store (seed 001's IntentStateStore, durable).
 
@@ -237,9 +266,28 @@ class IntentStore:
     :param clock: the current UTC time (tests pass their own).
     """
 
-    def __init__(self, store: StateStore, *, clock: Callable[[], datetime] = _now) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        clock: Callable[[], datetime] = _now,
+        parsed: Parsed | None = None,
+        get_many: Callable[[Sequence[str]], Awaitable[dict[str, Record]]] | None = None,
+    ) -> None:
         self.store = store
         self._clock = clock
+        self._parsed = parsed
+        self._get_many = get_many or store.get_many
+
+    def _intent(self, record: Record) -> Intent:
+        if self._parsed is None:
+            return Intent.from_record(record)
+        return self._parsed.get(record, Intent.from_record)
+
+    def _status(self, record: Record) -> IntentStatus:
+        if self._parsed is None:
+            return IntentStatus.from_record(record)
+        return self._parsed.get(record, IntentStatus.from_record)
 
     # -- intents (the strategy writes these) -----------------------------------------
 
@@ -333,7 +381,7 @@ class IntentStore:
         and/or one OCO group."""
         found = []
         async for record in self.store.scan(INTENT_PREFIX, kind=kinds.INTENT):
-            intent = Intent.from_record(record)
+            intent = self._intent(record)
             if symbol is not None and intent.spec.symbol != symbol:
                 continue
             if group is not None and intent.spec.oco_group != group:
@@ -350,7 +398,7 @@ class IntentStore:
     ) -> list[tuple[Intent, IntentStatus | None]]:
         """The intents of ``intent_ids`` that exist, each with its status, in one read."""
         ids = [check_intent_id(i) for i in intent_ids]
-        records = await self.store.get_many(
+        records = await self._get_many(
             [INTENT_PREFIX + i for i in ids] + [STATUS_PREFIX + i for i in ids]
         )
         found = []
@@ -376,7 +424,7 @@ class IntentStore:
     async def statuses(self) -> dict[str, IntentStatus]:
         found = {}
         async for record in self.store.scan(STATUS_PREFIX, kind=kinds.INTENT_STATUS):
-            status = IntentStatus.from_record(record)
+            status = self._status(record)
             found[status.intent_id] = status
         return found
 

@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from statekit.backend import Write
+from statekit.backend import Record, Write
+from statekit.errors import ConflictError
 from statekit.trading.errors import ExchangeUnavailable, OrderNotFound
 from statekit.trading.exchange import ExchangeOrder
-from statekit.trading.idempotency import EntryStatus, OrderIntent
+from statekit.trading.idempotency import EntryStatus, LedgerEntry, OrderIntent
 from statekit.trading.models import OrderStatus
 from statekit.trading.reconcile.base import Context
 from statekit.trading.reconcile.intents import (
+    STATUS_PREFIX,
     Condition,
     Intent,
     IntentStatus,
@@ -51,12 +53,24 @@ class Member:
 
     intent: Intent
     status: IntentStatus
-    before: str  # the status's JSON as read, to skip writes that change nothing
+    before: str  # the status's JSON as stored, to skip writes that change nothing
     clock: Callable[[], datetime]
     new_orders: list[ExchangeOrder] = field(default_factory=list)
     seen_orders: list[ExchangeOrder] = field(default_factory=list)
     removed: bool = False
     gone: bool = False  # its removal is stored
+    was_synced: tuple[Condition, int | None] = field(init=False)
+    """The stored status's condition and observed generation."""
+    outcomes: list[tuple[LedgerEntry, ExchangeOrder]] = field(default_factory=list)
+    """Ledger outcomes (held reservation, accepted order) stored with the next save."""
+
+    def __post_init__(self) -> None:
+        self.saved()
+
+    def saved(self) -> None:
+        """The status as it is now is what the store holds (``before``)."""
+        self.before = self.status.model_dump_json()
+        self.was_synced = (self.status.condition, self.status.observed_generation)
 
     @property
     def changed(self) -> bool:
@@ -235,12 +249,42 @@ def _order_writes(member: Member) -> list[Write]:
     return writes
 
 
-async def save(ctx: Context, members: Sequence[Member]) -> None:
-    """Store what changed (statuses, actual orders, removals) in one fenced batch."""
+async def save(
+    ctx: Context, members: Sequence[Member], extra: Sequence[Write] = ()
+) -> dict[str, Record]:
+    """Store what changed (statuses, actual orders, removals, ledger outcomes) and
+    ``extra`` in one fenced batch; the records stored, by key.
+
+    A ledger outcome refused by its compare-and-set (the reservation was taken
+    over) is recorded by the ledger on its own, and the rest saved without it.
+    """
+    outcomes = [o for member in members if not member.gone for o in member.outcomes]
+    if outcomes:
+        ledger = ctx.ledger
+        recording = [ledger.placed_write(held, order) for held, order in outcomes]
+        try:
+            records = await _save(ctx, members, [*extra, *recording])
+        except ConflictError as exc:
+            if exc.key not in {w.key for w in recording}:
+                raise
+            for held, order in outcomes:
+                await ledger.record_placed(held, order)
+            records = None
+        for member in members:
+            member.outcomes.clear()
+        if records is not None:
+            return records
+    return await _save(ctx, members, extra)
+
+
+async def _save(
+    ctx: Context, members: Sequence[Member], extra: Sequence[Write]
+) -> dict[str, Record]:
     store = IntentStore(ctx.store, clock=ctx.clock)
-    writes: list[Write] = []
+    writes: list[Write] = list(extra)
     synced: list[Member] = []
     removing: list[Member] = []
+    taken = [(member, list(member.new_orders), list(member.seen_orders)) for member in members]
     for member in members:
         if member.gone:
             continue
@@ -252,25 +296,30 @@ async def save(ctx: Context, members: Sequence[Member]) -> None:
             continue
         if not member.changed:
             continue
-        was = IntentStatus.model_validate_json(member.before)
-        if member.status.condition is Condition.IN_SYNC and (
-            was.condition is not Condition.IN_SYNC
-            or was.observed_generation != member.intent.generation
+        if member.status.condition is Condition.IN_SYNC and member.was_synced != (
+            Condition.IN_SYNC,
+            member.intent.generation,
         ):
             synced.append(member)
         member.status.synced_at = ctx.clock()
         writes.append(store.status_write(member.status))
     if not writes:
-        return
-    records = await ctx.store.batch(writes, fence=ctx.lease)
+        return {}
+    try:
+        records = await ctx.write(writes)
+    except ConflictError:
+        for member, new, seen in taken:  # not stored: kept for the next save
+            member.new_orders[:0], member.seen_orders[:0] = new, seen
+        raise
     for member in removing:
         member.gone = True
     by_key = {r.key: r for r in records}
     for member in members:
-        record = by_key.get(store.status_write(member.status).key)
+        record = by_key.get(STATUS_PREFIX + member.status.intent_id)
         if record is not None:
             member.status.version = record.version
-            member.before = member.status.model_dump_json()
+            member.saved()
     now = ctx.clock()
     for member in synced:
         ctx.metrics.observe_lag((now - member.intent.changed_at).total_seconds())
+    return by_key

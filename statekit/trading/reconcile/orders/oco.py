@@ -31,7 +31,7 @@ async def load(
 
     :param groups: each group's intent ids, as the last observe saw them.
     """
-    store = IntentStore(ctx.store, clock=ctx.clock)
+    store = IntentStore(ctx.store, clock=ctx.clock, get_many=ctx.get_many)
     if key.startswith("oco:"):
         group = key.removeprefix("oco:")
         ids = groups.get(group)

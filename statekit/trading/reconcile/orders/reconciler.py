@@ -9,8 +9,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 
+from statekit.errors import ConflictError
 from statekit.trading.errors import ExchangeUnavailable, OrderNotFound, OrderRejected, RateLimited
 from statekit.trading.exchange import ExchangeOrder
+from statekit.trading.idempotency import LedgerEntry, OrderIntent, PlacedOrder
+from statekit.trading.idempotency.entries import replace
 from statekit.trading.models import OrderStatus
 from statekit.trading.reconcile.base import Action, Context, Reconciler, Result
 from statekit.trading.reconcile.intents import (
@@ -19,6 +22,7 @@ from statekit.trading.reconcile.intents import (
     IntentStatus,
     IntentStore,
     Leg,
+    Parsed,
 )
 from statekit.trading.reconcile.orders.decide import Step, decide
 from statekit.trading.reconcile.orders.legs import (
@@ -35,6 +39,8 @@ from statekit.trading.reconcile.orders.oco import group_settled, key_of, load
 __all__ = ["IntentReconciler"]
 
 _STEPS = 6  # decide-act rounds per key before handing it back to the queue
+_EXCHANGE_STEPS = frozenset({"cancel", "place", "place:drift", "send", "wait"})
+"""Steps that ask the exchange for something: the legs are looked at again after them."""
 
 
 class IntentReconciler(Reconciler):
@@ -51,6 +57,7 @@ class IntentReconciler(Reconciler):
         self._open: dict[str, ExchangeOrder] = {}
         self._snapshot_keys: set[str] = set()  # keys of the pass that took self._open
         self._groups: dict[str, list[str]] = {}  # OCO group -> intent ids, as last observed
+        self._parsed = Parsed()  # observe's intents and statuses, parsed once per version
 
     # -- the reconciler contract -------------------------------------------------------
 
@@ -71,7 +78,7 @@ class IntentReconciler(Reconciler):
         # after it is a real orphan.
         opened = await ctx.connector.fetch_open_orders()
         self._open = {o.client_order_id: o for o in opened if o.client_order_id}
-        store = IntentStore(ctx.store, clock=ctx.clock)
+        store = IntentStore(ctx.store, clock=ctx.clock, parsed=self._parsed)
         statuses = await store.statuses()
         groups: dict[str, list[tuple[Intent, IntentStatus | None]]] = {}
         owned: set[str] = set()
@@ -82,6 +89,7 @@ class IntentReconciler(Reconciler):
             groups.setdefault(key_of(intent), []).append((intent, status))
             if status is not None:
                 owned.update(leg.client_order_id for leg in status.legs)
+        self._parsed.sweep()
         keys = {key for key, members in groups.items() if not self._settled(members)}
         self._groups = {
             key.removeprefix("oco:"): [intent.id for intent, _ in members]
@@ -174,15 +182,19 @@ class IntentReconciler(Reconciler):
 
         In an OCO group at most one order is placed per round, and the group is
         looked at again before the next one: an order that filled on arrival
-        stops its siblings before they are sent."""
+        stops its siblings before they are sent. After a round that only kept books
+        (in sync, done, stopped...) and sent nothing, the exchange is not asked again:
+        the next decision is made on what the last refresh said."""
+        stale = True  # the legs need a look at the exchange before deciding
         for round_ in range(_STEPS + 2 * len(members)):
             present = [m for m in members if not m.removed]
             if not present:
                 return
-            for member in present:
-                await refresh(
-                    ctx, member, self._open, resolve=True, snapshot=snapshot and round_ == 0
-                )
+            if stale:
+                for member in present:
+                    await refresh(
+                        ctx, member, self._open, resolve=True, snapshot=snapshot and round_ == 0
+                    )
             steps = [
                 (member, action, step)
                 for member in present
@@ -190,6 +202,7 @@ class IntentReconciler(Reconciler):
             ]
             if not steps:
                 return
+            stale = any(step in _EXCHANGE_STEPS for _, _, (step, _) in steps)
             await self._act(ctx, key, members, steps, result)
 
     # -- deciding -------------------------------------------------------------------------
@@ -292,15 +305,26 @@ class IntentReconciler(Reconciler):
                 set_condition(
                     member, Condition.PENDING, "Placing", f"placing {leg.client_order_id}"
                 )
-            # Stored (under the lease) before anything is sent: a crash from here on
-            # leaves a leg whose outcome the next holder asks the exchange about.
-            await save(ctx, [member])
+            # Stored (under the lease) before anything is sent, in one batch with the
+            # ledger's reservation: a crash from here on leaves a leg whose outcome
+            # the next holder asks the exchange about.
+            held = await self._reserve(ctx, member, placing)
         else:
             leg = resend
             placing = order_intent(intent, leg)
+            held = None
         index = status.legs.index(leg)
+
+        async def record(held: LedgerEntry, order: ExchangeOrder) -> PlacedOrder:
+            # Stored with the member's next save (its status in sync, its order).
+            member.outcomes.append((held, order))
+            return PlacedOrder(held.key, order, replayed=False)
+
         try:
-            placed = await ctx.ledger.place_intent(ctx.connector, placing)
+            if held is None:
+                placed = await ctx.ledger.place_intent(ctx.connector, placing)
+            else:
+                placed = await ctx.ledger.send(ctx.connector, placing, held, record=record)
         except OrderRejected as exc:
             status.legs[index] = leg.model_copy(update={"status": OrderStatus.REJECTED})
             status.last_error = str(exc)
@@ -316,6 +340,21 @@ class IntentReconciler(Reconciler):
             await save(ctx, [member])
             raise
         apply_report(member, index, placed.order)
+
+    async def _reserve(
+        self, ctx: Context, member: Member, placing: OrderIntent
+    ) -> LedgerEntry | None:
+        """Save the member with the ledger's reservation of ``placing``; the held
+        entry, or None when the key was reserved already (then the ledger places)."""
+        entry, reserving = ctx.ledger.reservation(placing, ctx.connector.name)
+        try:
+            records = await save(ctx, [member], [reserving])
+        except ConflictError as exc:
+            if exc.key != reserving.key:
+                raise
+            await save(ctx, [member])
+            return None
+        return replace(entry, version=records[reserving.key].version)
 
     # -- orphans --------------------------------------------------------------------------
 
