@@ -36,9 +36,19 @@ APPEND = "SELECT versions, at FROM statekit_append($1, $2, $3, $4, $5, $6, $7, $
 """(ns, keys, kinds, datas, metas, expects, guard_keys, guard_versions, notify) -> the
 new versions (in input order) and the batch's ``at``."""
 
+_HEAD_VERSION = (
+    "CROSS JOIN LATERAL (SELECT * FROM statekit_versions AS v "
+    "WHERE v.ns = h.ns AND v.key = h.key AND v.version = h.version LIMIT 1) AS v"
+)
+"""Each head's version row, looked up by its whole primary key. A plain join lets the
+planner, when the namespace is new to the table's statistics (estimated at one row),
+match on ``ns`` alone and filter the key per pair: quadratic in the namespace's size
+(a 3,000-key scan took 0.75 s instead of 30 ms until autovacuum analysed). ``LIMIT 1``
+inside a lateral subquery makes the lookup per head, by (ns, key, version), always."""
+
 LATEST = (
     f"SELECT {COLUMNS} FROM statekit_heads AS h "
-    "JOIN statekit_versions AS v ON v.ns = h.ns AND v.key = h.key AND v.version = h.version "
+    f"{_HEAD_VERSION} "
     "WHERE h.ns = $1 AND h.key = ANY ($2::text[])"
 )
 
@@ -74,7 +84,7 @@ def scan_query(first: bool, bounded: bool, kind: bool) -> str:
         where.append(f"h.kind = ${4 if bounded else 3}")
     return (
         f"SELECT {COLUMNS} FROM statekit_heads AS h "
-        "JOIN statekit_versions AS v ON v.ns = h.ns AND v.key = h.key AND v.version = h.version "
+        f"{_HEAD_VERSION} "
         f"WHERE {' AND '.join(where)} ORDER BY h.key LIMIT {SCAN_PAGE}"
     )
 
