@@ -1,16 +1,16 @@
 """``python -m statekit.bench sqlite``: ``put`` and ``batch`` beside :mod:`sqlite3` by hand.
 
-The raw side is :meth:`SqliteBackend.append` written out: the same schema (created
-by statekit itself, so the two cannot drift), PRAGMAs, statements and durability.
-``raw_thread`` is the same raw work with one worker-thread round trip per call, the
-least any asyncio wrapper of a blocking driver pays.
+The raw side is what a user writes by hand with :mod:`sqlite3` for the same durable
+data (value, version, a history row per write) in tables of their own, at the same
+durability (WAL, statekit's ``synchronous``): :class:`_RawSqlite`. ``raw_thread`` is
+the same raw work with one worker-thread round trip per call, the least any asyncio
+wrapper of a blocking driver pays.
 
 ``concurrent16``: 16 tasks putting at once (the backend's group commit) beside
 ``single_task``, the same puts from one task; ``ratio_vs_single_task`` is what the
-group commit gains. Its raw side is what a user writes by hand with :mod:`sqlite3`
-for the same durable data (value, version, a history row) in a schema of their own:
-one connection, one ``BEGIN IMMEDIATE`` ... ``COMMIT`` per write (fsync'd), so
-sixteen tasks sharing it take turns.
+group commit gains. Its raw side is the same hand-written code: one connection, one
+``BEGIN IMMEDIATE`` ... ``COMMIT`` per write (fsync'd), so sixteen tasks sharing it
+take turns.
 """
 
 from __future__ import annotations
@@ -28,24 +28,18 @@ from typing import Any
 
 import statekit
 from statekit.backend import JSON, Write
-from statekit.backends.sqlite import INSERT_VERSION, SELECT_HEAD, UPSERT_HEAD, SqliteBackend
+from statekit.backends.sqlite import SqliteBackend
 from statekit.bench.harness import BenchConfig, Plan, Result, Workload, measure
 from statekit.store import StateStore
 
 __all__ = ["bench_sqlite"]
 
 
-def _compact(value: JSON) -> str:
-    # The JSON text statekit stores (statekit.codec.dumps), written out by hand.
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def _micros_now() -> int:
-    return time.time_ns() // 1000
-
-
 class _RawSqlite:
-    """SqliteBackend.append written by hand: same schema, PRAGMAs and statements."""
+    """What a user writes by hand with :mod:`sqlite3` for the same durable data: a table
+    of current values and a history table of their own (value, version, a history row
+    per write), WAL at statekit's ``synchronous``, one ``BEGIN IMMEDIATE`` ... ``COMMIT``
+    per put or batch. No statekit SQL or schema."""
 
     def __init__(self, path: Path, synchronous: str) -> None:
         self.con = sqlite3.connect(path, isolation_level=None)
@@ -53,6 +47,13 @@ class _RawSqlite:
         if str(mode).lower() != "wal":
             raise RuntimeError(f"raw sqlite: could not switch {path} to WAL (got {mode})")
         self.con.execute(f"PRAGMA synchronous = {synchronous}")
+        self.con.executescript(
+            "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, version INTEGER NOT NULL,"
+            " data TEXT NOT NULL);"
+            "CREATE TABLE IF NOT EXISTS state_history (key TEXT NOT NULL,"
+            " version INTEGER NOT NULL, data TEXT NOT NULL, at REAL NOT NULL,"
+            " PRIMARY KEY (key, version));"
+        )
 
     def durability(self) -> str:
         mode = self.con.execute("PRAGMA journal_mode").fetchone()[0]
@@ -60,34 +61,22 @@ class _RawSqlite:
         names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
         return f"{str(mode).upper()} synchronous={names.get(level, level)}"
 
+    def _write(self, con: sqlite3.Connection, key: str, value: JSON, at: float) -> None:
+        data = json.dumps(value)
+        row = con.execute("SELECT version FROM state WHERE key = ?", (key,)).fetchone()
+        version = row[0] + 1 if row else 1
+        con.execute("INSERT INTO state_history VALUES (?, ?, ?, ?)", (key, version, data, at))
+        con.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?)", (key, version, data))
+
     def put(self, key: str, value: JSON) -> None:
-        con = self.con
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            row = con.execute(SELECT_HEAD, (key,)).fetchone()
-            version = (row[0] if row else 0) + 1
-            con.execute(
-                INSERT_VERSION, (key, version, "state", _compact(value), "{}", _micros_now())
-            )
-            con.execute(UPSERT_HEAD, (key, version, "state", True))
-            con.execute("COMMIT")
-        except BaseException:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
-            raise
+        self.batch([(key, value)])
 
     def batch(self, items: Sequence[tuple[str, JSON]]) -> None:
-        con = self.con
-        at = _micros_now()
+        con, at = self.con, time.time()
         con.execute("BEGIN IMMEDIATE")
         try:
-            rows = []
             for key, value in items:
-                row = con.execute(SELECT_HEAD, (key,)).fetchone()
-                version = (row[0] if row else 0) + 1
-                rows.append((key, version, "state", _compact(value), "{}", at))
-            con.executemany(INSERT_VERSION, rows)
-            con.executemany(UPSERT_HEAD, [(k, v, kind, True) for k, v, kind, _, _, _ in rows])
+                self._write(con, key, value, at)
             con.execute("COMMIT")
         except BaseException:
             if con.in_transaction:
@@ -119,10 +108,6 @@ async def _open_sides(stack: AsyncExitStack, scratch: Path) -> _Sides:
     )
     backend = store.backend
     assert isinstance(backend, SqliteBackend)
-    # The raw files get their schema from statekit itself, so the two cannot drift.
-    for name in ("raw", "raw_thread"):
-        async with await statekit.open(f"sqlite:///{scratch / name}.db"):
-            pass
     raw = _RawSqlite(scratch / "raw.db", backend.synchronous)
     stack.callback(raw.close)
     # raw_thread: the same raw work, one worker-thread round trip per call.
@@ -197,37 +182,8 @@ def _batch_workload(
     )
 
 
-class _HandWritten:
-    """What a user writes without statekit: own tables, one connection, a commit per write."""
-
-    def __init__(self, path: Path) -> None:
-        self.con = sqlite3.connect(path, isolation_level=None)
-        self.con.execute("PRAGMA journal_mode = WAL")
-        self.con.execute("PRAGMA synchronous = FULL")
-        self.con.executescript(
-            "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, version INTEGER, data TEXT);"
-            "CREATE TABLE IF NOT EXISTS state_history (key TEXT, version INTEGER, data TEXT, "
-            "at REAL, PRIMARY KEY (key, version));"
-        )
-
-    def put(self, key: str, value: JSON) -> None:
-        con, data = self.con, json.dumps(value)
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            row = con.execute("SELECT version FROM state WHERE key = ?", (key,)).fetchone()
-            version = row[0] + 1 if row else 1
-            con.execute(
-                "INSERT INTO state_history VALUES (?, ?, ?, ?)", (key, version, data, time.time())
-            )
-            con.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?)", (key, version, data))
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-
-
 def _concurrent_workload(
-    store: StateStore, hand: _HandWritten, plan: Plan, n: int, detail: dict[str, JSON]
+    store: StateStore, hand: _RawSqlite, plan: Plan, n: int, detail: dict[str, JSON]
 ) -> Workload:
     tasks = 16
 
@@ -275,8 +231,8 @@ async def bench_sqlite(config: BenchConfig, scratch: Path) -> AsyncGenerator[Res
         yield await measure("sqlite", _put_workload(sides, plan, config.n, detail), config.rounds)
         batch = _batch_workload(sides, plan, config, detail)
         yield await measure("sqlite", batch, config.rounds)
-        hand = _HandWritten(scratch / "hand_written.db")
-        stack.callback(hand.con.close)
+        hand = _RawSqlite(scratch / "hand_written.db", backend.synchronous)
+        stack.callback(hand.close)
         for key, value in plan.items(len(plan.keys)):  # existing heads, as on the other sides
             hand.put(key, value)
         concurrent = _concurrent_workload(sides.store, hand, plan, config.n, detail)
