@@ -369,6 +369,7 @@ async def test_a_server_without_persistence_is_not_durable(
         assert store.capabilities == {
             Capability.ATOMIC_BATCH,
             Capability.COMPARE_AND_SET,
+            Capability.GUARDED_APPEND,
             Capability.WATCH,
             Capability.HISTORY,
         }
