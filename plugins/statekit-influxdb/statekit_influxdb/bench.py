@@ -64,6 +64,16 @@ class RawInflux:
         self.write_params = {"db": options.database, "precision": "ns"}
         self.query_params = {"db": options.database, "epoch": "ns"}
         self.measurement = measurement
+        self.database = options.database
+
+    async def create_database(self) -> None:
+        """``CREATE DATABASE`` (a no-op when it exists), as a user's program does first:
+        on a fresh server nothing has made it yet."""
+        async with self.session.post(
+            self.query_url, data={"q": f'CREATE DATABASE "{self.database}"'}
+        ) as response:
+            if response.status != 200:
+                raise RuntimeError(f"raw influxdb CREATE DATABASE: HTTP {response.status}")
 
     async def query(self, q: str, **params: JSON) -> list[list[Any]]:
         """The rows of the first series of ``q`` (empty when there is none)."""
@@ -135,6 +145,7 @@ async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, No
             )
         )
         raw = RawInflux(session, url, theirs)
+        await raw.create_database()
         stack.push_async_callback(raw.drop)
         server = await raw.server()
         if f"influxdb {server}" != f"influxdb {backend.describe()['server']}":

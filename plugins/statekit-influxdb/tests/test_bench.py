@@ -25,6 +25,7 @@ async def test_raw_side_keeps_the_values_versions_and_history_statekit_keeps(
     values = [sample_value(i) for i in range(4)]
     async with aiohttp.ClientSession() as session:
         raw = RawInflux(session, influx_url, f"bench_raw_{run}")
+        await raw.create_database()  # the test may run before anything made it
         try:
             for value in values:
                 await raw.put("bench/3", value)
