@@ -14,18 +14,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from statekit.bench.harness import DEFAULT_N, DEFAULT_ROUNDS, DEFAULT_VERSIONS, BenchConfig
+from statekit.bench.harness import (
+    DEFAULT_N,
+    DEFAULT_ROUNDS,
+    DEFAULT_VERSIONS,
+    BenchConfig,
+    positive,
+)
 from statekit.bench.registry import names, run
 from statekit.errors import StatekitError
 
 __all__ = ["main"]
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,23 +50,23 @@ def _parser() -> argparse.ArgumentParser:
         "--url", default=None, help="server URL for a server backend (postgresql, redis)"
     )
     parser.add_argument(
-        "--n", type=_positive, default=DEFAULT_N, help="writes per round (default %(default)s)"
+        "--n", type=positive, default=DEFAULT_N, help="writes per round (default %(default)s)"
     )
     parser.add_argument(
-        "--rounds", type=_positive, default=DEFAULT_ROUNDS, help="rounds (default %(default)s)"
+        "--rounds", type=positive, default=DEFAULT_ROUNDS, help="rounds (default %(default)s)"
     )
     parser.add_argument(
         "--positions",
         "--keys",
         dest="keys",
-        type=_positive,
+        type=positive,
         default=BenchConfig().keys,
         help="distinct keys the writes rotate over; the legacy benchmark's positions "
         "(default %(default)s)",
     )
     parser.add_argument(
         "--versions",
-        type=_positive,
+        type=positive,
         default=DEFAULT_VERSIONS,
         help="versions of the long history of the history benchmark (default %(default)s)",
     )

@@ -9,6 +9,7 @@ backend measures against. This module imports nothing above the store.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -36,6 +37,7 @@ __all__ = [
     "Timed",
     "Workload",
     "measure",
+    "positive",
     "sample_value",
     "server_url",
 ]
@@ -220,3 +222,11 @@ async def drop_namespace(backend: Backend) -> None:
     """Remove what a run wrote, where the backend can (``Backend.drop_namespace``)."""
     with contextlib.suppress(CapabilityError):
         await backend.drop_namespace(forget=True)
+
+
+def positive(text: str) -> int:
+    """An ``argparse`` type for the benchmarks' counts: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value

@@ -60,7 +60,7 @@ from pathlib import Path
 
 import statekit
 from statekit.backend import JSON
-from statekit.bench.harness import BenchConfig, Result, drop_namespace
+from statekit.bench.harness import BenchConfig, Result, drop_namespace, positive
 from statekit.bench.reconcile_lag import run_lag
 from statekit.bench.reconcile_raw import BASELINE, cancel_raw, raw_place, raw_side
 from statekit.config import load_settings
@@ -495,21 +495,14 @@ async def bench_reconcile(config: BenchConfig, scratch: Path) -> AsyncGenerator[
     yield await run_reconcile_bench(bench, scratch)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m statekit.bench.reconcile",
         description="The reconciliation engine against the paper exchange; one JSON line.",
     )
-    parser.add_argument("--intents", type=_positive, default=1000, help="default %(default)s")
+    parser.add_argument("--intents", type=positive, default=1000, help="default %(default)s")
     parser.add_argument(
-        "--symbols", type=_positive, default=DEFAULT_SYMBOLS, help="default %(default)s"
+        "--symbols", type=positive, default=DEFAULT_SYMBOLS, help="default %(default)s"
     )
     parser.add_argument(
         "--store",
@@ -519,18 +512,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--faults", choices=["on", "off"], default="on", help="faults phase")
     parser.add_argument(
-        "--rounds", type=_positive, default=LAG_ROUNDS, help="lag rounds (default %(default)s)"
+        "--rounds", type=positive, default=LAG_ROUNDS, help="lag rounds (default %(default)s)"
     )
     parser.add_argument(
-        "--changes", type=_positive, default=None, help="intents changed per lag round (1 %%)"
+        "--changes", type=positive, default=None, help="intents changed per lag round (1 %%)"
     )
-    parser.add_argument("--workers", type=_positive, default=WORKERS, help="default %(default)s")
+    parser.add_argument("--workers", type=positive, default=WORKERS, help="default %(default)s")
     parser.add_argument(
-        "--repeats", type=_positive, default=REPEATS, help="first passes (default %(default)s)"
+        "--repeats", type=positive, default=REPEATS, help="first passes (default %(default)s)"
     )
     parser.add_argument(
         "--run-rounds",
-        type=_positive,
+        type=positive,
         default=RUN_LAG_ROUNDS,
         help="lag rounds under engine.run() (default %(default)s)",
     )
