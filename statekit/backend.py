@@ -75,6 +75,8 @@ class Capability(enum.StrEnum):
     GUARDED_APPEND = "guarded_append"
     """``append()`` takes guards: versions of other keys checked atomically with the
     writes, not written (:class:`Guard`)."""
+    CHANGES = "changes"
+    """STAND-IN (issue 16, reverted before merge): position()/changed()."""
 
 
 @dataclass(frozen=True, slots=True)
