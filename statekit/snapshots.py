@@ -209,7 +209,9 @@ class SnapshotStore(Protocol):
 
     async def append(self, writes: Iterable[Write]) -> list[Record]: ...
 
-    async def append_reserved(self, writes: Iterable[Write]) -> list[Record]: ...
+    async def append_reserved(
+        self, writes: Iterable[Write], *, user: Iterable[Write] = ()
+    ) -> list[Record]: ...
 
 
 class Snapshots:
@@ -342,14 +344,23 @@ class Snapshots:
         if since is None:
             captured = await self._captured(header)
             current = {r.key: r async for r in self._store.scan(header.prefix)}
+            looked_at = len(captured.keys() | current.keys())
         else:
             keys = await self._suspects(header, *since)
             captured = await self._captured(header, keys)
             current = await self._store.get_many(sorted(keys))
+            looked_at = len(keys)
         writes = _writes(captured, current, change_meta)
-        await self._append(writes)
-        if position is not None and (writes or since is None):
-            mark = Write(header.mark_key, {"position": position}, MARK_KIND, {})
+        # The mark makes the next restore look at this one's writes and what changes
+        # from now on: worth a write only when this one looked at more than it wrote.
+        if position is None or looked_at <= len(writes):
+            await self._append(writes)
+            return len(writes)
+        mark = Write(header.mark_key, {"position": position}, MARK_KIND, {})
+        if Capability.ATOMIC_BATCH in self._store.capabilities:
+            await self._store.append_reserved([mark], user=writes)
+        else:  # the mark only once every write landed
+            await self._append(writes)
             await self._store.append_reserved([mark])
         return len(writes)
 

@@ -253,10 +253,19 @@ class StateStore:
         """
         return await self._checked([self._prepare(w) for w in writes], guards)
 
-    async def append_reserved(self, writes: Iterable[Write]) -> list[Record]:
+    async def append_reserved(
+        self, writes: Iterable[Write], *, user: Iterable[Write] = ()
+    ) -> list[Record]:
         """Append writes to statekit's own keys (under ``_sk/``): snapshots, the API's
-        start marks. For statekit's layers; no validator runs on them."""
-        return await self._checked([self._prepare(w, internal=True) for w in writes])
+        start marks. For statekit's layers; no validator runs on them.
+
+        :param user: writes to other keys in the same atomic batch, checked as
+            :meth:`append` checks them (a snapshot restore and its mark); their
+            records come first.
+        """
+        prepared = [self._prepare(w) for w in user]
+        prepared += [self._prepare(w, internal=True) for w in writes]
+        return await self._checked(prepared)
 
     async def _checked(self, prepared: list[Write], guards: Sequence[Guard] = ()) -> list[Record]:
         if not prepared:
