@@ -332,14 +332,6 @@ class Backend(ABC):
                 found[key] = record
         return found
 
-    async def position(self) -> str:
-        """STAND-IN: a point in the commit order."""
-        raise CapabilityError("no changes", backend=self.name, capability="changes")
-
-    async def changed(self, since: str, prefix: str = "") -> list[str]:
-        """STAND-IN: keys that may have a version committed after ``since``."""
-        raise CapabilityError("no changes", backend=self.name, capability="changes")
-
     @abstractmethod
     def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:
         """The head of every key starting with ``prefix`` that is not deleted, in key order.

@@ -493,16 +493,6 @@ class StateStore:
             key, after=after, before=before, limit=limit, newest_first=newest_first
         )
 
-    async def position(self) -> str:
-        """STAND-IN."""
-        self.require(Capability.CHANGES, "position()")
-        return await self.backend.position()
-
-    async def changed(self, since: str, prefix: str = "") -> list[str]:
-        """STAND-IN."""
-        self.require(Capability.CHANGES, "changed()")
-        return await self.backend.changed(since, prefix)
-
     async def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:
         """Live records whose key starts with ``prefix`` (and of ``kind``), in key order."""
         check_prefix(prefix)

@@ -74,7 +74,6 @@ class MemoryBackend(Backend):
             Capability.WATCH,
             Capability.HISTORY,
             Capability.GUARDED_APPEND,
-            Capability.CHANGES,
         }
     )
 
@@ -85,7 +84,6 @@ class MemoryBackend(Backend):
         self._lock = asyncio.Lock()
         self._subscriptions: weakref.WeakSet[_Subscription] = weakref.WeakSet()
         self._closed = False
-        self._commits: list[str] = []  # STAND-IN: key of each committed version
 
     @classmethod
     async def open(cls, url: str = "memory://") -> Self:
@@ -129,7 +127,6 @@ class MemoryBackend(Backend):
                 self._versions[w.key].append(stored)
                 self._heads[w.key] = version
                 records.append(stored.record(w.key))
-                self._commits.append(w.key)
         for record in records:
             for sub in list(self._subscriptions):
                 if record.key.startswith(sub.prefix):
@@ -185,12 +182,6 @@ class MemoryBackend(Backend):
             if index:
                 found[key] = history[index - 1].record(key)
         return found
-
-    async def position(self) -> str:
-        return str(len(self._commits))
-
-    async def changed(self, since: str, prefix: str = "") -> list[str]:
-        return sorted({k for k in self._commits[int(since) :] if k.startswith(prefix)})
 
     async def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:
         self._check_open()
