@@ -300,20 +300,12 @@ class Snapshots:
             raise ValidationError(f"no snapshot {snapshot_id!r}", reason="unknown snapshot")
         return _Header.of(record)
 
-    async def _captured(self, header: _Header, keys: Collection[str] | None = None) -> Captured:
-        """The captured entries of ``keys`` (every key when None), reading only their parts."""
+    async def _captured(self, header: _Header) -> Captured:
+        """Every captured entry."""
         if header.parts is None:
             return _entries(header.record)
-        part_keys = header.part_keys(keys)
-        records = await self._store.get_many(part_keys)
-        captured: Captured = {}
-        for part_key in part_keys:
-            if part_key not in records:
-                raise SerializationError(f"snapshot part {part_key!r} is missing", key=part_key)
-            captured.update(_entries(records[part_key]))
-        if keys is not None:
-            captured = {k: v for k, v in captured.items() if k in keys}
-        return captured
+        part_keys = header.part_keys()
+        return _unpack(part_keys, await self._store.get_many(part_keys))
 
     async def get(self, snapshot_id: str) -> dict[str, JSON]:
         """The captured values of a snapshot, by key."""
@@ -347,8 +339,11 @@ class Snapshots:
             looked_at = len(captured.keys() | current.keys())
         else:
             keys = await self._suspects(header, *since)
-            captured = await self._captured(header, keys)
-            current = await self._store.get_many(sorted(keys))
+            part_keys = header.part_keys(keys)
+            # The parts holding the keys and the keys' heads, in one read.
+            records = await self._store.get_many([*part_keys, *sorted(keys)])
+            captured = _unpack(part_keys, records, keys)
+            current = {k: records[k] for k in keys if k in records}
             looked_at = len(keys)
         writes = _writes(captured, current, change_meta)
         # The mark makes the next restore look at this one's writes and what changes
@@ -402,6 +397,20 @@ class Snapshots:
                 k: (before[k], after[k]) for k in before if k in after and before[k] != after[k]
             },
         )
+
+
+def _unpack(
+    part_keys: list[str], records: dict[str, Record], keys: Collection[str] = ()
+) -> Captured:
+    """The entries the parts ``part_keys`` (read into ``records``) hold; of ``keys`` only,
+    when given."""
+    captured: Captured = {}
+    for part_key in part_keys:
+        if part_key not in records:
+            raise SerializationError(f"snapshot part {part_key!r} is missing", key=part_key)
+        entries = _entries(records[part_key])
+        captured.update(entries if not keys else {k: v for k, v in entries.items() if k in keys})
+    return captured
 
 
 def _writes(captured: Captured, current: dict[str, Record], meta: dict[str, JSON]) -> list[Write]:
