@@ -58,7 +58,7 @@ PART_PREFIX = "_sk/snapshot-part/"
 """Where parts live: not under :data:`SNAPSHOT_PREFIX`, so listing reads headers only."""
 PART_KIND = "statekit.snapshot-part"
 MARK_KIND = "statekit.snapshot-mark"
-KEYS_PER_PART = 32
+KEYS_PER_PART = 16
 """Captured keys per part, on average: a restore of one changed key decodes about this many."""
 _RESERVED = "_sk/"  # statekit.store.RESERVED_PREFIX (not imported: the store imports us)
 
