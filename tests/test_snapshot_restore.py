@@ -2,9 +2,9 @@
 comparison would (statekit/snapshots.py, issue 16).
 
 Each scenario is checked against the full comparison: the same store seen without
-``Capability.CHANGES`` (:class:`Untracked`) compares every key, so after a restore
-through the changes it must find nothing left to write, and on twin prefixes both
-restores must write the same keys.
+``Capability.CHANGES`` (:func:`statekit.testing.snapshots.full_comparison`) compares
+every key, so after a restore through the changes it must find nothing left to
+write, and on twin prefixes both restores must write the same keys.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 
 import statekit
 from statekit import StateStore
-from statekit.backend import Capability, Record, Write
+from statekit.backend import Record, Write
 from statekit.snapshots import (
     KEYS_PER_PART,
     PART_KIND,
@@ -32,24 +32,11 @@ from statekit.snapshots import (
     Snapshots,
 )
 from statekit.testing._guard import GuardedBackend
-
-
-class Untracked:
-    """``store`` without :attr:`Capability.CHANGES`: its snapshots compare every key."""
-
-    def __init__(self, store: StateStore) -> None:
-        self._store = store
-
-    @property
-    def capabilities(self) -> frozenset[Capability]:
-        return self._store.capabilities - {Capability.CHANGES}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
+from statekit.testing.snapshots import full_comparison
 
 
 def full(store: StateStore) -> Snapshots:
-    return Snapshots(Untracked(store))  # type: ignore[arg-type]
+    return full_comparison(store)
 
 
 async def live(store: StateStore, prefix: str) -> dict[str, tuple[str, Any]]:

@@ -45,6 +45,7 @@ from statekit.testing.guards import GuardContract
 from statekit.testing.history import TimeOrderContract
 from statekit.testing.inputs import BadInputContract
 from statekit.testing.outage import OutageContract
+from statekit.testing.snapshots import SnapshotContract
 
 __all__ = ["BackendContract"]
 
@@ -69,6 +70,7 @@ class BackendContract(
     DurabilityContract,
     GuardContract,
     ChangesContract,
+    SnapshotContract,
 ):
     """Contract tests for a :class:`statekit.backend.Backend`.
 
