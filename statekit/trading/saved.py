@@ -58,12 +58,15 @@ class SavedHeads:
     :param singles: single keys known: in :attr:`heads` when live.
     :param index_version: the index's head version (0: never written).
     :param listed: the keys the index lists (or, read from the store, should list), sorted.
+    :param index_current: the stored index lists exactly :attr:`listed` (False when one
+        read from the store missed keys: the next save writes it even if no key came or went).
     """
 
     folders: set[str]
     singles: set[str]
     index_version: int
     listed: list[str]
+    index_current: bool = True
     heads: dict[str, Head] = field(default_factory=dict)
     members: dict[str, set[str]] = field(default_factory=dict)
     listed_set: set[str] = field(default_factory=set)
@@ -89,6 +92,7 @@ class SavedHeads:
         # The next index lists the keys live now even when an earlier one missed some.
         saved.listed_set = before | set(saved.heads)
         saved.listed = sorted(saved.listed_set)
+        saved.index_current = before == saved.listed_set
         return saved
 
     def folder_of(self, key: str) -> str | None:
@@ -101,9 +105,12 @@ class SavedHeads:
         """Every folder and single key a save names is known."""
         return all(f in self.folders for f in folders) and all(k in self.singles for k in singles)
 
-    def applied(self, records: list[Record], listed: list[str]) -> SavedHeads:
-        """These heads once ``records`` (the index last) committed; updated in place."""
-        for record in records[:-1]:
+    def applied(self, records: list[Record], listed: list[str], index: Record | None) -> SavedHeads:
+        """These heads once ``records`` committed (the items; ``index``, the index's new
+        version among them, or None when the save only guarded it); updated in place."""
+        for record in records:
+            if record is index:
+                continue
             folder = self.folder_of(record.key)
             if record.deleted:
                 self.heads.pop(record.key, None)
@@ -113,7 +120,8 @@ class SavedHeads:
                 self.heads[record.key] = Head(record.kind, _private(record.data), record.version)
                 if folder is not None:
                     self.members[folder].add(record.key)
-        self.index_version = records[-1].version
+        if index is not None:
+            self.index_version, self.index_current = index.version, True
         if listed is not self.listed:
             self.listed, self.listed_set = listed, set(listed)
         return self
