@@ -364,3 +364,45 @@ async def test_models_no_longer_handed_over_are_not_kept(store: StateStore) -> N
 
     assert [memo[3] for memo in state.balances._dumped.values()] == ["balance/A19"]
     assert list(state.balances._dumped_ids) == ["balance/A19"]
+
+
+@pytest.mark.asyncio
+async def test_saves_racing_in_one_legacy_state_each_save_their_whole_state(
+    tmp_path: Path,
+) -> None:
+    """Both saves compare their items with the heads before either holds the write lock;
+    the second to write plans again from the heads the first left, whole."""
+    settings = load_settings(config_file="", env_file="", url=f"sqlite:///{tmp_path / 's.db'}")
+    legacy = LegacyState(settings)
+    try:
+        base = {f"P{i}": {"n": 0} for i in range(4)}
+        await legacy.save(base, {})
+        for turn in range(1, 6):
+            first = {**base, "P1": {"n": turn}}
+            second = {**base, "P2": {"n": turn}}  # P1 as before the first save
+            await asyncio.gather(legacy.save(first, {}), legacy.save(second, {}))
+            loaded = await legacy.load()
+            assert loaded is not None and loaded["active_positions"] == second
+            base = second
+    finally:
+        await legacy.aclose()
+
+
+@pytest.mark.asyncio
+async def test_items_built_before_another_save_of_the_state_are_compared_again(
+    store: StateStore,
+) -> None:
+    """Items are built against the heads of the last save; a save landing in between
+    moves those heads, so the plan compares every item again, not just the ones it knew
+    had changed."""
+    state = TradingState(store)
+    positions = book(3)
+    await state.save(positions=positions)
+    stale = state.positions.items_of(positions)  # S001 unchanged, as far as it knew
+    assert stale.others == []
+    await state.save(positions=[positions[0], Position(symbol="S001", amount=5), positions[2]])
+
+    result = await state.save_items({"position/": stale})
+
+    assert (result.written, result.unchanged) == (1, 2)  # S001 back to what `stale` holds
+    assert (await state.positions.get("S001")) == Position(symbol="S001", amount=1)

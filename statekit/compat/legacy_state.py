@@ -39,6 +39,7 @@ from statekit.errors import StatekitError, ValidationError
 from statekit.snapshots import SnapshotInfo
 from statekit.store import StateStore
 from statekit.trading import kinds
+from statekit.trading.saved import Planned
 from statekit.trading.state import INDEX_KEY, Item, SaveResult, TradingState
 
 __all__ = [
@@ -216,20 +217,24 @@ class LegacyState:
             )
         return sections
 
-    def _section(self, folder: str, name: str, values: Mapping[Any, Any]) -> dict[str, Item]:
+    def _section(self, folder: str, name: str, values: Mapping[Any, Any]) -> Planned:
         # An item equal (==) to what the last save stored is that stored value: it is
-        # neither converted nor checked again (see ``save``).
+        # neither converted nor checked again (see ``save``), nor by the plan.
         kind = KINDS[folder]
         start = (self._state.prefix if self._state else "") + folder
-        heads = self._state.saved_heads() if self._state else {}
-        items: dict[str, Item] = {}
+        saved = self._state.last_saved() if self._state else None
+        head_of = (saved.heads if saved is not None else {}).get
+        items = Planned(saved)
         for symbol, data in values.items():
-            head = heads.get(start + symbol) if type(symbol) is str else None
-            if head is not None and head.kind == kind and head.data == data:
-                items[start + symbol] = head
-            else:
-                key = self.key(folder, symbol, name)
-                items[key] = Item(kind, legacy_object(data, f"{name}.{symbol}"))
+            if type(symbol) is str:
+                key = start + symbol
+                head = head_of(key)
+                if head is not None and head.kind == kind and head.data == data:
+                    items[key] = head
+                    continue
+            key = self.key(folder, symbol, name)
+            items[key] = Item(kind, legacy_object(data, f"{name}.{symbol}"))
+            items.others.append(key)
         return items
 
     def key(self, folder: str, symbol: object = "", section: str = "") -> str:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from statekit.backend import JSON, Record, dumps
 
-__all__ = ["Head", "Item", "SavedHeads"]
+__all__ = ["Head", "Item", "Planned", "SavedHeads"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,8 @@ class SavedHeads:
     index_version: int
     listed: list[str]
     index_current: bool = True
+    changes: int = 0
+    """Bumped by every :meth:`applied`: a :class:`Planned` made before is stale."""
     heads: dict[str, Head] = field(default_factory=dict)
     members: dict[str, set[str]] = field(default_factory=dict)
     listed_set: set[str] = field(default_factory=set)
@@ -108,6 +110,7 @@ class SavedHeads:
     def applied(self, records: list[Record], listed: list[str], index: Record | None) -> SavedHeads:
         """These heads once ``records`` committed (the items; ``index``, the index's new
         version among them, or None when the save only guarded it); updated in place."""
+        self.changes += 1
         for record in records:
             if record is index:
                 continue
@@ -125,6 +128,28 @@ class SavedHeads:
         if listed is not self.listed:
             self.listed, self.listed_set = listed, set(listed)
         return self
+
+
+class Planned(dict[str, Item]):
+    """The items of one folder, by key, as built against one :class:`SavedHeads`: every
+    item is that key's head there except those under :attr:`others`.
+
+    A save of a large book changes a few items; the plan then looks only at the
+    others, as long as the heads did not move since (:meth:`trusted`).
+    """
+
+    __slots__ = ("changes", "others", "saved")
+
+    def __init__(self, saved: SavedHeads | None) -> None:
+        super().__init__()
+        self.saved = saved
+        self.changes = saved.changes if saved is not None else -1
+        self.others: list[str] = []
+        """Keys whose item is not their head (new, changed, or not compared)."""
+
+    def trusted(self, saved: SavedHeads) -> bool:
+        """Built against ``saved`` as it still is: every key not in :attr:`others` is unchanged."""
+        return self.saved is saved and self.changes == saved.changes
 
 
 def _private(data: JSON) -> JSON:

@@ -42,7 +42,7 @@ from statekit.errors import ConflictError, ValidationError
 from statekit.store import StateStore
 from statekit.trading import kinds
 from statekit.trading.models import Balance, Order, PairState, Portfolio, Position, to_json
-from statekit.trading.saved import Head, Item, SavedHeads
+from statekit.trading.saved import Head, Item, Planned, SavedHeads
 
 __all__ = ["Item", "SaveResult", "Section", "TradingSnapshot", "TradingState"]
 
@@ -117,7 +117,7 @@ class Section(Generic[M]):
             )
         return self.key(getattr(value, self.name_field)), Item(self.kind, to_json(value))
 
-    def items_of(self, values: Iterable[M]) -> dict[str, Item]:
+    def items_of(self, values: Iterable[M]) -> Planned:
         """:meth:`item` of each value, by key, reusing the JSON of a model handed over
         before and unchanged since.
 
@@ -126,10 +126,12 @@ class Section(Generic[M]):
         """
         # The hot loop of a save of a large book: a dict lookup and two dict
         # comparisons per unchanged model (no attribute access on a memo).
-        items: dict[str, Item] = {}
+        saved = self._state.last_saved()
+        items = Planned(saved)
+        others = items.others
         dumped = self._dumped
         recall = dumped.get
-        head_of = self._state.saved_heads().get
+        head_of = (saved.heads if saved is not None else {}).get
         for value in values:
             memo = recall(id(value))
             # The memo holds ``value``, so no other object can have its id meanwhile.
@@ -146,10 +148,13 @@ class Section(Generic[M]):
                         # The stored head stands for it from now on: the plan sees it as is.
                         dumped[id(value)] = (kept, fields, extra, key, head)
                         item = head
+                    if head is not item:
+                        others.append(key)
                     items[key] = item
                     continue
             key, item = self.item(value)
             items[key] = item
+            others.append(key)
             self._remember(key, value, item)
         if len(dumped) > len(items):  # items no longer handed over (closed, filled) go
             for memo in [m for m in dumped.values() if m[3] not in items]:
@@ -437,6 +442,10 @@ class TradingState:
         saved = self._saved
         return None if saved is None else saved.heads.get(key)
 
+    def last_saved(self) -> SavedHeads | None:
+        """What this state's last save left (None: unknown, the next save reads)."""
+        return self._saved
+
     def saved_heads(self) -> Mapping[str, Head]:
         """The live keys after this state's last save, with their heads (empty: unknown)."""
         saved = self._saved
@@ -468,7 +477,13 @@ class TradingState:
         heads = saved.heads
         for folder, items in sections.items():
             found = 0
-            for key, item in items.items():
+            todo: Iterable[str] = items
+            if type(items) is Planned and items.trusted(saved):
+                todo = dict.fromkeys(items.others)  # every other item is its head: unchanged
+                found = len(items) - len(todo)
+                unchanged += found
+            for key in todo:
+                item = items[key]
                 head = head_of(key)
                 if head is item:  # handed over as the stored head: unchanged (the usual case)
                     found += 1
