@@ -21,6 +21,7 @@ import statekit
 from statekit.backend import JSON, Write
 from statekit.backends.sqlite import SqliteBackend
 from statekit.bench.harness import BenchConfig, Result, Timed, Workload, measure
+from statekit.bench.sqlite import _RawSqlite
 from statekit.compat import TradingStateManager
 from statekit.compat.legacy_state import LegacyState
 from statekit.config import load_settings
@@ -106,6 +107,20 @@ def _legacy_json_save(path: Path, positions: LegacyItems, pair_states: LegacyIte
         os.close(folder)
 
 
+def _saved_by_hand(by_hand: _RawSqlite) -> Callable[[LegacyItems, LegacyItems], None]:
+    """The whole state written by a hand-written :mod:`sqlite3` program that keeps what
+    statekit keeps: each item's value, its version and a history row, in one durable
+    transaction (``_RawSqlite`` of ``bench sqlite``: a table of heads and one of history).
+    Every item changed, so it writes every item, as ``save_all`` does."""
+
+    def save(positions: LegacyItems, pair_states: LegacyItems) -> None:
+        items: list[tuple[str, JSON]] = [(f"position/{k}", v) for k, v in positions.items()]
+        items += [(f"pair/{k}", v) for k, v in pair_states.items()]
+        by_hand.batch(items)
+
+    return save
+
+
 async def bench_legacy(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
     """``save_trading_state`` through :mod:`statekit.compat` beside the legacy JSON file.
 
@@ -115,7 +130,8 @@ async def bench_legacy(config: BenchConfig, scratch: Path) -> AsyncGenerator[Res
     (what the legacy manager did), durably; statekit writes the changed items and
     the index as one SQLite transaction (WAL, synchronous=FULL), after reading the
     heads to find what changed. ``async_api`` times the same saves through the async
-    :class:`~statekit.trading.TradingState` without the sync portal.
+    :class:`~statekit.trading.TradingState` without the sync portal; ``sqlite_by_hand``
+    (``save_all`` only) the same rows written by a hand-written :mod:`sqlite3` program.
     """
     saves = min(config.n, LEGACY_SAVES)
     settings = load_settings(config_file="", env_file="", url=f"sqlite:///{scratch / 'compat.db'}")
@@ -123,6 +139,7 @@ async def bench_legacy(config: BenchConfig, scratch: Path) -> AsyncGenerator[Res
     direct = LegacyState(
         load_settings(config_file="", env_file="", url=f"sqlite:///{scratch / 'async.db'}")
     )
+    by_hand: _RawSqlite | None = None
     try:
         legacy_file = scratch / "legacy_state.json"
         for every in (False, True):
@@ -159,12 +176,18 @@ async def bench_legacy(config: BenchConfig, scratch: Path) -> AsyncGenerator[Res
             def async_save(positions: LegacyItems, pair_states: LegacyItems) -> Awaitable[object]:
                 return direct.save(positions, pair_states)
 
+            references = {"async_api": timed(async_save, books["async"])}
+            if every:  # the floor of keeping every item's history in SQLite (see docs)
+                by_hand = _RawSqlite(scratch / "by_hand.db", backend.synchronous)
+                save_by_hand, hand_book = _saved_by_hand(by_hand), _LegacyBook(config.keys)
+                save_by_hand(*hand_book.next_state(every))  # its rows exist, as statekit's do
+                references["sqlite_by_hand"] = timed(save_by_hand, hand_book)
             workload = Workload(
                 "save_all" if every else "save_one",
                 saves,
                 timed(manager.save_trading_state, books["statekit"]),
                 timed(raw_save, books["raw"]),
-                {"async_api": timed(async_save, books["async"])},
+                references,
                 {
                     "positions": config.keys,
                     "pair_states": config.keys,
@@ -181,6 +204,8 @@ async def bench_legacy(config: BenchConfig, scratch: Path) -> AsyncGenerator[Res
     finally:
         manager.shutdown()
         await direct.aclose()
+        if by_hand is not None:
+            by_hand.close()
     yield await _trading_growth(config, scratch)
     yield await _restore_growth(config, scratch)
 
