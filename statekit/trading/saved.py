@@ -8,16 +8,26 @@ and key list of the index. The next save compares against that and writes only
 what differs, each write still checked against the version remembered
 (compare-and-set), the index included.
 
-**Why that is safe.** Every save writes the index with ``expect=<its version>``.
-Another ``save()`` (another task, process or machine) bumps the index, so a plan
+**Why that is safe.** Every write expects the version remembered for its key,
+and the index, which lists the keys, is either written with ``expect=<its
+version>`` (the save adds or removes a key) or, when the keys stay the same,
+*guarded* at that version (``Guard``: checked in the same atomic append, not
+written), on stores declaring ``Capability.GUARDED_APPEND``. A save that adds
+or removes a key (another task, process or machine) moves the index, so a plan
 made from stale heads fails as a whole with ConflictError: nothing is written,
 the heads are forgotten, and the save reads the store and plans again, as it
-always did. A write to one of the changed items by anyone fails the same way.
-What the remembered heads cannot see is a single-item write (``store.put``,
-``Section.save`` through another object, the REST API) to an item this save
-leaves unchanged: that write is kept, not reverted. Writes through this same
-``TradingState`` object (``Section.save``, ``save_portfolio``...) forget the
-heads, so the next save reads again.
+always did. A write by anyone to one of the changed items fails the same way.
+What the remembered heads cannot see is a write by someone else to an item
+this save leaves unchanged (``store.put``, the REST API, another saver's save
+of the same keys): that write is kept, neither overwritten nor reverted. So
+two savers changing different items of the same keys both keep their changes;
+when they change the same item, or the keys, the later one re-reads and saves
+its whole state. Writes through this same ``TradingState`` object
+(``Section.save``, ``save_portfolio``...) forget the heads, so the next save
+reads again.
+
+**The index's history** therefore grows only when keys come or go: each
+version lists the keys after a save that added or removed some.
 """
 
 from __future__ import annotations

@@ -7,17 +7,20 @@ Every item is one versioned key, so each has its full history and ``as_of``::
     balance/<asset>     kind trading.balance
     pair/<pair>         kind trading.pair_state  (or trading.legacy_pair_state)
     portfolio           kind trading.portfolio   (or trading.legacy_portfolio)
-    trading/index       kind trading.index: the keys of the state after each save()
+    trading/index       kind trading.index: the keys of the state after each save() that
+                        added or removed one
 
 The kinds are in :mod:`statekit.trading.kinds`.
 
 ``save()`` writes a whole trading state as **one atomic batch**: changed items
 get a new version, items no longer present are deleted, unchanged items are
 left alone (their history does not grow), and every write is checked against
-the version read (compare-and-set), so two processes saving at once cannot
-interleave: the later one re-reads and saves again. A state that saved before
-plans from what it saved instead of reading every head again
-(:mod:`statekit.trading.saved` says when it reads and what that cannot see).
+the version read (compare-and-set), so no save overwrites a version it has not
+seen: when two processes change the same item or the keys, the later one
+re-reads and saves again. A state that saved before plans from what it saved
+instead of reading every head again, and checks the index instead of
+rewriting it when no key came or went (:mod:`statekit.trading.saved` says when
+it reads, what that cannot see, and what the index's history then holds).
 
 The ``trading.legacy_*`` kinds hold the free-form dicts of the legacy drop-in
 (:mod:`statekit.compat`) exactly as the bot gave them; the typed readers here
@@ -525,8 +528,9 @@ class TradingState:
     async def load(self, *, as_of: datetime | None = None) -> TradingSnapshot:
         """The whole trading state now, or as it was at ``as_of``.
 
-        ``as_of`` reads every item that is live now or was listed by the last
-        ``save`` before ``as_of``, each as of that moment.
+        ``as_of`` reads every item that is live now or was listed by the index
+        at ``as_of`` (the keys after the last ``save`` before it that added or
+        removed one), each as of that moment.
         """
         snapshot = TradingSnapshot()
         if as_of is None:
