@@ -494,6 +494,33 @@ class StateStore:
             if internal or not record.key.startswith(RESERVED_PREFIX):
                 yield record
 
+    # -- changes -----------------------------------------------------------------
+
+    async def position(self) -> str:
+        """A point in the commit order to ask :meth:`changed` about later (opaque text).
+
+        Every commit that finished before the call is at or before it.
+        """
+        self.require(Capability.CHANGES, "position()")
+        return await self.backend.position()
+
+    async def changed(self, since: str, prefix: str = "") -> list[str]:
+        """Keys under ``prefix`` that may have changed after the :meth:`position` ``since``.
+
+        Sorted; complete (every key with a version committed after ``since``, deleted
+        and new keys included), possibly with a few more committed around ``since``.
+        Costs in proportion to what changed, not to the keys stored. Reserved keys
+        are left out unless ``prefix`` is reserved, as with :meth:`scan`.
+        """
+        self.require(Capability.CHANGES, "changed()")
+        if not isinstance(since, str):
+            raise ValidationError(f"since must be a position (text), not {since!r}", reason="since")
+        check_prefix(prefix)
+        keys = await self.backend.changed(since, prefix)
+        if prefix.startswith(RESERVED_PREFIX):
+            return keys
+        return [key for key in keys if not key.startswith(RESERVED_PREFIX)]
+
     # -- retention ---------------------------------------------------------------
 
     async def prune(self, key: str, retention: Retention) -> int:
