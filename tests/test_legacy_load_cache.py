@@ -18,6 +18,7 @@ import statekit
 from statekit.compat.legacy_state import LegacyState
 from statekit.config import load_settings
 from statekit.store import StateStore
+from statekit.testing import fresh_namespace, server_url
 from statekit.trading import kinds
 
 PROCESSES = 3
@@ -28,9 +29,27 @@ def _legacy(url: str) -> LegacyState:
     return LegacyState(load_settings(config_file="", env_file="", url=url))
 
 
+@pytest_asyncio.fixture(params=["sqlite", "postgres"])
+async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A store answering ``changed()``: a SQLite file, or a fresh PostgreSQL namespace."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 's.db'}"
+        return
+    server = server_url("postgres")
+    glue = "&" if "?" in server else "?"
+    namespaced = f"{server}{glue}namespace={fresh_namespace('loadcache')}"
+    try:
+        yield namespaced
+    finally:
+        from statekit_postgres import PostgresBackend
+
+        async with await PostgresBackend.open(namespaced) as backend:
+            await backend.drop_namespace(forget=True)
+
+
 @pytest_asyncio.fixture
-async def legacy(tmp_path: Path) -> AsyncIterator[LegacyState]:
-    state = _legacy(f"sqlite:///{tmp_path / 's.db'}")
+async def legacy(url: str) -> AsyncIterator[LegacyState]:
+    state = _legacy(url)
     try:
         yield state
     finally:
@@ -46,7 +65,7 @@ def _count_scans(store: StateStore) -> list[str]:
         scans.append(prefix)
         return scan(prefix, **kwargs)
 
-    store.scan = counted  # type: ignore[method-assign]
+    store.scan = counted  # type: ignore[assignment]
     return scans
 
 
@@ -86,13 +105,13 @@ async def test_nested_items_are_copied_whole(legacy: LegacyState) -> None:
 
 @pytest.mark.asyncio
 async def test_writes_by_anyone_else_are_seen_by_the_next_load(
-    legacy: LegacyState, tmp_path: Path
+    legacy: LegacyState, url: str
 ) -> None:
     await legacy.save({"EURUSD": {"qty": 1}}, {"EURUSD": {"cooldown": 0}})
     assert (await legacy.load()) is not None
-    other = _legacy(f"sqlite:///{tmp_path / 's.db'}")  # its own connections
+    other = _legacy(url)  # its own connections
     try:
-        async with await statekit.open(f"sqlite:///{tmp_path / 's.db'}") as store:
+        async with await statekit.open(url) as store:
             await store.put("position/EURUSD", {"qty": 2}, kind=kinds.LEGACY_POSITION)
             loaded = await legacy.load()
             assert loaded is not None and loaded["active_positions"] == {"EURUSD": {"qty": 2}}
@@ -174,12 +193,11 @@ def _write_in_process(url: str, n: int, seed: int, done: Any) -> None:
 
 @pytest.mark.asyncio
 async def test_writes_of_other_processes_are_seen_by_the_next_load(
-    legacy: LegacyState, tmp_path: Path
+    legacy: LegacyState, url: str
 ) -> None:
     seed = int(os.environ.get("STATEKIT_TEST_SEED") or int.from_bytes(os.urandom(4), "big"))
     print(f"seed {seed} (STATEKIT_TEST_SEED={seed} replays it)")
     rng = random.Random(seed)
-    url = f"sqlite:///{tmp_path / 's.db'}"
     await legacy.save({"M": {"round": 0}}, {})
     ctx = multiprocessing.get_context("spawn")
     done = ctx.Queue()
