@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import signal
 import threading
 from pathlib import Path
 
@@ -131,6 +133,34 @@ def test_closing_cancels_a_call_in_flight() -> None:
     assert len(outcome) == 1
     assert isinstance(outcome[0], StatekitError)
     assert "closed while it ran" in str(outcome[0])
+
+
+def test_an_interrupted_caller_cancels_its_call(portal: Portal) -> None:
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    def interrupt() -> None:  # Ctrl-C while the main thread waits for the call
+        assert started.wait(10)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        portal.call(forever)
+    assert cancelled.wait(10)
+    assert portal.call(add, 1, 2) == 3  # the portal still serves
+
+
+def test_a_function_giving_no_awaitable_fails_its_call_only(portal: Portal) -> None:
+    with pytest.raises(TypeError):
+        portal.call(lambda: 1)  # type: ignore[arg-type, return-value]
+    assert portal.call(add, 2, 2) == 4
 
 
 # -- the managers' portals ---------------------------------------------------------------------

@@ -297,11 +297,16 @@ def test_processes_saving_at_once_leave_one_whole_state(tmp_path: Path) -> None:
             state = TradingState(store)
             positions = (await state.load()).positions
             assert len({p.amount for p in positions.values()}) == 1
-            index = await store.history("trading/index", limit=100)
-            # every save is in the index's history: 4 processes, whole states only
-            assert len(index) == 4
-            for record in index:
-                writer = record.meta["by"]
-                assert isinstance(writer, str) and writer.startswith("process-")
+            # every save landed whole: each process wrote a version of every position
+            # (the index lists the same keys after each, so only the first wrote it)
+            writers: dict[str, list[str]] = {}
+            for symbol in positions:
+                for record in await store.history(f"position/{symbol}", limit=100):
+                    writer = record.meta["by"]
+                    assert isinstance(writer, str) and writer.startswith("process-")
+                    writers.setdefault(writer, []).append(symbol)
+            assert sorted(writers) == [f"process-{n}" for n in range(1, 5)]
+            assert all(sorted(symbols) == sorted(positions) for symbols in writers.values())
+            assert len(await store.history("trading/index", limit=100)) == 1
 
     asyncio.run(check())

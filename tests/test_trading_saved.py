@@ -14,7 +14,7 @@ import pytest_asyncio
 
 import statekit
 from statekit import ConflictError, StateStore
-from statekit.backend import Record, Write
+from statekit.backend import Guard, Record, Write
 from statekit.backends.memory import MemoryBackend
 from statekit.compat.legacy_state import LegacyState
 from statekit.config import load_settings
@@ -35,10 +35,13 @@ class CountingBackend(MemoryBackend):
         async for record in super().scan(prefix, kind):
             yield record
 
-    async def append(self, writes: Sequence[Write], at: datetime) -> list[Record]:
+    async def append(
+        self, writes: Sequence[Write], at: datetime, *, guards: Sequence[Guard] = ()
+    ) -> list[Record]:
         self.calls["append"] += 1
         self.calls["written"] += len(writes)
-        return await super().append(writes, at)
+        self.calls["guarded"] += len(guards)
+        return await super().append(writes, at, guards=guards)
 
 
 @pytest_asyncio.fixture
@@ -67,10 +70,10 @@ async def test_a_save_after_a_save_reads_nothing_and_writes_what_changed(
     result = await state.save(positions=positions)
 
     assert (result.written, result.deleted, result.unchanged) == (1, 0, 199)
-    # one append of the changed item and the index; no scan, no head read
-    assert backend.calls == Counter({"append": 1, "written": 2})
+    # one append of the changed item, the index guarded (the same keys); no scan, no head read
+    assert backend.calls == Counter({"append": 1, "written": 1, "guarded": 1})
     backend.calls.clear()
-    await state.save(positions=positions[:-1])  # closes one position
+    await state.save(positions=positions[:-1])  # closes one position: a new index version
     assert backend.calls == Counter({"append": 1, "written": 2})
     assert sorted((await TradingState(store).load()).positions) == [f"S{i:03d}" for i in range(199)]
 
@@ -96,6 +99,45 @@ async def test_another_saver_between_saves_is_seen_as_before(store: StateStore) 
     }
     versions = [r.version for r in await store.history("position/S004")]
     assert versions == [3, 2, 1]  # mine, theirs, mine: nothing overwritten unseen
+
+
+@pytest.mark.asyncio
+async def test_a_key_added_by_another_saver_fails_the_guard_of_a_save_of_the_same_keys(
+    counted: tuple[StateStore, CountingBackend],
+) -> None:
+    """A save that adds or removes no key guards the index instead of writing it; another
+    saver's new key moved the index, so the save reads again and closes that key."""
+    store, backend = counted
+    mine, theirs = TradingState(store), TradingState(store)
+    await mine.save(positions=book(3))
+    await theirs.save(positions=[*book(3), Position(symbol="NEW", amount=1)])
+    backend.calls.clear()
+
+    result = await mine.save(positions=[*book(2), Position(symbol="S002", amount=3)])
+
+    assert (result.written, result.deleted) == (1, 1)  # S002 written, NEW closed
+    assert backend.calls["guarded"] == 1 and backend.calls["scan"] == 1  # refused, read again
+    assert sorted((await TradingState(store).load()).positions) == ["S000", "S001", "S002"]
+    index = await store.get("trading/index")
+    assert index is not None and index.data == {"keys": [f"position/S00{i}" for i in range(3)]}
+
+
+@pytest.mark.asyncio
+async def test_savers_changing_different_items_of_the_same_keys_keep_both_changes(
+    store: StateStore,
+) -> None:
+    """Neither save overwrites or reverts a version it has not seen: both changes stay."""
+    mine, theirs = TradingState(store), TradingState(store)
+    await mine.save(positions=book(3))
+    await theirs.save(positions=book(3))
+    await theirs.save(positions=[*book(2), Position(symbol="S002", amount=9)])
+
+    result = await mine.save(positions=[Position(symbol="S000", amount=5), *book(3)[1:]])
+
+    assert (result.written, result.unchanged) == (1, 2)
+    loaded = (await TradingState(store).load()).positions
+    assert [int(p.amount or 0) for p in loaded.values()] == [5, 1, 9]
+    assert [r.version for r in await store.history("trading/index")] == [1]
 
 
 @pytest.mark.asyncio
@@ -306,7 +348,10 @@ def test_processes_saving_again_and_again_leave_one_whole_state(tmp_path: Path) 
             positions = (await TradingState(store).load()).positions
             assert len(positions) == 5
             assert len({p.amount for p in positions.values()}) == 1  # one whole book
-            assert len(await store.history("trading/index", limit=100)) == 18  # every save
+            for symbol in positions:  # every save landed once: each wrote every position
+                assert len(await store.history(f"position/{symbol}", limit=100)) == 18
+            # No save added or removed a key after the first: the index was guarded, not rewritten.
+            assert len(await store.history("trading/index", limit=100)) == 1
 
     asyncio.run(check())
 
@@ -317,4 +362,47 @@ async def test_models_no_longer_handed_over_are_not_kept(store: StateStore) -> N
     for n in range(20):  # a new asset each time, the older ones gone
         await state.save(balances=[Balance(asset=f"A{n}", free=1)])
 
-    assert list(state.balances._dumped) == ["balance/A19"]
+    assert [memo[3] for memo in state.balances._dumped.values()] == ["balance/A19"]
+    assert list(state.balances._dumped_ids) == ["balance/A19"]
+
+
+@pytest.mark.asyncio
+async def test_saves_racing_in_one_legacy_state_each_save_their_whole_state(
+    tmp_path: Path,
+) -> None:
+    """Both saves compare their items with the heads before either holds the write lock;
+    the second to write plans again from the heads the first left, whole."""
+    settings = load_settings(config_file="", env_file="", url=f"sqlite:///{tmp_path / 's.db'}")
+    legacy = LegacyState(settings)
+    try:
+        base = {f"P{i}": {"n": 0} for i in range(4)}
+        await legacy.save(base, {})
+        for turn in range(1, 6):
+            first = {**base, "P1": {"n": turn}}
+            second = {**base, "P2": {"n": turn}}  # P1 as before the first save
+            await asyncio.gather(legacy.save(first, {}), legacy.save(second, {}))
+            loaded = await legacy.load()
+            assert loaded is not None and loaded["active_positions"] == second
+            base = second
+    finally:
+        await legacy.aclose()
+
+
+@pytest.mark.asyncio
+async def test_items_built_before_another_save_of_the_state_are_compared_again(
+    store: StateStore,
+) -> None:
+    """Items are built against the heads of the last save; a save landing in between
+    moves those heads, so the plan compares every item again, not just the ones it knew
+    had changed."""
+    state = TradingState(store)
+    positions = book(3)
+    await state.save(positions=positions)
+    stale = state.positions.items_of(positions)  # S001 unchanged, as far as it knew
+    assert stale.others == []
+    await state.save(positions=[positions[0], Position(symbol="S001", amount=5), positions[2]])
+
+    result = await state.save_items({"position/": stale})
+
+    assert (result.written, result.unchanged) == (1, 2)  # S001 back to what `stale` holds
+    assert (await state.positions.get("S001")) == Position(symbol="S001", amount=1)

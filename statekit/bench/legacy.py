@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sqlite3
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime
@@ -106,6 +107,43 @@ def _legacy_json_save(path: Path, positions: LegacyItems, pair_states: LegacyIte
         os.close(folder)
 
 
+class _SqliteByHand:
+    """The leanest hand-written :mod:`sqlite3` program keeping what statekit keeps for a
+    whole-state save: a table of heads (key, version, value) and a history table (a row
+    per version), WAL at statekit's ``synchronous``; per save one transaction that reads
+    the heads' versions in one query and writes both tables with ``executemany``."""
+
+    def __init__(self, path: Path, synchronous: str) -> None:
+        self.con = sqlite3.connect(path, isolation_level=None)
+        self.con.execute("PRAGMA journal_mode = WAL")
+        self.con.execute(f"PRAGMA synchronous = {synchronous}")
+        self.con.executescript(
+            "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, version INTEGER NOT NULL,"
+            " data TEXT NOT NULL);"
+            "CREATE TABLE IF NOT EXISTS state_history (key TEXT NOT NULL,"
+            " version INTEGER NOT NULL, data TEXT NOT NULL, at REAL NOT NULL,"
+            " PRIMARY KEY (key, version));"
+        )
+
+    def save(self, positions: LegacyItems, pair_states: LegacyItems) -> None:
+        items = [(f"position/{k}", json.dumps(v)) for k, v in positions.items()]
+        items += [(f"pair/{k}", json.dumps(v)) for k, v in pair_states.items()]
+        con, at = self.con, time.time()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            heads = dict(con.execute("SELECT key, version FROM state").fetchall())
+            rows = [(key, heads.get(key, 0) + 1, data) for key, data in items]
+            con.executemany(
+                "INSERT INTO state_history VALUES (?, ?, ?, ?)", [(*row, at) for row in rows]
+            )
+            con.executemany("INSERT OR REPLACE INTO state VALUES (?, ?, ?)", rows)
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+
+
 async def bench_legacy(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
     """``save_trading_state`` through :mod:`statekit.compat` beside the legacy JSON file.
 
@@ -115,7 +153,8 @@ async def bench_legacy(config: BenchConfig, scratch: Path) -> AsyncGenerator[Res
     (what the legacy manager did), durably; statekit writes the changed items and
     the index as one SQLite transaction (WAL, synchronous=FULL), after reading the
     heads to find what changed. ``async_api`` times the same saves through the async
-    :class:`~statekit.trading.TradingState` without the sync portal.
+    :class:`~statekit.trading.TradingState` without the sync portal; ``sqlite_by_hand``
+    (``save_all`` only) the same rows written by a hand-written :mod:`sqlite3` program.
     """
     saves = min(config.n, LEGACY_SAVES)
     settings = load_settings(config_file="", env_file="", url=f"sqlite:///{scratch / 'compat.db'}")
@@ -123,6 +162,7 @@ async def bench_legacy(config: BenchConfig, scratch: Path) -> AsyncGenerator[Res
     direct = LegacyState(
         load_settings(config_file="", env_file="", url=f"sqlite:///{scratch / 'async.db'}")
     )
+    by_hand: _SqliteByHand | None = None
     try:
         legacy_file = scratch / "legacy_state.json"
         for every in (False, True):
@@ -159,12 +199,18 @@ async def bench_legacy(config: BenchConfig, scratch: Path) -> AsyncGenerator[Res
             def async_save(positions: LegacyItems, pair_states: LegacyItems) -> Awaitable[object]:
                 return direct.save(positions, pair_states)
 
+            references = {"async_api": timed(async_save, books["async"])}
+            if every:  # the floor of keeping every item's history in SQLite (see docs)
+                by_hand = _SqliteByHand(scratch / "by_hand.db", backend.synchronous)
+                hand_book = _LegacyBook(config.keys)
+                by_hand.save(*hand_book.next_state(every))  # its rows exist, as statekit's do
+                references["sqlite_by_hand"] = timed(by_hand.save, hand_book)
             workload = Workload(
                 "save_all" if every else "save_one",
                 saves,
                 timed(manager.save_trading_state, books["statekit"]),
                 timed(raw_save, books["raw"]),
-                {"async_api": timed(async_save, books["async"])},
+                references,
                 {
                     "positions": config.keys,
                     "pair_states": config.keys,
@@ -181,6 +227,8 @@ async def bench_legacy(config: BenchConfig, scratch: Path) -> AsyncGenerator[Res
     finally:
         manager.shutdown()
         await direct.aclose()
+        if by_hand is not None:
+            by_hand.con.close()
     yield await _trading_growth(config, scratch)
     yield await _restore_growth(config, scratch)
 

@@ -29,15 +29,17 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from statekit.backend import JSON, Record
+from statekit.backend import JSON, Capability, Record
 from statekit.codec import check_key, redact_url
 from statekit.compat.legacy_format import legacy_object
+from statekit.compat.loaded import LoadedState, touches
 from statekit.compat.portal import Portal
 from statekit.config import Settings
 from statekit.errors import StatekitError, ValidationError
 from statekit.snapshots import SnapshotInfo
 from statekit.store import StateStore
 from statekit.trading import kinds
+from statekit.trading.saved import Planned
 from statekit.trading.state import INDEX_KEY, Item, SaveResult, TradingState
 
 __all__ = [
@@ -126,6 +128,7 @@ class LegacyState:
         self._state: TradingState | None = None
         self._url: str | None = None
         self._writing: asyncio.Lock | None = None
+        self._loaded: LoadedState | None = None  # the last load (see load)
 
     def write_lock(self) -> asyncio.Lock:
         """Held by every save through this state, so they take turns.
@@ -178,6 +181,7 @@ class LegacyState:
     async def aclose(self) -> None:
         """Close the store. Idempotent."""
         store, self._store, self._state = self._store, None, None
+        self._loaded = None
         if store is not None:
             await store.aclose()
 
@@ -213,20 +217,24 @@ class LegacyState:
             )
         return sections
 
-    def _section(self, folder: str, name: str, values: Mapping[Any, Any]) -> dict[str, Item]:
+    def _section(self, folder: str, name: str, values: Mapping[Any, Any]) -> Planned:
         # An item equal (==) to what the last save stored is that stored value: it is
-        # neither converted nor checked again (see ``save``).
+        # neither converted nor checked again (see ``save``), nor by the plan.
         kind = KINDS[folder]
         start = (self._state.prefix if self._state else "") + folder
-        heads = self._state.saved_heads() if self._state else {}
-        items: dict[str, Item] = {}
+        saved = self._state.last_saved() if self._state else None
+        head_of = (saved.heads if saved is not None else {}).get
+        items = Planned(saved)
         for symbol, data in values.items():
-            head = heads.get(start + symbol) if type(symbol) is str else None
-            if head is not None and head.kind == kind and head.data == data:
-                items[start + symbol] = head
-            else:
-                key = self.key(folder, symbol, name)
-                items[key] = Item(kind, legacy_object(data, f"{name}.{symbol}"))
+            if type(symbol) is str:
+                key = start + symbol
+                head = head_of(key)
+                if head is not None and head.kind == kind and head.data == data:
+                    items[key] = head
+                    continue
+            key = self.key(folder, symbol, name)
+            items[key] = Item(kind, legacy_object(data, f"{name}.{symbol}"))
+            items.others.append(key)
         return items
 
     def key(self, folder: str, symbol: object = "", section: str = "") -> str:
@@ -268,7 +276,10 @@ class LegacyState:
         state = await self.open()
         sections = self.items(positions, pair_states, portfolio)
         async with self.write_lock():
-            return await state.save_items(sections, by=by, note=note)
+            try:
+                return await state.save_items(sections, by=by, note=note)
+            finally:
+                self._loaded = None  # changed() would list the keys; no need to ask
 
     async def save_position(
         self, symbol: str, data: Mapping[str, Any], *, by: str | None, note: str | None
@@ -278,7 +289,10 @@ class LegacyState:
         key = self.key(POSITIONS, symbol, "position")
         item = Item(KINDS[POSITIONS], legacy_object(data, f"position.{symbol}"))
         async with self.write_lock():
-            return await state.save_items({"": {key: item}}, by=by, note=note)
+            try:
+                return await state.save_items({"": {key: item}}, by=by, note=note)
+            finally:
+                self._loaded = None
 
     # -- reads -------------------------------------------------------------------------
 
@@ -293,23 +307,52 @@ class LegacyState:
 
         ``{"active_positions": {...}, "pair_states": {...}, "timestamp": "<ISO UTC>"}``
         plus ``"portfolio_data"`` when a portfolio is stored. ``timestamp`` is
-        when the state last changed.
+        when the state last changed. On a store that can say what changed since a
+        point (``Capability.CHANGES``), the last load is kept in this process and
+        handed out again (as fresh dicts) while none of its keys changed
+        (:mod:`statekit.compat.loaded`).
         """
         state = await self.open()
+        store = state.store
+        if Capability.CHANGES not in store.capabilities:
+            return await self._read(state)
+        kept = self._loaded
+        if kept is not None:
+            now = await store.position() if kept.noisy else None
+            listed = await store.changed(kept.stamp, state.prefix)
+            if not touches(listed, self._starts(state), self._singles(state)):
+                if self._loaded is kept:  # a save meanwhile forgot it: stay forgotten
+                    self._loaded = kept.moved(now, bool(listed))
+                return kept.copy()
+        stamp = await store.position()  # before the reads: what commits later is listed
+        kept = LoadedState.of(stamp, await self._read(state))
+        self._loaded = kept
+        return kept.copy()
+
+    def _starts(self, state: TradingState) -> tuple[str, ...]:
+        return tuple(state.prefix + folder for folder in KINDS)
+
+    def _singles(self, state: TradingState) -> frozenset[str]:
+        return frozenset({self.key(PORTFOLIO), state.prefix + INDEX_KEY})
+
+    async def _read(self, state: TradingState) -> dict[str, Any] | None:
+        """The legacy state dict as the store holds it (see :meth:`load`)."""
         # The positions, the pair states and the portfolio share their first letter:
         # one scan reads all three (not a scan each and a read); the index is read
         # meanwhile, so a small state is two reads queued together, one wait.
         index_key = state.prefix + INDEX_KEY
         reading = asyncio.ensure_future(state.store.get_many([index_key]))
         try:
-            positions, pairs, portfolio = await self._legacy_keys(state)
+            positions, pairs, portfolio, newest = await self._legacy_keys(state)
         except BaseException:
             reading.cancel()
             raise
         index = (await reading).get(index_key)
         if not positions and not pairs and portfolio is None and index is None:
             return None
-        stamps = [r.at for r in (portfolio, index) if r is not None]
+        # A save that adds or removes no key leaves the index as it is: the state last
+        # changed at its newest item, or at the index when a key went (the index is newer).
+        stamps = [at for at in (newest, index.at if index is not None else None) if at]
         loaded: dict[str, Any] = {"active_positions": positions, "pair_states": pairs}
         if portfolio is not None:
             loaded["portfolio_data"] = portfolio.data
@@ -318,22 +361,28 @@ class LegacyState:
 
     async def _legacy_keys(
         self, state: TradingState
-    ) -> tuple[dict[str, JSON], dict[str, JSON], Record | None]:
-        """The positions and the pair states by symbol, and the portfolio: one scan."""
+    ) -> tuple[dict[str, JSON], dict[str, JSON], Record | None, datetime | None]:
+        """The positions and the pair states by symbol, the portfolio, and the newest
+        ``at`` among them: one scan."""
         folders: dict[str, dict[str, JSON]] = {state.prefix + f: {} for f in KINDS}
         portfolio_key = self.key(PORTFOLIO)
         portfolio: Record | None = None
+        newest: datetime | None = None
         async for record in state.store.scan(state.prefix + _LEGACY_START):
             key = record.key
             if key == portfolio_key:
                 portfolio = record
-                continue
-            for start, into in folders.items():
-                if key.startswith(start):
-                    into[key[len(start) :]] = record.data
-                    break
+            else:
+                for start, into in folders.items():
+                    if key.startswith(start):
+                        into[key[len(start) :]] = record.data
+                        break
+                else:
+                    continue
+            if newest is None or record.at > newest:
+                newest = record.at
         positions, pairs = folders.values()
-        return positions, pairs, portfolio
+        return positions, pairs, portfolio, newest
 
     async def history(self, state_type: str | None, limit: int) -> list[dict[str, Any]]:
         """Versions of the legacy items, newest first, as the legacy history dicts.

@@ -33,6 +33,22 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+async def _awaited(fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    return await fn(*args, **kwargs)
+
+
+def _settle(future: concurrent.futures.Future[T], task: asyncio.Task[T]) -> None:
+    """Copy a finished task's outcome into the future its caller waits on."""
+    if task.cancelled():
+        future.cancel()
+    if not future.set_running_or_notify_cancel():
+        return  # cancelled: by the task's end, or by its caller giving up
+    if (error := task.exception()) is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(task.result())
+
+
 class Portal:
     """An event loop running in its own daemon thread; sync code calls coroutines on it.
 
@@ -92,19 +108,37 @@ class Portal:
                 "loop, where it would wait for itself forever; await the async API instead"
             )
 
-        async def invoke() -> T:
-            return await fn(*args, **kwargs)
+        # One hand-off each way (a task started by call_soon_threadsafe, its outcome
+        # copied into a concurrent future): a legacy load that is a copy of the last
+        # one is mostly this, so it does less than run_coroutine_threadsafe's chaining.
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        running: list[asyncio.Task[T]] = []
+
+        def start() -> None:
+            if future.cancelled():
+                return  # the caller gave up before it started
+            try:
+                task = self._loop.create_task(_awaited(fn, *args, **kwargs))
+            except BaseException as exc:  # fn is not a coroutine function, or the loop closed
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(exc)
+                return
+            running.append(task)
+            task.add_done_callback(lambda done: _settle(future, done))
 
         with self._lock:  # no new work is queued once close() has started
             if self._closed:
                 raise StatekitError("this statekit.compat portal is closed (shutdown() was called)")
-            future = asyncio.run_coroutine_threadsafe(invoke(), self._loop)
+            self._loop.call_soon_threadsafe(start)
         try:
             return future.result()
         except concurrent.futures.CancelledError:
             raise StatekitError("the call was cancelled: the portal closed while it ran") from None
         except BaseException:
-            future.cancel()  # KeyboardInterrupt and the like: stop the work we no longer wait for
+            # KeyboardInterrupt and the like: stop the work we no longer wait for.
+            if future.cancel():
+                with contextlib.suppress(RuntimeError):  # the loop is already closed
+                    self._loop.call_soon_threadsafe(lambda: [t.cancel() for t in running])
             raise
 
     def submit(

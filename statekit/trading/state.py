@@ -7,17 +7,20 @@ Every item is one versioned key, so each has its full history and ``as_of``::
     balance/<asset>     kind trading.balance
     pair/<pair>         kind trading.pair_state  (or trading.legacy_pair_state)
     portfolio           kind trading.portfolio   (or trading.legacy_portfolio)
-    trading/index       kind trading.index: the keys of the state after each save()
+    trading/index       kind trading.index: the keys of the state after each save() that
+                        added or removed one
 
 The kinds are in :mod:`statekit.trading.kinds`.
 
 ``save()`` writes a whole trading state as **one atomic batch**: changed items
 get a new version, items no longer present are deleted, unchanged items are
 left alone (their history does not grow), and every write is checked against
-the version read (compare-and-set), so two processes saving at once cannot
-interleave: the later one re-reads and saves again. A state that saved before
-plans from what it saved instead of reading every head again
-(:mod:`statekit.trading.saved` says when it reads and what that cannot see).
+the version read (compare-and-set), so no save overwrites a version it has not
+seen: when two processes change the same item or the keys, the later one
+re-reads and saves again. A state that saved before plans from what it saved
+instead of reading every head again, and checks the index instead of
+rewriting it when no key came or went (:mod:`statekit.trading.saved` says when
+it reads, what that cannot see, and what the index's history then holds).
 
 The ``trading.legacy_*`` kinds hold the free-form dicts of the legacy drop-in
 (:mod:`statekit.compat`) exactly as the bot gave them; the typed readers here
@@ -37,12 +40,12 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from statekit.backend import ANY, JSON, Capability, Expect, Record, Write
+from statekit.backend import ANY, JSON, Capability, Expect, Guard, Record, Write
 from statekit.errors import ConflictError, ValidationError
 from statekit.store import StateStore
 from statekit.trading import kinds
 from statekit.trading.models import Balance, Order, PairState, Portfolio, Position, to_json
-from statekit.trading.saved import Head, Item, SavedHeads
+from statekit.trading.saved import Head, Item, Planned, SavedHeads
 
 __all__ = ["Item", "SaveResult", "Section", "TradingSnapshot", "TradingState"]
 
@@ -53,6 +56,11 @@ _IMMUTABLE = frozenset({str, int, float, bool, Decimal, datetime, date, time, ty
 INDEX_KEY = "trading/index"
 SAVE_RETRIES = 5
 """Times ``save`` re-reads and tries again when another writer moved an item meanwhile."""
+
+
+_Dumped = tuple[BaseModel, dict[str, Any], dict[str, Any] | None, str, Item]
+"""A model as :meth:`Section.items_of` last turned it into JSON: the model, its
+fields and its extra fields then, its key and its item."""
 
 
 class Section(Generic[M]):
@@ -81,8 +89,9 @@ class Section(Generic[M]):
         self.model = model
         self.name_field = name_field
         self._legacy = legacy
-        # key -> (model, its fields, its extra fields, its item) as last turned into JSON
-        self._dumped: dict[str, tuple[M, dict[str, Any], dict[str, Any] | None, Item]] = {}
+        # id(model) -> the model as last turned into JSON (see _Dumped)
+        self._dumped: dict[int, _Dumped] = {}
+        self._dumped_ids: dict[str, int] = {}  # key -> the id its memo is kept under
 
     def key(self, name: str) -> str:
         """The store key of the item called ``name``."""
@@ -111,52 +120,65 @@ class Section(Generic[M]):
             )
         return self.key(getattr(value, self.name_field)), Item(self.kind, to_json(value))
 
-    def items_of(self, values: Iterable[M]) -> dict[str, Item]:
+    def items_of(self, values: Iterable[M]) -> Planned:
         """:meth:`item` of each value, by key, reusing the JSON of a model handed over
         before and unchanged since.
 
         The same object whose fields (all immutable: text, numbers, times, enums)
         are equal to what they were when it was last turned into JSON gives that JSON.
         """
-        items: dict[str, Item] = {}
-        dumped, model, name_field = self._dumped, self.model, self.name_field
-        start = self._state.prefix + self.folder
-        heads = self._state.saved_heads()
+        # The hot loop of a save of a large book: a dict lookup and two dict
+        # comparisons per unchanged model (no attribute access on a memo).
+        saved = self._state.last_saved()
+        items = Planned(saved)
+        others = items.others
+        dumped = self._dumped
+        recall = dumped.get
+        head_of = (saved.heads if saved is not None else {}).get
         for value in values:
-            if type(value) is model:
-                fields = value.__dict__
-                name = fields.get(name_field)
-                key = start + name if type(name) is str and name else ""
-                memo = dumped.get(key)
-                if (
-                    memo is not None
-                    and memo[0] is value
-                    and memo[1] == fields
-                    and memo[2] == value.__pydantic_extra__
-                ):
-                    item, head = memo[3], heads.get(key)
+            memo = recall(id(value))
+            # The memo holds ``value``, so no other object can have its id meanwhile.
+            if memo is not None:
+                kept, fields, extra, key, item = memo
+                if kept is value and value.__dict__ == fields and value.__pydantic_extra__ == extra:
+                    head = head_of(key)
                     if (
-                        head is not None
-                        and head is not item
+                        head is not item
+                        and head is not None
                         and head.kind == item.kind
                         and head.data == item.data
                     ):
                         # The stored head stands for it from now on: the plan sees it as is.
-                        dumped[key] = (value, memo[1], memo[2], head)
+                        dumped[id(value)] = (kept, fields, extra, key, head)
                         item = head
+                    if head is not item:
+                        others.append(key)
                     items[key] = item
                     continue
             key, item = self.item(value)
             items[key] = item
-            extra = value.__pydantic_extra__
-            kept = [*value.__dict__.values(), *(extra.values() if extra else ())]
-            if all(type(v) in _IMMUTABLE or isinstance(v, Enum) for v in kept):
-                extra = dict(extra) if extra is not None else None
-                dumped[key] = (value, dict(value.__dict__), extra, item)
+            others.append(key)
+            self._remember(key, value, item)
         if len(dumped) > len(items):  # items no longer handed over (closed, filled) go
-            for key in [k for k in dumped if k not in items]:
-                del dumped[key]
+            for memo in [m for m in dumped.values() if m[3] not in items]:
+                self._forget(memo[3])
         return items
+
+    def _remember(self, key: str, value: M, item: Item) -> None:
+        self._forget(key)
+        extra = value.__pydantic_extra__
+        kept = [*value.__dict__.values(), *(extra.values() if extra else ())]
+        if type(value) is self.model and all(
+            type(v) in _IMMUTABLE or isinstance(v, Enum) for v in kept
+        ):
+            extra = dict(extra) if extra is not None else None
+            self._dumped[id(value)] = (value, dict(value.__dict__), extra, key, item)
+            self._dumped_ids[key] = id(value)
+
+    def _forget(self, key: str) -> None:
+        old = self._dumped_ids.pop(key, None)
+        if old is not None and (memo := self._dumped.get(old)) is not None and memo[3] == key:
+            del self._dumped[old]
 
     async def save(
         self, value: M, *, by: str | None = None, note: str | None = None, expect: Expect = ANY
@@ -214,6 +236,10 @@ class _Plan:
     listed: list[str]
     read: bool
     """Planned from heads just read from the store (not from the last save's)."""
+    guards: tuple[Guard, ...]
+    """The index's version, when the save checks it instead of writing it."""
+    indexed: bool
+    """The last write is a new version of the index."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +300,11 @@ class TradingState:
         """
         caps = self.store.capabilities
         return Capability.ATOMIC_BATCH in caps and Capability.COMPARE_AND_SET in caps
+
+    @property
+    def _guarded(self) -> bool:
+        """A save that adds or removes no key checks the index instead of writing it."""
+        return self.atomic and Capability.GUARDED_APPEND in self.store.capabilities
 
     # -- the portfolio: one item ---------------------------------------------------------
 
@@ -370,7 +401,7 @@ class TradingState:
                 return SaveResult(0, 0, plan.unchanged, [])
             try:
                 if atomic:
-                    records = await self.store.batch(plan.writes)
+                    records = await self.store.append(plan.writes, guards=plan.guards)
                 else:  # refused above unless the caller allowed it: see ``atomic``
                     records = [(await self.store.append([w]))[0] for w in plan.writes]
             except ConflictError:
@@ -382,19 +413,23 @@ class TradingState:
                     attempt += 1
                 saved = None
                 continue
-            self._keep(saved.applied(records, plan.listed), atomic, generation)
+            index = records.pop() if plan.indexed else None  # bookkeeping, not an item
+            self._keep(saved.applied(records, plan.listed, index), atomic, generation)
             deleted = sum(1 for r in records if r.deleted)
-            written = len(records) - deleted - 1  # the index is bookkeeping
-            return SaveResult(written, deleted, plan.unchanged, records[:-1])
+            return SaveResult(len(records) - deleted, deleted, plan.unchanged, records)
 
     def _keep(self, saved: SavedHeads, atomic: bool, generation: int) -> None:
         # Heads of an older index version never replace newer ones (tasks finishing
         # late), nor do heads planned before a single-item write through this state.
+        # A save that only guarded the index leaves its version: two different heads at
+        # one index version cannot be ordered, so neither is kept (the next save reads).
         current = self._saved
         if generation != self._forgotten or not atomic:
             self._saved = None
-        elif current is None or current.index_version <= saved.index_version:
+        elif current is None or current is saved or current.index_version < saved.index_version:
             self._saved = saved
+        elif current.index_version == saved.index_version:
+            self._saved = None
 
     def forget_saved(self) -> None:
         """Forget the heads of the last save: the next save reads the store again.
@@ -409,6 +444,10 @@ class TradingState:
         """The version, kind and value ``key`` had after this state's last save (None: unknown)."""
         saved = self._saved
         return None if saved is None else saved.heads.get(key)
+
+    def last_saved(self) -> SavedHeads | None:
+        """What this state's last save left (None: unknown, the next save reads)."""
+        return self._saved
 
     def saved_heads(self) -> Mapping[str, Head]:
         """The live keys after this state's last save, with their heads (empty: unknown)."""
@@ -437,14 +476,25 @@ class TradingState:
     ) -> _Plan:
         writes: list[Write] = []
         unchanged = 0
+        head_of = saved.heads.get
         heads = saved.heads
         for folder, items in sections.items():
             found = 0
-            for key, item in items.items():
-                head = heads.get(key)
+            todo: Iterable[str] = items
+            if type(items) is Planned and items.trusted(saved):
+                todo = dict.fromkeys(items.others)  # every other item is its head: unchanged
+                found = len(items) - len(todo)
+                unchanged += found
+            for key in todo:
+                item = items[key]
+                head = head_of(key)
+                if head is item:  # handed over as the stored head: unchanged (the usual case)
+                    found += 1
+                    unchanged += 1
+                    continue
                 if head is not None:
                     found += 1
-                    same = head is item or head.data is item.data or head.data == item.data
+                    same = head.data is item.data or head.data == item.data
                     if same and head.kind == item.kind:
                         unchanged += 1
                         continue
@@ -457,21 +507,30 @@ class TradingState:
                     expect = head.version if atomic else ANY
                     writes.append(Write(key, None, head.kind, meta, expect))
         listed = saved.listed
+        guards: tuple[Guard, ...] = ()
+        indexed = False
         if writes:
+            index_key = self.prefix + INDEX_KEY
             gone = {w.key for w in writes if w.data is None}
             added = {w.key for w in writes if w.data is not None} - saved.listed_set
             if gone or added:  # a save that adds or removes no key lists the same keys
                 listed = sorted((saved.listed_set - gone) | added)
-            expect = saved.index_version if atomic else ANY
-            keys: list[JSON] = [*listed]
-            writes.append(Write(self.prefix + INDEX_KEY, {"keys": keys}, kinds.INDEX, meta, expect))
-        return _Plan(writes, unchanged, listed, read=saved is not self._saved)
+            if not (gone or added) and saved.index_current and self._guarded:
+                # The same keys: the index stays as it is, checked, not rewritten.
+                guards = (Guard(index_key, saved.index_version),)
+            else:
+                expect = saved.index_version if atomic else ANY
+                keys: list[JSON] = [*listed]
+                writes.append(Write(index_key, {"keys": keys}, kinds.INDEX, meta, expect))
+                indexed = True
+        return _Plan(writes, unchanged, listed, saved is not self._saved, guards, indexed)
 
     async def load(self, *, as_of: datetime | None = None) -> TradingSnapshot:
         """The whole trading state now, or as it was at ``as_of``.
 
-        ``as_of`` reads every item that is live now or was listed by the last
-        ``save`` before ``as_of``, each as of that moment.
+        ``as_of`` reads every item that is live now or was listed by the index
+        at ``as_of`` (the keys after the last ``save`` before it that added or
+        removed one), each as of that moment.
         """
         snapshot = TradingSnapshot()
         if as_of is None:
