@@ -152,7 +152,7 @@ class IntentReconciler(Reconciler):
     async def reconcile(self, ctx: Context, key: str) -> Result:
         if key.startswith("orphan:"):
             return await self._reconcile_orphan(ctx, key)
-        members, group = await load(ctx, key, self._groups)
+        members, group = await load(ctx, key, self._groups, self._parsed)
         if group is not None:  # one worker per group: the group's own key does the work
             return Result(enqueue=[f"oco:{group}"])
         result = Result()
@@ -186,6 +186,7 @@ class IntentReconciler(Reconciler):
         (in sync, done, stopped...) and sent nothing, the exchange is not asked again:
         the next decision is made on what the last refresh said."""
         stale = True  # the legs need a look at the exchange before deciding
+        answered: set[str] = set()  # legs placed just now: their answer is their report
         for round_ in range(_STEPS + 2 * len(members)):
             present = [m for m in members if not m.removed]
             if not present:
@@ -193,8 +194,14 @@ class IntentReconciler(Reconciler):
             if stale:
                 for member in present:
                     await refresh(
-                        ctx, member, self._open, resolve=True, snapshot=snapshot and round_ == 0
+                        ctx,
+                        member,
+                        self._open,
+                        resolve=True,
+                        snapshot=snapshot and round_ == 0,
+                        answered=answered,
                     )
+                answered.clear()
             steps = [
                 (member, action, step)
                 for member in present
@@ -203,7 +210,7 @@ class IntentReconciler(Reconciler):
             if not steps:
                 return
             stale = any(step in _EXCHANGE_STEPS for _, _, (step, _) in steps)
-            await self._act(ctx, key, members, steps, result)
+            await self._act(ctx, key, members, steps, result, answered)
 
     # -- deciding -------------------------------------------------------------------------
 
@@ -222,7 +229,10 @@ class IntentReconciler(Reconciler):
         members: list[Member],
         steps: list[tuple[Member, Action, tuple[str, Leg | None]]],
         result: Result,
+        answered: set[str],
     ) -> None:
+        """Do ``steps``; the client order ids of the legs placed and answered for go
+        in ``answered``."""
         for member, action, (step, leg) in steps:
             if step == "wait":
                 raise ExchangeUnavailable(
@@ -262,7 +272,9 @@ class IntentReconciler(Reconciler):
                         "CancelledOutside",
                         "the order left the book without the engine asking; placing it again",
                     )
-                await self._place(ctx, member, leg)
+                placed = await self._place(ctx, member, leg)
+                if placed is not None:
+                    answered.add(placed)
                 if len(members) > 1:
                     break  # decide again before a sibling is sent
         if any(m.removed for m in members):
@@ -279,7 +291,9 @@ class IntentReconciler(Reconciler):
         apply_report(member, index, report)
         set_condition(member, Condition.PENDING, "Cancelling", f"cancelled {leg.client_order_id}")
 
-    async def _place(self, ctx: Context, member: Member, resend: Leg | None) -> None:
+    async def _place(self, ctx: Context, member: Member, resend: Leg | None) -> str | None:
+        """Place (or send again) the intent's order; the leg's client order id when
+        the exchange's answer to this very call is its report (not a replay)."""
         intent, status = member.intent, member.status
         spec = intent.spec
         if resend is None:
@@ -328,7 +342,7 @@ class IntentReconciler(Reconciler):
         except OrderRejected as exc:
             status.legs[index] = leg.model_copy(update={"status": OrderStatus.REJECTED})
             status.last_error = str(exc)
-            return
+            return None
         except RateLimited as exc:
             # Refused before taking effect, and the ledger dropped the reservation.
             status.legs[index] = leg.model_copy(update={"absent": True})
@@ -340,6 +354,7 @@ class IntentReconciler(Reconciler):
             await save(ctx, [member])
             raise
         apply_report(member, index, placed.order)
+        return None if placed.replayed else leg.client_order_id
 
     async def _reserve(
         self, ctx: Context, member: Member, placing: OrderIntent
