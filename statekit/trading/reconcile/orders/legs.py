@@ -9,7 +9,7 @@ saved in one batch fenced by the engine's lease (:func:`save`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -130,7 +130,6 @@ async def refresh(
     *,
     resolve: bool,
     snapshot: bool,
-    answered: Collection[str] = (),
 ) -> None:
     """Bring every live leg up to what the exchange says; unknown outcomes are asked
     by client order id. Raises ExchangeUnavailable when the exchange cannot say.
@@ -138,11 +137,9 @@ async def refresh(
     :param open_orders: the pass's snapshot of open orders, by client order id.
     :param resolve: settle unknown outcomes through the ledger (a plan only reads).
     :param snapshot: the snapshot may answer for legs it lists.
-    :param answered: client order ids of legs whose report came back just now, in
-        the answer to placing them (already applied): not asked about again.
     """
     for index, leg in enumerate(member.status.legs):
-        if not leg.live or leg.client_order_id in answered:
+        if not leg.live:
             continue
         report: ExchangeOrder | None = None
         if snapshot and leg.client_order_id in open_orders and leg.status is not None:

@@ -6,6 +6,7 @@ See the package docstring for what it does; :mod:`.legs` keeps the legs,
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Sequence
 
@@ -39,6 +40,9 @@ from statekit.trading.reconcile.orders.oco import group_settled, key_of, load
 __all__ = ["IntentReconciler"]
 
 _STEPS = 6  # decide-act rounds per key before handing it back to the queue
+_CHUNK = 256
+"""Intents observe looks at between two turns it gives the event loop: a worker
+reconciling a changed intent meanwhile waits for one chunk, not for the whole pass."""
 _EXCHANGE_STEPS = frozenset({"cancel", "place", "place:drift", "send", "wait"})
 """Steps that ask the exchange for something: the legs are looked at again after them."""
 
@@ -82,15 +86,20 @@ class IntentReconciler(Reconciler):
         statuses = await store.statuses()
         groups: dict[str, list[tuple[Intent, IntentStatus | None]]] = {}
         owned: set[str] = set()
-        for intent in await store.all():
+        for count, intent in enumerate(await store.all(), 1):
             if not ctx.scope.includes(intent.spec.symbol):
                 continue
             status = statuses.get(intent.id)
             groups.setdefault(key_of(intent), []).append((intent, status))
             if status is not None:
                 owned.update(leg.client_order_id for leg in status.legs)
+            await _breathe(count)
         self._parsed.sweep()
-        keys = {key for key, members in groups.items() if not self._settled(members)}
+        keys: set[str] = set()
+        for count, (key, members) in enumerate(groups.items(), 1):
+            if not self._settled(members):
+                keys.add(key)
+            await _breathe(count)
         self._groups = {
             key.removeprefix("oco:"): [intent.id for intent, _ in members]
             for key, members in groups.items()
@@ -186,7 +195,6 @@ class IntentReconciler(Reconciler):
         (in sync, done, stopped...) and sent nothing, the exchange is not asked again:
         the next decision is made on what the last refresh said."""
         stale = True  # the legs need a look at the exchange before deciding
-        answered: set[str] = set()  # legs placed just now: their answer is their report
         for round_ in range(_STEPS + 2 * len(members)):
             present = [m for m in members if not m.removed]
             if not present:
@@ -194,14 +202,8 @@ class IntentReconciler(Reconciler):
             if stale:
                 for member in present:
                     await refresh(
-                        ctx,
-                        member,
-                        self._open,
-                        resolve=True,
-                        snapshot=snapshot and round_ == 0,
-                        answered=answered,
+                        ctx, member, self._open, resolve=True, snapshot=snapshot and round_ == 0
                     )
-                answered.clear()
             steps = [
                 (member, action, step)
                 for member in present
@@ -210,7 +212,7 @@ class IntentReconciler(Reconciler):
             if not steps:
                 return
             stale = any(step in _EXCHANGE_STEPS for _, _, (step, _) in steps)
-            await self._act(ctx, key, members, steps, result, answered)
+            await self._act(ctx, key, members, steps, result)
 
     # -- deciding -------------------------------------------------------------------------
 
@@ -229,10 +231,7 @@ class IntentReconciler(Reconciler):
         members: list[Member],
         steps: list[tuple[Member, Action, tuple[str, Leg | None]]],
         result: Result,
-        answered: set[str],
     ) -> None:
-        """Do ``steps``; the client order ids of the legs placed and answered for go
-        in ``answered``."""
         for member, action, (step, leg) in steps:
             if step == "wait":
                 raise ExchangeUnavailable(
@@ -272,9 +271,7 @@ class IntentReconciler(Reconciler):
                         "CancelledOutside",
                         "the order left the book without the engine asking; placing it again",
                     )
-                placed = await self._place(ctx, member, leg)
-                if placed is not None:
-                    answered.add(placed)
+                await self._place(ctx, member, leg)
                 if len(members) > 1:
                     break  # decide again before a sibling is sent
         if any(m.removed for m in members):
@@ -291,9 +288,7 @@ class IntentReconciler(Reconciler):
         apply_report(member, index, report)
         set_condition(member, Condition.PENDING, "Cancelling", f"cancelled {leg.client_order_id}")
 
-    async def _place(self, ctx: Context, member: Member, resend: Leg | None) -> str | None:
-        """Place (or send again) the intent's order; the leg's client order id when
-        the exchange's answer to this very call is its report (not a replay)."""
+    async def _place(self, ctx: Context, member: Member, resend: Leg | None) -> None:
         intent, status = member.intent, member.status
         spec = intent.spec
         if resend is None:
@@ -342,7 +337,7 @@ class IntentReconciler(Reconciler):
         except OrderRejected as exc:
             status.legs[index] = leg.model_copy(update={"status": OrderStatus.REJECTED})
             status.last_error = str(exc)
-            return None
+            return
         except RateLimited as exc:
             # Refused before taking effect, and the ledger dropped the reservation.
             status.legs[index] = leg.model_copy(update={"absent": True})
@@ -354,7 +349,6 @@ class IntentReconciler(Reconciler):
             await save(ctx, [member])
             raise
         apply_report(member, index, placed.order)
-        return None if placed.replayed else leg.client_order_id
 
     async def _reserve(
         self, ctx: Context, member: Member, placing: OrderIntent
@@ -399,3 +393,9 @@ class IntentReconciler(Reconciler):
         return Result(
             actions=[self._action(key, "cancel", order.symbol, f"orphan order {order.id}")]
         )
+
+
+async def _breathe(count: int) -> None:
+    """Give the event loop a turn every :data:`_CHUNK` items of a long loop."""
+    if count % _CHUNK == 0:
+        await asyncio.sleep(0)
