@@ -129,6 +129,7 @@ class ReconcileBench:
     :param changes: intents changed per lag round (default 1 % of them, at least 1).
     :param workers: the engine's exchange calls at once, and the raw side's tasks.
     :param keys: the engine's workers (keys reconciled at once).
+    :param resync: seconds between the engine's full passes under ``engine.run()``.
     :param seed: seeds the choice of changed intents and the exchange's faults.
     :param repeats: first passes, each in a fresh store beside its raw side; the
         medians are reported.
@@ -143,6 +144,7 @@ class ReconcileBench:
     changes: int | None = None
     workers: int = WORKERS
     keys: int = KEYS
+    resync: float = 1.0
     seed: int = 0
     repeats: int = REPEATS
     run_lag_rounds: int = RUN_LAG_ROUNDS
@@ -247,6 +249,7 @@ def _engine(store: StateStore, exchange: PaperExchange, bench: ReconcileBench) -
         reconcilers=[IntentReconciler()],
         workers=bench.keys,
         calls=bench.workers,
+        resync=bench.resync,
         rate=1e9,
         burst=10**9,
         lease_ttl=30.0,
@@ -358,6 +361,7 @@ async def run_reconcile_bench(bench: ReconcileBench, scratch: Path) -> Result:
         "symbols": len(symbols),
         "workers": bench.workers,
         "keys_at_once": bench.keys,
+        "resync_seconds": bench.resync,
     }
     firsts: list[tuple[float, float, float]] = []  # (engine, raw, ratio) per round
     raw_runs: list[JSON] = []
@@ -544,6 +548,12 @@ def _parser() -> argparse.ArgumentParser:
         default=RUN_LAG_ROUNDS,
         help="lag rounds under engine.run() (default %(default)s)",
     )
+    parser.add_argument(
+        "--resync",
+        type=float,
+        default=1.0,
+        help="seconds between full passes under engine.run() (default %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="default %(default)s")
     parser.add_argument(
         "--dir", type=Path, default=None, help="folder for the SQLite files (default: temp)"
@@ -568,6 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes=args.changes,
         workers=args.workers,
         keys=args.keys,
+        resync=args.resync,
         seed=args.seed,
         repeats=args.repeats,
         run_lag_rounds=args.run_rounds,
