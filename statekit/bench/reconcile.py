@@ -1,9 +1,9 @@
 """``python -m statekit.bench reconcile``: the reconciliation engine against the paper exchange.
 
 ``intents`` resting GTC limit orders (``--n``, 1000 by default) over ``symbols``
-(100) are created in a fresh store, then one :class:`ReconcileEngine` (``workers``
-keys at once, no rate limit: the paper exchange has none) works against a
-:class:`PaperExchange`. One JSON line:
+(100) are created in a fresh store, then one :class:`ReconcileEngine` (``keys``
+keys at once, at most ``workers`` exchange calls at once, no rate limit: the paper
+exchange has none) works against a :class:`PaperExchange`. One JSON line:
 
 ``full_pass_seconds``, ``first_runs``
     ``first``: the median of ``repeats`` passes that place every order, each in a
@@ -35,7 +35,7 @@ matching it, before its figures are printed.
 
 ``python -m statekit.bench.reconcile`` takes every knob (``--intents``,
 ``--symbols``, ``--store``, ``--faults on|off``, ``--changes``, ``--workers``,
-``--repeats``, ``--run-rounds``); ``python -m statekit.bench reconcile`` maps
+``--keys``, ``--resync``, ``--repeats``, ``--run-rounds``); ``python -m statekit.bench reconcile`` maps
 ``--n`` to intents and ``--url`` to the store.
 """
 
