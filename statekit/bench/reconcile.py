@@ -35,8 +35,8 @@ matching it, before its figures are printed.
 
 ``python -m statekit.bench.reconcile`` takes every knob (``--intents``,
 ``--symbols``, ``--store``, ``--faults on|off``, ``--changes``, ``--workers``,
-``--keys``, ``--resync``, ``--repeats``, ``--run-rounds``); ``python -m statekit.bench reconcile`` maps
-``--n`` to intents and ``--url`` to the store.
+``--keys``, ``--resync``, ``--repeats``, ``--run-rounds``); ``python -m statekit.bench
+reconcile`` maps ``--n`` to intents and ``--url`` to the store.
 """
 
 from __future__ import annotations
