@@ -317,7 +317,7 @@ class IntentReconciler(Reconciler):
             # Stored (under the lease) before anything is sent, in one batch with the
             # ledger's reservation: a crash from here on leaves a leg whose outcome
             # the next holder asks the exchange about.
-            held = await self._reserve(ctx, member, placing)
+            held = await self._reserve(ctx, member, placing, leg.client_order_id)
         else:
             leg = resend
             placing = order_intent(intent, leg)
@@ -351,11 +351,12 @@ class IntentReconciler(Reconciler):
         apply_report(member, index, placed.order)
 
     async def _reserve(
-        self, ctx: Context, member: Member, placing: OrderIntent
+        self, ctx: Context, member: Member, placing: OrderIntent, key: str
     ) -> LedgerEntry | None:
-        """Save the member with the ledger's reservation of ``placing``; the held
-        entry, or None when the key was reserved already (then the ledger places)."""
-        entry, reserving = ctx.ledger.reservation(placing, ctx.connector.name)
+        """Save the member with the ledger's reservation of ``placing`` (whose key,
+        ``placing.key``, is ``key``: computed once); the held entry, or None when the
+        key was reserved already (then the ledger places)."""
+        entry, reserving = ctx.ledger.reservation(placing, ctx.connector.name, key=key)
         try:
             records = await save(ctx, [member], [reserving])
         except ConflictError as exc:
