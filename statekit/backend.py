@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self, TypeAlias
 
-from statekit.errors import CapabilityError, ConflictError
+from statekit.errors import CapabilityError, ConflictError, ValidationError
 
 __all__ = [
     "ANY",
@@ -35,6 +35,7 @@ __all__ = [
     "Write",
     "check_expect",
     "check_guard",
+    "counted_position",
     "guarded_append",
     "next_at",
 ]
@@ -75,6 +76,9 @@ class Capability(enum.StrEnum):
     GUARDED_APPEND = "guarded_append"
     """``append()`` takes guards: versions of other keys checked atomically with the
     writes, not written (:class:`Guard`)."""
+    CHANGES = "changes"
+    """:meth:`Backend.position` and :meth:`Backend.changed` say which keys changed since
+    a point, at a cost in proportion to the change, not to the keys stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +184,16 @@ def check_guard(guard: Guard, head_version: int, head_deleted: bool, *, backend:
 
 MICROSECOND: Final = timedelta(microseconds=1)
 """The step by which ``at`` rises past the previous version's when the clock has not."""
+
+
+def counted_position(since: str, *, backend: str) -> int:
+    """A :meth:`Backend.position` that is a count (a commit number), read back; a
+    ValidationError when ``since`` is not one."""
+    if not (since.isascii() and since.isdigit() and len(since) < 19):  # < 2**63
+        raise ValidationError(
+            f"{since!r} is not a position of the {backend} backend", reason="since"
+        )
+    return int(since)
 
 
 def next_at(clock: datetime, previous: Iterable[datetime | None]) -> datetime:
@@ -353,6 +367,35 @@ class Backend(ABC):
         Close the iterator (``aclose()``) to stop.
         Backends without :attr:`Capability.WATCH` raise CapabilityError.
         """
+
+    async def position(self) -> str:
+        """A point in this namespace's commit order, for :meth:`changed`.
+
+        Every commit that finished before the call is at or before it. Opaque
+        text: store it (it is JSON-safe), hand it back, never parse it.
+        Backends without :attr:`Capability.CHANGES` raise CapabilityError.
+        """
+        raise self._no_changes()
+
+    async def changed(self, since: str, prefix: str = "") -> list[str]:
+        """The keys starting with ``prefix`` that may have a version committed after
+        ``since`` (a :meth:`position` of this namespace), sorted and distinct.
+
+        Complete: every key with a version committed after ``since`` is listed,
+        tombstones and keys created since included. A key committed around ``since``
+        may be listed too (a superset is allowed, never a subset). Costs in proportion
+        to the versions committed since ``since``, not to the keys stored. A position
+        from before :meth:`drop_namespace` means nothing afterwards.
+        Backends without :attr:`Capability.CHANGES` raise CapabilityError.
+        """
+        raise self._no_changes()
+
+    def _no_changes(self) -> CapabilityError:
+        return CapabilityError(
+            f"the {self.name} backend cannot say what changed since a position",
+            backend=self.name,
+            capability=Capability.CHANGES.value,
+        )
 
     async def replicate(self, records: Sequence[Record]) -> None:
         """Store ``records`` exactly as given (key, version, kind, data, meta, at).

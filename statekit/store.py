@@ -253,10 +253,19 @@ class StateStore:
         """
         return await self._checked([self._prepare(w) for w in writes], guards)
 
-    async def append_reserved(self, writes: Iterable[Write]) -> list[Record]:
+    async def append_reserved(
+        self, writes: Iterable[Write], *, user: Iterable[Write] = ()
+    ) -> list[Record]:
         """Append writes to statekit's own keys (under ``_sk/``): snapshots, the API's
-        start marks. For statekit's layers; no validator runs on them."""
-        return await self._checked([self._prepare(w, internal=True) for w in writes])
+        start marks. For statekit's layers; no validator runs on them.
+
+        :param user: writes to other keys in the same atomic batch, checked as
+            :meth:`append` checks them (a snapshot restore and its mark); their
+            records come first.
+        """
+        prepared = [self._prepare(w) for w in user]
+        prepared += [self._prepare(w, internal=True) for w in writes]
+        return await self._checked(prepared)
 
     async def _checked(self, prepared: list[Write], guards: Sequence[Guard] = ()) -> list[Record]:
         if not prepared:
@@ -493,6 +502,33 @@ class StateStore:
         async for record in self.backend.scan(prefix, kind):
             if internal or not record.key.startswith(RESERVED_PREFIX):
                 yield record
+
+    # -- changes -----------------------------------------------------------------
+
+    async def position(self) -> str:
+        """A point in the commit order to ask :meth:`changed` about later (opaque text).
+
+        Every commit that finished before the call is at or before it.
+        """
+        self.require(Capability.CHANGES, "position()")
+        return await self.backend.position()
+
+    async def changed(self, since: str, prefix: str = "") -> list[str]:
+        """Keys under ``prefix`` that may have changed after the :meth:`position` ``since``.
+
+        Sorted; complete (every key with a version committed after ``since``, deleted
+        and new keys included), possibly with a few more committed around ``since``.
+        Costs in proportion to what changed, not to the keys stored. Reserved keys
+        are left out unless ``prefix`` is reserved, as with :meth:`scan`.
+        """
+        self.require(Capability.CHANGES, "changed()")
+        if not isinstance(since, str):
+            raise ValidationError(f"since must be a position (text), not {since!r}", reason="since")
+        check_prefix(prefix)
+        keys = await self.backend.changed(since, prefix)
+        if prefix.startswith(RESERVED_PREFIX):
+            return keys
+        return [key for key in keys if not key.startswith(RESERVED_PREFIX)]
 
     # -- retention ---------------------------------------------------------------
 

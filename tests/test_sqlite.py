@@ -148,3 +148,37 @@ async def test_a_writer_holding_the_lock_too_long_is_backend_unavailable(tmp_pat
         blocker.close()
     assert (await store.put("k", 1)).version == 1  # works again once the lock is gone
     await store.aclose()
+
+
+@pytest.mark.asyncio
+async def test_short_reads_fall_back_to_the_reader_thread_when_the_loop_would_wait(
+    tmp_path: Path,
+) -> None:
+    """latest(), position() and changed() read on the event loop's own connection, which
+    never waits for a lock (timeout 0): on SQLITE_BUSY they ask the reader thread.
+
+    WAL readers are almost never busy, so the loop's connection is pointed at a
+    database another connection holds exclusively: its reads fail busy for real."""
+    path = tmp_path / "s.db"
+    async with await statekit.open(f"sqlite:///{path}") as store:
+        backend = store.backend
+        assert isinstance(backend, SqliteBackend) and backend._on_loop is not None
+        await store.put("k", 1)
+        since = await store.position()
+        await store.put("k", 2)
+        locked = tmp_path / "locked.db"
+        holder = sqlite3.connect(locked, isolation_level=None)
+        holder.execute("CREATE TABLE sk_versions (seq, key)")
+        holder.execute("BEGIN EXCLUSIVE")
+        own, backend._on_loop = backend._on_loop, sqlite3.connect(locked, timeout=0)
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                backend._on_loop.execute("SELECT 1 FROM sk_versions").fetchall()
+            head = await store.get("k")
+            assert head is not None and head.data == 2
+            assert int(await store.position()) > int(since)
+            assert await store.changed(since) == ["k"]
+        finally:
+            backend._on_loop.close()
+            backend._on_loop = own
+            holder.close()

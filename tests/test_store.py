@@ -232,6 +232,8 @@ async def test_missing_capabilities_are_refused_not_faked() -> None:
             lambda: s.history("k"),
             lambda: s.get("k", as_of=datetime.now().astimezone()),
             lambda: s.prune("k", Retention(keep_last=1)),
+            lambda: s.position(),
+            lambda: s.changed("1"),
         ]:
             with pytest.raises(CapabilityError) as err:
                 await call()
@@ -265,6 +267,19 @@ async def test_watch_and_scan_leave_out_statekit_keys(store: StateStore) -> None
         assert (await asyncio.wait_for(anext(changes), 5)).key == "user"
     assert [r.key async for r in store.scan()] == ["user"]
     assert len([r async for r in store.scan("_sk/")]) == 1
+
+
+@pytest.mark.asyncio
+async def test_changed_leaves_out_statekit_keys_and_refuses_a_non_text_position(
+    store: StateStore,
+) -> None:
+    since = await store.position()
+    await store.snapshots.create("s")
+    await store.put("user", 1)
+    assert await store.changed(since) == ["user"]
+    assert len(await store.changed(since, "_sk/")) >= 1
+    with pytest.raises(ValidationError, match="position"):
+        await store.changed(7)  # type: ignore[arg-type]
 
 
 @pytest.mark.asyncio

@@ -26,6 +26,7 @@ from statekit.backend import (
     Write,
     check_expect,
     check_guard,
+    counted_position,
     next_at,
 )
 from statekit.codec import loads
@@ -74,6 +75,7 @@ class MemoryBackend(Backend):
             Capability.WATCH,
             Capability.HISTORY,
             Capability.GUARDED_APPEND,
+            Capability.CHANGES,
         }
     )
 
@@ -81,6 +83,7 @@ class MemoryBackend(Backend):
         self._versions: dict[str, list[_Stored]] = {}
         self._heads: dict[str, int] = {}  # key -> head version (survives prune)
         self._keys: list[str] = []  # sorted, for scan
+        self._log: list[str] = []  # the key of every version stored, in commit order
         self._lock = asyncio.Lock()
         self._subscriptions: weakref.WeakSet[_Subscription] = weakref.WeakSet()
         self._closed = False
@@ -126,6 +129,7 @@ class MemoryBackend(Backend):
                     bisect.insort(self._keys, w.key)
                 self._versions[w.key].append(stored)
                 self._heads[w.key] = version
+                self._log.append(w.key)
                 records.append(stored.record(w.key))
         for record in records:
             for sub in list(self._subscriptions):
@@ -144,6 +148,7 @@ class MemoryBackend(Backend):
                     continue  # already copied: replicate is idempotent
                 _, version, kind, data, meta, _ = stored(r)
                 history.append(_Stored(version, kind, data, meta, r.at))
+                self._log.append(r.key)
                 history.sort(key=lambda s: s.version)
                 self._heads[r.key] = max(self._heads.get(r.key, 0), r.version)
 
@@ -192,6 +197,15 @@ class MemoryBackend(Backend):
             head = self._versions[key][-1]
             if head.data is not None and (kind is None or head.kind == kind):
                 yield head.record(key)
+
+    async def position(self) -> str:
+        self._check_open()
+        return str(len(self._log))
+
+    async def changed(self, since: str, prefix: str = "") -> list[str]:
+        self._check_open()
+        start = counted_position(since, backend=self.name)
+        return sorted({key for key in self._log[start:] if key.startswith(prefix)})
 
     async def prune(self, key: str, before_version: int) -> int:
         self._check_open()

@@ -42,6 +42,7 @@ from statekit.backend import (
     Write,
     check_expect,
     check_guard,
+    counted_position,
 )
 from statekit.backends.sqlite_sql import (
     AS_OF,
@@ -70,6 +71,8 @@ T = TypeVar("T")
 
 ON_LOOP_KEYS = 16
 """``latest`` of at most this many keys reads on the event loop (module docstring)."""
+CHANGED_ON_LOOP = 256
+"""``changed()`` reads up to this many versions on the event loop, more in the reader thread."""
 
 _SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 _URL_OPTIONS = frozenset({"synchronous", "busy_timeout", "poll_interval"})
@@ -127,6 +130,7 @@ class SqliteBackend(Backend):
             Capability.HISTORY,
             Capability.DURABLE,
             Capability.GUARDED_APPEND,
+            Capability.CHANGES,
         }
     )
 
@@ -424,14 +428,25 @@ class SqliteBackend(Backend):
     async def latest(self, keys: Sequence[str]) -> dict[str, Record]:
         if not keys:
             return {}
-        if self._on_loop is not None and len(keys) <= ON_LOOP_KEYS:
-            with self._guard.calls():
-                try:  # a few index probes: cheaper than a thread hand-off
-                    return self._latest_sync(keys, self._on_loop)
-                except sqlite3.OperationalError as exc:
-                    if not _is_busy(exc):
-                        raise
+        if len(keys) <= ON_LOOP_KEYS:  # a few index probes: cheaper than a thread hand-off
+            found = self._on_loop_read(self._latest_sync, keys)
+            if found is not None:
+                return found
         return await self._run_reader(self._latest_sync, keys)
+
+    def _on_loop_read(self, fn: Callable[..., T | None], *args: Any) -> T | None:
+        """``fn(*args, connection)`` on the event loop's own read connection, for reads
+        too short to be worth a hand-off to the reader thread; None when it would have
+        to wait on a lock (or says it is too long), for the caller to use the thread."""
+        if self._on_loop is None:
+            return None
+        with self._guard.calls():
+            try:
+                return fn(*args, self._on_loop)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+        return None
 
     def _as_of_sync(self, keys: Sequence[str], at: int) -> dict[str, Record]:
         con = self._reader
@@ -494,11 +509,38 @@ class SqliteBackend(Backend):
     async def prune(self, key: str, before_version: int) -> int:
         return await self._run_writer(self._prune_sync, key, before_version)
 
-    def _last_seq_sync(self) -> int:
-        assert self._reader is not None
-        return int(
-            self._reader.execute("SELECT COALESCE(MAX(seq), 0) FROM sk_versions").fetchone()[0]
-        )
+    def _last_seq_sync(self, con: sqlite3.Connection | None = None) -> int:
+        con = con or self._reader
+        assert con is not None
+        return int(con.execute("SELECT COALESCE(MAX(seq), 0) FROM sk_versions").fetchone()[0])
+
+    async def position(self) -> str:
+        seq = self._on_loop_read(self._last_seq_sync)
+        if seq is None:
+            seq = await self._run_reader(self._last_seq_sync)
+        return str(seq)
+
+    def _changed_sync(
+        self, seq: int, prefix: str, most: int | None, con: sqlite3.Connection | None = None
+    ) -> list[str] | None:
+        con = con or self._reader
+        assert con is not None
+        rows = con.execute(
+            "SELECT key FROM sk_versions WHERE seq > ? ORDER BY seq LIMIT ?",
+            (seq, -1 if most is None else most + 1),
+        ).fetchall()
+        if most is not None and len(rows) > most:
+            return None  # too many for the event loop
+        return sorted({key for (key,) in rows if key.startswith(prefix)})
+
+    async def changed(self, since: str, prefix: str = "") -> list[str]:
+        # Versions committed after a position have a larger seq (one writer at a time).
+        seq = counted_position(since, backend=self.name)
+        keys = self._on_loop_read(self._changed_sync, seq, prefix, CHANGED_ON_LOOP)
+        if keys is None:
+            keys = await self._run_reader(self._changed_sync, seq, prefix, None)
+        assert keys is not None
+        return keys
 
     def _changes_sync(self, seq: int, low: str, high: str) -> list[tuple[int, Record]]:
         assert self._reader is not None

@@ -99,6 +99,12 @@ class GuardedBackend(Backend):
             raise
         return self._iterate("scan", it)
 
+    async def position(self) -> str:
+        return await self._call("position", self.inner.position())
+
+    async def changed(self, since: str, prefix: str = "") -> list[str]:
+        return await self._call("changed", self.inner.changed(since, prefix))
+
     async def prune(self, key: str, before_version: int) -> int:
         return await self._call("prune", self.inner.prune(key, before_version))
 

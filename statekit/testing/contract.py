@@ -39,11 +39,13 @@ from statekit.errors import (
 from statekit.store import Retention, StateStore
 from statekit.testing._capabilities import needs
 from statekit.testing._guard import GuardedBackend
+from statekit.testing.changes import ChangesContract
 from statekit.testing.durability import DurabilityContract, ServerControl, _bump
 from statekit.testing.guards import GuardContract
 from statekit.testing.history import TimeOrderContract
 from statekit.testing.inputs import BadInputContract
 from statekit.testing.outage import OutageContract
+from statekit.testing.snapshots import SnapshotContract
 
 __all__ = ["BackendContract"]
 
@@ -62,7 +64,13 @@ async def _collect(it: AsyncIterator[Record], count: int, within: float = 10.0) 
 
 
 class BackendContract(
-    TimeOrderContract, BadInputContract, OutageContract, DurabilityContract, GuardContract
+    TimeOrderContract,
+    BadInputContract,
+    OutageContract,
+    DurabilityContract,
+    GuardContract,
+    ChangesContract,
+    SnapshotContract,
 ):
     """Contract tests for a :class:`statekit.backend.Backend`.
 

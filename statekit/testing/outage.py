@@ -72,6 +72,14 @@ class _Flaky(Backend):
     def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:
         return self.inner.scan(prefix, kind)
 
+    async def position(self) -> str:
+        self._check()
+        return await self.inner.position()
+
+    async def changed(self, since: str, prefix: str = "") -> list[str]:
+        self._check()
+        return await self.inner.changed(since, prefix)
+
     async def prune(self, key: str, before_version: int) -> int:
         return await self.inner.prune(key, before_version)
 

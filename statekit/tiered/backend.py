@@ -329,6 +329,15 @@ class TieredBackend(Backend):
     async def as_of(self, keys: Sequence[str], at: datetime) -> dict[str, Record]:
         return await self._ask(lambda b: b.as_of(keys, at))
 
+    async def position(self) -> str:
+        return await self.primary.position()  # a mirror's commit order is its own
+
+    async def changed(self, since: str, prefix: str = "") -> list[str]:
+        keys = await self.primary.changed(since, prefix)
+        overlay = {} if self._fallback is None else self._fallback.overlay
+        pending = [key for key in overlay if key.startswith(prefix)]  # not committed yet
+        return sorted({*keys, *pending}) if pending else keys
+
     async def read(
         self,
         key: str,

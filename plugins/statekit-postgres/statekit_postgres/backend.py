@@ -30,7 +30,16 @@ from typing import Any, Self
 
 import asyncpg  # type: ignore[import-untyped]
 
-from statekit.backend import ANY, Backend, Capability, Guard, Health, Record, Write
+from statekit.backend import (
+    ANY,
+    Backend,
+    Capability,
+    Guard,
+    Health,
+    Record,
+    Write,
+    counted_position,
+)
 from statekit.codec import prefix_end
 from statekit.errors import BackendError, ValidationError
 from statekit.kit import Watchers, appended
@@ -62,6 +71,7 @@ class PostgresBackend(Backend):
             Capability.HISTORY,
             Capability.DURABLE,
             Capability.GUARDED_APPEND,
+            Capability.CHANGES,
         }
     )
 
@@ -230,6 +240,17 @@ class PostgresBackend(Backend):
 
     async def prune(self, key: str, before_version: int) -> int:
         return int(await self._fetchval(queries.PRUNE, self.namespace, key, before_version))
+
+    async def position(self) -> str:
+        return str(await self._fetchval(queries.POSITION))
+
+    async def changed(self, since: str, prefix: str = "") -> list[str]:
+        # Versions committed after `since` come from transactions at or above its horizon.
+        horizon = counted_position(since, backend=self.name)
+        rows = await self._fetch(
+            queries.CHANGED_KEYS, self.namespace, horizon, prefix, prefix_end(prefix)
+        )
+        return [row[0] for row in rows]
 
     async def watch(self, prefix: str = "") -> AsyncIterator[Record]:
         self.guard.check_open()

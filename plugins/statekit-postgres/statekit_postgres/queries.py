@@ -13,6 +13,7 @@ from statekit_postgres.schema import CHANNEL, NAMESPACE_LOCK_SEED
 __all__ = [
     "APPEND",
     "AS_OF",
+    "CHANGED_KEYS",
     "CHANGES",
     "CHANGES_BOUNDED",
     "DROP",
@@ -21,6 +22,7 @@ __all__ = [
     "FEED_START",
     "HEALTH",
     "LATEST",
+    "POSITION",
     "PRUNE",
     "READ_NEWEST_FIRST",
     "READ_OLDEST_FIRST",
@@ -157,6 +159,17 @@ and the next rows after the cursor that no transaction can still precede: those 
 transactions below the horizon (:data:`_HORIZON`), less those the watcher's start
 snapshot already saw. One statement, one snapshot."""
 CHANGES_BOUNDED = _CHANGES.format(bound=" AND v.key < $7")
+
+POSITION = f"SELECT {_HORIZON} FROM (SELECT txid_current_snapshot() AS snap) AS t"
+"""The feed's horizon now: every transaction below it has ended, and any commit still
+to come has an id at or above it. What ``position()`` hands out."""
+
+CHANGED_KEYS = (
+    "SELECT DISTINCT key FROM statekit_versions"
+    " WHERE ns = $1 AND xid >= $2 AND key >= $3 AND ($4::text IS NULL OR key < $4) ORDER BY key"
+)
+"""(ns, horizon, low, high or NULL) -> the keys with a version written by a transaction
+at or above a horizon: a range of the feed index, so in proportion to what changed."""
 
 SERVER_FACTS = (
     "SELECT current_setting('server_encoding'), current_setting('server_version_num')::int, "
