@@ -586,3 +586,47 @@ async def test_an_oco_leg_stopped_before_its_cancel_failed_is_cancelled_next_pas
     assert open_orders(ex) == []
     rest = await intents.status("a-rest")
     assert rest is not None and rest.stopped == "OcoCancelled"
+
+
+class _SlowPaper(PaperExchange):
+    """A paper exchange whose calls take a moment, counting how many overlap."""
+
+    in_flight = 0
+    most = 0
+
+    async def _slow(self) -> None:
+        type(self).in_flight += 1
+        type(self).most = max(type(self).most, type(self).in_flight)
+        try:
+            await asyncio.sleep(0.001)
+        finally:
+            type(self).in_flight -= 1
+
+    async def create_order(self, *args: Any, **kwargs: Any) -> ExchangeOrder:
+        await self._slow()
+        return await super().create_order(*args, **kwargs)
+
+    async def fetch_order(self, order_id: str, symbol: str) -> ExchangeOrder:
+        await self._slow()
+        return await super().fetch_order(order_id, symbol)
+
+
+async def test_calls_bound_the_exchange_calls_of_many_workers(store: StateStore) -> None:
+    """16 workers, calls=3: the exchange never sees more than 3 calls at once, the
+    workers' reservations still share commits, and every intent is placed once."""
+    ex = _SlowPaper(
+        prices={SYMBOL: [D("100")] * 20},
+        balances={"USDT": D("1000000"), "BTC": D("100")},
+    )
+    _SlowPaper.in_flight = _SlowPaper.most = 0
+    intents = IntentStore(store)
+    for n in range(30):
+        await intents.create(f"i{n}", buy(price=str(60 + n)))
+    engine = ReconcileEngine(store, ex, workers=16, calls=3, rate=1e9, burst=10**9)
+    await converge(engine)
+    assert _SlowPaper.most == 3  # bounded, and the bound was reached
+    assert engine.commits.commits < engine.commits.batches  # batches were merged
+    assert_unique_client_ids(ex)
+    assert sorted(o.price for o in open_orders(ex)) == [D(60 + n) for n in range(30)]
+    with pytest.raises(ReconcileError):
+        ReconcileEngine(store, ex, calls=0)

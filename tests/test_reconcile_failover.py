@@ -5,22 +5,32 @@ exchange (served over TCP by this test's process). While the strategy keeps
 changing intents, the active engine is killed with SIGKILL, in the middle of
 its work; the standby takes the lease over after its ttl and converges. The
 exchange's own record is the judge: no client order id twice, and exactly one
-open order per intent, matching its latest spec.
+open order per intent, matching its latest spec. A second test kills the engine
+right after one commit stored the reservations of several orders (the workers'
+batches merged), before any of them was sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
+import os
 import random
+import signal
+from collections.abc import Sequence
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 import statekit
+from statekit.backend import Record, Write
 from statekit.store import StateStore
 from statekit.testing.paper_remote import PaperExchangeServer, RemoteExchange
 from statekit.trading import OrderSide, PaperExchange
+from statekit.trading.idempotency.entries import KEY_PREFIX
 from statekit.trading.leases import Lease
 from statekit.trading.reconcile import IntentSpec, IntentStore, ReconcileEngine
 
@@ -146,3 +156,110 @@ async def test_killed_engine_is_replaced_without_double_placement(store_url: str
         # b took the lease over from a holder that never released it (it was killed).
         history = await store.history("lease/reconcile-default", limit=100_000)
         assert any(r.meta.get("took_over") for r in history)
+
+
+def _engine_killed_after_a_merged_reservation(
+    store_url: str, exchange_url: str, marker: str
+) -> None:
+    asyncio.run(_run_engine_killed(store_url, exchange_url, marker))
+
+
+async def _run_engine_killed(store_url: str, exchange_url: str, marker: str) -> None:
+    """An engine that kills itself (SIGKILL) as soon as one commit has stored the
+    reservations of several orders: after the batch reservation, before any of its
+    orders is sent. The reserved client order ids go to ``marker`` first."""
+    async with await statekit.open(store_url) as store:
+        exchange = RemoteExchange(exchange_url)
+        engine = ReconcileEngine(
+            store, exchange, lease_ttl=LEASE_TTL, resync=0.05, owner="a", workers=16, calls=2
+        )
+        batch = store.batch
+
+        async def batch_then_die(writes: Sequence[Write], **options: Any) -> list[Record]:
+            records = await batch(writes, **options)
+            reserved = [
+                w.key.removeprefix(KEY_PREFIX)
+                for w in writes
+                if w.key.startswith(KEY_PREFIX)
+                and isinstance(w.data, dict)
+                and w.data.get("status") == "reserved"
+            ]
+            if len(reserved) >= 2:
+                Path(marker).write_text(json.dumps(reserved))
+                os.kill(os.getpid(), signal.SIGKILL)
+            return records
+
+        store.batch = batch_then_die  # type: ignore[method-assign]
+        await engine.run()  # until it kills itself
+
+
+async def test_killed_after_a_batch_reservation_nothing_is_placed_twice(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Many orders reserved in one commit, the engine killed before sending any of
+    them: the next holder places each of them exactly once."""
+    paper = PaperExchange(
+        prices={s: [D(100)] for s in SYMBOLS},
+        balances={"USDT": D(10_000_000)},
+    )
+    marker = tmp_path / "reserved.json"
+    spawn = multiprocessing.get_context("spawn")
+    async with PaperExchangeServer(paper) as server, await statekit.open(store_url) as store:
+        intents = IntentStore(store)
+        count = 40
+        for n in range(count):
+            spec = IntentSpec(
+                symbol=SYMBOLS[n % len(SYMBOLS)], side=OrderSide.BUY, amount=D(1), price=D(50 + n)
+            )
+            await intents.create(f"i{n}", spec)
+
+        active = spawn.Process(
+            target=_engine_killed_after_a_merged_reservation,
+            args=(store_url, server.url, str(marker)),
+        )
+        active.start()
+        standby = spawn.Process(target=_engine_main, args=(store_url, server.url, "b"))
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, active.join, PATIENCE)
+            assert not active.is_alive(), "engine a never stored several reservations at once"
+            reserved = json.loads(marker.read_text())
+            assert len(reserved) >= 2
+            sent = {o.client_order_id for o in paper.orders}
+            assert not sent & set(reserved), "killed after sending, not between"
+
+            standby.start()
+
+            async def converged() -> bool:
+                wanted = {i.id: i for i in await intents.all()}
+                statuses = await intents.statuses()
+                open_orders = [o for o in paper.orders if not o.status.final]
+                if len(open_orders) != len(wanted):
+                    return False
+                return all(
+                    (s := statuses.get(i.id)) is not None and s.observed_generation == i.generation
+                    for i in wanted.values()
+                )
+
+            await _until(converged, "engine b to converge")
+        finally:
+            for process in (active, standby):
+                if process.is_alive():
+                    process.kill()
+                if process.pid is not None:
+                    process.join()
+
+        client_ids = [o.client_order_id for o in paper.orders]
+        assert len(client_ids) == len(set(client_ids)), "an order was placed twice"
+        for cid in reserved:
+            assert client_ids.count(cid) == 1, f"{cid}: reserved, then placed once by b"
+        statuses = await intents.statuses()
+        by_client_id = {o.client_order_id: o for o in paper.orders}
+        for intent in await intents.all():
+            live = [
+                by_client_id[leg.client_order_id]
+                for leg in statuses[intent.id].legs
+                if leg.client_order_id in by_client_id
+                and not by_client_id[leg.client_order_id].status.final
+            ]
+            assert len(live) == 1, f"{intent.id}: {len(live)} open orders"
+            assert live[0].price == intent.spec.price

@@ -1,9 +1,9 @@
 """``python -m statekit.bench reconcile``: the reconciliation engine against the paper exchange.
 
 ``intents`` resting GTC limit orders (``--n``, 1000 by default) over ``symbols``
-(100) are created in a fresh store, then one :class:`ReconcileEngine` (``workers``
-keys at once, no rate limit: the paper exchange has none) works against a
-:class:`PaperExchange`. One JSON line:
+(100) are created in a fresh store, then one :class:`ReconcileEngine` (``keys``
+keys at once, at most ``workers`` exchange calls at once, no rate limit: the paper
+exchange has none) works against a :class:`PaperExchange`. One JSON line:
 
 ``full_pass_seconds``, ``first_runs``
     ``first``: the median of ``repeats`` passes that place every order, each in a
@@ -35,8 +35,8 @@ matching it, before its figures are printed.
 
 ``python -m statekit.bench.reconcile`` takes every knob (``--intents``,
 ``--symbols``, ``--store``, ``--faults on|off``, ``--changes``, ``--workers``,
-``--repeats``, ``--run-rounds``); ``python -m statekit.bench reconcile`` maps
-``--n`` to intents and ``--url`` to the store.
+``--keys``, ``--resync``, ``--repeats``, ``--run-rounds``); ``python -m statekit.bench
+reconcile`` maps ``--n`` to intents and ``--url`` to the store.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ __all__ = [
     "BASELINE",
     "DEFAULT_SYMBOLS",
     "FAULTS",
+    "KEYS",
     "LAG_ROUNDS",
     "MAX_PASSES",
     "NO_FAULTS",
@@ -96,7 +97,10 @@ __all__ = [
 DEFAULT_SYMBOLS = 100
 """Symbols the intents are spread over (fewer when there are fewer intents)."""
 WORKERS = 8
-"""Keys the engine reconciles at once; the raw side runs as many tasks."""
+"""Exchange calls the engine makes at once; the raw side runs as many tasks."""
+KEYS = 64
+"""Keys the engine reconciles at once (its ``workers``): their store writes share
+commits, while at most :data:`WORKERS` of them talk to the exchange at a time."""
 LAG_ROUNDS = 3
 """Rounds of price changes at most (``--rounds`` lowers it): each takes a full pass."""
 MAX_PASSES = 20
@@ -123,7 +127,9 @@ class ReconcileBench:
     :param faults: run the faults phase too.
     :param lag_rounds: rounds of price changes for the lag by passes (``run_once``).
     :param changes: intents changed per lag round (default 1 % of them, at least 1).
-    :param workers: the engine's workers, and the raw side's tasks.
+    :param workers: the engine's exchange calls at once, and the raw side's tasks.
+    :param keys: the engine's workers (keys reconciled at once).
+    :param resync: seconds between the engine's full passes under ``engine.run()``.
     :param seed: seeds the choice of changed intents and the exchange's faults.
     :param repeats: first passes, each in a fresh store beside its raw side; the
         medians are reported.
@@ -137,6 +143,8 @@ class ReconcileBench:
     lag_rounds: int = LAG_ROUNDS
     changes: int | None = None
     workers: int = WORKERS
+    keys: int = KEYS
+    resync: float = 1.0
     seed: int = 0
     repeats: int = REPEATS
     run_lag_rounds: int = RUN_LAG_ROUNDS
@@ -232,13 +240,16 @@ async def _durability(store: StateStore) -> str:
     return f"{store.backend.name}: not durable"
 
 
-def _engine(store: StateStore, exchange: PaperExchange, workers: int) -> ReconcileEngine:
-    # No rate limit (the paper exchange has none).
+def _engine(store: StateStore, exchange: PaperExchange, bench: ReconcileBench) -> ReconcileEngine:
+    # No rate limit (the paper exchange has none); as many exchange calls at once as
+    # the raw side has tasks.
     return ReconcileEngine(
         store,
         exchange,
         reconcilers=[IntentReconciler()],
-        workers=workers,
+        workers=bench.keys,
+        calls=bench.workers,
+        resync=bench.resync,
         rate=1e9,
         burst=10**9,
         lease_ttl=30.0,
@@ -349,6 +360,8 @@ async def run_reconcile_bench(bench: ReconcileBench, scratch: Path) -> Result:
         "intents": bench.intents,
         "symbols": len(symbols),
         "workers": bench.workers,
+        "keys_at_once": bench.keys,
+        "resync_seconds": bench.resync,
     }
     firsts: list[tuple[float, float, float]] = []  # (engine, raw, ratio) per round
     raw_runs: list[JSON] = []
@@ -363,7 +376,7 @@ async def run_reconcile_bench(bench: ReconcileBench, scratch: Path) -> Result:
             result["create_seconds"] = round(await _create(store, specs), 3)
             raw, label = raw_side(bench.store, scratch, bench.workers, tag=str(round_))
             record = await stack.enter_async_context(raw)
-            engine = _engine(store, exchange, bench.workers)
+            engine = _engine(store, exchange, bench)
             stack.push_async_callback(engine.aclose)
             # The raw side runs just before and just after the engine's first pass
             # (its figure is the median of the two): side by side on the same machine.
@@ -428,7 +441,7 @@ async def _steady_phases(
     result["pass_lag_samples"] = snapshot["lag_samples"]
     result["pass_lag_phase_seconds"] = round(lag_seconds, 3)
     await engine.aclose()  # its lease goes: the running engine takes it
-    engine = _engine(store, exchange, bench.workers)
+    engine = _engine(store, exchange, bench)
     result.update(
         await run_lag(
             engine,
@@ -454,7 +467,7 @@ async def _faults_phase(
         store = await stack.enter_async_context(_fresh_store(bench.store, scratch, "faults"))
         exchange = paper_exchange(symbols, faults=FAULTS, seed=bench.seed)
         await _create(store, specs)
-        engine = _engine(store, exchange, bench.workers)
+        engine = _engine(store, exchange, bench)
         stack.push_async_callback(engine.aclose)
         passes, seconds, actions = await _converge(engine)
         await _check_in_sync(store, exchange)
@@ -517,7 +530,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--changes", type=positive, default=None, help="intents changed per lag round (1 %%)"
     )
-    parser.add_argument("--workers", type=positive, default=WORKERS, help="default %(default)s")
+    parser.add_argument(
+        "--workers",
+        type=positive,
+        default=WORKERS,
+        help="the engine's exchange calls at once, the raw side's tasks (default %(default)s)",
+    )
+    parser.add_argument(
+        "--keys", type=positive, default=KEYS, help="the engine's workers (default %(default)s)"
+    )
     parser.add_argument(
         "--repeats", type=positive, default=REPEATS, help="first passes (default %(default)s)"
     )
@@ -526,6 +547,12 @@ def _parser() -> argparse.ArgumentParser:
         type=positive,
         default=RUN_LAG_ROUNDS,
         help="lag rounds under engine.run() (default %(default)s)",
+    )
+    parser.add_argument(
+        "--resync",
+        type=float,
+        default=1.0,
+        help="seconds between full passes under engine.run() (default %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, help="default %(default)s")
     parser.add_argument(
@@ -550,6 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         lag_rounds=args.rounds,
         changes=args.changes,
         workers=args.workers,
+        keys=args.keys,
+        resync=args.resync,
         seed=args.seed,
         repeats=args.repeats,
         run_lag_rounds=args.run_rounds,

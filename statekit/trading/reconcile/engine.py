@@ -27,11 +27,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from statekit.backend import Capability
 from statekit.errors import StatekitError
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = ["PassReport", "ReconcileEngine", "ThrottledConnector", "plan_table", "read_metrics"]
 
 log = logging.getLogger("statekit.reconcile")
+_T = TypeVar("_T")
 _TICKING = frozenset({"passes", "last_pass_seconds", "updated_at"})
 """Snapshot fields that change every pass: alone, they do not make a new version."""
 
@@ -64,17 +65,25 @@ def _now() -> datetime:
 
 
 class ThrottledConnector(ExchangeConnector):
-    """A connector whose every call first takes a token from a shared bucket."""
+    """A connector whose every call first takes a token from a shared bucket, and
+    (with ``at_once``) waits while that many calls are in flight."""
 
-    def __init__(self, inner: ExchangeConnector, bucket: TokenBucket) -> None:
+    def __init__(
+        self, inner: ExchangeConnector, bucket: TokenBucket, *, at_once: int | None = None
+    ) -> None:
         self.inner = inner
         self.bucket = bucket
         self.name = inner.name
         self.calls = 0
+        self._slots = None if at_once is None else asyncio.Semaphore(at_once)
 
-    async def _take(self) -> None:
+    async def _call(self, call: Callable[[], Awaitable[_T]]) -> _T:
         await self.bucket.acquire()
         self.calls += 1
+        if self._slots is None:
+            return await call()
+        async with self._slots:
+            return await call()
 
     async def create_order(
         self,
@@ -87,46 +96,42 @@ class ThrottledConnector(ExchangeConnector):
         client_order_id: str,
         time_in_force: TimeInForce = TimeInForce.GTC,
     ) -> ExchangeOrder:
-        await self._take()
-        return await self.inner.create_order(
-            symbol,
-            type,
-            side,
-            amount,
-            price,
-            client_order_id=client_order_id,
-            time_in_force=time_in_force,
+        return await self._call(
+            lambda: self.inner.create_order(
+                symbol,
+                type,
+                side,
+                amount,
+                price,
+                client_order_id=client_order_id,
+                time_in_force=time_in_force,
+            )
         )
 
     async def cancel_order(self, order_id: str, symbol: str) -> ExchangeOrder:
-        await self._take()
-        return await self.inner.cancel_order(order_id, symbol)
+        return await self._call(lambda: self.inner.cancel_order(order_id, symbol))
 
     async def fetch_order(self, order_id: str, symbol: str) -> ExchangeOrder:
-        await self._take()
-        return await self.inner.fetch_order(order_id, symbol)
+        return await self._call(lambda: self.inner.fetch_order(order_id, symbol))
 
     async def fetch_order_by_client_id(
         self, client_order_id: str, symbol: str
     ) -> ExchangeOrder | None:
-        await self._take()
-        return await self.inner.fetch_order_by_client_id(client_order_id, symbol)
+        return await self._call(
+            lambda: self.inner.fetch_order_by_client_id(client_order_id, symbol)
+        )
 
     async def fetch_open_orders(self, symbol: str | None = None) -> list[ExchangeOrder]:
-        await self._take()
-        return await self.inner.fetch_open_orders(symbol)
+        return await self._call(lambda: self.inner.fetch_open_orders(symbol))
 
     async def fetch_positions(self, symbols: Sequence[str] | None = None) -> list[ExchangePosition]:
-        await self._take()
-        return await self.inner.fetch_positions(symbols)
+        return await self._call(lambda: self.inner.fetch_positions(symbols))
 
     async def fetch_balance(self) -> dict[str, Balance]:
-        await self._take()
-        return await self.inner.fetch_balance()
+        return await self._call(lambda: self.inner.fetch_balance())
 
     async def fetch_fills(self, symbol: str | None = None, since: int = 0) -> list[Fill]:
-        await self._take()
-        return await self.inner.fetch_fills(symbol, since)
+        return await self._call(lambda: self.inner.fetch_fills(symbol, since))
 
 
 @dataclass
@@ -157,6 +162,9 @@ class ReconcileEngine:
     :param host: the plugin host to look names up in (default: a new one).
     :param scope: the scope (or its name) this engine owns.
     :param workers: keys reconciled at once.
+    :param calls: exchange calls in flight at once, all workers together (default:
+        no bound but ``workers``). More workers than calls lets the store writes of
+        many keys share commits while the exchange sees no more than ``calls``.
     :param rate: exchange calls per second, all workers together; ``burst`` at most at once.
     :param lease_ttl: seconds the lease holds between renewals; a standby takes over
         this long after the active engine stops renewing.
@@ -179,6 +187,7 @@ class ReconcileEngine:
         host: PluginHost | None = None,
         scope: Scope | str = "default",
         workers: int = 4,
+        calls: int | None = None,
         rate: float = 50.0,
         burst: int | None = None,
         lease_ttl: float = 10.0,
@@ -189,8 +198,11 @@ class ReconcileEngine:
         ledger_retry: Retry | None = None,
         metrics_interval: float = 10.0,
     ) -> None:
-        if workers < 1:
-            raise ReconcileError(f"workers must be at least 1, not {workers}", reason="config")
+        if workers < 1 or (calls is not None and calls < 1):
+            raise ReconcileError(
+                f"workers and calls must be at least 1, not {workers} and {calls}",
+                reason="config",
+            )
         self.store = store
         self.scope = scope if isinstance(scope, Scope) else Scope(scope)
         self.reconcilers = self._resolve(reconcilers or ["orders"], host)
@@ -198,7 +210,7 @@ class ReconcileEngine:
         self.resync = resync
         self.clock = clock
         self.bucket = TokenBucket(rate, burst)
-        self.connector = ThrottledConnector(connector, self.bucket)
+        self.connector = ThrottledConnector(connector, self.bucket, at_once=calls)
         self.lease = Lease(
             store, f"reconcile-{self.scope.name}", ttl=lease_ttl, owner=owner, clock=clock
         )

@@ -407,9 +407,10 @@ class IntentStore:
             if record is None:
                 continue
             status = records.get(STATUS_PREFIX + intent_id)
+            # A status is parsed afresh: its reader changes it (an intent is never changed).
             found.append(
                 (
-                    Intent.from_record(record),
+                    self._intent(record),
                     None if status is None else IntentStatus.from_record(status),
                 )
             )

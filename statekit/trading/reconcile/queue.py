@@ -187,14 +187,21 @@ class TokenBucket:
         self.waited = 0.0
 
     async def acquire(self) -> None:
+        # With nobody waiting, a token at hand is taken at once: no await between the
+        # check and the take, so no other task can come between them.
+        if not self._lock.locked() and self._take():
+            return
         async with self._lock:
-            while True:
-                now = time.monotonic()
-                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-                self._stamp = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
+            while not self._take():
                 pause = (1 - self._tokens) / self.rate
                 self.waited += pause
                 await asyncio.sleep(pause)
+
+    def _take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from statekit.trading.errors import ReconcileError
 from statekit.trading.reconcile.base import Context
-from statekit.trading.reconcile.intents import Intent, IntentStatus, IntentStore
+from statekit.trading.reconcile.intents import Intent, IntentStatus, IntentStore, Parsed
 from statekit.trading.reconcile.orders.legs import Member
 
 __all__ = ["group_settled", "key_of", "load", "stop_reason"]
@@ -24,14 +24,15 @@ def key_of(intent: Intent) -> str:
 
 
 async def load(
-    ctx: Context, key: str, groups: dict[str, list[str]]
+    ctx: Context, key: str, groups: dict[str, list[str]], parsed: Parsed | None = None
 ) -> tuple[list[Member], str | None]:
     """The members of a work key, read in one round trip; for the key of an intent
     in an OCO group, no members and the group (whose key does the work).
 
     :param groups: each group's intent ids, as the last observe saw them.
+    :param parsed: intents parsed before (by observe), reused at the same version.
     """
-    store = IntentStore(ctx.store, clock=ctx.clock, get_many=ctx.get_many)
+    store = IntentStore(ctx.store, clock=ctx.clock, parsed=parsed, get_many=ctx.get_many)
     if key.startswith("oco:"):
         group = key.removeprefix("oco:")
         ids = groups.get(group)

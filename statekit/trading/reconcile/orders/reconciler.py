@@ -6,6 +6,7 @@ See the package docstring for what it does; :mod:`.legs` keeps the legs,
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Sequence
 
@@ -39,6 +40,9 @@ from statekit.trading.reconcile.orders.oco import group_settled, key_of, load
 __all__ = ["IntentReconciler"]
 
 _STEPS = 6  # decide-act rounds per key before handing it back to the queue
+_CHUNK = 256
+"""Intents observe looks at between two turns it gives the event loop: a worker
+reconciling a changed intent meanwhile waits for one chunk, not for the whole pass."""
 _EXCHANGE_STEPS = frozenset({"cancel", "place", "place:drift", "send", "wait"})
 """Steps that ask the exchange for something: the legs are looked at again after them."""
 
@@ -82,15 +86,20 @@ class IntentReconciler(Reconciler):
         statuses = await store.statuses()
         groups: dict[str, list[tuple[Intent, IntentStatus | None]]] = {}
         owned: set[str] = set()
-        for intent in await store.all():
+        for count, intent in enumerate(await store.all(), 1):
             if not ctx.scope.includes(intent.spec.symbol):
                 continue
             status = statuses.get(intent.id)
             groups.setdefault(key_of(intent), []).append((intent, status))
             if status is not None:
                 owned.update(leg.client_order_id for leg in status.legs)
+            await _breathe(count)
         self._parsed.sweep()
-        keys = {key for key, members in groups.items() if not self._settled(members)}
+        keys: set[str] = set()
+        for count, (key, members) in enumerate(groups.items(), 1):
+            if not self._settled(members):
+                keys.add(key)
+            await _breathe(count)
         self._groups = {
             key.removeprefix("oco:"): [intent.id for intent, _ in members]
             for key, members in groups.items()
@@ -152,7 +161,7 @@ class IntentReconciler(Reconciler):
     async def reconcile(self, ctx: Context, key: str) -> Result:
         if key.startswith("orphan:"):
             return await self._reconcile_orphan(ctx, key)
-        members, group = await load(ctx, key, self._groups)
+        members, group = await load(ctx, key, self._groups, self._parsed)
         if group is not None:  # one worker per group: the group's own key does the work
             return Result(enqueue=[f"oco:{group}"])
         result = Result()
@@ -308,7 +317,7 @@ class IntentReconciler(Reconciler):
             # Stored (under the lease) before anything is sent, in one batch with the
             # ledger's reservation: a crash from here on leaves a leg whose outcome
             # the next holder asks the exchange about.
-            held = await self._reserve(ctx, member, placing)
+            held = await self._reserve(ctx, member, placing, leg.client_order_id)
         else:
             leg = resend
             placing = order_intent(intent, leg)
@@ -342,11 +351,12 @@ class IntentReconciler(Reconciler):
         apply_report(member, index, placed.order)
 
     async def _reserve(
-        self, ctx: Context, member: Member, placing: OrderIntent
+        self, ctx: Context, member: Member, placing: OrderIntent, key: str
     ) -> LedgerEntry | None:
-        """Save the member with the ledger's reservation of ``placing``; the held
-        entry, or None when the key was reserved already (then the ledger places)."""
-        entry, reserving = ctx.ledger.reservation(placing, ctx.connector.name)
+        """Save the member with the ledger's reservation of ``placing`` (whose key,
+        ``placing.key``, is ``key``: computed once); the held entry, or None when the
+        key was reserved already (then the ledger places)."""
+        entry, reserving = ctx.ledger.reservation(placing, ctx.connector.name, key=key)
         try:
             records = await save(ctx, [member], [reserving])
         except ConflictError as exc:
@@ -384,3 +394,9 @@ class IntentReconciler(Reconciler):
         return Result(
             actions=[self._action(key, "cancel", order.symbol, f"orphan order {order.id}")]
         )
+
+
+async def _breathe(count: int) -> None:
+    """Give the event loop a turn every :data:`_CHUNK` items of a long loop."""
+    if count % _CHUNK == 0:
+        await asyncio.sleep(0)
