@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 
-from statekit_postgres.schema import CHANNEL, NAMESPACE_LOCK_SEED
+from statekit_postgres.schema import CHANNEL, FEED, NAMESPACE_LOCK_SEED
 
 __all__ = [
     "APPEND",
@@ -46,9 +46,8 @@ _HEAD_VERSION = (
 planner, when the namespace is new to the table's statistics (estimated at one row),
 match on ``ns`` alone and filter the key per pair: quadratic in the namespace's size
 (a 3,000-key scan took 0.75 s instead of 30 ms until autovacuum analysed). ``LIMIT 1``
-in a lateral subquery makes the lookup per head, by (ns, key, version): tests/test_plans.py
-checks the plans. (``AS_OF`` still joins on ``statekit_version_at``; in a namespace new to
-the statistics the planner may match it on ``ns`` alone: not fixed yet.)"""
+in a lateral subquery makes the lookup per head; that the feed index cannot serve it
+is schema 4's (:data:`FEED`). tests/test_plans.py checks the plans."""
 
 LATEST = (
     f"SELECT {COLUMNS} FROM unnest($2::text[]) AS k (key) "
@@ -59,12 +58,9 @@ LATEST = (
 """(ns, keys) -> each key's head version. The heads too are looked up per key (lateral):
 ``h.key = ANY ($2)`` let the planner match a new namespace on ``ns`` alone and filter."""
 
-AS_OF = (
-    f"SELECT {COLUMNS} FROM unnest($2::text[]) AS k (key) "
-    "JOIN statekit_versions AS v ON v.ns = $1 AND v.key = k.key "
-    "AND v.version = statekit_version_at($1, k.key, $3)"
-)
-"""(ns, keys, at) -> the version of each key current at ``at`` (statekit_version_at)."""
+AS_OF = f"SELECT {COLUMNS} FROM statekit_records_at($1, $2::text[], $3) AS v"
+"""(ns, keys, at) -> the version of each key current at ``at`` (statekit_version_at), read
+by its primary key inside the function, out of the planner's reach (schema version 4)."""
 
 _READ = (
     f"SELECT {COLUMNS} FROM statekit_versions AS v "
@@ -142,12 +138,13 @@ so it counts as this database's: the horizon errs low (later), never high."""
 
 _CHANGES = (
     "SELECT s.horizon, EXISTS ("
-    " SELECT 1 FROM statekit_versions WHERE ns = $1 AND xid >= s.horizon"
+    f" SELECT 1 FROM statekit_versions WHERE ns = $1 AND xid >= s.horizon AND {FEED}"
     "), v.xid, v.commit_seq, v.pos, v.key, v.version, v.kind, v.data::text, v.meta::text, v.at "
     f"FROM (SELECT {_HORIZON} AS horizon FROM (SELECT txid_current_snapshot() AS snap) AS t) AS s "
     "LEFT JOIN LATERAL ("
     " SELECT * FROM statekit_versions AS v"
     " WHERE v.ns = $1 AND (v.xid, v.commit_seq, v.pos) > ($2, $3, $4) AND v.xid < s.horizon"
+    f" AND v.{FEED}"
     " AND NOT txid_visible_in_snapshot(v.xid, $5::text::txid_snapshot) AND v.key >= $6{bound}"
     f" ORDER BY v.xid, v.commit_seq, v.pos LIMIT {WATCH_PAGE}"
     ") AS v ON true "
@@ -166,7 +163,8 @@ to come has an id at or above it. What ``position()`` hands out."""
 
 CHANGED_KEYS = (
     "SELECT DISTINCT key FROM statekit_versions"
-    " WHERE ns = $1 AND xid >= $2 AND key >= $3 AND ($4::text IS NULL OR key < $4) ORDER BY key"
+    f" WHERE ns = $1 AND xid >= $2 AND {FEED} AND key >= $3 AND ($4::text IS NULL OR key < $4)"
+    " ORDER BY key"
 )
 """(ns, horizon, low, high or NULL) -> the keys with a version written by a transaction
 at or above a horizon: a range of the feed index, so in proportion to what changed."""
@@ -181,5 +179,5 @@ HEALTH = (
     "current_setting('fsync'), current_setting('statement_timeout'), "
     "current_database(), current_schema(), "
     "(SELECT version FROM statekit_schema), "
-    "(SELECT xid FROM statekit_versions WHERE ns = $1 ORDER BY xid DESC LIMIT 1)"
+    f"(SELECT xid FROM statekit_versions WHERE ns = $1 AND {FEED} ORDER BY xid DESC LIMIT 1)"
 )

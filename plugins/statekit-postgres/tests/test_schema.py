@@ -7,6 +7,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -168,7 +169,7 @@ async def test_an_interrupted_migration_leaves_nothing(
 async def test_a_version_2_database_migrates_and_keeps_its_history_and_feed(
     pg_url: str, fresh_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Schema 2 (commit counter row) -> 3 (transaction-id feed) on open, data intact."""
+    """Schema 2 (commit counter row) -> 3 (transaction-id feed) -> 4 on open, data intact."""
     from statekit_postgres import schema
 
     monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
@@ -194,8 +195,10 @@ async def test_a_version_2_database_migrates_and_keeps_its_history_and_feed(
     backend = await open_or_skip(url)
     try:
         store = StateStore(backend, owns_backend=False)
-        assert (await backend.health()).detail["schema_version"] == SCHEMA_VERSION == 3
+        assert (await backend.health()).detail["schema_version"] == SCHEMA_VERSION == 4
         assert [r.data for r in await store.history("a")] == [2, 1]  # newest first
+        then = await store.get("a", as_of=datetime.now(UTC))  # schema 4's statekit_records_at
+        assert then is not None and then.data == 2
         watch = await backend.watch()
         await store.put("a", 3, expect=2)
         record = await asyncio.wait_for(anext(watch), 20)
