@@ -137,9 +137,10 @@ running but that has ended by the time pg_stat_activity is read is not found the
 so it counts as this database's: the horizon errs low (later), never high."""
 
 _CHANGES = (
-    "SELECT s.horizon, EXISTS ("
-    f" SELECT 1 FROM statekit_versions WHERE ns = $1 AND xid >= s.horizon AND {FEED}"
-    "), v.xid, v.commit_seq, v.pos, v.key, v.version, v.kind, v.data::text, v.meta::text, v.at "
+    "SELECT s.horizon, coalesce(("
+    f" SELECT xid FROM statekit_versions WHERE ns = $1 AND {FEED} ORDER BY xid DESC LIMIT 1"
+    ") >= s.horizon, false), "
+    "v.xid, v.commit_seq, v.pos, v.key, v.version, v.kind, v.data::text, v.meta::text, v.at "
     f"FROM (SELECT {_HORIZON} AS horizon FROM (SELECT txid_current_snapshot() AS snap) AS t) AS s "
     "LEFT JOIN LATERAL ("
     " SELECT * FROM statekit_versions AS v"

@@ -112,3 +112,37 @@ async def test_as_of_reads_each_key_by_its_primary_key(
         assert "statekit_versions_pkey" in plan, plan
         assert "Rows Removed by Filter" not in plan, plan
         assert "Hash" not in plan, plan
+
+
+@pytest.mark.asyncio
+async def test_feed_reads_touch_only_the_rows_after_the_cursor(
+    pg_url: str, open_backend: Callable[..., Any]
+) -> None:
+    """A watcher's page and changed() read the feed index from the cursor on, in custom
+    and generic plans alike: the "rows waiting above the horizon" check once read the
+    whole namespace (a sequential scan of every version) on each wake-up."""
+    backend = await open_backend("planfeed")
+    keys = [f"intent/{i:05d}" for i in range(1000)]
+    for round_ in range(3):
+        await backend.append([Write(k, {"r": round_}) for k in keys], at=datetime.now(UTC))
+    since = await backend.position()
+    await backend.append([Write(keys[7], {"r": 9})], at=datetime.now(UTC))
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute("ANALYZE statekit_versions")
+        snapshot = await conn.fetchval(queries.FEED_START)
+        for mode in ("force_custom_plan", "force_generic_plan"):
+            await conn.execute(f"SET plan_cache_mode = {mode}")
+            for query, args in (
+                (queries.CHANGES, (backend.namespace, int(since), 0, 0, snapshot, "")),
+                (queries.CHANGED_KEYS, (backend.namespace, int(since), "", None)),
+            ):
+                statement = await conn.prepare(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}")
+                plan = json.loads(await statement.fetchval(*args))[0]["Plan"]
+                for node in _nodes(plan):
+                    if node.get("Relation Name") != "statekit_versions":
+                        continue
+                    read = node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
+                    assert node["Node Type"] != "Seq Scan" and read <= 10, (mode, query, node)
+    finally:
+        await conn.close()
