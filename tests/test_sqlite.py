@@ -182,3 +182,26 @@ async def test_short_reads_fall_back_to_the_reader_thread_when_the_loop_would_wa
             backend._on_loop.close()
             backend._on_loop = own
             holder.close()
+
+
+@pytest.mark.asyncio
+async def test_a_watch_cancelled_as_it_is_woken_ends(tmp_path: Path) -> None:
+    """Cancelling a watcher's task in the same loop turn as a commit wakes it ends the
+    task. (asyncio.wait_for swallowed that cancellation on Python 3.11: the task polled
+    on forever, and a tiered store's aclose hung awaiting its invalidation task.)"""
+    async with await statekit.open(f"sqlite:///{tmp_path / 's.db'}") as store:
+        backend = store.backend
+        assert isinstance(backend, SqliteBackend)
+        changes = await backend.watch()
+        task = asyncio.ensure_future(anext(changes))
+        for _ in range(100):  # until it waits for a commit
+            await asyncio.sleep(0.01)
+            if backend._waiters:
+                break
+        assert backend._waiters, "the watcher never waited"
+        for waiter in list(backend._waiters):
+            waiter.set_result(None)  # woken ...
+        task.cancel()  # ... and cancelled in the same turn
+        done, _ = await asyncio.wait([task], timeout=5)
+        assert task in done and task.cancelled(), "the cancellation was swallowed"
+        await changes.aclose()  # type: ignore[attr-defined]

@@ -568,8 +568,12 @@ class SqliteBackend(Backend):
                 waiter = asyncio.get_running_loop().create_future()
                 self._waiters.add(waiter)
                 try:
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+                    # cancellation that arrives as the waiter is woken (gh-86296), and
+                    # a closing watcher's task then polls on forever.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(waiter, interval)
+                        async with asyncio.timeout(interval):
+                            await waiter
                 finally:
                     self._waiters.discard(waiter)
             seen = self._commits

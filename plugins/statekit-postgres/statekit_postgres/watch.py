@@ -190,8 +190,11 @@ class PostgresWatch(CommitFollower[Cursor]):
         if held is not None:
             seconds = min(seconds, held)
             self._held_back = min(held * 2, HELD_BACK_SECONDS[1])
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+        # that arrives as the wake-up is set (gh-86296): a closing watch would poll on.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._wakeup.wait()
 
     async def close(self, *, by_backend: bool = False) -> None:
         """:meth:`aclose`; ``by_backend`` makes a later ``__anext__`` raise BackendError."""

@@ -473,8 +473,9 @@ class ReconcileEngine:
                     log.warning("reconcile pass failed: %s", exc)
                     with contextlib.suppress(StatekitError, OSError):
                         await self.save_metrics()  # the failure shows in doctor and /metrics
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.resync)
+                with contextlib.suppress(TimeoutError):  # not wait_for: see SqliteBackend
+                    async with asyncio.timeout(self.resync):
+                        await stop.wait()
         finally:
             await self._stop_workers()
             watcher.cancel()
