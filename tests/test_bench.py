@@ -15,7 +15,7 @@ import pytest
 
 import statekit
 from statekit import JSON, Write, bench
-from statekit.bench.sqlite import _RawSqlite
+from statekit.bench.sqlite import RawSqlite
 
 RATE_FIELDS = ("statekit_ops_s", "raw_ops_s", "ratio", "statekit_us_op", "raw_us_op")
 
@@ -124,7 +124,7 @@ async def test_raw_side_keeps_the_same_data_as_statekit(tmp_path: Path) -> None:
             r.key: [(v.version, v.data) for v in await store.history(r.key, newest_first=False)]
             async for r in store.scan()
         }
-    raw = _RawSqlite(tmp_path / "raw.db", "FULL")
+    raw = RawSqlite(tmp_path / "raw.db", "FULL")
     try:
         for key, value in values:
             raw.put(key, value)

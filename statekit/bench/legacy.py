@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import sqlite3
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime
@@ -22,6 +21,7 @@ import statekit
 from statekit.backend import JSON, Write
 from statekit.backends.sqlite import SqliteBackend
 from statekit.bench.harness import BenchConfig, Result, Timed, Workload, measure
+from statekit.bench.sqlite import RawSqlite
 from statekit.compat import TradingStateManager
 from statekit.compat.legacy_state import LegacyState
 from statekit.config import load_settings
@@ -107,23 +107,11 @@ def _legacy_json_save(path: Path, positions: LegacyItems, pair_states: LegacyIte
         os.close(folder)
 
 
-class _SqliteByHand:
+class _SqliteByHand(RawSqlite):
     """The leanest hand-written :mod:`sqlite3` program keeping what statekit keeps for a
-    whole-state save: a table of heads (key, version, value) and a history table (a row
-    per version), WAL at statekit's ``synchronous``; per save one transaction that reads
-    the heads' versions in one query and writes both tables with ``executemany``."""
-
-    def __init__(self, path: Path, synchronous: str) -> None:
-        self.con = sqlite3.connect(path, isolation_level=None)
-        self.con.execute("PRAGMA journal_mode = WAL")
-        self.con.execute(f"PRAGMA synchronous = {synchronous}")
-        self.con.executescript(
-            "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, version INTEGER NOT NULL,"
-            " data TEXT NOT NULL);"
-            "CREATE TABLE IF NOT EXISTS state_history (key TEXT NOT NULL,"
-            " version INTEGER NOT NULL, data TEXT NOT NULL, at REAL NOT NULL,"
-            " PRIMARY KEY (key, version));"
-        )
+    whole-state save: the heads and history tables of :class:`RawSqlite`; per save one
+    transaction that reads the heads' versions in one query and writes both tables with
+    ``executemany``."""
 
     def save(self, positions: LegacyItems, pair_states: LegacyItems) -> None:
         items = [(f"position/{k}", json.dumps(v)) for k, v in positions.items()]

@@ -2,7 +2,7 @@
 
 The raw side is what a user writes by hand with :mod:`sqlite3` for the same durable
 data (value, version, a history row per write) in tables of their own, at the same
-durability (WAL, statekit's ``synchronous``): :class:`_RawSqlite`. ``raw_thread`` is
+durability (WAL, statekit's ``synchronous``): :class:`RawSqlite`. ``raw_thread`` is
 the same raw work with one worker-thread round trip per call, the least any asyncio
 wrapper of a blocking driver pays.
 
@@ -32,10 +32,10 @@ from statekit.backends.sqlite import SqliteBackend
 from statekit.bench.harness import BenchConfig, Plan, Result, Workload, measure
 from statekit.store import StateStore
 
-__all__ = ["bench_sqlite"]
+__all__ = ["RawSqlite", "bench_sqlite"]
 
 
-class _RawSqlite:
+class RawSqlite:
     """What a user writes by hand with :mod:`sqlite3` for the same durable data: a table
     of current values and a history table of their own (value, version, a history row
     per write), WAL at statekit's ``synchronous``, one ``BEGIN IMMEDIATE`` ... ``COMMIT``
@@ -92,8 +92,8 @@ class _Sides:
     """The three runners' databases: statekit's store, raw on the loop, raw on a thread."""
 
     store: StateStore
-    raw: _RawSqlite
-    threaded: _RawSqlite
+    raw: RawSqlite
+    threaded: RawSqlite
     worker: ThreadPoolExecutor
 
     async def on_thread(self, call: Callable[..., object], *args: Any) -> None:
@@ -108,13 +108,13 @@ async def _open_sides(stack: AsyncExitStack, scratch: Path) -> _Sides:
     )
     backend = store.backend
     assert isinstance(backend, SqliteBackend)
-    raw = _RawSqlite(scratch / "raw.db", backend.synchronous)
+    raw = RawSqlite(scratch / "raw.db", backend.synchronous)
     stack.callback(raw.close)
     # raw_thread: the same raw work, one worker-thread round trip per call.
     worker = ThreadPoolExecutor(1, thread_name_prefix="statekit-bench-raw")
     stack.callback(worker.shutdown)
     threaded = await loop.run_in_executor(
-        worker, _RawSqlite, scratch / "raw_thread.db", backend.synchronous
+        worker, RawSqlite, scratch / "raw_thread.db", backend.synchronous
     )
     stack.push_async_callback(loop.run_in_executor, worker, threaded.close)
     return _Sides(store, raw, threaded, worker)
@@ -183,7 +183,7 @@ def _batch_workload(
 
 
 def _concurrent_workload(
-    store: StateStore, hand: _RawSqlite, plan: Plan, n: int, detail: dict[str, JSON]
+    store: StateStore, hand: RawSqlite, plan: Plan, n: int, detail: dict[str, JSON]
 ) -> Workload:
     tasks = 16
 
@@ -231,7 +231,7 @@ async def bench_sqlite(config: BenchConfig, scratch: Path) -> AsyncGenerator[Res
         yield await measure("sqlite", _put_workload(sides, plan, config.n, detail), config.rounds)
         batch = _batch_workload(sides, plan, config, detail)
         yield await measure("sqlite", batch, config.rounds)
-        hand = _RawSqlite(scratch / "hand_written.db", backend.synchronous)
+        hand = RawSqlite(scratch / "hand_written.db", backend.synchronous)
         stack.callback(hand.close)
         for key, value in plan.items(len(plan.keys)):  # existing heads, as on the other sides
             hand.put(key, value)
