@@ -17,6 +17,7 @@ import pytest_asyncio
 from statekit_postgres import PostgresBackend, PostgresOptions
 from statekit_postgres.schema import SCHEMA_VERSION
 
+from statekit.backend import Write
 from statekit.errors import BackendError
 from statekit.store import StateStore
 
@@ -169,7 +170,7 @@ async def test_an_interrupted_migration_leaves_nothing(
 async def test_a_version_2_database_migrates_and_keeps_its_history_and_feed(
     pg_url: str, fresh_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Schema 2 (commit counter row) -> 3 (transaction-id feed) -> 4 on open, data intact."""
+    """Schema 2 (commit counter row) -> 3 (transaction-id feed) -> 5 on open, data intact."""
     from statekit_postgres import schema
 
     monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
@@ -195,7 +196,7 @@ async def test_a_version_2_database_migrates_and_keeps_its_history_and_feed(
     backend = await open_or_skip(url)
     try:
         store = StateStore(backend, owns_backend=False)
-        assert (await backend.health()).detail["schema_version"] == SCHEMA_VERSION == 4
+        assert (await backend.health()).detail["schema_version"] == SCHEMA_VERSION == 5
         assert [r.data for r in await store.history("a")] == [2, 1]  # newest first
         then = await store.get("a", as_of=datetime.now(UTC))  # schema 4's statekit_records_at
         assert then is not None and then.data == 2
@@ -220,5 +221,47 @@ async def test_a_version_2_database_migrates_and_keeps_its_history_and_feed(
             ("a", 3, False),
         ]
         await backend.drop_namespace(forget=True)
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.asyncio
+async def test_appends_read_by_key_when_statistics_saw_empty_tables(
+    pg_url: str, fresh_schema: str
+) -> None:
+    """Statistics taken while statekit's tables were nearly empty once made the planner
+    read statekit_versions in a sequential scan per key inside statekit_append (and a
+    pooled connection kept that plan): schema 5 runs the functions without them."""
+    url = with_query(pg_url, schema=fresh_schema, namespace="stats")
+    backend = await open_or_skip(url)
+    try:
+        keys = [f"k/{i:03d}" for i in range(300)]
+        await backend.append([Write(k, 1) for k in keys[:20]], at=datetime.now(UTC))
+        admin = await _admin(url)
+        plans: list[str] = []
+        admin.add_log_listener(lambda _conn, message: plans.append(message.message))
+        try:
+            await admin.execute(f'SET search_path = "{fresh_schema}"')
+            await admin.execute("ANALYZE statekit_heads, statekit_versions")  # 20 rows
+            await backend.append([Write(k, 2) for k in keys], at=datetime.now(UTC))
+            await admin.execute("LOAD 'auto_explain'")
+            await admin.execute(
+                "SET auto_explain.log_min_duration = 0; SET auto_explain.log_analyze = on; "
+                "SET auto_explain.log_nested_statements = on; SET client_min_messages = log"
+            )
+            await admin.fetch(
+                "SELECT * FROM statekit_append($1, $2, $3, $4, $5, $6)",
+                "stats",
+                keys,
+                ["state"] * len(keys),
+                ["3"] * len(keys),
+                ["{}"] * len(keys),
+                [-1] * len(keys),
+            )
+            await admin.execute("SET client_min_messages = notice")
+        finally:
+            await admin.close()
+        scans = [p for p in plans if "Seq Scan on statekit_" in p]
+        assert plans and not scans, scans
     finally:
         await backend.aclose()
