@@ -17,6 +17,7 @@ import pytest_asyncio
 import statekit
 from statekit.compat.legacy_state import LegacyState
 from statekit.config import load_settings
+from statekit.errors import BackendUnavailable
 from statekit.store import StateStore
 from statekit.testing import fresh_namespace, server_url
 from statekit.trading import kinds
@@ -243,3 +244,28 @@ async def test_writes_of_other_processes_are_seen_by_the_next_load(
         assert await legacy.load() == await fresh.load()
     finally:
         await fresh.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_store_that_cannot_say_what_changed_is_read_whole(
+    legacy: LegacyState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """position()/changed() unavailable (a tiered store whose primary is down, while its
+    mirrors still answer reads): the load reads everything, as without the capability,
+    and keeps nothing it could not later check."""
+    await legacy.save({"EURUSD": {"qty": 1}}, {})
+    assert (await legacy.load() or {})["active_positions"] == {"EURUSD": {"qty": 1}}
+    backend = legacy.state.store.backend
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise BackendUnavailable("primary is down (injected)", backend=backend.name)
+
+    monkeypatch.setattr(backend, "position", down)
+    monkeypatch.setattr(backend, "changed", down)
+    await legacy.state.store.put("position/GBPUSD", {"qty": 2}, kind=kinds.LEGACY_POSITION)
+    loaded = await legacy.load()
+    assert loaded is not None
+    assert loaded["active_positions"] == {"EURUSD": {"qty": 1}, "GBPUSD": {"qty": 2}}
+    assert legacy._loaded is None
+    monkeypatch.undo()
+    assert (await legacy.load() or {})["active_positions"]["GBPUSD"] == {"qty": 2}

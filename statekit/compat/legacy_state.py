@@ -35,7 +35,7 @@ from statekit.compat.legacy_format import legacy_object
 from statekit.compat.loaded import LoadedState, touches
 from statekit.compat.portal import Portal
 from statekit.config import Settings
-from statekit.errors import StatekitError, ValidationError
+from statekit.errors import BackendUnavailable, StatekitError, ValidationError
 from statekit.snapshots import SnapshotInfo
 from statekit.store import StateStore
 from statekit.trading import kinds
@@ -317,14 +317,20 @@ class LegacyState:
         if Capability.CHANGES not in store.capabilities:
             return await self._read(state)
         kept = self._loaded
-        if kept is not None:
-            now = await store.position() if kept.noisy else None
-            listed = await store.changed(kept.stamp, state.prefix)
-            if not touches(listed, self._starts(state), self._singles(state)):
-                if self._loaded is kept:  # a save meanwhile forgot it: stay forgotten
-                    self._loaded = kept.moved(now, bool(listed))
-                return kept.copy()
-        stamp = await store.position()  # before the reads: what commits later is listed
+        try:
+            if kept is not None:
+                now = await store.position() if kept.noisy else None
+                listed = await store.changed(kept.stamp, state.prefix)
+                if not touches(listed, self._starts(state), self._singles(state)):
+                    if self._loaded is kept:  # a save meanwhile forgot it: stay forgotten
+                        self._loaded = kept.moved(now, bool(listed))
+                    return kept.copy()
+            stamp = await store.position()  # before the reads: what commits later is listed
+        except BackendUnavailable:
+            # Nothing says what changed (a tiered store's primary is down): read it all,
+            # as without the capability; its mirrors or journal may still answer.
+            self._loaded = None
+            return await self._read(state)
         kept = LoadedState.of(stamp, await self._read(state))
         self._loaded = kept
         return kept.copy()
