@@ -126,12 +126,18 @@ class Portal:
             running.append(task)
             task.add_done_callback(lambda done: _settle(future, done))
 
-        with self._lock:  # no new work is queued once close() has started
-            if self._closed:
-                raise StatekitError("this statekit.compat portal is closed (shutdown() was called)")
-            self._loop.call_soon_threadsafe(start)
+        # The try covers the hand-off too: an interrupt that lands before the caller
+        # waits (the loop thread may run the call first) still cancels it.
         try:
+            with self._lock:  # no new work is queued once close() has started
+                if self._closed:
+                    raise StatekitError(
+                        "this statekit.compat portal is closed (shutdown() was called)"
+                    )
+                self._loop.call_soon_threadsafe(start)
             return future.result()
+        except StatekitError:
+            raise
         except concurrent.futures.CancelledError:
             raise StatekitError("the call was cancelled: the portal closed while it ran") from None
         except BaseException:
