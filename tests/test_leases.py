@@ -26,6 +26,7 @@ from statekit import (
 )
 from statekit.backend import Record
 from statekit.backends.memory import MemoryBackend
+from statekit.testing._capabilities import needs
 from statekit.trading.leases import KEEP_VERSIONS, LEASE_KIND, Lease, LeaseState
 
 TTL = 5.0
@@ -409,8 +410,7 @@ async def test_a_lost_answer_does_not_fence_the_holder_off(
 async def test_fenced_writes_leave_the_lease_key_alone(store: StateStore) -> None:
     """With guarded appends the lease key's history is its holders' only: acquire,
     renew, release; fenced writes, even concurrent with renewals, all land."""
-    if moves(store) != 0:
-        pytest.skip(f"{store.backend.name} has no guarded appends")
+    needs(store, Capability.GUARDED_APPEND)  # the suite's capability gate
     lease = Lease(store, "reconciler", ttl=30)
     await lease.acquire(timeout=0)
 

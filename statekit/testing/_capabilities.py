@@ -1,4 +1,5 @@
-"""The one capability gate of the conformance suite's mixins."""
+"""The capability gates of the conformance suite's mixins: skips for what a backend
+cannot do, never for a missing server (that fails under CI=true, in the fixtures)."""
 
 from __future__ import annotations
 
@@ -14,3 +15,11 @@ def needs(store: StateStore, *capabilities: Capability) -> None:
     missing = [c.value for c in capabilities if c not in store.capabilities]
     if missing:
         pytest.skip(f"{store.backend.name} does not declare {', '.join(missing)}")
+
+
+def needs_url(store: StateStore, backend_url: str | None) -> str:
+    """``backend_url``, or skip the test (a capability skip: an in-process store such as
+    ``memory://`` has nothing other processes can open) when the backend gives none."""
+    if backend_url is None:
+        pytest.skip(f"{store.backend.name}: no URL other processes can open (a capability)")
+    return backend_url

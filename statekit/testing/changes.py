@@ -14,7 +14,7 @@ from statekit.backend import Capability, Write
 from statekit.errors import StatekitError
 from statekit.store import StateStore
 from statekit.testing import _workers
-from statekit.testing._capabilities import needs
+from statekit.testing._capabilities import needs, needs_url
 
 __all__ = ["ChangesContract"]
 
@@ -88,8 +88,7 @@ class ChangesContract:
         self, store: StateStore, backend_url: str | None
     ) -> None:
         needs(store, Capability.CHANGES)
-        if backend_url is None:
-            pytest.skip(f"{store.backend.name}: no URL other processes can open")
+        backend_url = needs_url(store, backend_url)
         await store.put("chg/before", 1)
         since = await store.position()
         context = multiprocessing.get_context("spawn")

@@ -14,7 +14,7 @@ from statekit.backend import Capability, Guard, Write
 from statekit.errors import ConflictError, ValidationError
 from statekit.store import StateStore
 from statekit.testing import _workers
-from statekit.testing._capabilities import needs
+from statekit.testing._capabilities import needs, needs_url
 
 __all__ = ["GuardContract"]
 
@@ -126,8 +126,7 @@ class GuardContract:
         self, store: StateStore, backend_url: str | None
     ) -> None:
         needs(store, Capability.GUARDED_APPEND, Capability.ATOMIC_BATCH, Capability.HISTORY)
-        if backend_url is None:
-            pytest.skip(f"{store.backend.name}: no URL other processes can open")
+        backend_url = needs_url(store, backend_url)
         await store.put("guard/g", "holder-1")
         start_at = time() + 2.0
         with ProcessPoolExecutor(RACERS, mp_context=multiprocessing.get_context("spawn")) as pool:

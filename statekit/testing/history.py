@@ -26,7 +26,7 @@ import pytest
 from statekit.backend import MICROSECOND, Capability, Record, Write
 from statekit.store import StateStore
 from statekit.testing import _workers
-from statekit.testing._capabilities import needs
+from statekit.testing._capabilities import needs, needs_url
 
 __all__ = ["TimeOrderContract", "assert_true_history"]
 
@@ -122,8 +122,7 @@ class TimeOrderContract:
     ) -> None:
         """Processes, a second store object and this one write one key at once."""
         needs(store, Capability.HISTORY, Capability.COMPARE_AND_SET)
-        if backend_url is None:
-            pytest.skip(f"{store.backend.name} has no URL other processes can open")
+        backend_url = needs_url(store, backend_url)
         import statekit
 
         start_at = time() + 2.0
