@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -44,6 +43,14 @@ from statekit.backend import (
     check_guard,
     counted_position,
 )
+from statekit.backends.sqlite_driver import (
+    is_busy,
+    key_range,
+    row_to_record,
+    seconds,
+    settle,
+    translate,
+)
 from statekit.backends.sqlite_sql import (
     AS_OF,
     COLUMNS,
@@ -54,13 +61,12 @@ from statekit.backends.sqlite_sql import (
     SELECT_HEAD_AT,
     UPSERT_HEAD,
 )
-from statekit.codec import from_micros, prefix_end, to_micros
-from statekit.errors import BackendError, ConfigError, StatekitError
+from statekit.codec import from_micros, to_micros
+from statekit.errors import BackendError, ConfigError
 from statekit.hookspecs import hookimpl
 from statekit.kit.follow import CommitFollower
 from statekit.kit.guard import DriverGuard
 from statekit.kit.records import appended, stored
-from statekit.kit.records import record as row_record
 from statekit.kit.url import StoreUrl
 from statekit.registry import BackendRegistry
 from statekit.worker import Gathered, Outcome, Worker
@@ -78,44 +84,6 @@ _SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 _URL_OPTIONS = frozenset({"synchronous", "busy_timeout", "poll_interval"})
 _STATEKIT_TABLES = frozenset({"sk_versions", "sk_heads"})
 """Tables every statekit schema version has: a file with them is a statekit store."""
-
-
-def _seconds(name: str, value: float, *, zero_ok: bool) -> float:
-    """``value`` if it is a usable number of seconds, else ConfigError naming ``name``."""
-    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
-        least = ">= 0" if zero_ok else "> 0"
-        raise ConfigError(
-            f"sqlite {name}={value!r}: give a finite number of seconds {least}", source="url"
-        )
-    return value
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc)
-
-
-def _translate(guard: DriverGuard, exc: BaseException) -> StatekitError | None:
-    """sqlite3's errors as statekit's: a lock held too long or a full disk may pass."""
-    text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
-        return guard.unavailable(f"{text} (another writer held it too long)")
-    if "unable to open" in text:
-        return guard.failed(
-            f"cannot open the file ({text}); does its folder exist and is it writable?"
-        )
-    if "disk I/O" in text or "full" in text:
-        return guard.unavailable(text)
-    return None
-
-
-def _row_record(row: tuple[Any, ...]) -> Record:
-    key, version, kind, data, meta, at = row
-    return row_record(key, version, kind, data, meta, at, backend="sqlite")
-
-
-def _range(prefix: str) -> tuple[str, str]:
-    # Text comparison in SQLite is by UTF-8 bytes, the same order as code points.
-    return prefix, prefix_end(prefix) or "\U0010ffff" * 2
 
 
 class SqliteBackend(Backend):
@@ -149,8 +117,8 @@ class SqliteBackend(Backend):
                 source="url",
             )
         self.synchronous = _SYNC_MODES[synchronous.lower()]
-        self.busy_timeout = _seconds("busy_timeout", busy_timeout, zero_ok=True)
-        self.poll_interval = _seconds("poll_interval", poll_interval, zero_ok=False)
+        self.busy_timeout = seconds("busy_timeout", busy_timeout, zero_ok=True)
+        self.poll_interval = seconds("poll_interval", poll_interval, zero_ok=False)
         self._writer_thread = Worker("statekit-sqlite-writer")
         self._reader_thread = Worker("statekit-sqlite-reader")
         self._writer: sqlite3.Connection | None = None
@@ -158,7 +126,7 @@ class SqliteBackend(Backend):
         self._on_loop: sqlite3.Connection | None = None
         self._appends: Gathered[tuple[Any, ...]] = Gathered(self._writer_thread, self._append_group)
         self._guard = DriverGuard(
-            self.name, str(self.path), errors=(sqlite3.Error,), translate=_translate
+            self.name, str(self.path), errors=(sqlite3.Error,), translate=translate
         )
         self._commits = 0  # appends through this object, for its watchers
         self._waiters: set[asyncio.Future[None]] = set()
@@ -394,7 +362,7 @@ class SqliteBackend(Backend):
             f"ORDER BY version {'DESC' if newest_first else 'ASC'} LIMIT ?",
             (key, after, before if before is not None else 2**62, limit if limit else -1),
         ).fetchall()
-        return [_row_record(r) for r in rows]
+        return [row_to_record(r) for r in rows]
 
     async def read(
         self,
@@ -422,7 +390,7 @@ class SqliteBackend(Backend):
                 f"WHERE h.key IN ({marks})",
                 tuple(chunk),
             ).fetchall()
-            found.update((r[0], _row_record(r)) for r in rows)
+            found.update((r[0], row_to_record(r)) for r in rows)
         return found
 
     async def latest(self, keys: Sequence[str]) -> dict[str, Record]:
@@ -444,7 +412,7 @@ class SqliteBackend(Backend):
             try:
                 return fn(*args, self._on_loop)
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
+                if not is_busy(exc):
                     raise
         return None
 
@@ -455,7 +423,7 @@ class SqliteBackend(Backend):
         for key in keys:
             row = con.execute(AS_OF, (key, at)).fetchone()
             if row is not None:
-                found[key] = _row_record(row)
+                found[key] = row_to_record(row)
         return found
 
     async def as_of(self, keys: Sequence[str], at: datetime) -> dict[str, Record]:
@@ -475,10 +443,10 @@ class SqliteBackend(Backend):
             "ORDER BY h.key LIMIT ?",
             (low, high, *((kind,) if kind is not None else ()), page),
         ).fetchall()
-        return [_row_record(r) for r in rows]
+        return [row_to_record(r) for r in rows]
 
     async def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:
-        cursor, high = _range(prefix)
+        cursor, high = key_range(prefix)
         first = True
         # Pages by key, so no read transaction is held open while the caller works.
         while True:
@@ -549,13 +517,13 @@ class SqliteBackend(Backend):
             "ORDER BY seq LIMIT 500",
             (seq, low, high),
         ).fetchall()
-        return [(r[0], _row_record(r[1:])) for r in rows]
+        return [(r[0], row_to_record(r[1:])) for r in rows]
 
     def _wake(self) -> None:
         """Wake this object's watchers: they read its commit at once, not after a poll."""
         self._commits += 1
         for waiter in list(self._waiters):
-            waiter.get_loop().call_soon_threadsafe(_settle, waiter)
+            waiter.get_loop().call_soon_threadsafe(settle, waiter)
 
     def _waiting(self) -> Callable[[float], Awaitable[None]]:
         """A watcher's wait: ``poll_interval`` (other processes' commits), or until this
@@ -581,7 +549,7 @@ class SqliteBackend(Backend):
         return wait
 
     async def watch(self, prefix: str = "") -> AsyncIterator[Record]:
-        low, high = _range(prefix)
+        low, high = key_range(prefix)
 
         async def read(seq: int) -> tuple[list[Record], int]:
             changes = await self._run_reader(self._changes_sync, seq, low, high)
@@ -646,8 +614,3 @@ class SqliteBackend(Backend):
 def statekit_register_backends(registry: BackendRegistry) -> None:
     """The built-in ``sqlite:///path`` backend, the embedded default."""
     registry.add("sqlite", SqliteBackend)
-
-
-def _settle(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
