@@ -15,15 +15,22 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # Core (with its dev/test extras) and every plugin distribution under plugins/, editable.
+# The dev extra includes the api extra, so this also stands for $(VENV)/.installed-api.
 $(VENV)/.installed: $(BIN)/python pyproject.toml $(PLUGINS)
 	$(BIN)/python -m pip install -q -e '.[dev]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	@touch $@ $(VENV)/.installed-api
+
+# What serving needs and nothing more: the core with its api extra, editable (no test
+# tools, no plugins), so the main job's first run is quick. Same .venv as `make install`.
+$(VENV)/.installed-api: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[api]'
 	@touch $@
 
 install: $(VENV)/.installed
 
 # The main job: the REST + WebSocket API on ./statekit.db, http://127.0.0.1:8000 until Ctrl-C.
 # More options after ARGS, e.g. `make run ARGS="--port 8080"`.
-run: install
+run: $(VENV)/.installed-api
 	$(BIN)/statekit serve --store sqlite:///statekit.db $(ARGS)
 
 # The end-to-end example (no server): put, conflict, concurrent updates, history, snapshots.

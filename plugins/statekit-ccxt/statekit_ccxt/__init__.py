@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CcxtConnector"]
 
+__version__ = "0.1.0"
+
 
 def __getattr__(name: str) -> Any:
     # Imported on first use: ccxt takes about 2 s to import, and loading the plugin

@@ -8,3 +8,5 @@ from statekit_file.backend import FileBackend
 from statekit_file.names import KeyNames
 
 __all__ = ["FileBackend", "KeyNames"]
+
+__version__ = "0.1.0"

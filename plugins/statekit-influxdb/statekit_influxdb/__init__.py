@@ -10,3 +10,5 @@ from statekit_influxdb.client import InfluxClient
 from statekit_influxdb.options import InfluxOptions, parse_url
 
 __all__ = ["InfluxBackend", "InfluxClient", "InfluxOptions", "parse_url"]
+
+__version__ = "0.1.0"

@@ -3,3 +3,5 @@
 from statekit_mysql.backend import MysqlBackend
 
 __all__ = ["MysqlBackend"]
+
+__version__ = "0.1.0"

@@ -12,3 +12,5 @@ from statekit_redis.layout import Layout
 from statekit_redis.persistence import Persistence
 
 __all__ = ["Layout", "Persistence", "RedisBackend", "RedisCache"]
+
+__version__ = "0.1.0"
