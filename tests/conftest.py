@@ -15,8 +15,9 @@
 
   and a single test can ``@pytest.mark.parametrize("store_kind", [...])``. ``store_url``
   alone serves tests whose other processes open the same store.
-- ``statekit_wheel`` and ``venv``: the core distribution built from this checkout (once
-  per run) and a virtualenv of the test's own to install it into, as a user would.
+- ``build_distribution``, ``statekit_wheel`` and ``venv``: any distribution of this
+  checkout built as a release builds it (wheel and sdist, once per run), the core's wheel,
+  and a virtualenv of the test's own to install it into, as a user would.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,21 +150,64 @@ def _pip(*args: str, python: Path | None = None) -> subprocess.CompletedProcess[
     return done
 
 
-@pytest.fixture(scope="session")
-def statekit_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The core distribution's wheel, built from this checkout's pyproject.toml, README.md
-    and statekit/ (copied first: a build writes into its source folder)."""
-    folder = tmp_path_factory.mktemp("wheel")
-    source = folder / "statekit-src"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(REPO / name, source / name)
-    shutil.copytree(
-        REPO / "statekit", source / "statekit", ignore=shutil.ignore_patterns("__pycache__")
+@dataclass(frozen=True)
+class Built:
+    """One distribution of this checkout as a release builds it: its wheel and sdist."""
+
+    name: str
+    wheel: Path
+    sdist: Path
+
+
+def _build(name: str, folder: Path) -> Built:
+    """``python -m build`` of distribution ``name`` ("statekit" or a plugins/ folder),
+    from a copy of what it is built from (a build writes into its source folder)."""
+    source = folder / name
+    if name == "statekit":
+        source.mkdir()
+        for file in ("pyproject.toml", "README.md", "LICENSE"):
+            shutil.copy2(REPO / file, source / file)
+        tree = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(REPO / "statekit", source / "statekit", ignore=tree)
+    else:
+        tree = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "dist")
+        shutil.copytree(REPO / "plugins" / name, source, ignore=tree)
+    # No isolation: the build requirement (setuptools>=77) is the dev extra's, checked by
+    # build, instead of a fresh environment installed for each of the eight builds.
+    command = [sys.executable, "-m", "build", "--no-isolation", "--sdist", "--wheel"]
+    done = subprocess.run(
+        [*command, "--outdir", str(folder / "dist"), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=PIP_TIMEOUT,
+        env=clean_environment(),
+        check=False,
     )
-    _pip("wheel", "-q", "--no-deps", str(source), "-w", str(folder / "dist"))
-    (wheel,) = (folder / "dist").glob("statekit-*.whl")
-    return wheel
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (wheel,) = (folder / "dist").glob("*.whl")
+    (sdist,) = (folder / "dist").glob("*.tar.gz")
+    return Built(name, wheel, sdist)
+
+
+@pytest.fixture(scope="session")
+def build_distribution(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Built]:
+    """``build_distribution("statekit-redis")``: that distribution of this checkout, built
+    once per run (``"statekit"`` is the core)."""
+    built: dict[str, Built] = {}
+
+    def build(name: str) -> Built:
+        if name not in built:
+            built[name] = _build(name, tmp_path_factory.mktemp(name))
+        return built[name]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def statekit_wheel(build_distribution: Callable[[str], Built]) -> Path:
+    """The core distribution's wheel, built from this checkout's pyproject.toml, README.md,
+    LICENSE and statekit/."""
+    return build_distribution("statekit").wheel
 
 
 @dataclass(frozen=True)

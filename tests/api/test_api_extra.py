@@ -1,10 +1,12 @@
-"""``pip install 'statekit[api]'`` (what docs/api.md says) serves WebSockets.
+"""``pip install 'statekit[api]'`` (what docs/api.md says) serves the API, the
+dashboard and WebSockets.
 
 The other API tests run in the dev environment, which installs websockets for its
-test client, so they cannot see what a user with only the ``api`` extra gets. Here
-the core is installed from this repository (its wheel), with ``[api]`` and nothing
-else, into a virtualenv of its own; ``statekit serve`` runs from it and a client
-connects to /ws.
+test client and runs statekit from the source tree, so they cannot see what a user
+with only the ``api`` extra gets. Here the core's wheel is built from this repository
+and installed with ``[api]`` and nothing else (its dependencies from the package
+registry) into a virtualenv of its own; ``statekit serve`` runs from it on a SQLite
+store, and a client reads /health and / and subscribes on /ws.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from ..conftest import Venv
+from ..conftest import REPO, Venv
 
 STARTUP_TIMEOUT = 60.0
+DASHBOARD = REPO / "statekit" / "api" / "dashboard"
+"""When the tree has the dashboard, the installed wheel must serve it at /."""
 
 
 def _free_port() -> int:
@@ -82,6 +86,7 @@ def test_the_api_extra_alone_serves_websockets(
         )
     try:
         _wait_for_health(server, f"http://127.0.0.1:{port}", log)
+        home = httpx.get(f"http://127.0.0.1:{port}/", timeout=30)
         replies = asyncio.run(_ping_and_watch(port))
     finally:
         server.send_signal(signal.SIGTERM)
@@ -90,6 +95,8 @@ def test_the_api_extra_alone_serves_websockets(
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+    # Templates and assets are package data: a wheel without them answers 404 or 500.
+    assert home.status_code == (200 if DASHBOARD.is_dir() else 404), home.text[:500]
     assert replies[0] == {"type": "pong"}
     assert replies[1] == {"type": "subscribed", "topic": "keys:extra/"}
     assert (replies[2]["type"], replies[2]["state_id"], replies[2]["version"]) == (
