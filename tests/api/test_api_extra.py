@@ -83,6 +83,7 @@ def test_the_api_extra_alone_serves_websockets(
     try:
         _wait_for_health(server, f"http://127.0.0.1:{port}", log)
         replies = asyncio.run(_ping_and_watch(port))
+        dashboard = _dashboard_pages(f"http://127.0.0.1:{port}")
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -97,7 +98,21 @@ def test_the_api_extra_alone_serves_websockets(
         "extra/1",
         1,
     )
+    # The dashboard ships in the wheel: its templates and the vendored htmx (package data).
+    assert dashboard == [200, 200, 200, 200], dashboard
     assert "Traceback" not in log.read_text(errors="replace")
+
+
+def _dashboard_pages(url: str) -> list[int]:
+    """The statuses of the dashboard's shell, a fragment, its script and htmx's license."""
+    paths = [
+        "/",
+        "/dashboard/overview",
+        "/dashboard/static/dashboard.js",
+        "/dashboard/static/vendor/htmx/LICENSE",
+    ]
+    with httpx.Client(base_url=url, timeout=30.0) as http:
+        return [http.get(path).status_code for path in paths]
 
 
 def _wait_for_health(server: subprocess.Popen[bytes], url: str, log: Path) -> None:

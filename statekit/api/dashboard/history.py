@@ -62,8 +62,10 @@ def flatten(value: JSON, path: str = "") -> dict[str, JSON]:
 
 
 def changes(before: JSON, after: JSON) -> list[Change]:
-    """The fields that differ from ``before`` to ``after``, in path order."""
-    old, new = flatten(before), flatten(after)
+    """The fields that differ from ``before`` to ``after``, in path order (``None``, no
+    value or a deletion, has no fields)."""
+    old = {} if before is None else flatten(before)
+    new = {} if after is None else flatten(after)
     found: list[Change] = []
     for path in sorted(old.keys() | new.keys()):
         if path not in old:

@@ -259,8 +259,19 @@
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", () => logout(""));
 
-  // For tests and the curious: the live connection and what it has seen.
-  window.statekitDashboard = { socket: () => live.socket, versions: live.versions };
+  // For tests and the curious: the live connection, what it has seen, and a way to
+  // drop it and come back (what a network outage does), resuming with `since`.
+  window.statekitDashboard = {
+    socket: () => live.socket,
+    versions: live.versions,
+    disconnect: stopLive,
+    reconnect: () => {
+      if (live.socket) return;
+      live.started = true;
+      live.reconnects += 1;
+      connect();
+    },
+  };
 
   if (!keyRequired || apiKey()) start();
   else showLogin("");
