@@ -39,9 +39,11 @@ typecheck: install
 
 # The real servers the suite needs (scripts/servers.sh), up for the run, stopped after.
 # Under CI=true a server that cannot start fails the run; locally its tests skip
-# with a message saying how to start it.
+# with a message saying how to start it. The same for the dashboard's headless browser
+# (scripts/browser.sh: Debian's chromium + chromium-driver, installed when root).
 pytest: install
 	scripts/servers.sh start || [ "$${CI:-}" != "true" ]
+	scripts/browser.sh || [ "$${CI:-}" != "true" ]
 	set -a && . .servers/env && set +a && $(BIN)/python -m pytest; \
 	  status=$$?; scripts/servers.sh stop; exit $$status
 

@@ -198,12 +198,13 @@ def test_the_timeline_diffs_each_version_with_the_one_before() -> None:
 
 def test_numeric_series_and_the_chart() -> None:
     records = [
-        _record(3, {"amount": "-1.5", "symbol": "X", "free": 4}),
+        _record(3, {"amount": "-1.5", "symbol": "X", "free": 4, "fee": 1}),
         _record(2, None),
-        _record(1, {"amount": "2", "symbol": "X", "price": "NaN"}),
+        _record(1, {"amount": "2", "symbol": "X", "price": "NaN", "fee": 1.0}),
     ]
     series = numeric_series(records)
-    assert list(series) == ["amount"]  # free has one point, price is not finite
+    # free has one point, price is not finite, fee never moved
+    assert list(series) == ["amount"]
     assert [v for _, v in series["amount"]] == [Decimal("2"), Decimal("-1.5")]
     chart = step_chart("amount", series["amount"])
     assert (chart.low, chart.high) == ("-1.5", "2")

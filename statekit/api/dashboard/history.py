@@ -129,8 +129,8 @@ def _number(value: JSON) -> Decimal | None:
 
 
 def numeric_series(records: list[Record]) -> dict[str, list[tuple[datetime, Decimal]]]:
-    """Each numeric field's values over time, oldest first (at most :data:`MAX_SERIES`
-    fields, each with two points or more; a deletion ends no series, it has no value)."""
+    """Each numeric field's values over time, oldest first: the fields whose value
+    changed (at most :data:`MAX_SERIES`); a deletion adds no point."""
     series: dict[str, list[tuple[datetime, Decimal]]] = {}
     for record in sorted(records, key=lambda r: r.version):
         if record.data is None:
@@ -139,5 +139,6 @@ def numeric_series(records: list[Record]) -> dict[str, list[tuple[datetime, Deci
             number = _number(value)
             if number is not None and path:
                 series.setdefault(path, []).append((record.at, number))
-    kept = [path for path in sorted(series) if len(series[path]) >= 2]
+    # A field that never moved says nothing a chart would add to the table below it.
+    kept = [path for path in sorted(series) if len({v for _, v in series[path]}) >= 2]
     return {path: series[path] for path in kept[:MAX_SERIES]}
