@@ -114,6 +114,7 @@ async def _seed(url: str) -> None:
             Portfolio(total_value=Decimal("10000"), cash=Decimal("9000"), currency="USDT")
         )
         intents = IntentStore(store)
+
         def buy(price: str) -> IntentSpec:
             return IntentSpec(
                 symbol=SYMBOL, side=OrderSide.BUY, amount=Decimal("1"), price=Decimal(price)
