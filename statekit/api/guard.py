@@ -113,7 +113,8 @@ class _Disconnected(Exception):
 
 
 class Guard:
-    """ASGI middleware: 401 without the key (except :data:`PUBLIC_PATHS`), 413 over the limit.
+    """ASGI middleware: 401 without the key (except GETs of :data:`PUBLIC_PATHS` and
+    :data:`PUBLIC_PREFIXES`), 413 over the limit.
 
     WebSockets pass through; their route asks :meth:`ApiKey.allows` and tells the hub.
 

@@ -25,6 +25,12 @@ from typing import Any
 
 import httpx
 import pytest
+from selenium import webdriver  # the dev extra: make install has it
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
 
 import statekit
 from statekit.testing import in_ci
@@ -35,13 +41,6 @@ from statekit.trading.state import TradingState
 
 from ..conftest import REPO
 from .conftest import API_KEY, Served, running_server
-
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
-from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
@@ -173,7 +172,7 @@ def _screenshot(page: WebDriver, name: str) -> None:
     page.save_screenshot(str(IMAGES / f"dashboard-{name}.png"))
 
 
-def test_the_dashboard_in_a_real_browser(served: Served, browser: WebDriver) -> None:
+def test_the_dashboard_in_a_real_browser(browser: WebDriver, served: Served) -> None:
     page, http = browser, served.client()
     page.get(served.url + "/")
 

@@ -94,12 +94,14 @@
     htmx.ajax("GET", viewUrl(), { target: "#main", swap: "innerHTML" });
   }
 
-  // A change re-fetches the view on screen (debounced): the key page only for its key;
-  // the snapshots page never (it may hold a confirm step in progress).
+  // A change re-fetches the view on screen (debounced): the key page only for its key
+  // (stateId null: any view, after a reconnect); the snapshots page never (it may hold
+  // a confirm step in progress).
   function refreshFor(stateId) {
     const view = document.querySelector("#main .view");
     if (!view || view.hasAttribute("data-manual") || !view.dataset.view) return;
-    if (view.dataset.key !== undefined && view.dataset.key !== stateId) return;
+    const other = view.dataset.key !== undefined && view.dataset.key !== stateId;
+    if (stateId !== null && other) return;
     clearTimeout(live.refreshTimer);
     live.refreshTimer = setTimeout(() => {
       htmx.ajax("GET", view.dataset.view, { target: "#main", swap: "innerHTML" });
