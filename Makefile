@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 
-.PHONY: install run example test lint typecheck pytest servers bench soak clean
+.PHONY: install run example test lint typecheck pytest servers bench soak screenshots clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "statekit needs Python >= 3.11; set PYTHON=python3.11")'
@@ -62,6 +62,11 @@ soak: install
 	  tests/test_reconcile_soak.py tests/test_fallback_campaign.py \
 	  tests/test_reconcile_properties.py tests/test_fault_campaign.py; \
 	  status=$$?; scripts/servers.sh stop; exit $$status
+
+# Re-take docs/images/dashboard-*.png (docs/dashboard.md) with the dashboard's browser test.
+screenshots: install
+	scripts/browser.sh
+	STATEKIT_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/api/test_dashboard_browser.py
 
 # Every installed backend's benchmark; server backends use the servers.sh servers.
 bench: install

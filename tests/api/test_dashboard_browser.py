@@ -45,6 +45,9 @@ from .conftest import API_KEY, Served, running_server
 pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
 IMAGES = REPO / "docs" / "images"
+"""Where ``make screenshots`` (STATEKIT_SCREENSHOTS=1) writes the docs' screenshots; other
+runs write them to the test's temp folder, so ``make test`` leaves the tree unchanged."""
+TO_DOCS = os.environ.get("STATEKIT_SCREENSHOTS") == "1"  # read before `isolated` clears it
 WAIT_SECONDS = 15.0
 """How long a page may take to show what the test waits for (a hung page fails)."""
 SYMBOL = "BTC/USDT"
@@ -167,12 +170,15 @@ def _go(page: WebDriver, hash_: str, view: str) -> None:
     _shown(page, view)
 
 
-def _screenshot(page: WebDriver, name: str) -> None:
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    page.save_screenshot(str(IMAGES / f"dashboard-{name}.png"))
+def _screenshot(page: WebDriver, folder: Path, name: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    page.save_screenshot(str(folder / f"dashboard-{name}.png"))
 
 
-def test_the_dashboard_in_a_real_browser(browser: WebDriver, served: Served) -> None:
+def test_the_dashboard_in_a_real_browser(
+    browser: WebDriver, served: Served, tmp_path: Path
+) -> None:
+    shots = IMAGES if TO_DOCS else tmp_path
     page, http = browser, served.client()
     page.get(served.url + "/")
 
@@ -190,14 +196,14 @@ def test_the_dashboard_in_a_real_browser(browser: WebDriver, served: Served) -> 
     _shown(page, '#positions tr[data-symbol="ETH-USD"]')
     _text_in(page, "#changes", "position/ETH-USD v1")
     assert page.execute_script("return window.notReloaded") is True
-    _screenshot(page, "overview")
+    _screenshot(page, shots, "overview")
 
     _go(page, "#reconciliation", "#view-reconciliation")
     condition = http.get("/reconcile/intents/i1").json()["condition"]
     assert condition in ("InSync", "Pending")  # the engine placed its order
     _text_in(page, '#intents tr[data-intent="i1"]', condition)
     _text_in(page, '#intents tr[data-intent="i2"]', "not seen")
-    _screenshot(page, "reconciliation")
+    _screenshot(page, shots, "reconciliation")
 
     # A snapshot through the dashboard's form, then the position moves on.
     _go(page, "#snapshots", "#view-snapshots")
@@ -225,7 +231,7 @@ def test_the_dashboard_in_a_real_browser(browser: WebDriver, served: Served) -> 
     _shown(page, '#changes li.replayed[data-key="position/ETH-USD"][data-version="4"]')
     _text_in(page, "#changes", "resumed: 1 missed change(s) replayed")
     _text_in(page, '#history li[data-version="4"]', "while away")
-    _screenshot(page, "key-history")
+    _screenshot(page, shots, "key-history")
 
     # A balance over time, and time travel to the moment before its order was placed.
     _go(page, "#key=balance/USDT", "#view-key")
@@ -238,7 +244,7 @@ def test_the_dashboard_in_a_real_browser(browser: WebDriver, served: Served) -> 
     page.find_element(By.CSS_SELECTOR, "#snapshots .restore-button").click()
     _text_in(page, "#restore-confirm", "position/ETH-USD")
     assert http.get("/states/position/ETH-USD").json()["data"]["amount"] == "2.5"
-    _screenshot(page, "snapshots")
+    _screenshot(page, shots, "snapshots")
     page.find_element(By.ID, "confirm-restore").click()
     _text_in(page, "#restored", "got a new version")
     assert http.get("/states/position/ETH-USD").json()["data"]["amount"] == "1.5"
