@@ -125,6 +125,9 @@ def test_a_snapshot_taken_and_restored_through_the_dashboard(
     client.post("/states", json={"state_id": key, "state_type": "note", "data": {"n": 2}})
     confirm = client.get("/dashboard/snapshots/restore", params={"snapshot_id": snapshot_id})
     assert 'id="confirm-restore"' in confirm.text and key in confirm.text
+    # What the restore would do, in its direction: the live value (2) gives way to the snapshot's.
+    was, becomes = confirm.text.split('class="before">')[1].split('class="after">')
+    assert "2" in was.split("</td>")[0] and "1" in becomes.split("</td>")[0], confirm.text
     assert client.get(f"/states/{key}").json()["data"] == {"n": 2}  # asking changes nothing
     done = client.post("/dashboard/snapshots/restore", params={"snapshot_id": snapshot_id})
     assert done.status_code == 200 and 'id="restored"' in done.text
