@@ -11,7 +11,7 @@ import typer
 from rich.text import Text
 
 from statekit.cli import output
-from statekit.cli.options import Options, options, scrub
+from statekit.cli.options import Options, options, scrub, scrub_data
 
 
 def _legacy_files(path: Path) -> int:
@@ -38,13 +38,17 @@ def migrate(
         bool,
         typer.Option("--backup", help="Copy each file to <name>.bak beside it before migrating."),
     ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the reports (one per PATH) as JSON.")
+    ] = False,
 ) -> None:
     """Migrate legacy JSON state files into the store, with a report.
 
     Into --url or the configured store, else the SQLite file beside each PATH
     (state.json -> state.statekit.db; a folder -> <folder>/statekit.db). A folder's
     files are migrated oldest first. Sources are never modified; running again
-    changes nothing. Exit codes: 0 every item migrated (or would), 1 an item failed,
+    changes nothing. The totals and the items that failed come first, then one row
+    per file. Exit codes: 0 every item migrated (or would), 1 an item failed,
     a PATH does not exist, or any error.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -91,18 +95,47 @@ def migrate(
 
         with progress:
             reports = asyncio.run(work())
-    _print_migration(opts, reports, dry_run)
     failed = sum(r.failed_items for r in reports)
+    total = sum(r.total_items for r in reports)
+    if as_json:
+        opts.print_json(
+            scrub_data(
+                {
+                    "ok": not failed,
+                    "dry_run": dry_run,
+                    "total_items": total,
+                    "failed_items": failed,
+                    "reports": [r.as_dict() for r in reports],
+                },
+                opts.urls(),
+            )
+        )
+    else:
+        _print_migration(opts, reports, dry_run)
     if failed:
-        total = sum(r.total_items for r in reports)
-        opts.fail(f"{failed} of {total} items failed to migrate (listed above)")
+        where = "in the report" if as_json else "listed above"
+        opts.fail(f"{failed} of {total} items failed to migrate ({where})")
 
 
 def _print_migration(opts: Options, reports: list[Any], dry_run: bool) -> None:
+    """The totals and the failures first (they must not scroll away behind a table of
+    hundreds of files), then one row per file."""
     files = [part for r in reports for part in (r.files or [r])]
     for store in dict.fromkeys(part.target for part in files):
         line = Text("store: ", style="bold") + Text(scrub(store, opts.urls()))
         opts.out.print(line, soft_wrap=True)
+    ok = sum(part.successful_items for part in files)
+    failures = [(part.source, f) for part in files for f in part.failures]
+    summary = Text("dry run, nothing written: " if dry_run else "", style="bold")
+    summary.append(f"{len(files)} file{'' if len(files) == 1 else 's'}, ")
+    summary.append(f"{ok + len(failures)} items: {ok} {'would migrate' if dry_run else 'migrated'}")
+    summary.append(f", {len(failures)} failed", style="bold red" if failures else "")
+    opts.print(summary)
+    if failures:
+        problems = output.table("source", "item", "reason", title="not migrated")
+        for source, failure in failures:
+            problems.add_row(Text(source), Text(failure.item), Text(failure.reason))
+        opts.print(problems)
     title = "migration (dry run: nothing written)" if dry_run else "migration"
     table = output.table(
         "source", "items", "ok", "failed", "written", "same", "deleted", title=title
@@ -123,9 +156,3 @@ def _print_migration(opts: Options, reports: list[Any], dry_run: bool) -> None:
             Text(", ".join(notes)),
         )
     opts.print(table)
-    failures = [(part.source, f) for part in files for f in part.failures]
-    if failures:
-        problems = output.table("source", "item", "reason", title="not migrated")
-        for source, failure in failures:
-            problems.add_row(Text(source), Text(failure.item), Text(failure.reason))
-        opts.print(problems)
