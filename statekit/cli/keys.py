@@ -261,12 +261,20 @@ def ls(
     if not records:
         opts.print(Text("no keys" + (f" under {prefix!r}" if prefix else "")))
         return
-    table = output.table("key", "version", "kind")
-    table.add_column("at", no_wrap=True, min_width=27)
-    table.add_column("value")
+    # Keys and kinds are typed back in (get, history): never cut one; values may be.
+    table = output.table()
+    table.add_column("key", min_width=min(max(len(r.key) for r in records), 40), overflow="fold")
+    table.add_column("version")
+    table.add_column("kind", min_width=min(max(len(r.kind) for r in records), 24), overflow="fold")
+    table.add_column("at", no_wrap=True, min_width=20)
+    table.add_column("value", min_width=16, overflow="ellipsis")
     for r in records:
         table.add_row(
-            Text(r.key), Text(str(r.version)), Text(r.kind), output.when(r.at), output.short(r.data)
+            Text(r.key),
+            Text(str(r.version)),
+            Text(r.kind),
+            output.when(r.at, "seconds"),
+            output.short(r.data),
         )
     opts.print(table)
     if more:
