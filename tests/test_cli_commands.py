@@ -115,7 +115,8 @@ def test_delete(url: str) -> None:
     assert out.strip() == "k: deleted (version 3)"
     error_line(run("get", "k", url=url))
     history = loaded(run("history", "k", "--json", url=url))
-    assert [(r["version"], r["deleted"], r["meta"]) for r in history][0] == (3, True, {"by": "ana"})
+    newest = history[0]
+    assert (newest["version"], newest["deleted"], newest["meta"]) == (3, True, {"by": "ana"})
     line = error_line(run("delete", "k", url=url))
     assert "'k' has no live value" in line
     assert len(loaded(run("history", "k", "--json", url=url))) == 3  # nothing appended
@@ -230,7 +231,8 @@ def test_snapshot_create_and_restore_json(url: str) -> None:
         "snapshot": "s1",
         "changed": 1,
     }
-    assert "exists already" in error_line(run("snapshot", "create", "--id", "s1", "--json", url=url))
+    taken = run("snapshot", "create", "--id", "s1", "--json", url=url)
+    assert "exists already" in error_line(taken)
 
 
 # -- migrate ---------------------------------------------------------------------------------
@@ -256,9 +258,7 @@ def test_migrate_json(tmp_path: Path, url: str) -> None:
     report = json.loads(result.stdout)
     assert (report["ok"], report["failed_items"], report["total_items"]) == (False, 1, 2)
     assert report["reports"][0]["failures"][0]["item"] == "active_positions.A"
-    assert result.stderr.splitlines() == [
-        "error: 1 of 2 items failed to migrate (in the report)"
-    ]
+    assert result.stderr.splitlines() == ["error: 1 of 2 items failed to migrate (in the report)"]
 
 
 def test_migrate_shows_totals_and_failures_before_the_files(tmp_path: Path, url: str) -> None:

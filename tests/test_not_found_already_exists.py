@@ -22,6 +22,7 @@ from statekit.store import StateStore
 from statekit.trading.models import OrderSide
 from statekit.trading.reconcile import IntentSpec, IntentStore
 
+
 def buy(price: str = "90", **kwargs: object) -> IntentSpec:
     return IntentSpec(
         symbol="BTC/USDT",
@@ -70,14 +71,12 @@ async def test_a_missing_intent_raises_not_found(store: StateStore) -> None:
 async def test_seed_001_style_handlers_catch_them(store: StateStore) -> None:
     intents = IntentStore(store)
     await intents.create("i1", buy())
-    try:
+    with pytest.raises(ConflictError):  # what statekit raised before: still caught
         await intents.create("i1", buy())
-    except ConflictError:  # what statekit raised before: still caught
-        pass
-    try:
+    with pytest.raises(KeyError):  # what seed 001's in-memory store raised
         await intents.update("gone", price=Decimal(2))
-    except KeyError:  # what seed 001's in-memory store raised
-        pass
+    with pytest.raises(ValidationError):  # what statekit raised before for a missing intent
+        await intents.delete("gone")
 
 
 @pytest.mark.asyncio
