@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
 
 from statekit.cli import output
 from statekit.cli.options import Options, options, scrub, scrub_data
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 def _legacy_files(path: Path) -> int:
@@ -51,8 +54,6 @@ def migrate(
     per file. Exit codes: 0 every item migrated (or would), 1 an item failed,
     a PATH does not exist, or any error.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from statekit.compat.legacy_state import LegacyState, settings_for
     from statekit.compat.migration import MigrationReport, migrate_source
 
@@ -65,14 +66,7 @@ def migrate(
         if opts.url:
             base = base.model_copy(deep=True)
             base.url = opts.url  # type: ignore[assignment]  # validated into a SecretStr
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=opts.err,
-            transient=True,
-            disable=not opts.err.is_terminal,  # no bar in logs and pipes
-        )
+        progress = _progress(opts)
         task = progress.add_task("migrating", total=sum(_legacy_files(p) for p in paths))
 
         def advance(part: MigrationReport) -> None:
@@ -98,23 +92,38 @@ def migrate(
     failed = sum(r.failed_items for r in reports)
     total = sum(r.total_items for r in reports)
     if as_json:
-        opts.print_json(
-            scrub_data(
-                {
-                    "ok": not failed,
-                    "dry_run": dry_run,
-                    "total_items": total,
-                    "failed_items": failed,
-                    "reports": [r.as_dict() for r in reports],
-                },
-                opts.urls(),
-            )
-        )
+        _print_json(opts, reports, dry_run)
     else:
         _print_migration(opts, reports, dry_run)
     if failed:
         where = "in the report" if as_json else "listed above"
         opts.fail(f"{failed} of {total} items failed to migrate ({where})")
+
+
+def _progress(opts: Options) -> Progress:
+    """A progress bar on stderr, only on a terminal (none in logs and pipes)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=opts.err,
+        transient=True,
+        disable=not opts.err.is_terminal,
+    )
+
+
+def _print_json(opts: Options, reports: list[Any], dry_run: bool) -> None:
+    failed = sum(r.failed_items for r in reports)
+    report = {
+        "ok": not failed,
+        "dry_run": dry_run,
+        "total_items": sum(r.total_items for r in reports),
+        "failed_items": failed,
+        "reports": [r.as_dict() for r in reports],
+    }
+    opts.print_json(scrub_data(report, opts.urls()))
 
 
 def _print_migration(opts: Options, reports: list[Any], dry_run: bool) -> None:
