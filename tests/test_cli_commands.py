@@ -292,3 +292,10 @@ def test_new_commands_leave_no_store_open(url: str) -> None:
             return 0 if head is None else head.version
 
     assert asyncio.run(read()) == 1
+
+
+def test_ls_hides_statekits_own_keys(url: str) -> None:
+    ok(run("put", "k", "1", url=url))
+    ok(run("snapshot", "create", "--id", "s1", url=url))
+    assert [r["key"] for r in loaded(run("ls", "--json", url=url))] == ["k"]
+    assert "statekit's own" in error_line(run("ls", "_sk/", url=url))

@@ -16,7 +16,7 @@ from statekit.backend import Record
 from statekit.cli import output
 from statekit.cli.options import options
 from statekit.errors import NotFound, ValidationError
-from statekit.store import StateStore
+from statekit.store import RESERVED_PREFIX, StateStore
 
 META_EXAMPLE = '{"by": "ana", "note": "rebalance"}'
 """What ``--meta`` takes, in every hint: a JSON object; ``by`` and ``note`` are the
@@ -254,6 +254,12 @@ def ls(
         return found, False
 
     with opts.reporting():
+        if prefix.startswith(RESERVED_PREFIX):
+            raise ValidationError(
+                f"keys under {RESERVED_PREFIX!r} are statekit's own (snapshots: statekit "
+                "snapshot list)",
+                reason="reserved",
+            )
         records, more = opts.run(scan)
     if as_json:
         opts.print_json([output.record_json(r) for r in records])
