@@ -299,3 +299,17 @@ def test_ls_hides_statekits_own_keys(url: str) -> None:
     ok(run("snapshot", "create", "--id", "s1", url=url))
     assert [r["key"] for r in loaded(run("ls", "--json", url=url))] == ["k"]
     assert "statekit's own" in error_line(run("ls", "_sk/", url=url))
+
+
+def test_migrate_dry_run_creates_no_store(tmp_path: Path) -> None:
+    # Without --url the store is the file beside the source: a dry run must not create it.
+    write_legacy(tmp_path, "state.json", '{"active_positions": {"EURUSD": {"q": 1}}}')
+    out = ok(run("migrate", "state.json", "--dry-run")).stdout
+    assert "state.statekit.db (does not exist yet)" in out
+    assert "1 would migrate" in out
+    assert not (tmp_path / "state.statekit.db").exists()
+    report = loaded(run("migrate", "state.json", "--dry-run", "--json"))
+    assert report["reports"][0]["target"].endswith("state.statekit.db (does not exist yet)")
+    assert not (tmp_path / "state.statekit.db").exists()
+    ok(run("migrate", "state.json"))  # the real run creates it
+    assert (tmp_path / "state.statekit.db").exists()

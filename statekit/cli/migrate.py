@@ -11,7 +11,9 @@ import typer
 from rich.text import Text
 
 from statekit.cli import output
-from statekit.cli.options import Options, options, scrub, scrub_data
+from statekit.cli.options import Options, missing_store, options, scrub, scrub_data
+from statekit.config import Settings
+from statekit.redact import redact_url
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -75,16 +77,19 @@ def migrate(
         async def work() -> list[MigrationReport]:
             reports: list[MigrationReport] = []
             for path in paths:
-                legacy = LegacyState(settings_for(path, base))
+                settings, absent = _target(settings_for(path, base), dry_run)
+                legacy = LegacyState(settings)
                 try:
                     await legacy.open()
-                    reports.append(
-                        await migrate_source(
-                            legacy, path, dry_run=dry_run, backup=backup, on_file=advance
-                        )
+                    report = await migrate_source(
+                        legacy, path, dry_run=dry_run, backup=backup, on_file=advance
                     )
                 finally:
                     await legacy.aclose()
+                if absent is not None:
+                    for part in (report, *report.files):
+                        part.target = absent
+                reports.append(report)
             return reports
 
         with progress:
@@ -98,6 +103,18 @@ def migrate(
     if failed:
         where = "in the report" if as_json else "listed above"
         opts.fail(f"{failed} of {total} items failed to migrate ({where})")
+
+
+def _target(settings: Settings, dry_run: bool) -> tuple[Settings, str | None]:
+    """The settings to migrate with and, when a dry run's store does not exist yet, its
+    URL as reports show it: the dry run then compares with an empty store in memory,
+    so that reading creates nothing."""
+    url = settings.store_url()
+    if not dry_run or missing_store(url) is None:
+        return settings, None
+    empty = settings.model_copy(deep=True)
+    empty.url = "memory://"  # type: ignore[assignment]  # validated into a SecretStr
+    return empty, f"{redact_url(url)} (does not exist yet)"
 
 
 def _progress(opts: Options) -> Progress:
