@@ -313,3 +313,29 @@ def test_migrate_dry_run_creates_no_store(tmp_path: Path) -> None:
     assert not (tmp_path / "state.statekit.db").exists()
     ok(run("migrate", "state.json"))  # the real run creates it
     assert (tmp_path / "state.statekit.db").exists()
+
+
+def test_every_command_and_json_flag_is_in_docs_cli_md() -> None:
+    from typer.main import get_command
+
+    docs = (Path(__file__).parent.parent / "docs" / "cli.md").read_text()
+    headings = [line for line in docs.splitlines() if line.startswith("#")]
+
+    def walk(group: Any, prefix: str) -> list[tuple[str, Any]]:
+        # typer may run on its own copy of click: walk by duck type, not click's classes
+        found = []
+        for name, command in group.commands.items():
+            found.append((f"{prefix}{name}", command))
+            if hasattr(command, "commands"):
+                found += walk(command, f"{prefix}{name} ")
+        return found
+
+    commands = walk(get_command(app), "")
+    assert {"get", "put", "delete", "ls", "prune", "snapshot create", "reconcile status"} <= {
+        path for path, _ in commands
+    }
+    for path, command in commands:
+        heading = next((h for h in headings if f"`{path} " in h or f"`statekit {path} " in h), None)
+        assert heading is not None, f"docs/cli.md has no heading for `statekit {path}`"
+        if any("--json" in getattr(p, "opts", ()) for p in command.params):
+            assert "[--json]" in heading, f"docs/cli.md's heading of {path} misses --json"
