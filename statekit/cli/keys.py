@@ -127,7 +127,11 @@ def put(
     ],
     kind: Annotated[
         str | None,
-        typer.Option("--kind", help="What the value is (default: the key's kind, else state)."),
+        typer.Option(
+            "--kind",
+            help="What the value is (default: the key's kind, else state); trading.position "
+            "under position/<symbol> is a position of GET /positions.",
+        ),
     ] = None,
     expect: Annotated[int | None, ExpectOption] = None,
     meta: Annotated[str | None, MetaOption] = None,
