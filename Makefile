@@ -27,8 +27,11 @@ run: install
 	$(BIN)/statekit serve --store sqlite:///statekit.db $(ARGS)
 
 # The end-to-end example (no server): put, conflict, concurrent updates, history, snapshots.
+# On a throwaway file, never the ./statekit.db that `make run` serves, so every run prints
+# what the README shows.
 example: install
-	$(BIN)/python examples/quickstart.py
+	@tmp=$$(mktemp -d) && $(BIN)/python examples/quickstart.py "sqlite:///$$tmp/quickstart.db"; \
+	  status=$$?; rm -rf "$$tmp"; exit $$status
 
 lint: install
 	$(BIN)/ruff check .
