@@ -180,8 +180,9 @@ class SerializationError(BackendError):
 
 
 class AlreadyExists(ConflictError):
-    """A create found the thing there already: an intent id, a snapshot id, a key
-    written with ``expect=0``... Nothing was stored.
+    """A create found the thing there already: an intent id (``IntentStore.create``), a
+    snapshot id. Nothing was stored. (A plain ``put(..., expect=0)`` on a key that exists
+    raises its parent, :class:`ConflictError`.)
 
     A :class:`ConflictError` (head version ``actual``, where the create expected 0), as
     statekit raised for these before; the API answers 409.
