@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 
-.PHONY: install run example test lint typecheck pytest servers bench soak clean
+.PHONY: install run example test lint typecheck pytest servers bench soak screenshots clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "statekit needs Python >= 3.11; set PYTHON=python3.11")'
@@ -34,8 +34,11 @@ run: $(VENV)/.installed-api
 	$(BIN)/statekit serve --store sqlite:///statekit.db $(ARGS)
 
 # The end-to-end example (no server): put, conflict, concurrent updates, history, snapshots.
+# On a throwaway file, never the ./statekit.db that `make run` serves, so every run prints
+# what the README shows.
 example: install
-	$(BIN)/python examples/quickstart.py
+	@tmp=$$(mktemp -d) && $(BIN)/python examples/quickstart.py "sqlite:///$$tmp/quickstart.db"; \
+	  status=$$?; rm -rf "$$tmp"; exit $$status
 
 lint: install
 	$(BIN)/ruff check .
@@ -46,9 +49,11 @@ typecheck: install
 
 # The real servers the suite needs (scripts/servers.sh), up for the run, stopped after.
 # Under CI=true a server that cannot start fails the run; locally its tests skip
-# with a message saying how to start it.
+# with a message saying how to start it. The same for the dashboard's headless browser
+# (scripts/browser.sh: Debian's chromium + chromium-driver, installed when root).
 pytest: install
 	scripts/servers.sh start || [ "$${CI:-}" != "true" ]
+	scripts/browser.sh || [ "$${CI:-}" != "true" ]
 	set -a && . .servers/env && set +a && $(BIN)/python -m pytest; \
 	  status=$$?; scripts/servers.sh stop; exit $$status
 
@@ -67,6 +72,11 @@ soak: install
 	  tests/test_reconcile_soak.py tests/test_fallback_campaign.py \
 	  tests/test_reconcile_properties.py tests/test_fault_campaign.py; \
 	  status=$$?; scripts/servers.sh stop; exit $$status
+
+# Re-take docs/images/dashboard-*.png (docs/dashboard.md) with the dashboard's browser test.
+screenshots: install
+	scripts/browser.sh
+	STATEKIT_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/api/test_dashboard_browser.py
 
 # Every installed backend's benchmark; server backends use the servers.sh servers.
 bench: install

@@ -3,7 +3,12 @@
 Writes a position, loses a race on purpose (ConflictError), lets update() retry
 concurrent fills until none is lost, reads the audit trail and an as-of view,
 then snapshots, changes and restores the book. Run it again: it carries on from
-what the previous run stored.
+what the previous run stored. `make example` runs it on a throwaway file, never on
+the ./statekit.db that `make run` serves, so it prints what the README shows.
+
+The kinds here (``position``, ``balance``, ``pair``) are the core's free-form labels.
+The trading views (``GET /positions``, the dashboard) list the trading layer's layout
+instead: ``position/<symbol>`` of kind ``trading.position`` (README, docs/trading.md).
 
     python examples/quickstart.py [sqlite:///path.db]
 """
@@ -40,7 +45,7 @@ async def main(url: str | None) -> None:
             "position/EURUSD",
             {"qty": 100_000, "fills": 1},
             kind="position",
-            meta={"user_id": "quickstart", "description": "opened"},
+            meta={"by": "quickstart", "note": "opened"},  # what REST and the CLI store
         )
         print(f"put    position/EURUSD -> version {pos.version} at {pos.at.isoformat()}")
 

@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING, Any
 from statekit.backend import ANY, JSON, Backend, Capability, Guard, Health, Record, Write
 from statekit.codec import Codec
 from statekit.errors import (
+    AlreadyExists,
     BackendError,
     BackendUnavailable,
     CapabilityError,
     ConfigError,
     ConflictError,
     HistoryUnavailable,
+    NotFound,
     PluginError,
     SerializationError,
     StatekitError,
@@ -65,6 +67,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ANY",
     "JSON",
+    "AlreadyExists",
     "Backend",
     "BackendError",
     "BackendUnavailable",
@@ -81,6 +84,7 @@ __all__ = [
     "HistoryUnavailable",
     "IdempotencyConflict",
     "LockTimeout",
+    "NotFound",
     "OrderNotFound",
     "OrderRejected",
     "PluginError",

@@ -11,12 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AlreadyExists",
     "BackendError",
     "BackendUnavailable",
     "CapabilityError",
     "ConfigError",
     "ConflictError",
     "HistoryUnavailable",
+    "NotFound",
     "PluginError",
     "SerializationError",
     "StatekitError",
@@ -73,6 +75,30 @@ class ValidationError(StatekitError):
         super().__init__(message)
         self.key = key
         self.reason = reason or message
+
+
+class NotFound(ValidationError, KeyError):
+    """The thing an operation needs does not exist: an intent to update, a snapshot to
+    restore, a store a read-only command opens. Nothing was changed.
+
+    It is a :class:`ValidationError` (what statekit raised for these before, so
+    ``except ValidationError`` keeps working) and a :class:`KeyError`, as a lookup
+    in a mapping would raise; the API answers 404.
+
+    :param key: the key (or the store URL, shown redacted) that was not found.
+    :param what: what was looked for, in a word (``intent``, ``snapshot``, ``store``).
+    :param reason: as :class:`ValidationError`'s, ``not found`` unless said.
+    """
+
+    def __init__(
+        self, message: str, *, key: str | None = None, what: str = "", reason: str = "not found"
+    ) -> None:
+        super().__init__(message, key=key, reason=reason)
+        self.what = what
+
+    def __str__(self) -> str:
+        # KeyError's own __str__ would quote the message as a key: 'no intent ...'
+        return str(self.args[0]) if self.args else ""
 
 
 class CapabilityError(StatekitError):
@@ -151,3 +177,32 @@ class SerializationError(BackendError):
         super().__init__(message, backend=backend)
         self.key = key
         self.path = path
+
+
+class AlreadyExists(ConflictError):
+    """A create found the thing there already: an intent id (``IntentStore.create``), a
+    snapshot id. Nothing was stored. (A plain ``put(..., expect=0)`` on a key that exists
+    raises its parent, :class:`ConflictError`.)
+
+    A :class:`ConflictError` (head version ``actual``, where the create expected 0), as
+    statekit raised for these before; the API answers 409.
+
+    :param key: the key that exists.
+    :param actual: its head version.
+    :param what: what was to be created, in a word (``intent``, ``snapshot``).
+    :param message: the text, when the key alone would not say it well.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        actual: int,
+        *,
+        what: str = "",
+        message: str | None = None,
+        backend: str | None = None,
+    ) -> None:
+        super().__init__(key, 0, actual, backend=backend)
+        self.what = what
+        if message is not None:
+            self.args = (message,)

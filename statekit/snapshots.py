@@ -36,7 +36,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from statekit.backend import ANY, JSON, Capability, Expect, Record, Write
 from statekit.codec import check_key
-from statekit.errors import SerializationError, ValidationError
+from statekit.errors import (
+    AlreadyExists,
+    ConflictError,
+    NotFound,
+    SerializationError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection, Iterable, Sequence
@@ -231,7 +236,8 @@ class Snapshots:
 
         Each key is captured as of the moment the snapshot started: a key written
         while the capture runs is taken at its version from before that moment.
-        :raises ConflictError: a snapshot with ``snapshot_id`` exists already.
+        :raises AlreadyExists: a snapshot with ``snapshot_id`` exists already (a
+            :class:`ConflictError`).
         """
         store = self._store
         snapshot_id = snapshot_id or (
@@ -263,7 +269,18 @@ class Snapshots:
             for n, part in enumerate(split)
         ]
         writes.append(Write(key, header, SNAPSHOT_KIND, {"description": description}, expect))
-        record = (await self._append(writes, reserved=True))[-1]
+        try:
+            record = (await self._append(writes, reserved=True))[-1]
+        except ConflictError as exc:
+            if exc.key != key:
+                raise
+            raise AlreadyExists(
+                key,
+                exc.actual,
+                what="snapshot",
+                message=f"snapshot {snapshot_id!r} exists already",
+                backend=exc.backend,
+            ) from None
         return _Header.of(record).info()
 
     async def _capture(self, prefix: str) -> tuple[Captured, set[str]]:
@@ -297,7 +314,12 @@ class Snapshots:
     async def _header(self, snapshot_id: str) -> _Header:
         record = await self._store.get(check_key(SNAPSHOT_PREFIX + snapshot_id))
         if record is None or record.kind != SNAPSHOT_KIND:
-            raise ValidationError(f"no snapshot {snapshot_id!r}", reason="unknown snapshot")
+            raise NotFound(
+                f"no snapshot {snapshot_id!r}",
+                key=snapshot_id,
+                what="snapshot",
+                reason="unknown snapshot",
+            )
         return _Header.of(record)
 
     async def _captured(self, header: _Header) -> Captured:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+import statekit
 from statekit.cli import app
 
 SECRET = "hunter2-s3cret"
@@ -22,7 +24,13 @@ pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
 @pytest.fixture
 def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/s.db"
+    """An existing, empty store: only ``put`` creates one (tests/test_cli_stores.py)."""
+    return asyncio.run(created(f"sqlite:///{tmp_path}/s.db"))
+
+
+async def created(url: str) -> str:
+    async with await statekit.open(url):
+        return url
 
 
 def run(*args: str, url: str | None = None, env: dict[str, str] | None = None) -> Result:

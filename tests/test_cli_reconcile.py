@@ -99,7 +99,13 @@ def one_pass(url: str, exchange: PaperExchange) -> None:
 
 @pytest.fixture
 def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/s.db"
+    """An existing, empty store: only ``put`` creates one (tests/test_cli_stores.py)."""
+    return asyncio.run(created(f"sqlite:///{tmp_path}/s.db"))
+
+
+async def created(url: str) -> str:
+    async with await statekit.open(url):
+        return url
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 import statekit
+from statekit.api import dashboard
 from statekit.api.dependencies import documented_key
 from statekit.api.errors import install_handlers, json_responses, responses
 from statekit.api.fastpath import StateReads
@@ -124,6 +125,7 @@ def create_app(
     app.include_router(metrics.router, dependencies=secured, responses=text_unauthorized)
     app.include_router(stats.router, dependencies=secured, responses=unauthorized)
     app.include_router(ws.router)
+    dashboard.install(app)  # `/` and /dashboard/... (docs/dashboard.md)
     return app
 
 

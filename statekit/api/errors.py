@@ -26,6 +26,7 @@ from statekit.errors import (
     CapabilityError,
     ConflictError,
     HistoryUnavailable,
+    NotFound,
     SerializationError,
     StatekitError,
     ValidationError,
@@ -160,6 +161,8 @@ def _statekit_error(exc: StatekitError) -> ApiError:
         return ApiError(
             503, message, backend=exc.backend, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
         )
+    if isinstance(exc, NotFound):
+        return ApiError(404, message, key=exc.key)
     if isinstance(exc, ValidationError):
         return ApiError(422, message, key=exc.key, reason=exc.reason)
     if isinstance(exc, SerializationError):

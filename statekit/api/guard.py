@@ -7,6 +7,8 @@ CORS (only for configured origins) wraps it: see :func:`statekit.api.app.create_
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 
 from starlette.datastructures import Headers, QueryParams
@@ -16,10 +18,30 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from statekit.api.errors import error_response
 
-__all__ = ["PUBLIC_PATHS", "ApiKey", "Guard", "JsonCORSMiddleware"]
+__all__ = [
+    "KEY_SUBPROTOCOL_PREFIX",
+    "PUBLIC_PATHS",
+    "PUBLIC_PREFIXES",
+    "WS_SUBPROTOCOL",
+    "ApiKey",
+    "Guard",
+    "JsonCORSMiddleware",
+]
 
-PUBLIC_PATHS = frozenset({"/health"})
-"""Paths answered without the API key (GET only): load balancers probe them."""
+PUBLIC_PATHS = frozenset({"/health", "/"})
+"""Paths answered without the API key (GET only): load balancers probe ``/health``;
+``/`` is the dashboard's HTML shell, which holds no data (its login form asks for the key)."""
+
+PUBLIC_PREFIXES = ("/dashboard/static/",)
+"""Path prefixes answered without the API key (GET only): the dashboard's scripts and styles."""
+
+WS_SUBPROTOCOL = "statekit"
+"""The WebSocket subprotocol the server selects when a client offers it."""
+
+KEY_SUBPROTOCOL_PREFIX = "statekit.key."
+"""A browser's way to send the key on a WebSocket (it cannot set headers, and a URL would
+log it): offer the subprotocols ``statekit`` and ``statekit.key.<the key in base64url,
+unpadded>``; the server selects ``statekit`` and never echoes the key."""
 
 
 class ApiKey:
@@ -54,14 +76,31 @@ class ApiKey:
             return token.strip()
         return None
 
+    @staticmethod
+    def from_subprotocols(scope: Scope) -> str | None:
+        """The key a WebSocket client offered as ``statekit.key.<base64url>`` (or None)."""
+        for offered in scope.get("subprotocols", ()):
+            if isinstance(offered, str) and offered.startswith(KEY_SUBPROTOCOL_PREFIX):
+                encoded = offered[len(KEY_SUBPROTOCOL_PREFIX) :]
+                try:
+                    padded = encoded + "=" * (-len(encoded) % 4)
+                    return base64.urlsafe_b64decode(padded.encode("ascii")).decode()
+                except (binascii.Error, UnicodeError, ValueError):
+                    return None  # not a key we could have been sent: refused as a wrong one
+        return None
+
     def allows(self, scope: Scope) -> bool:
         """Whether the request or WebSocket of ``scope`` carries the key.
 
-        A WebSocket may also pass it as ``?api_key=`` (browsers cannot set headers on one).
+        A WebSocket may also pass it as a subprotocol (:data:`KEY_SUBPROTOCOL_PREFIX`,
+        what the dashboard does: browsers cannot set headers on one) or as ``?api_key=``.
         """
         given = self.from_headers(Headers(scope=scope))
         if given is None and scope["type"] == "websocket":
-            given = QueryParams(scope.get("query_string", b"").decode("latin-1")).get("api_key")
+            given = self.from_subprotocols(scope)
+            if given is None:
+                query = QueryParams(scope.get("query_string", b"").decode("latin-1"))
+                given = query.get("api_key")
         return self.matches(given)
 
 
@@ -74,7 +113,8 @@ class _Disconnected(Exception):
 
 
 class Guard:
-    """ASGI middleware: 401 without the key (except :data:`PUBLIC_PATHS`), 413 over the limit.
+    """ASGI middleware: 401 without the key (except GETs of :data:`PUBLIC_PATHS` and
+    :data:`PUBLIC_PREFIXES`), 413 over the limit.
 
     WebSockets pass through; their route asks :meth:`ApiKey.allows` and tells the hub.
 
@@ -92,7 +132,10 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        public = scope["method"] in ("GET", "HEAD") and scope["path"] in PUBLIC_PATHS
+        path = scope["path"]
+        public = scope["method"] in ("GET", "HEAD") and (
+            path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+        )
         if not public and not self.key.allows(scope):
             response = error_response(
                 401,

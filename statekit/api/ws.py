@@ -520,15 +520,17 @@ class ChangeHub:
                     Close(CLOSE_INTERNAL_ERROR, "change feed stopped", error=self._unavailable)
                 )
 
-    async def serve(self, websocket: WebSocket, *, authorized: bool) -> None:
+    async def serve(
+        self, websocket: WebSocket, *, authorized: bool, subprotocol: str | None = None
+    ) -> None:
         """Run one connection until it closes.
 
-        The handshake is always accepted, so that a refused client sees why in the
-        close code: 4401 when not ``authorized``, 1013 when ``max_clients`` are
-        connected.
+        The handshake is always accepted (selecting ``subprotocol``, which must be one
+        the client offered), so that a refused client sees why in the close code: 4401
+        when not ``authorized``, 1013 when ``max_clients`` are connected.
         """
         try:
-            await websocket.accept()
+            await websocket.accept(subprotocol=subprotocol)
             if not authorized:
                 await websocket.close(CLOSE_UNAUTHORIZED, "unauthorized: send a valid API key")
                 return

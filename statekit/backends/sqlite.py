@@ -30,7 +30,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
-from urllib.parse import urlsplit
 
 from statekit.backend import (
     Backend,
@@ -46,6 +45,7 @@ from statekit.backend import (
 from statekit.backends.sqlite_driver import (
     is_busy,
     key_range,
+    parse_url,
     row_to_record,
     seconds,
     settle,
@@ -67,7 +67,6 @@ from statekit.hookspecs import hookimpl
 from statekit.kit.follow import CommitFollower
 from statekit.kit.guard import DriverGuard
 from statekit.kit.records import appended, stored
-from statekit.kit.url import StoreUrl
 from statekit.registry import BackendRegistry
 from statekit.worker import Gathered, Outcome, Worker
 
@@ -81,7 +80,6 @@ CHANGED_ON_LOOP = 256
 """``changed()`` reads up to this many versions on the event loop, more in the reader thread."""
 
 _SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
-_URL_OPTIONS = frozenset({"synchronous", "busy_timeout", "poll_interval"})
 _STATEKIT_TABLES = frozenset({"sk_versions", "sk_heads"})
 """Tables every statekit schema version has: a file with them is a statekit store."""
 
@@ -133,20 +131,7 @@ class SqliteBackend(Backend):
 
     @classmethod
     async def open(cls, url: str) -> Self:
-        u = StoreUrl.parse(url, backend="sqlite", schemes=("sqlite",), options=_URL_OPTIONS)
-        parts = urlsplit(url)  # the path as given: a file name keeps its %-escapes
-        if parts.netloc:
-            raise ConfigError(
-                f"sqlite URL {u.shown!r} has a host part; write sqlite:///relative.db "
-                "or sqlite:////absolute/path.db",
-                source="url",
-            )
-        path = parts.path[1:] if parts.path.startswith("/") else parts.path
-        if not path or path == ":memory:":
-            raise ConfigError(
-                f"sqlite URL {u.shown!r} names no file; use memory:// for a store in memory",
-                source="url",
-            )
+        u, path = parse_url(url)
         backend = cls(
             path,
             synchronous=u.text("synchronous", "full"),  # checked (any case) by the constructor

@@ -1,5 +1,5 @@
 """sqlite3 for the SQLite backend (:mod:`statekit.backends.sqlite`): its errors, rows and
-key ranges as statekit's, and the small checks of the backend's options."""
+key ranges as statekit's, and the small checks of the backend's URL and options."""
 
 from __future__ import annotations
 
@@ -7,14 +7,47 @@ import asyncio
 import math
 import sqlite3
 from typing import Any
+from urllib.parse import urlsplit
 
 from statekit.backend import Record
 from statekit.codec import prefix_end
 from statekit.errors import ConfigError, StatekitError
 from statekit.kit.guard import DriverGuard
 from statekit.kit.records import record as row_record
+from statekit.kit.url import StoreUrl
 
-__all__ = ["is_busy", "key_range", "row_to_record", "seconds", "settle", "translate"]
+__all__ = [
+    "URL_OPTIONS",
+    "is_busy",
+    "key_range",
+    "parse_url",
+    "row_to_record",
+    "seconds",
+    "settle",
+    "translate",
+]
+
+URL_OPTIONS = frozenset({"synchronous", "busy_timeout", "poll_interval"})
+
+
+def parse_url(url: str) -> tuple[StoreUrl, str]:
+    """The parsed ``sqlite:///`` URL and the file it names, as given (relative to the
+    working directory unless absolute); ConfigError for a URL that names no file."""
+    u = StoreUrl.parse(url, backend="sqlite", schemes=("sqlite",), options=URL_OPTIONS)
+    parts = urlsplit(url)  # the path as given: a file name keeps its %-escapes
+    if parts.netloc:
+        raise ConfigError(
+            f"sqlite URL {u.shown!r} has a host part; write sqlite:///relative.db "
+            "or sqlite:////absolute/path.db",
+            source="url",
+        )
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not path or path == ":memory:":
+        raise ConfigError(
+            f"sqlite URL {u.shown!r} names no file; use memory:// for a store in memory",
+            source="url",
+        )
+    return u, path
 
 
 def seconds(name: str, value: float, *, zero_ok: bool) -> float:

@@ -2,15 +2,19 @@
 migrate legacy files, serve the API, inspect reconciliation.
 
 One module per group of commands: :mod:`~statekit.cli.plugins`,
-:mod:`~statekit.cli.doctor`, :mod:`~statekit.cli.keys` (get, put, history),
-:mod:`~statekit.cli.snapshots`, :mod:`~statekit.cli.migrate`, :mod:`~statekit.cli.serve`;
+:mod:`~statekit.cli.doctor`, :mod:`~statekit.cli.keys` (get, put, delete, history, ls),
+:mod:`~statekit.cli.prune`, :mod:`~statekit.cli.snapshots`, :mod:`~statekit.cli.migrate`,
+:mod:`~statekit.cli.serve`;
 the options they share and how they report errors are in :mod:`~statekit.cli.options`,
 how they print in :mod:`~statekit.cli.output`. ``statekit reconcile`` lives beside the
 trading layer (:mod:`statekit.trading.reconcile.cli`) and is imported only when one of
 its commands runs.
 
 Every command that touches a store runs all of its work inside one
-``asyncio.run(...)`` and closes the store before returning. A user mistake or
+``asyncio.run(...)`` and closes the store before returning. Only ``put`` may create a
+store; every other command (``doctor`` included) reports a store that does not exist
+as an error instead of creating an empty one. ``--version`` prints the version;
+``--install-completion`` / ``--show-completion`` are typer's shell completion. A user mistake or
 any :class:`~statekit.errors.StatekitError` ends the command with one line,
 ``error: <message>``, on stderr and exit code 1; usage errors (an unknown
 option, a missing argument) exit 2 as typer does. ``--json`` prints plain JSON
@@ -29,11 +33,12 @@ import typer
 from typer.core import TyperGroup
 
 from statekit.cli.doctor import doctor
-from statekit.cli.keys import get, history, put
+from statekit.cli.keys import delete, get, history, ls, put
 from statekit.cli.lazy import lazy_group
 from statekit.cli.migrate import migrate
 from statekit.cli.options import global_options
 from statekit.cli.plugins import plugins
+from statekit.cli.prune import prune
 from statekit.cli.serve import serve
 from statekit.cli.snapshots import snapshot_app
 
@@ -69,7 +74,8 @@ app = typer.Typer(
     help="Versioned, auditable state for trading systems: inspect and change a store.",
     cls=_Statekit,
     no_args_is_help=True,
-    add_completion=False,
+    # typer's --install-completion / --show-completion (bash, zsh, fish, PowerShell).
+    add_completion=True,
     # Plain tracebacks for real bugs; rich's pretty ones can print local variables,
     # which may hold the store URL and its password.
     pretty_exceptions_enable=False,
@@ -79,7 +85,10 @@ app.command()(plugins)
 app.command()(doctor)
 app.command()(get)
 app.command()(put)
+app.command()(delete)
 app.command()(history)
+app.command()(ls)
+app.command()(prune)
 app.command()(migrate)
 app.command()(serve)
 app.add_typer(snapshot_app, name="snapshot")

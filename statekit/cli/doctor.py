@@ -20,7 +20,7 @@ from rich.text import Text
 
 import statekit
 from statekit.cli import output
-from statekit.cli.options import Options, options, scrub_data
+from statekit.cli.options import Options, missing_store, options, scrub_data
 from statekit.config import Settings
 from statekit.errors import StatekitError
 from statekit.host import PluginHost
@@ -54,6 +54,9 @@ async def _backend_health(
     (into ``reconcile``), close it; any failure of the backend becomes the report."""
     started = perf_counter()
     try:
+        missing = missing_store(url)  # never create the store being diagnosed
+        if missing is not None:
+            raise missing
         store = await statekit.open(url, settings=settings, host=host)
         async with store:
             health = await store.health()
@@ -99,8 +102,9 @@ def doctor(
     """Check the configuration, the plugins and the configured store's backend, and show
     the metrics reconciliation engines stored.
 
-    Secrets are never shown. Exit codes: 0 healthy, 1 the backend is unreachable or
-    unhealthy, or the configuration is bad, 3 degraded: the primary is unreachable or
+    Secrets are never shown, and a store that does not exist is reported, never created.
+    Exit codes: 0 healthy, 1 the backend is unreachable or unhealthy, the store does not
+    exist, or the configuration is bad, 3 degraded: the primary is unreachable or
     the fallback journal is draining, and writes go to the journal (docs/tiered.md).
     Reconciliation metrics never change it.
     """

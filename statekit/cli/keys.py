@@ -1,4 +1,5 @@
-"""``statekit get``, ``put`` and ``history``: read and write one key, list its versions."""
+"""``statekit get``, ``put``, ``delete``, ``history`` and ``ls``: read and write one key,
+list its versions, list the live keys."""
 
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ import statekit
 from statekit.backend import Record
 from statekit.cli import output
 from statekit.cli.options import options
-from statekit.errors import ValidationError
-from statekit.store import StateStore
+from statekit.errors import NotFound, ValidationError
+from statekit.store import RESERVED_PREFIX, StateStore
+
+META_EXAMPLE = '{"by": "ana", "note": "rebalance"}'
+"""What ``--meta`` takes, in every hint: a JSON object; ``by`` and ``note`` are the
+names the REST API (``user_id``, ``description``) and TradingState store."""
 
 
 def _parse_json(text: str, what: str) -> Any:
@@ -30,6 +35,38 @@ def _parse_json(text: str, what: str) -> Any:
         ) from None
     except RecursionError:
         raise ValidationError(f"{what} is nested too deeply to read", reason="too deep") from None
+
+
+def _parse_meta(text: str | None) -> dict[str, Any]:
+    """``--meta``: a JSON object, or one clear error saying so (never "quote it")."""
+    if text is None:
+        return {}
+    shown = text if len(text) <= 40 else text[:39] + "…"
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError:
+        raise ValidationError(
+            f"--meta {shown!r} is not JSON; give a JSON object, e.g. '{META_EXAMPLE}'",
+            reason="meta",
+        ) from None
+    except RecursionError:
+        raise ValidationError("--meta is nested too deeply to read", reason="too deep") from None
+    if not isinstance(meta, dict):
+        raise ValidationError(
+            f"--meta must be a JSON object, e.g. '{META_EXAMPLE}', not {shown!r}",
+            reason="meta",
+        )
+    return meta
+
+
+MetaOption = typer.Option(
+    "--meta", help=f"A JSON object stored with the version (who, why): '{META_EXAMPLE}'."
+)
+ExpectOption = typer.Option(
+    "--expect",
+    min=0,
+    help="Write only if the head version is N (0 = only if the key has no live value).",
+)
 
 
 def _parse_time(text: str) -> datetime:
@@ -90,33 +127,27 @@ def put(
     ],
     kind: Annotated[
         str | None,
-        typer.Option("--kind", help="What the value is (default: the key's kind, else state)."),
-    ] = None,
-    expect: Annotated[
-        int | None,
         typer.Option(
-            "--expect",
-            min=0,
-            help="Write only if the head version is N (0 = only if the key has no live value).",
+            "--kind",
+            help="What the value is (default: the key's kind, else state); trading.position "
+            "under position/<symbol> is a position of GET /positions.",
         ),
     ] = None,
-    meta: Annotated[
-        str | None, typer.Option("--meta", help='JSON object about the change: \'{"user":"ana"}\'.')
-    ] = None,
+    expect: Annotated[int | None, ExpectOption] = None,
+    meta: Annotated[str | None, MetaOption] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the stored record as JSON.")
+    ] = False,
 ) -> None:
     """Store VALUE (JSON) as the new version of KEY and print that version.
 
-    Exit codes: 0 stored, 1 bad JSON, a failed --expect (conflict), a refused value or any error.
+    The only command that creates the store when it does not exist yet. Exit codes:
+    0 stored, 1 bad JSON, a failed --expect (conflict), a refused value or any error.
     """
     opts = options(ctx)
     with opts.reporting():
         data = _parse_json(value, "VALUE")
-        changes: Any = {} if meta is None else _parse_json(meta, "--meta")
-        if not isinstance(changes, dict):
-            raise ValidationError(
-                f'--meta must be a JSON object, e.g. \'{{"user":"ana"}}\', not {meta!r}',
-                reason="meta",
-            )
+        changes = _parse_meta(meta)
 
         async def write(store: StateStore) -> Record:
             # Without --kind the key keeps its kind, as store.update() and delete() do.
@@ -129,7 +160,10 @@ def put(
                 expect=statekit.ANY if expect is None else expect,
             )
 
-        record = opts.run(write)
+        record = opts.run(write, create=True)
+    if as_json:
+        opts.print_json(output.record_json(record))
+        return
     opts.print(Text(f"{record.key}: version {record.version}"))
 
 
@@ -166,3 +200,92 @@ def history(
             Text(str(r.version)), output.when(r.at), Text(r.kind), shown, output.short(dict(r.meta))
         )
     opts.print(table)
+
+
+def delete(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="The key to delete.")],
+    expect: Annotated[
+        int | None,
+        typer.Option("--expect", min=1, help="Delete only if the head version is N."),
+    ] = None,
+    meta: Annotated[str | None, MetaOption] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the deletion (a tombstone record) as JSON.")
+    ] = False,
+) -> None:
+    """Delete KEY: a tombstone version is appended; the key's history stays.
+
+    Exit codes: 0 deleted, 1 the key has no live value, a failed --expect or any error.
+    """
+    opts = options(ctx)
+    with opts.reporting():
+        changes = _parse_meta(meta)
+
+        async def remove(store: StateStore) -> Record:
+            if await store.get(key) is None:
+                raise NotFound(f"key {key!r} has no live value", key=key, what="key")
+            return await store.delete(
+                key, meta=changes, expect=statekit.ANY if expect is None else expect
+            )
+
+        record = opts.run(remove)
+    if as_json:
+        opts.print_json(output.record_json(record))
+        return
+    opts.print(Text(f"{record.key}: deleted (version {record.version})"))
+
+
+def ls(
+    ctx: typer.Context,
+    prefix: Annotated[str, typer.Argument(help="Only keys starting with this.")] = "",
+    kind: Annotated[str | None, typer.Option("--kind", help="Only values of this kind.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most N keys.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """List the live keys (under PREFIX, of --kind) in key order: version, kind, time, value.
+
+    Exit codes: 0 listed (also when there are none), 1 any error.
+    """
+    opts = options(ctx)
+
+    async def scan(store: StateStore) -> tuple[list[Record], bool]:
+        found: list[Record] = []
+        async for record in store.scan(prefix, kind):
+            if len(found) == limit:
+                return found, True
+            found.append(record)
+        return found, False
+
+    with opts.reporting():
+        if prefix.startswith(RESERVED_PREFIX):
+            raise ValidationError(
+                f"keys under {RESERVED_PREFIX!r} are statekit's own (snapshots: statekit "
+                "snapshot list)",
+                reason="reserved",
+            )
+        records, more = opts.run(scan)
+    if as_json:
+        opts.print_json([output.record_json(r) for r in records])
+        return
+    if not records:
+        opts.print(Text("no keys" + (f" under {prefix!r}" if prefix else "")))
+        return
+    # Keys and kinds are typed back in (get, history): never cut one; values may be.
+    table = output.table()
+    table.add_column("key", min_width=min(max(len(r.key) for r in records), 40), overflow="fold")
+    table.add_column("version")
+    table.add_column("kind", min_width=min(max(len(r.kind) for r in records), 24), overflow="fold")
+    table.add_column("at", no_wrap=True, min_width=20)
+    table.add_column("value", min_width=16, overflow="ellipsis")
+    for r in records:
+        table.add_row(
+            Text(r.key),
+            Text(str(r.version)),
+            Text(r.kind),
+            output.when(r.at, "seconds"),
+            output.short(r.data),
+        )
+    opts.print(table)
+    if more:
+        opts.print(Text(f"(first {limit} keys; --limit shows more)", style="dim"))

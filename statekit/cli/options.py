@@ -2,6 +2,9 @@
 
 ``--url`` and ``--config`` go before the command; :func:`global_options` keeps them in
 an :class:`Options` as ``ctx.obj`` and every command reads it back with :func:`options`.
+Only a command that writes may create a store: :meth:`Options.run` refuses a store
+that does not exist yet (:func:`missing_store`) unless told ``create=True``, so a
+mistyped path is an error, never a new empty database.
 A user mistake or any :class:`~statekit.errors.StatekitError` ends a command with one
 line, ``error: <message>``, on stderr and exit code 1 (:meth:`Options.fail`,
 :meth:`Options.reporting`). Nothing printed may hold a secret: the password or token of
@@ -18,15 +21,17 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
 import statekit
+from statekit.backends.sqlite_driver import parse_url
 from statekit.cli.output import json_default
 from statekit.config import Settings, load_settings
-from statekit.errors import StatekitError
+from statekit.errors import NotFound, StatekitError
 from statekit.host import PluginHost
 from statekit.redact import Redactor
 from statekit.store import StateStore
@@ -37,6 +42,27 @@ EMPTY_URL = (
     "{option} is empty; give a store URL (e.g. sqlite:///statekit.db or memory://), "
     "or leave the option out to use the configured store"
 )
+
+
+def missing_store(url: str) -> NotFound | None:
+    """Why the store at ``url`` cannot be read because it does not exist, or None.
+
+    Only an SQLite file can be missing here: opening one creates it, which a command that
+    only reads must not do. A server's database is created by whoever runs the server
+    (opening it fails when it is absent), and ``memory://`` is always there, empty.
+    """
+    if urlsplit(url).scheme.lower() != "sqlite":
+        return None
+    shown, path = parse_url(url)  # a URL the backend would refuse fails as it would
+    if Path(path).exists():
+        return None
+    return NotFound(
+        f"no store at {shown.shown}: the file {Path(path).absolute()} does not exist "
+        "(nothing was created); check --url / STATEKIT_URL, or write a first key "
+        "with `statekit put` to create it",
+        key=shown.shown,
+        what="store",
+    )
 
 
 def scrub(text: str, urls: list[str]) -> str:
@@ -102,9 +128,16 @@ class Options:
         except StatekitError as exc:
             self.fail(str(exc) or type(exc).__name__)
 
-    def run(self, work: Callable[[StateStore], Awaitable[T]]) -> T:
-        """Open the store, run ``work`` on it in one event loop, close it."""
+    def run(self, work: Callable[[StateStore], Awaitable[T]], *, create: bool = False) -> T:
+        """Open the store, run ``work`` on it in one event loop, close it.
+
+        :param create: whether a store that does not exist yet may be created (only
+            ``put`` does); otherwise a missing store is a :class:`NotFound`.
+        """
         url, settings = self.store_url(), self.settings()
+        missing = None if create else missing_store(url)
+        if missing is not None:
+            raise missing
 
         async def session() -> T:
             store = await statekit.open(url, settings=settings)
@@ -129,6 +162,12 @@ def options(ctx: typer.Context) -> Options:
     return found
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"statekit {statekit.__version__}")
+        raise typer.Exit()
+
+
 def global_options(
     ctx: typer.Context,
     url: Annotated[
@@ -145,6 +184,16 @@ def global_options(
         Path | None,
         typer.Option("--config", help="Path of a config.json to read settings from."),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            expose_value=False,
+            help="Print statekit's version and exit.",
+        ),
+    ] = False,
 ) -> None:
     """Versioned, auditable state for trading systems: inspect and change a store."""
     ctx.obj = Options(url=url, config=config)

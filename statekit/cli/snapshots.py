@@ -31,6 +31,9 @@ def snapshot_create(
     snapshot_id: Annotated[
         str | None, typer.Option("--id", help="The snapshot id (default: time + random).")
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the snapshot's id, time and keys as JSON.")
+    ] = False,
 ) -> None:
     """Capture every live key (under --prefix) and print the snapshot id.
 
@@ -48,6 +51,9 @@ def snapshot_create(
             if exc.key != SNAPSHOT_PREFIX + (snapshot_id or ""):
                 raise
             opts.fail(f"snapshot {snapshot_id!r} exists already; choose another --id")
+    if as_json:
+        opts.print_json(info.as_dict())
+        return
     opts.print(Text(f"snapshot {info.id}: {_keys(info.keys)}"))
 
 
@@ -91,6 +97,9 @@ def snapshot_list(
 def snapshot_restore(
     ctx: typer.Context,
     snapshot_id: Annotated[str, typer.Argument(metavar="ID", help="The snapshot to restore.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help='Print {"snapshot": ID, "changed": N} as JSON.')
+    ] = False,
 ) -> None:
     """Make the live keys under the snapshot's prefix equal to snapshot ID.
 
@@ -101,6 +110,9 @@ def snapshot_restore(
     opts = options(ctx)
     with opts.reporting():
         changed = opts.run(lambda store: store.snapshots.restore(snapshot_id))
+    if as_json:
+        opts.print_json({"snapshot": snapshot_id, "changed": changed})
+        return
     opts.print(Text(f"restored snapshot {snapshot_id}: {_keys(changed)} changed"))
 
 

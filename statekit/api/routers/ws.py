@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, WebSocket
 
 from statekit.api.dependencies import ApiKeyDep, HubDep
+from statekit.api.guard import WS_SUBPROTOCOL
 
 __all__ = ["router"]
 
@@ -20,6 +21,12 @@ router = APIRouter()
 async def changes(websocket: WebSocket, hub: HubDep, key: ApiKeyDep) -> None:
     """Subscribe to topics (``states:<kind>``...) and receive every committed change.
 
-    The API key goes in ``X-API-Key`` / ``Authorization: Bearer`` or ``?api_key=``.
+    The API key goes in ``X-API-Key`` / ``Authorization: Bearer``, in the subprotocol
+    ``statekit.key.<base64url>`` (browsers: offered with ``statekit``) or ``?api_key=``.
     """
-    await hub.serve(websocket, authorized=key.allows(websocket.scope))
+    offered = websocket.scope.get("subprotocols", ())
+    await hub.serve(
+        websocket,
+        authorized=key.allows(websocket.scope),
+        subprotocol=WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None,
+    )

@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 from pydantic import ValidationError as PydanticError
 
 from statekit.backend import ANY, Record, Write
-from statekit.errors import ConflictError, ValidationError
+from statekit.errors import AlreadyExists, ConflictError, NotFound, ValidationError
 from statekit.store import StateStore
 from statekit.trading import kinds
 from statekit.trading.exchange import ExchangeOrder
@@ -294,7 +294,8 @@ class IntentStore:
     async def create(self, intent_id: str, spec: IntentSpec) -> Intent:
         """Store a new intent at generation 1.
 
-        :raises ConflictError: an intent with this id exists (or is being deleted).
+        :raises AlreadyExists: an intent with this id exists (or is being deleted); a
+            :class:`~statekit.errors.ConflictError`, with ``actual`` its head version.
         :raises ValidationError: a bad id, or an OCO group whose other legs trade
             another symbol.
         """
@@ -309,16 +310,26 @@ class IntentStore:
             created_at=now,
             changed_at=now,
         )
-        record = await self.store.put(
-            INTENT_PREFIX + intent_id,
-            to_json(intent),
-            kind=kinds.INTENT,
-            meta={"intent": "create"},
-            expect=0,
-        )
+        try:
+            record = await self.store.put(
+                INTENT_PREFIX + intent_id,
+                to_json(intent),
+                kind=kinds.INTENT,
+                meta={"intent": "create"},
+                expect=0,
+            )
+        except ConflictError as exc:
+            raise AlreadyExists(
+                exc.key,
+                exc.actual,
+                what="intent",
+                message=f"intent {intent_id!r} exists already; update() changes it",
+                backend=exc.backend,
+            ) from None
         return Intent.from_record(record)
 
     async def get(self, intent_id: str) -> Intent | None:
+        """The intent, or None when there is none (also once the engine removed it)."""
         record = await self.store.get(INTENT_PREFIX + check_intent_id(intent_id))
         return None if record is None else Intent.from_record(record)
 
@@ -326,8 +337,10 @@ class IntentStore:
         """Change fields of an intent's spec (``price=...``, ``amount=...``); a real change
         moves its generation on. Retries its compare-and-set against concurrent updates.
 
-        :raises ValidationError: no such intent, it is being deleted, or the change
-            makes a bad spec (nothing is stored then).
+        :raises NotFound: no such intent (a :class:`~statekit.errors.ValidationError`
+            and a :class:`KeyError`).
+        :raises ValidationError: it is being deleted, or the change makes a bad spec
+            (nothing is stored then).
         """
         while True:
             current = await self._require(intent_id)
@@ -350,7 +363,11 @@ class IntentStore:
 
     async def delete(self, intent_id: str) -> Intent:
         """Ask for the intent to go: it is marked ``deleting``; the engine cancels its live
-        order (and its OCO siblings'), then removes it. Deleting twice is harmless."""
+        order (and its OCO siblings'), then removes it. Deleting twice is harmless.
+
+        :raises NotFound: no such intent (none was ever created, or the engine has
+            removed it already).
+        """
         while True:
             current = await self._require(intent_id, allow_deleting=True)
             if current.deleting:
@@ -471,9 +488,7 @@ class IntentStore:
     async def _require(self, intent_id: str, *, allow_deleting: bool = False) -> Intent:
         intent = await self.get(intent_id)
         if intent is None:
-            raise ValidationError(
-                f"no intent {intent_id!r}", key=INTENT_PREFIX + intent_id, reason="not found"
-            )
+            raise NotFound(f"no intent {intent_id!r}", key=INTENT_PREFIX + intent_id, what="intent")
         if intent.deleting and not allow_deleting:
             raise ValidationError(
                 f"intent {intent_id!r} is being deleted; create a new one instead",

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Make a headless browser available to the dashboard's browser tests.
+#
+#   scripts/browser.sh        prints the paths of chromium and chromedriver
+#
+# The browser and its WebDriver come from Debian's `chromium` and `chromium-driver`
+# packages, installed with apt-get when missing and we are root (like scripts/servers.sh
+# does for servers). Nothing is downloaded at test time: the tests drive
+# /usr/bin/chromedriver explicitly, so Selenium Manager never fetches a browser.
+# Exits non-zero when no browser can be had (the Makefile then fails the run only
+# under CI=true; locally the browser tests skip with a message naming this script).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+meta="$root/.servers"
+mkdir -p "$meta"
+
+log() { echo "browser: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+have() { command -v "$1" >/dev/null; }
+
+install_debian() {  # install_debian PACKAGE...: apt-get install, refreshing the lists once if needed
+  log "installing Debian's $*"
+  if ! { apt-get install -y --no-install-recommends "$@" \
+    || { apt-get update && apt-get install -y --no-install-recommends "$@"; }; } \
+    >"$meta/apt-browser.log" 2>&1; then
+    tail -n 20 "$meta/apt-browser.log" >&2
+    die "apt-get install $* failed"
+  fi
+}
+
+if ! have chromium || ! have chromedriver; then
+  if [[ $(id -u) -eq 0 ]] && have apt-get; then
+    install_debian chromium chromium-driver
+  fi
+fi
+have chromium || die "no chromium: install Debian's chromium package (as root: apt-get install chromium chromium-driver)"
+have chromedriver || die "no chromedriver: install Debian's chromium-driver package (as root: apt-get install chromium-driver)"
+echo "chromium: $(command -v chromium)"
+echo "chromedriver: $(command -v chromedriver)"
