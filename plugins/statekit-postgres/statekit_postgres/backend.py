@@ -146,6 +146,17 @@ class PostgresBackend(Backend):
                         backend=self.name,
                     )
                 await migrate(conn, self.options.schema, where=self.options.shown)
+                ahead = await conn.fetchrow(queries.XIDS_AHEAD, self.namespace)
+            if ahead is not None:
+                raise BackendError(
+                    f"postgresql {self.options.shown}: namespace {self.namespace!r} holds "
+                    f"versions written by transaction {ahead[0]}, but this cluster's next "
+                    f"transaction id is {ahead[1]}: its data was restored from another "
+                    "cluster's dump, and watch, changed() and snapshot restores compare "
+                    "transaction ids. Move this cluster's ids past the restored ones before "
+                    "opening it (docs/operations.md, 'Restoring a dump into another cluster')",
+                    backend=self.name,
+                )
 
     # -- every driver call runs in the guard -------------------------------------------
 

@@ -28,6 +28,7 @@ __all__ = [
     "READ_OLDEST_FIRST",
     "SERVER_FACTS",
     "WAKE_UP",
+    "XIDS_AHEAD",
     "scan_query",
 ]
 
@@ -174,6 +175,17 @@ SERVER_FACTS = (
     "SELECT current_setting('server_encoding'), current_setting('server_version_num')::int, "
     "current_schema()"
 )
+
+XIDS_AHEAD = (
+    "SELECT n.newest, txid_snapshot_xmax(txid_current_snapshot()) FROM ("
+    f" SELECT xid AS newest FROM statekit_versions WHERE ns = $1 AND {FEED}"
+    " ORDER BY xid DESC LIMIT 1) AS n"
+    " WHERE n.newest >= txid_snapshot_xmax(txid_current_snapshot())"
+)
+"""(ns) -> a row (the newest stored transaction id, the cluster's next one) when the
+namespace holds versions of transactions this cluster has not reached yet: rows restored
+from another cluster's dump. The feed, ``position()`` and ``changed()`` compare
+transaction ids, so they would be wrong there; one backward read of the feed index."""
 
 HEALTH = (
     "SELECT current_setting('server_version'), current_setting('synchronous_commit'), "
