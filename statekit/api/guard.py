@@ -14,12 +14,17 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from statekit.api.apidocs import ASSETS_PREFIX, DOCS_PATHS
 from statekit.api.errors import error_response
 
-__all__ = ["PUBLIC_PATHS", "ApiKey", "Guard", "JsonCORSMiddleware"]
+__all__ = ["PUBLIC_PATHS", "PUBLIC_PREFIXES", "ApiKey", "Guard", "JsonCORSMiddleware"]
 
-PUBLIC_PATHS = frozenset({"/health"})
-"""Paths answered without the API key (GET only): load balancers probe them."""
+PUBLIC_PATHS = frozenset({"/health"}) | DOCS_PATHS
+"""Paths answered without the API key (GET only): load balancers probe ``/health``; a
+browser opens ``/docs`` and ``/redoc``, which load ``/openapi.json`` (the routes they
+document still need the key)."""
+PUBLIC_PREFIXES = (ASSETS_PREFIX + "/",)
+"""Path prefixes answered without the key (GET only): the docs pages' assets."""
 
 
 class ApiKey:
@@ -92,7 +97,10 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        public = scope["method"] in ("GET", "HEAD") and scope["path"] in PUBLIC_PATHS
+        path = scope["path"]
+        public = scope["method"] in ("GET", "HEAD") and (
+            path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+        )
         if not public and not self.key.allows(scope):
             response = error_response(
                 401,

@@ -168,6 +168,9 @@ class Settings(BaseSettings):
     """Store URLs every committed version is copied to (write-behind), e.g. InfluxDB."""
     log_level: LogLevel = "INFO"
     """DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)."""
+    log_format: Literal["text", "json"] = "text"
+    """How ``statekit serve`` writes its log: text lines, or JSON lines with the request
+    id (docs/operations.md, "Logs")."""
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)

@@ -151,4 +151,25 @@ def prometheus_text(snapshots: Mapping[str, Mapping[str, Any]]) -> str:
             value = snap.get(name)
             shown = "NaN" if value is None else repr(float(value))
             lines.append(f'{metric}{{scope="{_label(scope)}"}} {shown}')
+    metric = "statekit_reconcile_last_update_timestamp_seconds"
+    lines += [
+        f"# HELP {metric} When the engine last stored its figures (Unix time): alert when "
+        "it falls behind, an engine that stopped looks healthy otherwise.",
+        f"# TYPE {metric} gauge",
+    ]
+    for scope, snap in sorted(snapshots.items()):
+        lines.append(f'{metric}{{scope="{_label(scope)}"}} {_timestamp(snap.get("updated_at"))}')
     return "\n".join(lines) + "\n"
+
+
+def _timestamp(updated_at: Any) -> str:
+    """An ISO 8601 ``updated_at`` as Unix seconds; NaN when absent or unreadable."""
+    if not isinstance(updated_at, str):
+        return "NaN"
+    try:
+        at = datetime.fromisoformat(updated_at.replace("Z", "+00:00"))
+    except ValueError:
+        return "NaN"
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return repr(at.timestamp())
