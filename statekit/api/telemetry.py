@@ -9,7 +9,7 @@ hub, locks and tiers at scrape time (:mod:`statekit.observe.collectors`).
 :class:`RequestTelemetry` is the outermost middleware: every HTTP request gets an id
 (the client's ``X-Request-ID`` when it is a sane token, else a new one), echoed in the
 response and set in :data:`statekit.observe.logs.REQUEST_ID` while it is served; it is
-counted and timed by method, route template and status; with JSON logs, one access
+counted and timed by method, route template (:func:`route_of`) and status; with JSON logs, one access
 line is logged per request (logger ``statekit.access``).
 """
 
@@ -23,16 +23,17 @@ from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from statekit.observe.collectors import HubCollector, LockCollector, TieredCollector
 from statekit.observe.logs import REQUEST_ID
-from statekit.observe.store import LATENCY_BUCKETS, StoreMetrics
+from statekit.observe.metrics import LATENCY_BUCKETS, StoreMetrics
 
-__all__ = ["REQUEST_ID_HEADER", "ApiMetrics", "RequestTelemetry"]
+__all__ = ["REQUEST_ID_HEADER", "ROUTE_KEY", "ApiMetrics", "RequestTelemetry", "route_of"]
 
 REQUEST_ID_HEADER: Final = "X-Request-ID"
+ROUTE_KEY: Final = "statekit.route"
+"""Where a middleware that answers for a route names it in the ASGI scope."""
 _SANE_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 access_log = logging.getLogger("statekit.access")
@@ -73,20 +74,15 @@ def _request_id(given: str | None) -> str:
 
 
 def route_of(scope: Scope) -> str:
-    """The route template that answered (``/states/{state_id}``), also for answers
-    given before routing (401, the fast path); ``unmatched`` when no route matches."""
+    """The template of the route that answered (``/states/{state_id}``); for the fast
+    path of ``GET /states/{state_id}`` (:mod:`.fastpath`), the route it stands in for;
+    ``unrouted`` for what no route answered (the Guard's 401 and 413, unknown paths)."""
     route = scope.get("route")
-    path = getattr(route, "path", None)
-    if isinstance(path, str):
-        return path
-    app = scope.get("app")
-    for candidate in getattr(getattr(app, "router", None), "routes", ()):
-        match, child = candidate.matches(scope)
-        if match is not Match.NONE:
-            path = getattr(child.get("route", candidate), "path", None)
-            if isinstance(path, str):
-                return path
-    return "unmatched"
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if isinstance(template, str):
+        return template
+    named = scope.get(ROUTE_KEY)
+    return named if isinstance(named, str) else "unrouted"
 
 
 class RequestTelemetry:

@@ -14,6 +14,8 @@ documented as such here, and ``create_app`` documents its 401 the same way.
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 from prometheus_client import generate_latest
@@ -22,12 +24,14 @@ from statekit.api.dependencies import RedactorDep, StoreDep
 from statekit.api.errors import json_responses
 from statekit.api.routers.reconcile import reconcile_metrics
 from statekit.api.telemetry import ApiMetrics
-from statekit.errors import BackendUnavailable
+from statekit.errors import BackendError
 from statekit.tiered import TieredBackend
 from statekit.tiered.metrics import fallback_prometheus
 from statekit.trading.reconcile import prometheus_text
 
 __all__ = ["PROMETHEUS_CONTENT_TYPE", "PrometheusResponse", "router"]
+
+log = logging.getLogger("statekit.api")
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The content type of ``GET /metrics``: Prometheus' text exposition format 0.0.4."""
@@ -65,19 +69,21 @@ async def metrics(request: Request, store: StoreDep, redactor: RedactorDep) -> P
     its figures (`statekit_fallback_*`). Every series is described in
     docs/operations.md.
 
-    Needs the API key when one is configured, as every route but `/health` does.
+    Needs the API key when one is configured, as every route but `/health` and the
+    API docs do. Served while the store fails too (then without the reconcile series).
     """
     backend = store.backend
     journaled = isinstance(backend, TieredBackend) and backend.fallback is not None
     try:
         found = await reconcile_metrics(store, redactor)
-    except BackendUnavailable:
-        if not journaled:
-            raise
-        found = {}  # an outage is when the journal's figures matter most: serve them
+    except BackendError as exc:
+        # An outage is when the other figures (errors, the journal's) matter most: serve
+        # them; the reconcile series are absent until the store answers again.
+        log.warning("GET /metrics without the reconcile series: %s", redactor.text(str(exc)))
+        found = {}
     registry: ApiMetrics = request.app.state.metrics
     text = generate_latest(registry.registry).decode()
     text += prometheus_text({scope: out.model_dump(mode="json") for scope, out in found.items()})
-    if isinstance(backend, TieredBackend) and backend.fallback is not None:
+    if journaled:
         text += fallback_prometheus(await backend.fallback_stats())
     return PrometheusResponse(text)
