@@ -8,9 +8,9 @@ hub, locks and tiers at scrape time (:mod:`statekit.observe.collectors`).
 
 :class:`RequestTelemetry` is the outermost middleware: every HTTP request gets an id
 (the client's ``X-Request-ID`` when it is a sane token, else a new one), echoed in the
-response and set in :data:`statekit.observe.logs.REQUEST_ID` while it is served; it is
-counted and timed by method, route template (:func:`route_of`) and status; with JSON logs, one access
-line is logged per request (logger ``statekit.access``).
+response and set in :data:`statekit.observe.logs.REQUEST_ID` while it is served; it
+is counted and timed by method, route template (:func:`route_of`) and status; with JSON
+logs, one access line is logged per request (logger ``statekit.access``).
 """
 
 from __future__ import annotations

@@ -73,7 +73,6 @@ async def metrics(request: Request, store: StoreDep, redactor: RedactorDep) -> P
     API docs do. Served while the store fails too (then without the reconcile series).
     """
     backend = store.backend
-    journaled = isinstance(backend, TieredBackend) and backend.fallback is not None
     try:
         found = await reconcile_metrics(store, redactor)
     except BackendError as exc:
@@ -84,6 +83,6 @@ async def metrics(request: Request, store: StoreDep, redactor: RedactorDep) -> P
     registry: ApiMetrics = request.app.state.metrics
     text = generate_latest(registry.registry).decode()
     text += prometheus_text({scope: out.model_dump(mode="json") for scope, out in found.items()})
-    if journaled:
+    if isinstance(backend, TieredBackend) and backend.fallback is not None:
         text += fallback_prometheus(await backend.fallback_stats())
     return PrometheusResponse(text)
