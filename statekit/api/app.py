@@ -87,7 +87,9 @@ def create_app(
 ) -> FastAPI:
     """The REST + WebSocket API over ``store`` (which the app does not close).
 
-    :param store: an open store.
+    :param store: an open store. Its operations are counted into this app's metrics
+        registry from now on (:func:`statekit.observe.store.instrument`; a later app
+        over the same store takes them over).
     :param settings: ``settings.api`` gives the API key, CORS origins and body limit;
         the store URLs in ``settings`` are secrets kept out of every response.
     :param locks: the process's :class:`KeyedLocks`, reported by ``GET /stats/locks``.
