@@ -264,10 +264,13 @@ async def test_cache_and_mirror_series(tmp_path: Path) -> None:
         await opened.put("position/C", {"q": 1})
         await opened.get("position/C")
         await opened.get("position/C")
+        assert await opened.get("position/none") is None
         await opened.backend.mirrors[0].drain()  # type: ignore[attr-defined]
         after = await scrape(c)
-    hits = "statekit_cache_hits_total"
-    assert value(after, hits, level="memory") > value(before, hits, level="memory")
+    for name in ("statekit_cache_hits_total", "statekit_cache_misses_total"):
+        assert value(after, name, level="memory") > value(before, name, level="memory"), name
+    reads = "statekit_cache_primary_reads_total"
+    assert value(after, reads) > value(before, reads)
     name = opened.backend.mirrors[0].backend.name  # type: ignore[attr-defined]
     copied = "statekit_mirror_copied_total"
     assert value(after, copied, mirror=name) - value(before, copied, mirror=name) == 1
@@ -310,6 +313,10 @@ async def test_a_real_server_counts_ws_clients_and_logs_json_with_request_ids(
                 await ws.send(json.dumps({"action": "subscribe", "topic": "states:*"}))
                 assert json.loads(await ws.recv())["type"] == "subscribed"
                 connected = await scrape(c)
+                body = {"state_id": "position/W", "state_type": "position", "data": {"q": 1}}
+                assert (await c.post("/states", json=body)).status_code == 201
+                assert json.loads(await ws.recv())["type"] == "change"
+                changed = await scrape(c)
             for _ in range(100):  # the server sees the close a moment later
                 gone = await scrape(c)
                 if value(gone, "statekit_ws_clients") == 0:
@@ -321,6 +328,9 @@ async def test_a_real_server_counts_ws_clients_and_logs_json_with_request_ids(
             assert re.fullmatch(r"[0-9a-f]{32}", fresh["X-Request-ID"])
         assert value(connected, "statekit_ws_clients") == 1
         assert value(connected, "statekit_ws_subscriptions") == 1
+        assert value(connected, "statekit_ws_watching") == 1
+        for name in ("statekit_ws_changes_total", "statekit_ws_messages_sent_total"):
+            assert value(changed, name) == value(connected, name) + 1, name
         assert value(gone, "statekit_ws_clients") == 0
         lines = [json.loads(line) for line in _log_lines(server.log) if line.startswith("{")]
     access = [line for line in lines if line["request_id"] == "req-42"]
