@@ -120,6 +120,6 @@ async def open(
         codec=codec,
         max_value_bytes=settings.max_value_bytes,
     )
-    if tracer() is not None:  # opentelemetry-api is installed: trace the store's operations
+    if tracer() is not None:  # a tracer provider is configured: trace the operations
         instrument(store)
     return store

@@ -325,7 +325,7 @@ async def test_a_real_server_counts_ws_clients_and_logs_json_with_request_ids(
             traced = await c.get("/states", headers={"X-Request-ID": "req-42"})
             assert traced.headers["X-Request-ID"] == "req-42"
             fresh = (await c.get("/states", headers={"X-Request-ID": "no spaces"})).headers
-            assert re.fullmatch(r"[0-9a-f]{32}", fresh["X-Request-ID"])
+            assert re.fullmatch(r"[0-9a-f]{16}-[0-9a-f]+", fresh["X-Request-ID"])
         assert value(connected, "statekit_ws_clients") == 1
         assert value(connected, "statekit_ws_subscriptions") == 1
         assert value(connected, "statekit_ws_watching") == 1
