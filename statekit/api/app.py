@@ -117,13 +117,12 @@ def create_app(
     app.state.locks = locks
     app.state.trading = TradingState(store)
     app.state.metrics = ApiMetrics(app.state)
-    instrument(store, app.state.metrics.store)
+    counting = app.state.metrics if api.metrics else None
+    instrument(store, counting.store if counting else None)
     install_handlers(app, redactor)
     _add_middleware(app, api, key)
     app.add_middleware(  # the outermost: it sees every answer, the Guard's 401s too
-        RequestTelemetry,
-        metrics=app.state.metrics,
-        access_lines=settings.log_format == "json",
+        RequestTelemetry, metrics=counting, access_lines=settings.log_format == "json"
     )
     apidocs.install(app)
 

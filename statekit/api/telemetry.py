@@ -98,11 +98,11 @@ class RequestTelemetry:
     """ASGI middleware: request id, HTTP metrics, access lines (module docstring).
 
     :param app: the application.
-    :param metrics: the app's :class:`ApiMetrics`.
+    :param metrics: the app's :class:`ApiMetrics` (None: requests are not counted).
     :param access_lines: log one ``statekit.access`` line per request (JSON logs).
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: ApiMetrics, access_lines: bool) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: ApiMetrics | None, access_lines: bool) -> None:
         self.app = app
         self.metrics = metrics
         self.access_lines = access_lines
@@ -134,18 +134,21 @@ class RequestTelemetry:
             REQUEST_ID.reset(token)
 
     def _done(self, scope: Scope, status: int, seconds: float) -> None:
+        if self.metrics is None and not self.access_lines:
+            return
         method = scope["method"] if scope["method"] in _METHODS else "other"
         route = route_of(scope)
         # The label children, looked up once per (method, route, status): a labels()
         # call takes a lock and builds a key, a few microseconds per request otherwise.
         children = self._children.get((method, route, status))
-        if children is None:
+        if children is None and self.metrics is not None:
             children = self._children[method, route, status] = (
                 self.metrics.requests.labels(method, route, str(status)),
                 self.metrics.seconds.labels(method, route),
             )
-        children[0].inc()
-        children[1].observe(seconds)
+        if children is not None:
+            children[0].inc()
+            children[1].observe(seconds)
         if self.access_lines:
             access_log.info(
                 "%s %s %d",

@@ -118,6 +118,9 @@ class ApiSettings(_Section):
     """Browser origins allowed by CORS. Empty: CORS closed."""
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     """Largest request body the API accepts (413 above it)."""
+    metrics: bool = True
+    """Count and time store operations and HTTP requests for ``GET /metrics`` (a few
+    microseconds per request). Off: ``/metrics`` serves only what is read at scrape time."""
 
 
 class CacheSettings(_Section):

@@ -210,6 +210,18 @@ async def test_http_series_name_the_route_template(store: StateStore, tmp_path: 
     assert value(found, seconds, method="GET", route=route) == 2
 
 
+@pytest.mark.asyncio
+async def test_counting_can_be_turned_off(store: StateStore, tmp_path: Path) -> None:
+    async with client_for(create_app(store, settings_for(tmp_path, metrics=False))) as c:
+        assert "put" not in vars(store)  # the plain method: nothing added to the hot path
+        await store.put("position/D", {"q": 1})
+        assert (await c.get("/states/position/D")).headers["X-Request-ID"]
+        found = await scrape(c)
+    names = {name for name, _ in found}
+    assert "statekit_ws_clients" in names  # read at scrape time, still there
+    assert not any(name.startswith(("statekit_http_", "statekit_store_")) for name in names)
+
+
 def _keyed(c: httpx.AsyncClient) -> httpx.AsyncClient:
     c.headers["X-API-Key"] = KEY
     return c
