@@ -29,6 +29,7 @@ from statekit.testing.servers import in_ci
 from statekit.trading import kinds
 from statekit.trading.errors import LockTimeout
 from statekit.trading.locks import KeyedLocks
+from statekit.trading.reconcile.metrics import ReconcileMetrics
 
 KEY = "observe-key"
 
@@ -351,6 +352,24 @@ async def test_reconcile_freshness_moves_when_the_engine_stores(
             found = await scrape(c)
             stamp = "statekit_reconcile_last_update_timestamp_seconds"
             assert value(found, stamp, scope="default") == at.timestamp()
+
+
+@pytest.mark.asyncio
+async def test_reconcile_lag_is_a_histogram(store: StateStore, tmp_path: Path) -> None:
+    engine = ReconcileMetrics(scope="default")
+    async with client_for(create_app(store, settings_for(tmp_path))) as c:
+        for lag, count in ((0.02, 1), (3.0, 2)):
+            engine.observe_lag(lag)
+            snapshot = engine.snapshot()
+            await store.put("reconcile-metrics/default", snapshot, kind=kinds.RECONCILE_METRICS)
+            found = await scrape(c)
+            name = "statekit_reconcile_lag_seconds"
+            assert value(found, f"{name}_count", scope="default") == count
+            assert value(found, f"{name}_bucket", scope="default", le="+Inf") == count
+            assert value(found, f"{name}_bucket", scope="default", le="0.05") == 1
+            assert value(found, f"{name}_sum", scope="default") == pytest.approx(
+                0.02 + (3.0 if count == 2 else 0)
+            )
 
 
 # -- a real server: WebSocket clients, JSON logs with the request id -------------------------------

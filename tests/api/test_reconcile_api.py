@@ -33,7 +33,7 @@ SYMBOL = "BTC/USDT"
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 RECONCILE = "statekit_reconcile_"
 SAMPLE = re.compile(
-    r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)\{scope="(?P<scope>(?:[^"\\]|\\.)*)"\} '
+    r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)\{scope="(?P<scope>(?:[^"\\]|\\.)*)"(?:,le="[^"]+")?\} '
     r"(?P<value>NaN|[+-]Inf|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)$"
 )
 

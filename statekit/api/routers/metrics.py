@@ -28,6 +28,7 @@ from statekit.errors import BackendError
 from statekit.tiered import TieredBackend
 from statekit.tiered.metrics import fallback_prometheus
 from statekit.trading.reconcile import prometheus_text
+from statekit.trading.reconcile.metrics import lag_histogram_prometheus
 
 __all__ = ["PROMETHEUS_CONTENT_TYPE", "PrometheusResponse", "router"]
 
@@ -82,7 +83,8 @@ async def metrics(request: Request, store: StoreDep, redactor: RedactorDep) -> P
         found = {}
     registry: ApiMetrics = request.app.state.metrics
     text = generate_latest(registry.registry).decode()
-    text += prometheus_text({scope: out.model_dump(mode="json") for scope, out in found.items()})
+    snapshots = {scope: out.model_dump(mode="json") for scope, out in found.items()}
+    text += prometheus_text(snapshots) + lag_histogram_prometheus(snapshots)
     if isinstance(backend, TieredBackend) and backend.fallback is not None:
         text += fallback_prometheus(await backend.fallback_stats())
     return PrometheusResponse(text)
