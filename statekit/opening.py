@@ -16,6 +16,8 @@ from statekit.backend import Backend
 from statekit.codec import Codec
 from statekit.errors import ConfigError, ValidationError
 from statekit.host import PluginHost
+from statekit.observe.store import instrument
+from statekit.observe.tracing import tracer
 from statekit.redact import redact_url
 from statekit.store import StateStore
 
@@ -112,9 +114,12 @@ async def open(
         backend = await opening
     else:
         backend = await cls.open(url)
-    return StateStore(
+    store = StateStore(
         backend,
         validators=host.lazy_validators() if settings.enable_validation else None,
         codec=codec,
         max_value_bytes=settings.max_value_bytes,
     )
+    if tracer() is not None:  # a tracer provider is configured: trace the operations
+        instrument(store)
+    return store

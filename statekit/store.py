@@ -148,6 +148,9 @@ class StateStore:
         self.max_value_bytes = max_value_bytes
         self._owns_backend = owns_backend
         self._snapshots: Snapshots | None = None
+        self.on_retried_conflict: Callable[[str], None] | None = None
+        """Called with ``"update"`` for each conflict :meth:`update` retries (the
+        conflicts it raises reach the caller): set by :func:`statekit.observe.store.instrument`."""
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -308,7 +311,8 @@ class StateStore:
 
     async def _append(self, writes: list[Write], fence: Fence | None) -> list[Record]:
         if fence is None:
-            return await self.append(writes)
+            # Not self.append: an instrumented store (statekit.observe) counts a put once.
+            return await self._checked([self._prepare(w) for w in writes])
         return await fence.append_fenced(self, writes)
 
     async def put(
@@ -417,6 +421,8 @@ class StateStore:
                 out_of_time = time.monotonic() + pause > deadline
                 if out_of_time or (retries is not None and attempt >= retries):
                     raise
+                if self.on_retried_conflict is not None:
+                    self.on_retried_conflict("update")
             await asyncio.sleep(pause)
             attempt += 1
 

@@ -316,8 +316,10 @@ async def test_api_key(store: StateStore, tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr("statekit.api.guard.hmac.compare_digest", spy)
     async with client_for(store, settings_for(tmp_path, api_key=KEY)) as c:
         assert (await c.get("/health")).status_code == 200  # public
+        # Public too since issue 17: a browser opens the docs, which hold no data.
+        assert (await c.get("/docs")).status_code == 200
         for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}):
-            for method, path in (("GET", "/states"), ("POST", "/states"), ("GET", "/docs")):
+            for method, path in (("GET", "/states"), ("POST", "/states"), ("GET", "/metrics")):
                 r = await c.request(method, path, headers=headers, json=SEED)
                 unauthorized = error(r, 401, "unauthorized")
                 assert KEY not in r.text and "wrong" not in unauthorized["message"]

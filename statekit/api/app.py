@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 import statekit
-from statekit.api import dashboard
+from statekit.api import apidocs, dashboard
 from statekit.api.dependencies import documented_key
 from statekit.api.errors import install_handlers, json_responses, responses
 from statekit.api.fastpath import StateReads
@@ -35,9 +35,11 @@ from statekit.api.routers import (
 from statekit.api.routers.health import HEALTH_TIMEOUT_SECONDS
 from statekit.api.routers.metrics import PROMETHEUS_CONTENT_TYPE, PrometheusResponse
 from statekit.api.routers.states import MAX_PAGE
+from statekit.api.telemetry import ApiMetrics, RequestTelemetry
 from statekit.api.ws import ChangeHub
 from statekit.config import ApiSettings, Settings
 from statekit.errors import StatekitError
+from statekit.observe.store import instrument
 from statekit.redact import Redactor
 from statekit.store import StateStore
 from statekit.trading.locks import KeyedLocks
@@ -85,7 +87,9 @@ def create_app(
 ) -> FastAPI:
     """The REST + WebSocket API over ``store`` (which the app does not close).
 
-    :param store: an open store.
+    :param store: an open store. Its operations are counted into this app's metrics
+        registry from now on (:func:`statekit.observe.store.instrument`; a later app
+        over the same store takes them over).
     :param settings: ``settings.api`` gives the API key, CORS origins and body limit;
         the store URLs in ``settings`` are secrets kept out of every response.
     :param locks: the process's :class:`KeyedLocks`, reported by ``GET /stats/locks``.
@@ -102,6 +106,8 @@ def create_app(
         "reconciliation, live changes.",
         lifespan=_lifespan,
         responses=responses(413, 422, 501, 503),  # every route may meet these
+        docs_url=None,  # FastAPI's pages load from a CDN: apidocs serves them from the wheel
+        redoc_url=None,
     )
     # What the routes get by dependency (statekit.api.dependencies).
     app.state.store = store
@@ -110,8 +116,15 @@ def create_app(
     app.state.hub = hub or ChangeHub()
     app.state.locks = locks
     app.state.trading = TradingState(store)
+    app.state.metrics = ApiMetrics(app.state)
+    counting = app.state.metrics if api.metrics else None
+    instrument(store, counting.store if counting else None)
     install_handlers(app, redactor)
     _add_middleware(app, api, key)
+    app.add_middleware(  # the outermost: it sees every answer, the Guard's 401s too
+        RequestTelemetry, metrics=counting, access_lines=settings.log_format == "json"
+    )
+    apidocs.install(app)
 
     # Every HTTP route but /health needs the key (the Guard middleware enforces it;
     # the dependency and the 401 document it). The order is the order routes match in.

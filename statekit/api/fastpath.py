@@ -61,6 +61,7 @@ class StateReads:
                 except Exception:  # the route meets it again and answers it as documented
                     record = None
                 if record is not None:
+                    scope["statekit.route"] = "/states/{state_id}"  # for the HTTP metrics
                     await tagged_json(record)(scope, receive, send)
                     return
         await self.app(scope, receive, send)

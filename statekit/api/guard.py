@@ -16,6 +16,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from statekit.api.apidocs import ASSETS_PREFIX, DOCS_PATHS
 from statekit.api.errors import error_response
 
 __all__ = [
@@ -28,12 +29,15 @@ __all__ = [
     "JsonCORSMiddleware",
 ]
 
-PUBLIC_PATHS = frozenset({"/health", "/"})
+PUBLIC_PATHS = frozenset({"/health", "/"}) | DOCS_PATHS
 """Paths answered without the API key (GET only): load balancers probe ``/health``;
-``/`` is the dashboard's HTML shell, which holds no data (its login form asks for the key)."""
+``/`` is the dashboard's HTML shell, which holds no data (its login form asks for the key);
+a browser opens ``/docs`` and ``/redoc``, which load ``/openapi.json`` (the routes they
+document still need the key)."""
 
-PUBLIC_PREFIXES = ("/dashboard/static/",)
-"""Path prefixes answered without the API key (GET only): the dashboard's scripts and styles."""
+PUBLIC_PREFIXES = ("/dashboard/static/", ASSETS_PREFIX + "/")
+"""Path prefixes answered without the key (GET only): the dashboard's scripts and styles,
+and the docs pages' assets."""
 
 WS_SUBPROTOCOL = "statekit"
 """The WebSocket subprotocol the server selects when a client offers it."""

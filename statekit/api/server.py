@@ -17,6 +17,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Generator, Iterator
+from typing import Any
 
 import uvicorn
 
@@ -24,6 +25,7 @@ import statekit
 from statekit.api.app import create_app, redactor_for
 from statekit.config import ApiSettings, Settings
 from statekit.errors import ConfigError, StatekitError
+from statekit.observe.logs import json_logging_config
 from statekit.redact import RedactingFilter
 from statekit.store import StateStore
 from statekit.trading.locks import KeyedLocks
@@ -179,6 +181,12 @@ def _stop_on_signals(server: uvicorn.Server) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
+def _log_config(level: str, json_logs: bool) -> dict[str, Any]:
+    if json_logs:
+        return json_logging_config(level)
+    return uvicorn.config.LOGGING_CONFIG
+
+
 @contextlib.contextmanager
 def _redacted_logs(settings: Settings) -> Iterator[None]:
     """uvicorn's log lines (paths with ``?api_key=``, errors) without secrets, while serving."""
@@ -270,11 +278,14 @@ async def _run(
     configure_logging: bool,
 ) -> None:
     app = create_app(store, settings, locks=locks)
+    level = (log_level or settings.log_level).lower()
+    json_logs = configure_logging and settings.log_format == "json"
     config = uvicorn.Config(
         app,
         lifespan="off",  # entered below, so a failing start is an exception, not sys.exit
-        log_level=(log_level or settings.log_level).lower(),
-        log_config=uvicorn.config.LOGGING_CONFIG if configure_logging else None,
+        log_level=level,
+        log_config=_log_config(level, json_logs) if configure_logging else None,
+        access_log=not json_logs,  # JSON: the API writes the access lines, with request ids
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         server_header=False,
         ws_max_size=1024 * 1024,

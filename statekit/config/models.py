@@ -118,6 +118,9 @@ class ApiSettings(_Section):
     """Browser origins allowed by CORS. Empty: CORS closed."""
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     """Largest request body the API accepts (413 above it)."""
+    metrics: bool = True
+    """Count and time store operations and HTTP requests for ``GET /metrics`` (a few
+    microseconds per request). Off: ``/metrics`` serves only what is read at scrape time."""
 
 
 class CacheSettings(_Section):
@@ -168,6 +171,9 @@ class Settings(BaseSettings):
     """Store URLs every committed version is copied to (write-behind), e.g. InfluxDB."""
     log_level: LogLevel = "INFO"
     """DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)."""
+    log_format: Literal["text", "json"] = "text"
+    """How ``statekit serve`` writes its log: text lines, or JSON lines with the request
+    id (docs/operations.md, "Logs")."""
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)

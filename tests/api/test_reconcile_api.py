@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
 
 import statekit
 from statekit.api import create_app
@@ -30,8 +31,9 @@ from statekit.trading.reconcile import IntentSpec, IntentStore, ReconcileEngine,
 KEY = "reconcile-api-key-7d1e0c"
 SYMBOL = "BTC/USDT"
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+RECONCILE = "statekit_reconcile_"
 SAMPLE = re.compile(
-    r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)\{scope="(?P<scope>(?:[^"\\]|\\.)*)"\} '
+    r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)\{scope="(?P<scope>(?:[^"\\]|\\.)*)"(?:,le="[^"]+")?\} '
     r"(?P<value>NaN|[+-]Inf|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)$"
 )
 
@@ -93,10 +95,14 @@ def error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
 
 
 def samples(text: str) -> dict[tuple[str, str], str]:
-    """The samples of a Prometheus text exposition, checking every line's syntax."""
+    """The reconciliation samples of a Prometheus text exposition, checking every
+    line's syntax (the other families by prometheus_client's own parser)."""
     assert text.endswith("\n")
+    assert list(text_string_to_metric_families(text))
     found: dict[tuple[str, str], str] = {}
     for line in text.splitlines():
+        if not line.removeprefix("# HELP ").removeprefix("# TYPE ").startswith(RECONCILE):
+            continue  # the app's registry: tests/api/test_observe.py
         if line.startswith("#"):
             assert re.match(r"^# (HELP|TYPE) statekit_reconcile_\w+ \S", line), line
             continue

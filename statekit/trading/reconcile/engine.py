@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from statekit.backend import Capability
 from statekit.errors import StatekitError
+from statekit.observe.tracing import span
 from statekit.store import StateStore
 from statekit.trading import kinds
 from statekit.trading.errors import FencedOff, ReconcileError
@@ -77,13 +78,15 @@ class ThrottledConnector(ExchangeConnector):
         self.calls = 0
         self._slots = None if at_once is None else asyncio.Semaphore(at_once)
 
-    async def _call(self, call: Callable[[], Awaitable[_T]]) -> _T:
+    async def _call(self, name: str, call: Callable[[], Awaitable[_T]]) -> _T:
         await self.bucket.acquire()
         self.calls += 1
-        if self._slots is None:
-            return await call()
-        async with self._slots:
-            return await call()
+        # A span when opentelemetry-api is installed (statekit.observe.tracing), else nothing.
+        with span(f"statekit.exchange.{name}", {"statekit.exchange": self.name}):
+            if self._slots is None:
+                return await call()
+            async with self._slots:
+                return await call()
 
     async def create_order(
         self,
@@ -97,6 +100,7 @@ class ThrottledConnector(ExchangeConnector):
         time_in_force: TimeInForce = TimeInForce.GTC,
     ) -> ExchangeOrder:
         return await self._call(
+            "create_order",
             lambda: self.inner.create_order(
                 symbol,
                 type,
@@ -105,33 +109,34 @@ class ThrottledConnector(ExchangeConnector):
                 price,
                 client_order_id=client_order_id,
                 time_in_force=time_in_force,
-            )
+            ),
         )
 
     async def cancel_order(self, order_id: str, symbol: str) -> ExchangeOrder:
-        return await self._call(lambda: self.inner.cancel_order(order_id, symbol))
+        return await self._call("cancel_order", lambda: self.inner.cancel_order(order_id, symbol))
 
     async def fetch_order(self, order_id: str, symbol: str) -> ExchangeOrder:
-        return await self._call(lambda: self.inner.fetch_order(order_id, symbol))
+        return await self._call("fetch_order", lambda: self.inner.fetch_order(order_id, symbol))
 
     async def fetch_order_by_client_id(
         self, client_order_id: str, symbol: str
     ) -> ExchangeOrder | None:
         return await self._call(
-            lambda: self.inner.fetch_order_by_client_id(client_order_id, symbol)
+            "fetch_order_by_client_id",
+            lambda: self.inner.fetch_order_by_client_id(client_order_id, symbol),
         )
 
     async def fetch_open_orders(self, symbol: str | None = None) -> list[ExchangeOrder]:
-        return await self._call(lambda: self.inner.fetch_open_orders(symbol))
+        return await self._call("fetch_open_orders", lambda: self.inner.fetch_open_orders(symbol))
 
     async def fetch_positions(self, symbols: Sequence[str] | None = None) -> list[ExchangePosition]:
-        return await self._call(lambda: self.inner.fetch_positions(symbols))
+        return await self._call("fetch_positions", lambda: self.inner.fetch_positions(symbols))
 
     async def fetch_balance(self) -> dict[str, Balance]:
-        return await self._call(lambda: self.inner.fetch_balance())
+        return await self._call("fetch_balance", lambda: self.inner.fetch_balance())
 
     async def fetch_fills(self, symbol: str | None = None, since: int = 0) -> list[Fill]:
-        return await self._call(lambda: self.inner.fetch_fills(symbol, since))
+        return await self._call("fetch_fills", lambda: self.inner.fetch_fills(symbol, since))
 
 
 @dataclass
