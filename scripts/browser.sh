@@ -17,22 +17,14 @@ mkdir -p "$meta"
 
 log() { echo "browser: $*" >&2; }
 die() { log "$*"; exit 1; }
+# shellcheck source=scripts/apt.sh
+. "$root/scripts/apt.sh"
 
 have() { command -v "$1" >/dev/null; }
 
-install_debian() {  # install_debian PACKAGE...: apt-get install, refreshing the lists once if needed
-  log "installing Debian's $*"
-  if ! { apt-get install -y --no-install-recommends "$@" \
-    || { apt-get update && apt-get install -y --no-install-recommends "$@"; }; } \
-    >"$meta/apt-browser.log" 2>&1; then
-    tail -n 20 "$meta/apt-browser.log" >&2
-    die "apt-get install $* failed"
-  fi
-}
-
 if ! have chromium || ! have chromedriver; then
   if [[ $(id -u) -eq 0 ]] && have apt-get; then
-    install_debian chromium chromium-driver
+    apt_install browser chromium chromium-driver
   fi
 fi
 have chromium || die "no chromium: install Debian's chromium package (as root: apt-get install chromium chromium-driver)"

@@ -26,6 +26,8 @@ mkdir -p "$meta"
 
 log() { echo "servers: $*" >&2; }
 die() { log "$*"; exit 1; }
+# shellcheck source=scripts/apt.sh
+. "$root/scripts/apt.sh"
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -226,13 +228,7 @@ apt_bin() {  # apt_bin BINARY PACKAGE: the binary's path, installing Debian's pa
   if command -v "$1" >/dev/null; then command -v "$1"; return; fi
   [[ -x "/usr/sbin/$1" ]] && { echo "/usr/sbin/$1"; return; }  # not on a normal user's PATH
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    log "installing Debian's $2"
-    if ! { apt-get install -y --no-install-recommends "$2" \
-      || { apt-get update && apt-get install -y --no-install-recommends "$2"; }; } \
-      >"$meta/apt-$2.log" 2>&1; then
-      tail -n 20 "$meta/apt-$2.log" >&2
-      die "apt-get install $2 failed"
-    fi
+    apt_install "$2" "$2"
     if command -v "$1" >/dev/null; then command -v "$1"; return; fi
     [[ -x "/usr/sbin/$1" ]] && { echo "/usr/sbin/$1"; return; }
   fi
