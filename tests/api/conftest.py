@@ -19,6 +19,7 @@ keys, except in listings, which the tests compare before and after.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,6 +34,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from statekit.testing import in_ci
 
 from ..conftest import fresh_store_url
 
@@ -317,3 +320,18 @@ def serve_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
 def origins() -> tuple[str, str]:
     """(the origin ``keyed_server`` allows, one it does not)."""
     return ALLOWED_ORIGIN, DENIED_ORIGIN
+
+
+def browser_paths() -> tuple[str, str]:
+    """Debian's chromium and chromedriver (scripts/browser.sh, which ``make test`` runs,
+    installs them as root), or stop: a failure under CI=true, else a skip that says so."""
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if browser is None or driver is None:
+        message = (
+            "no headless browser (Debian's chromium and chromium-driver): "
+            "run scripts/browser.sh (as root it installs them; make test does this)"
+        )
+        if in_ci():
+            pytest.fail(f"CI=true: {message}", pytrace=False)
+        pytest.skip(message)
+    return browser, driver

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -33,14 +32,13 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 import statekit
-from statekit.testing import in_ci
 from statekit.trading import OrderSide, PaperExchange
 from statekit.trading.models import Balance, Order, OrderStatus, Portfolio
 from statekit.trading.reconcile import IntentSpec, IntentStore, ReconcileEngine
 from statekit.trading.state import TradingState
 
 from ..conftest import REPO
-from .conftest import API_KEY, Served, running_server
+from .conftest import API_KEY, Served, browser_paths, running_server
 
 pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
@@ -53,23 +51,9 @@ WAIT_SECONDS = 15.0
 SYMBOL = "BTC/USDT"
 
 
-def _browser_paths() -> tuple[str, str]:
-    """Debian's chromium and chromedriver, or stop: a failure under CI, else a skip."""
-    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if browser is None or driver is None:
-        message = (
-            "no headless browser (Debian's chromium and chromium-driver): "
-            "run scripts/browser.sh (as root it installs them; make test does this)"
-        )
-        if in_ci():
-            pytest.fail(f"CI=true: {message}", pytrace=False)
-        pytest.skip(message)
-    return browser, driver
-
-
 @pytest.fixture
 def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriver]:
-    binary, driver_path = _browser_paths()
+    binary, driver_path = browser_paths()
     monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not go online either
     options = webdriver.ChromeOptions()
     options.binary_location = binary

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -25,11 +24,12 @@ from statekit.api import create_app
 from statekit.config import Settings, load_settings
 from statekit.errors import BackendError, ConflictError
 from statekit.store import StateStore
-from statekit.testing.servers import in_ci
 from statekit.trading import kinds
 from statekit.trading.errors import LockTimeout
 from statekit.trading.locks import KeyedLocks
 from statekit.trading.reconcile.metrics import ReconcileMetrics
+
+from .conftest import browser_paths
 
 KEY = "observe-key"
 
@@ -121,22 +121,12 @@ async def test_the_schema_declares_the_key_and_a_call_with_it_works(
         assert (await c.get("/states", headers={header["name"]: "wrong"})).status_code == 401
 
 
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        message = "no chromium: Debian's chromium package (scripts/browser.sh installs it)"
-        if in_ci():
-            pytest.fail(f"CI=true: {message}", pytrace=False)
-        pytest.skip(message)
-    return found
-
-
 def test_docs_render_in_a_browser_that_can_reach_nothing_else(
     tmp_path: Path, start_server: Callable[..., Any]
 ) -> None:
     """A real headless Chromium, every host but the server unresolvable: both pages draw
     the API from the server's own assets; Swagger UI has its Authorize button."""
-    chromium = _chromium()
+    chromium, _ = browser_paths()
     drawn = {"/docs": ("opblock-summary-path", "btn authorize"), "/redoc": ("/states/{state_id}",)}
     with start_server(f"sqlite:///{tmp_path}/docs.db", tmp_path, api_key=KEY) as server:
         for page, signs in drawn.items():
