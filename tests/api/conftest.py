@@ -29,13 +29,17 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from statekit.store import StateStore
 from statekit.testing import in_ci
+from statekit.trading import OrderSide, PaperExchange
+from statekit.trading.reconcile import IntentSpec, ReconcileEngine
 
 from ..conftest import fresh_store_url
 
@@ -335,3 +339,27 @@ def browser_paths() -> tuple[str, str]:
             pytest.fail(f"CI=true: {message}", pytrace=False)
         pytest.skip(message)
     return browser, driver
+
+
+RECONCILE_SYMBOL = "BTC/USDT"
+"""The symbol of the intents :func:`buy` makes and :func:`one_pass` trades."""
+
+
+def buy(price: str = "90") -> IntentSpec:
+    """An intent to buy 1 :data:`RECONCILE_SYMBOL` at ``price`` (below the market: it rests)."""
+    return IntentSpec(
+        symbol=RECONCILE_SYMBOL, side=OrderSide.BUY, amount=Decimal("1"), price=Decimal(price)
+    )
+
+
+async def one_pass(store: StateStore) -> PaperExchange:
+    """One reconcile pass over ``store``'s intents on a fresh paper exchange (returned)."""
+    exchange = PaperExchange(
+        prices={RECONCILE_SYMBOL: [Decimal("100")]}, balances={"USDT": Decimal("100000")}
+    )
+    engine = ReconcileEngine(store, exchange)
+    try:
+        await engine.run_once()
+    finally:
+        await engine.aclose()
+    return exchange

@@ -32,13 +32,21 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 import statekit
-from statekit.trading import OrderSide, PaperExchange
+from statekit.trading import OrderSide
 from statekit.trading.models import Balance, Order, OrderStatus, Portfolio
-from statekit.trading.reconcile import IntentSpec, IntentStore, ReconcileEngine
+from statekit.trading.reconcile import IntentStore
 from statekit.trading.state import TradingState
 
 from ..conftest import REPO
-from .conftest import API_KEY, Served, browser_paths, running_server
+from .conftest import (
+    API_KEY,
+    RECONCILE_SYMBOL,
+    Served,
+    browser_paths,
+    buy,
+    one_pass,
+    running_server,
+)
 
 pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
@@ -48,7 +56,7 @@ runs write them to the test's temp folder, so ``make test`` leaves the tree unch
 TO_DOCS = os.environ.get("STATEKIT_SCREENSHOTS") == "1"  # read before `isolated` clears it
 WAIT_SECONDS = 15.0
 """How long a page may take to show what the test waits for (a hung page fails)."""
-SYMBOL = "BTC/USDT"
+SYMBOL = RECONCILE_SYMBOL
 
 
 @pytest.fixture
@@ -101,20 +109,8 @@ async def _seed(url: str) -> None:
         )
         intents = IntentStore(store)
 
-        def buy(price: str) -> IntentSpec:
-            return IntentSpec(
-                symbol=SYMBOL, side=OrderSide.BUY, amount=Decimal("1"), price=Decimal(price)
-            )
-
         await intents.create("i1", buy("90"))
-        exchange = PaperExchange(
-            prices={SYMBOL: [Decimal("100")]}, balances={"USDT": Decimal("100000")}
-        )
-        engine = ReconcileEngine(store, exchange)
-        try:
-            await engine.run_once()
-        finally:
-            await engine.aclose()
+        await one_pass(store)
         await intents.create("i2", buy("80"))
 
 

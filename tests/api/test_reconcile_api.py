@@ -11,7 +11,6 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,12 @@ from statekit.api import create_app
 from statekit.backend import Write
 from statekit.config import Settings, load_settings
 from statekit.store import StateStore
-from statekit.trading import OrderSide, PaperExchange, kinds
-from statekit.trading.reconcile import IntentSpec, IntentStore, ReconcileEngine, read_metrics
+from statekit.trading import kinds
+from statekit.trading.reconcile import IntentStore, read_metrics
+
+from .conftest import RECONCILE_SYMBOL, buy, one_pass
 
 KEY = "reconcile-api-key-7d1e0c"
-SYMBOL = "BTC/USDT"
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 RECONCILE = "statekit_reconcile_"
 SAMPLE = re.compile(
@@ -45,31 +45,15 @@ def settings_for(tmp_path: Path, **api: Any) -> Settings:
     return load_settings("", "", url=f"sqlite:///{tmp_path}/api.db", api=api)
 
 
-def buy(intent_id: str, price: str = "90") -> IntentSpec:
-    return IntentSpec(symbol=SYMBOL, side=OrderSide.BUY, amount=Decimal("1"), price=Decimal(price))
-
-
-async def one_pass(store: StateStore) -> PaperExchange:
-    exchange = PaperExchange(
-        prices={SYMBOL: [Decimal("100")]}, balances={"USDT": Decimal("100000")}
-    )
-    engine = ReconcileEngine(store, exchange)
-    try:
-        await engine.run_once()
-    finally:
-        await engine.aclose()
-    return exchange
-
-
 @pytest_asyncio.fixture
 async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
     """A store with intent i1 after one engine pass (placed and resting), and intent i2
     created after it (no engine has seen it)."""
     opened = await statekit.open(settings=settings_for(tmp_path))
     async with opened:
-        await IntentStore(opened).create("i1", buy("i1"))
+        await IntentStore(opened).create("i1", buy())
         await one_pass(opened)
-        await IntentStore(opened).create("i2", buy("i2", price="80"))
+        await IntentStore(opened).create("i2", buy("80"))
         yield opened
 
 
@@ -161,7 +145,7 @@ async def test_intents(client: httpx.AsyncClient) -> None:
     assert body["unreadable"] == []
     first, second = body["items"]
     assert (first["id"], second["id"]) == ("i1", "i2")
-    assert (first["symbol"], first["side"], first["type"]) == (SYMBOL, "buy", "limit")
+    assert (first["symbol"], first["side"], first["type"]) == (RECONCILE_SYMBOL, "buy", "limit")
     assert (first["amount"], first["price"]) == ("1", "90")  # Decimals as strings
     assert (first["generation"], first["observed_generation"]) == (1, 1)
     assert (first["condition"], first["filled"]) == ("InSync", "0")
@@ -249,7 +233,7 @@ def test_a_real_server_serves_metrics_to_a_scraper_with_the_key(
 
     async def prepare() -> None:
         async with await statekit.open(url) as opened:
-            await IntentStore(opened).create("i1", buy("i1"))
+            await IntentStore(opened).create("i1", buy())
             await one_pass(opened)
 
     asyncio.run(prepare())
