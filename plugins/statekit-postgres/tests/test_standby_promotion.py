@@ -30,9 +30,13 @@ from statekit.testing import fresh_namespace, server_control
 
 from .conftest import with_query
 
+SOAK = os.environ.get("STATEKIT_SOAK", "").strip() not in {"", "0"}
 TASKS = 4
 PROCESSES = 2
-BEFORE, AFTER = 30, 30  # acknowledged writes each writer makes before / after the failover
+# Acknowledged writes each writer makes before / after the failover; failovers (each on
+# a fresh pair). make soak (STATEKIT_SOAK=1) runs the full size.
+BEFORE, AFTER = (200, 200) if SOAK else (20, 20)
+FAILOVERS = 5 if SOAK else 1
 WRITER = Path(__file__).with_name("failover_writer.py")
 
 
@@ -90,8 +94,9 @@ async def _process(url: str, writer: Writer, stop_file: Path, seed: int) -> None
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("failover", range(FAILOVERS))
 async def test_promotion_under_writers_loses_no_acknowledged_write(
-    pair_url: str, tmp_path: Path
+    pair_url: str, tmp_path: Path, failover: int
 ) -> None:
     pair = server_control("postgres-pair")
     seed = random.SystemRandom().randrange(2**32)
