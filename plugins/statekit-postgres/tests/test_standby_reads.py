@@ -22,6 +22,7 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 from statekit_postgres.bench_standby import bench
 from statekit_postgres.options import PostgresOptions
+from statekit_postgres.pool import ConnectionPool
 
 from statekit import StateStore
 from statekit.bench import BenchConfig, runner
@@ -172,3 +173,21 @@ async def test_the_standby_bench_runs(pair_url: str, tmp_path: Path) -> None:
     assert all(line["statekit_ops_s"] and line["raw_ops_s"] for line in lines[:3])
     reads = lines[3]["standby_reads"]
     assert isinstance(reads, dict) and reads["standby"] > 0, reads
+
+
+@pytest.mark.asyncio
+async def test_a_connection_to_a_read_only_server_is_dropped(pair_url: str) -> None:
+    """A demoted primary answers writes with 25006: the pool drops that connection (and
+    the idle ones), so the next one goes through the URL's host list again."""
+    standby = os.environ["STATEKIT_TEST_POSTGRES_PAIR_STANDBY_URL"]
+    pool = ConnectionPool(lambda: asyncpg.connect(standby), min_size=1, max_size=2)
+    await pool.start()
+    try:
+        conn = await pool.acquire()
+        with pytest.raises(asyncpg.PostgresError) as refused:
+            await conn.execute("CREATE TEMP TABLE statekit_probe (x int)")
+        assert refused.value.sqlstate == "25006"
+        await pool.release(conn, refused.value)
+        assert pool.stats()["size"] == 0
+    finally:
+        await pool.close()
