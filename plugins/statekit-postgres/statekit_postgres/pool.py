@@ -327,12 +327,9 @@ class StandbyReads:
         lsn = await self._target(written) if written else "0/0"
         try:
             async with Lease(self.standby) as conn:
-                if self._replayed.get(conn, 0) < written:
-                    if not await self._catch_up(conn, lsn):
-                        conn = None
-                    else:
-                        self._replayed[conn] = written
-                if conn is not None:
+                seen = self._replayed.get(conn, 0)
+                if seen >= written or await self._catch_up(conn, lsn):
+                    self._replayed[conn] = max(seen, written)
                     rows = list(await conn.fetch(query, *args))
                     self.counts["standby"] += 1
                     return rows

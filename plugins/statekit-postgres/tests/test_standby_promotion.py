@@ -128,7 +128,8 @@ async def test_promotion_under_writers_loses_no_acknowledged_write(
         stopping = True
         stop_file.touch()
         await asyncio.wait_for(running, 60)
-        async with await statekit.open(url) as store:  # the promoted standby
+        # Read through read=standby: with no standby left, its pool lands on the new primary.
+        async with await statekit.open(with_query(url, read="standby")) as store:
             for w in writers:
                 history = await store.history(w.key, limit=100_000, newest_first=False)
                 seqs = [r.data["seq"] for r in history]
