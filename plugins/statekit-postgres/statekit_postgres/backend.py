@@ -17,6 +17,10 @@
 - ``append(..., guards=...)`` checks other keys' head versions under the same locks,
   in the same transaction, without writing them (Capability.GUARDED_APPEND).
 - The schema is created and upgraded on open (:mod:`statekit_postgres.schema`).
+- A multi-host URL with ``target_session_attrs=read-write`` follows a failover: new
+  connections go to whichever host is writable (:mod:`statekit_postgres.pool`).
+  ``?read=standby`` sends history, scan and as-of reads to a standby, still seeing
+  this backend's own writes (:class:`~statekit_postgres.pool.StandbyReads`).
 """
 
 from __future__ import annotations
@@ -45,7 +49,13 @@ from statekit.errors import BackendError, ValidationError
 from statekit.kit import Watchers, appended
 from statekit_postgres import queries
 from statekit_postgres.options import DEFAULT_NAMESPACE, PostgresOptions
-from statekit_postgres.pool import AsyncpgPool, ConnectionPool, Connections, Lease
+from statekit_postgres.pool import (
+    AsyncpgPool,
+    ConnectionPool,
+    Connections,
+    Lease,
+    StandbyReads,
+)
 from statekit_postgres.records import to_record
 from statekit_postgres.schema import SCHEMA_VERSION, migrate
 from statekit_postgres.translate import guard
@@ -75,16 +85,22 @@ class PostgresBackend(Backend):
         }
     )
 
-    def __init__(self, pool: Connections, options: PostgresOptions) -> None:
+    def __init__(
+        self, pool: Connections, options: PostgresOptions, standby: Connections | None = None
+    ) -> None:
         """Use :meth:`open` (a URL) or :meth:`from_pool` (your asyncpg pool): they also
         create or upgrade the schema.
 
         :param pool: where connections come from (:mod:`statekit_postgres.pool`).
         :param options: the parsed URL (namespace, timeouts...).
+        :param standby: the pool of standby reads (``?read=standby``), if any.
         """
         self.options = options
         self.namespace = options.namespace
         self._pool = pool
+        self._standby = (
+            None if standby is None else StandbyReads(pool, standby, wait=options.standby_wait)
+        )
         self.guard = guard(options)
         """Every driver call runs in it: errors translated in one place, the closed state."""
         self._watches = Watchers()
@@ -108,7 +124,14 @@ class PostgresBackend(Backend):
             min_size=options.pool_min,
             max_size=options.pool_max,
         )
-        backend = cls(pool, options)
+        standby = None
+        if options.read == "standby":  # opened on first use: a standby down is no reason to fail
+            standby = ConnectionPool(
+                functools.partial(asyncpg.connect, **options.connect_kwargs(standby=True)),
+                min_size=options.pool_min,
+                max_size=options.pool_max,
+            )
+        backend = cls(pool, options, standby)
         try:
             await backend._prepare(pool.start)
         except BaseException:
@@ -170,6 +193,18 @@ class PostgresBackend(Backend):
             async with Lease(self._pool) as conn:
                 return await conn.fetchval(query, *args)
 
+    async def _fetch_history(self, query: str, *args: Any) -> list[Any]:
+        """History, scan and as-of reads: from a standby under ``?read=standby``."""
+        if self._standby is None:
+            return await self._fetch(query, *args)
+        with self.guard.calls():
+            return await self._standby.fetch(query, *args)
+
+    def _wrote(self) -> None:
+        # Called whether the write succeeded or not: a lost answer may hide a commit.
+        if self._standby is not None:
+            self._standby.wrote()
+
     # -- the contract --------------------------------------------------------------------
 
     async def _wake_up(self) -> None:
@@ -184,19 +219,22 @@ class PostgresBackend(Backend):
         if len(writes) > 1 and len(set(keys)) != len(keys):
             raise ValidationError("a key appears twice in one append", reason="duplicate")
         ticket, notify = self.wakeups.begin()
-        # The function stamps the server's clock, raised past each key's previous `at`.
-        (versions, stamped), *_ = await self._fetch(
-            queries.APPEND,
-            self.namespace,
-            keys,
-            [w.kind for w in writes],
-            [w.data_json() for w in writes],
-            [w.meta_json() for w in writes],
-            [_ANY if w.expect is ANY else w.expect for w in writes],
-            [g.key for g in guards],
-            [g.version for g in guards],
-            notify,
-        )
+        try:
+            # The function stamps the server's clock, raised past each key's previous `at`.
+            (versions, stamped), *_ = await self._fetch(
+                queries.APPEND,
+                self.namespace,
+                keys,
+                [w.kind for w in writes],
+                [w.data_json() for w in writes],
+                [w.meta_json() for w in writes],
+                [_ANY if w.expect is ANY else w.expect for w in writes],
+                [g.key for g in guards],
+                [g.version for g in guards],
+                notify,
+            )
+        finally:
+            self._wrote()
         self.wakeups.committed(ticket, notify)
         return appended(writes, versions, stamped)
 
@@ -209,7 +247,7 @@ class PostgresBackend(Backend):
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[Record]:
-        rows = await self._fetch(
+        rows = await self._fetch_history(
             queries.READ_NEWEST_FIRST if newest_first else queries.READ_OLDEST_FIRST,
             self.namespace,
             key,
@@ -228,7 +266,7 @@ class PostgresBackend(Backend):
     async def as_of(self, keys: Sequence[str], at: datetime) -> dict[str, Record]:
         if not keys:
             return {}
-        rows = await self._fetch(queries.AS_OF, self.namespace, list(keys), at)
+        rows = await self._fetch_history(queries.AS_OF, self.namespace, list(keys), at)
         return {row[0]: to_record(*row) for row in rows}
 
     async def scan(self, prefix: str = "", kind: str | None = None) -> AsyncIterator[Record]:
@@ -242,7 +280,7 @@ class PostgresBackend(Backend):
             if kind is not None:
                 args.append(kind)
             query = queries.scan_query(first, high is not None, kind is not None)
-            rows = await self._fetch(query, *args)
+            rows = await self._fetch_history(query, *args)
             for row in rows:
                 yield to_record(*row)
             if len(rows) < queries.SCAN_PAGE:
@@ -250,7 +288,10 @@ class PostgresBackend(Backend):
             cursor, first = rows[-1][0], False
 
     async def prune(self, key: str, before_version: int) -> int:
-        return int(await self._fetchval(queries.PRUNE, self.namespace, key, before_version))
+        try:
+            return int(await self._fetchval(queries.PRUNE, self.namespace, key, before_version))
+        finally:
+            self._wrote()
 
     async def position(self) -> str:
         return str(await self._fetchval(queries.POSITION))
@@ -295,8 +336,11 @@ class PostgresBackend(Backend):
             "last_commit_xid": last_xid or 0,
             "wakeups": {"carried": self.wakeups.carried, "alone": self.wakeups.alone},
             "pool": self._pool.stats(),
+            "read": self.options.read,
             "watchers": len(self._watches),
         }
+        if self._standby is not None:
+            detail["standby_reads"] = self._standby.stats()
         if warnings:
             detail["warnings"] = warnings
         return Health(True, latency, detail)
@@ -309,6 +353,8 @@ class PostgresBackend(Backend):
             return
         await self._watches.close_all()
         await self._pool.close()  # a caller's pool (from_pool) stays open
+        if self._standby is not None:
+            await self._standby.standby.close()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -336,10 +382,13 @@ class PostgresBackend(Backend):
         :param forget: also delete the namespace's commit counter row left by
             schema versions 1-2, if any.
         """
-        with self.guard.calls():
-            async with Lease(self._pool) as conn, conn.transaction():
-                await conn.execute(queries.DROP_LOCK, self.namespace)
-                dropped = await conn.fetchval(queries.DROP, self.namespace)
-                if forget:
-                    await conn.execute(queries.DROP_COUNTER, self.namespace)
+        try:
+            with self.guard.calls():
+                async with Lease(self._pool) as conn, conn.transaction():
+                    await conn.execute(queries.DROP_LOCK, self.namespace)
+                    dropped = await conn.fetchval(queries.DROP, self.namespace)
+                    if forget:
+                        await conn.execute(queries.DROP_COUNTER, self.namespace)
+        finally:
+            self._wrote()
         return int(dropped)

@@ -19,6 +19,8 @@ from statekit.kit import StoreUrl
 __all__ = [
     "DEFAULT_NAMESPACE",
     "DRIVER_PARAMS",
+    "READ_FROM",
+    "SESSION_ATTRS",
     "STATEKIT_PARAMS",
     "PostgresOptions",
     "check_namespace",
@@ -35,6 +37,8 @@ STATEKIT_PARAMS: frozenset[str] = frozenset(
         "statement_timeout",
         "connect_timeout",
         "command_timeout",
+        "read",
+        "standby_wait",
     }
 )
 """Query parameters statekit reads itself and removes before connecting."""
@@ -67,6 +71,12 @@ DRIVER_PARAMS: frozenset[str] = frozenset(
 """Query parameters passed on to asyncpg (libpq's names; ``application_name`` is a
 server setting asyncpg forwards)."""
 
+READ_FROM = ("primary", "standby")
+"""Where ``?read=`` sends history, scan and as-of reads (:class:`PostgresOptions`)."""
+
+SESSION_ATTRS = ("any", "primary", "standby", "prefer-standby", "read-write", "read-only")
+"""The ``target_session_attrs`` values asyncpg knows."""
+
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -92,6 +102,14 @@ class PostgresOptions:
     :param connect_timeout: seconds to wait for a connection.
     :param command_timeout: seconds a call may wait for its answer on the client
         (None = no limit).
+    :param read: ``primary`` (the default): every call goes to the server the URL's
+        ``target_session_attrs`` picks. ``standby``: history (``read``), ``scan`` and
+        ``as_of`` go through a second pool that prefers a standby
+        (``target_session_attrs=prefer-standby``), with read-your-writes
+        (:class:`statekit_postgres.pool.StandbyReads`); ``latest`` (what a CAS and
+        ``update`` read), watch, ``changed`` and every write stay on the primary.
+    :param standby_wait: seconds a standby read waits for the standby to replay this
+        backend's own last write before it reads from the primary instead (0: never wait).
     :param password: the password (in the URL's user part or its ``password=``), unquoted.
     :param url: the URL as given (for the DriverGuard, which masks its secrets; never
         show it).
@@ -107,6 +125,8 @@ class PostgresOptions:
     connect_timeout: float = 10.0
     command_timeout: float | None = None
     application_name: str = "statekit"
+    read: str = "primary"
+    standby_wait: float = 0.1
     password: str | None = field(default=None, repr=False)
     url: str = field(default="", repr=False)
 
@@ -125,6 +145,7 @@ class PostgresOptions:
             options=STATEKIT_PARAMS,
             driver_options=DRIVER_PARAMS,
             example="postgresql://user:password@host:port/database?namespace=...",
+            multi_host=True,
         )
         driver = dict(u.driver)
         options: dict[str, Any] = {"namespace": u.namespace()}
@@ -151,22 +172,37 @@ class PostgresOptions:
         options["connect_timeout"] = u.seconds("connect_timeout", 10.0, zero=False)
         if "command_timeout" in u.options:
             options["command_timeout"] = u.seconds("command_timeout", 0.0, zero=False)
+        options["read"] = u.choice("read", "primary", READ_FROM)
+        options["standby_wait"] = u.seconds("standby_wait", 0.1, maximum=60.0)
+        attrs = driver.get("target_session_attrs")
+        if attrs is not None and attrs not in SESSION_ATTRS:
+            raise u.invalid(
+                "target_session_attrs", attrs, f"must be one of {', '.join(SESSION_ATTRS)}"
+            )
         if "application_name" in driver:
             options["application_name"] = driver["application_name"]
         dsn = u.driver_url(scheme="postgresql", drop=("application_name",))
         password = driver.get("password", u.password) or None
         return cls(dsn=dsn, shown=u.shown, password=password, url=url, **options)
 
-    def connect_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``asyncpg.connect`` / ``asyncpg.create_pool``."""
+    def connect_kwargs(self, *, standby: bool = False) -> dict[str, Any]:
+        """Keyword arguments for ``asyncpg.connect`` / ``asyncpg.create_pool``.
+
+        :param standby: for the pool of standby reads (``?read=standby``): the same
+            hosts, ``target_session_attrs=prefer-standby`` (asyncpg then takes the
+            first host in recovery, else any that answers).
+        """
         settings = {"application_name": self.application_name}
         if self.statement_timeout:
             settings["statement_timeout"] = str(max(1, round(self.statement_timeout * 1000)))
         if self.schema is not None:
             settings["search_path"] = self.schema
-        return {
+        kwargs: dict[str, Any] = {
             "dsn": self.dsn,
             "timeout": self.connect_timeout,
             "command_timeout": self.command_timeout,
             "server_settings": settings,
         }
+        if standby:
+            kwargs["target_session_attrs"] = "prefer-standby"  # wins over the DSN's
+        return kwargs

@@ -10,6 +10,12 @@ not even yield to the event loop.
 
 A backend built on a caller's ``asyncpg.Pool`` (:meth:`PostgresBackend.from_pool`)
 uses it through :class:`AsyncpgPool`, with the same interface.
+
+Every new connection is made by ``asyncpg.connect`` with the URL's hosts, so a
+multi-host URL (``postgresql://h1,h2/db?target_session_attrs=read-write``) follows a
+failover by itself: once the connections to the old primary are found lost (and the
+idle ones dropped with them), the next one goes to whichever host is writable now.
+:class:`StandbyReads` sends some reads to a standby (``?read=standby``).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Protocol
@@ -29,6 +36,7 @@ __all__ = [
     "ConnectionPool",
     "Connections",
     "Lease",
+    "StandbyReads",
     "lost_connection",
 ]
 
@@ -76,7 +84,9 @@ class Lease:
         await self._pool.release(self.conn, exc)
 
 
-_GONE_STATES = frozenset({"57P01", "57P02", "57P03"})  # shutdown, crash, starting up
+# shutdown, crash, starting up; read-only (a demoted primary: the next connection
+# may find the new one)
+_GONE_STATES = frozenset({"57P01", "57P02", "57P03", "25006"})
 
 
 def lost_connection(error: BaseException) -> bool:
@@ -256,3 +266,102 @@ class AsyncpgPool:
 
     async def close(self) -> None:
         """Nothing: the pool belongs to the caller."""
+
+
+_PRIMARY_LSN = (
+    "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
+    "ELSE pg_current_wal_lsn() END)::text"
+)
+_REPLAYED = "SELECT NOT pg_is_in_recovery() OR pg_last_wal_replay_lsn() >= $1::text::pg_lsn"
+_REPLICA_CONFLICT = "40001"  # a standby cancelled the read to replay (a recovery conflict)
+
+
+def _standby_failed(error: BaseException) -> bool:
+    """True when a standby read failed for a reason the primary does not share."""
+    if isinstance(error, pg.PostgresError) and error.sqlstate == _REPLICA_CONFLICT:
+        return True
+    return lost_connection(error) or isinstance(error, TimeoutError)
+
+
+class StandbyReads:
+    """Reads sent to a standby (``?read=standby``) that still see this backend's writes.
+
+    Read-your-writes: the backend counts the writes it sent (:meth:`wrote`, called
+    whether they succeeded or not: a write whose answer was lost may have
+    committed). A standby connection is known to have replayed some count of them.
+    When a read comes after writes its connection has not been seen to replay,
+    it asks the primary for its WAL position (once per new writes, not once per
+    read) and polls the standby's ``pg_last_wal_replay_lsn()`` until it passes that
+    position, for at most ``wait`` seconds; if it does not, or the standby cannot
+    be reached or cancels the read (a recovery conflict), the read goes to the
+    primary. Replay only moves forward, so a connection that has caught up stays
+    caught up for every write counted before. A standby pool connected to a
+    primary (``prefer-standby`` found no standby) passes every check at once.
+
+    Writes this backend did not send (another process's) are seen as soon as the
+    standby replays them: a standby read is as fresh as the standby, and
+    ``synchronous_commit=remote_apply`` on the primary makes every standby read
+    current (plugins/statekit-postgres/README.md).
+
+    :param primary: the backend's pool (read-write).
+    :param standby: the pool of standby reads (``target_session_attrs=prefer-standby``).
+    :param wait: seconds a read waits for replay before it reads from the primary.
+    """
+
+    def __init__(self, primary: Connections, standby: Connections, *, wait: float) -> None:
+        self.primary, self.standby, self.wait = primary, standby, wait
+        self.written = 0
+        self._lsn: tuple[int, str] = (0, "0/0")  # (writes it covers, the primary's position)
+        self._replayed: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self.counts = {"standby": 0, "waited": 0, "primary": 0}
+        """Reads served by a standby, of which waited for replay; reads sent to the primary."""
+
+    def wrote(self) -> None:
+        """A write was sent: later reads must see it."""
+        self.written += 1
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        """The rows of ``query``, from a standby that has replayed this backend's writes,
+        else from the primary."""
+        written = self.written
+        lsn = await self._target(written) if written else "0/0"
+        try:
+            async with Lease(self.standby) as conn:
+                seen = self._replayed.get(conn, 0)
+                if seen >= written or await self._catch_up(conn, lsn):
+                    self._replayed[conn] = max(seen, written)
+                    rows = list(await conn.fetch(query, *args))
+                    self.counts["standby"] += 1
+                    return rows
+        except (pg.PostgresError, pg.InterfaceError, pg.InternalClientError, OSError) as exc:
+            if not _standby_failed(exc):  # TimeoutError is an OSError
+                raise
+        self.counts["primary"] += 1
+        async with Lease(self.primary) as conn:
+            return list(await conn.fetch(query, *args))
+
+    async def _target(self, written: int) -> str:
+        # The primary's position now covers every write counted so far.
+        covered, lsn = self._lsn
+        if covered < written:
+            async with Lease(self.primary) as conn:
+                lsn = str(await conn.fetchval(_PRIMARY_LSN))
+            if self._lsn[0] < written:
+                self._lsn = (written, lsn)
+        return lsn
+
+    async def _catch_up(self, conn: Any, lsn: str) -> bool:
+        if await conn.fetchval(_REPLAYED, lsn):
+            return True
+        self.counts["waited"] += 1
+        deadline = time.monotonic() + self.wait
+        pause = 0.001
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.02)
+            if await conn.fetchval(_REPLAYED, lsn):
+                return True
+        return False
+
+    def stats(self) -> dict[str, int]:
+        return {**self.counts, "pool_size": self.standby.stats()["size"]}

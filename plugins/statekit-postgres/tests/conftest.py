@@ -67,3 +67,10 @@ async def open_backend(namespaced: Callable[..., str]) -> AsyncIterator[Callable
     for url, backend in opened:
         await backend.aclose()
         await drop(url)
+
+
+@pytest.fixture
+def pair_url() -> str:
+    """The primary + standby pair's multi-host URL (STATEKIT_TEST_POSTGRES_PAIR_URL,
+    ``scripts/servers.sh start postgres-pair``); skips locally / fails in CI without it."""
+    return server_url("postgres_pair")
