@@ -20,12 +20,16 @@ At the end every shard's lease has a live holder.
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import os
 import random
+import signal
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +40,7 @@ from statekit.testing.paper_remote import PaperExchangeServer, RemoteExchange
 from statekit.trading import OrderSide, PaperExchange
 from statekit.trading.leases import LeaseState
 from statekit.trading.reconcile import (
+    Condition,
     IntentSpec,
     IntentStore,
     ShardedEngines,
@@ -133,9 +138,14 @@ async def _until(check: object, what: str, seed: int) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _owners(store: StateStore) -> dict[int, str | None]:
-    holders = await shard_holders(store, SIZE.shards)
+async def _owners_of(store: StateStore, shards: int) -> dict[int, str | None]:
+    """Each shard's live holder's label (None: free)."""
+    holders = await shard_holders(store, shards)
     return {i: None if h is None else h.owner for i, h in holders.items()}
+
+
+async def _owners(store: StateStore) -> dict[int, str | None]:
+    return await _owners_of(store, SIZE.shards)
 
 
 async def _takeover(store: StateStore, shard: int) -> tuple[LeaseState, LeaseState]:
@@ -303,3 +313,65 @@ async def test_each_shard_places_only_its_own_intents() -> None:
         assert sorted(o.symbol for o in paper.orders) == sorted(symbols)
         await first.aclose()
         await second.aclose()
+
+
+def _statekit(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from statekit.cli import main; main()", *args]
+
+
+async def test_cli_run_owns_its_shards_and_releases_them_on_sigterm(tmp_path: Path) -> None:
+    """``statekit reconcile run --shards 2 --own 0,1``: both shards converge under the
+    process's leases; SIGTERM stops it with exit 0 and the leases released."""
+    symbols = _symbols(2, per_shard=1)
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    async with await statekit.open(url) as store:
+        intents = IntentStore(store)
+        for n, symbol in enumerate(symbols):
+            spec = IntentSpec(symbol=symbol, side=OrderSide.BUY, amount=D(1), price=D(50))
+            await intents.create(f"i{n}", spec)
+        prices = json.dumps({s: ["100"] for s in symbols})
+        args = ["--url", url, "reconcile", "run", "--connector", "paper"]
+        args += ["--option", f"prices={prices}", "--option", 'balances={"USDT": "100000"}']
+        args += ["--shards", "2", "--own", "0,1", "--lease-ttl", "2", "--owner", "cli"]
+        process = await asyncio.create_subprocess_exec(
+            *_statekit(*args), stderr=asyncio.subprocess.PIPE
+        )
+        try:
+
+            async def in_sync() -> bool:
+                held = await _owners_of(store, 2)
+                statuses = await intents.statuses()
+                return held == {0: "cli", 1: "cli"} and all(
+                    (s := statuses.get(f"i{n}")) is not None and s.condition is Condition.IN_SYNC
+                    for n in range(len(symbols))
+                )
+
+            await _until(in_sync, "reconcile run to converge both shards", 0)
+            process.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.wait_for(process.communicate(), PATIENCE)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        assert process.returncode == 0, stderr.decode()
+        assert "2 shard(s), this process owns [0, 1]" in stderr.decode()
+        assert await _owners_of(store, 2) == {0: None, 1: None}  # released
+
+
+async def test_cli_run_refuses_bad_shards_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from statekit.cli import app
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    async with await statekit.open(url):
+        pass
+    for bad, fragment in (
+        (["--shards", "2", "--own", "2"], "not an index from 0 to 1"),
+        (["--shards", "3"], "give --own I,J, --standby, or both"),
+    ):
+        args = ["--url", url, "reconcile", "run", "--connector", "paper", *bad]
+        result = await asyncio.to_thread(CliRunner().invoke, app, args)
+        assert result.exit_code == 1, result.output
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0]
