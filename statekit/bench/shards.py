@@ -11,8 +11,10 @@ one ends in sync. The time is from that signal to the last process done. The
 exchange is then asked for its orders: exactly one open order per intent, no
 client order id twice, or the run fails instead of printing.
 
-One JSON line: ``seconds`` per process count, ``scaling`` (``t1/t2``, ``t1/t4``: the
-time with one process over the time with more; 2.0 would be linear for 2), the
+One JSON line: ``seconds`` per process count, ``shards`` (per process count, each
+shard's own ``[seconds, passes]``: from the signal to its pass in sync), ``scaling``
+(``t1/t2``, ``t1/t4``: the time with one process over the time with more; 2.0 would
+be linear for 2), the
 store's durability and ``cpus``. Each process has its own event loop and CPU, but
 every one of them talks to the same store and the same exchange process, and the
 machine's cores are shared by all of them: see docs/benchmarks.md for what limits it.
@@ -44,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import statekit
+from statekit.backend import JSON
 from statekit.bench.harness import BenchConfig, Result, drop_namespace, positive
 from statekit.bench.reconcile import intent_specs, paper_exchange, symbol_names
 from statekit.config import load_settings
@@ -127,9 +130,11 @@ async def _shard(
         out.put(("ready", index))
         await asyncio.get_running_loop().run_in_executor(None, go.wait)
         try:
-            reports = await engines.converge(max_passes=10)
-            actions = sum(len(r.actions) for r in reports.values())
-            out.put(("done", index, actions))
+            started = time.perf_counter()
+            await engines.converge(max_passes=10)
+            took = time.perf_counter() - started
+            passes = sum(e.metrics.passes for e in engines.engines.values())
+            out.put(("done", index, round(took, 3), passes))
         except (StatekitError, OSError) as exc:
             out.put(("failed", index, f"{type(exc).__name__}: {exc}"))
         finally:
@@ -202,8 +207,9 @@ def _collect(
 
 def _one_count(
     spawn: SpawnContext, bench: ShardsBench, scratch: Path, processes: int
-) -> tuple[float, str]:
-    """Seconds for ``processes`` shard processes to converge, and the store's durability."""
+) -> tuple[float, str, dict[str, list[float]]]:
+    """Seconds for ``processes`` shard processes to converge, the store's durability, and
+    each shard's own seconds and passes."""
     symbols = symbol_names(bench.symbols)
     url, drop = _store_url(bench.store, scratch, processes)
     out, stop, go = spawn.Queue(), spawn.Event(), spawn.Event()
@@ -224,12 +230,12 @@ def _one_count(
         _collect(out, processes, "ready", shards)
         started = time.perf_counter()
         go.set()
-        _collect(out, processes, "done", shards)
+        done = _collect(out, processes, "done", shards)
         seconds = time.perf_counter() - started
         for p in shards:
             p.join(timeout=60)
         asyncio.run(_check(url, exchange_url, bench.intents))
-        return seconds, durability
+        return seconds, durability, {str(d[1]): [d[2], d[3]] for d in sorted(done)}
     finally:
         stop.set()
         for p in [*shards, exchange]:
@@ -246,10 +252,12 @@ def run_shards_bench(bench: ShardsBench, scratch: Path) -> Result:
     """Run every process count of ``bench``; the JSON line."""
     spawn = multiprocessing.get_context("spawn")
     seconds: dict[str, float] = {}
+    shards: dict[str, JSON] = {}
     durability = ""
     for processes in bench.processes:
-        took, durability = _one_count(spawn, bench, scratch, processes)
+        took, durability, each = _one_count(spawn, bench, scratch, processes)
         seconds[str(processes)] = round(took, 3)
+        shards[str(processes)] = each  # type: ignore[assignment]
     first = seconds.get("1")
     scaling = {
         f"t1/t{p}": round(first / t, 3) for p, t in seconds.items() if first and p != "1" and t
@@ -266,6 +274,7 @@ def run_shards_bench(bench: ShardsBench, scratch: Path) -> Result:
         "calls": bench.calls,
         "seconds": seconds,  # type: ignore[dict-item]
         "scaling": scaling,  # type: ignore[dict-item]
+        "shards": shards,
         "cpus": os.cpu_count() or 0,
         "python": platform.python_version(),
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -284,8 +293,8 @@ def _counts(text: str) -> tuple[int, ...]:
         counts = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a list of counts like 1,2,4: {text!r}") from None
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"counts must be >= 1: {text!r}")
+    if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"counts must be >= 1, each once: {text!r}")
     return counts
 
 
