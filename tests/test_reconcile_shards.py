@@ -404,3 +404,22 @@ async def test_cli_run_refuses_bad_shards_in_one_line(tmp_path: Path) -> None:
         assert result.exit_code == 1, result.output
         lines = result.stderr.splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0]
+
+
+async def test_bench_shards_is_one_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m statekit.bench shards ...`` reaches the bench's own options; the soak
+    also runs it at a tiny size on SQLite (4 s of processes) and reads its JSON line."""
+    from statekit.bench.cli import main
+
+    with pytest.raises(SystemExit) as refused:
+        await asyncio.to_thread(main, ["shards", "--processes", "1,1"])
+    assert refused.value.code == 2
+    assert "each once" in capsys.readouterr().err
+    if not SOAK:
+        return
+    args = ["shards", "--intents", "8", "--symbols", "4", "--processes", "1,2"]
+    assert await asyncio.to_thread(main, [*args, "--dir", str(tmp_path)]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert set(line["seconds"]) == {"1", "2"} and "t1/t2" in line["scaling"]
