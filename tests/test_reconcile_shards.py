@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,14 +113,15 @@ def _symbols(count: int, per_shard: int = 2) -> list[str]:
 
 
 def _process_main(
-    store_url: str, exchange_url: str, owner: str, own: tuple[int, ...], shards: int
+    store_url: str, exchange_url: str, owner: str, own: tuple[int, ...], shards: int, ready: Any
 ) -> None:
-    asyncio.run(_run_process(store_url, exchange_url, owner, own, shards))
+    asyncio.run(_run_process(store_url, exchange_url, owner, own, shards, ready))
 
 
 async def _run_process(
-    store_url: str, exchange_url: str, owner: str, own: tuple[int, ...], shards: int
+    store_url: str, exchange_url: str, owner: str, own: tuple[int, ...], shards: int, ready: Any
 ) -> None:
+    """Run the shards until killed; ``ready`` is set once the engines contend."""
     async with await statekit.open(store_url) as store:
         engines = ShardedEngines(
             store,
@@ -127,12 +129,16 @@ async def _run_process(
             shards=shards,
             own=own,
             standby=not own,
+            grace=0.0,  # the owners hold their shards before a standby starts
             owner=owner,
             lease_ttl=LEASE_TTL,
             resync=0.05,
             workers=4,
         )
-        await engines.run()  # until killed
+        running = asyncio.create_task(engines.run())
+        await asyncio.sleep(0.05)  # the engines' first acquire attempts
+        ready.set()
+        await running  # until killed
 
 
 async def _until(check: object, what: str, seed: int) -> None:
@@ -162,13 +168,20 @@ class _LeaseLog:
         self.leases = [Lease(store, f"reconcile-{s.name}", ttl=1.0) for s in shard_scopes(shards)]
         self.seen: dict[int, list[LeaseState]] = {i: [] for i in range(shards)}
 
-    async def run(self) -> None:
-        while True:
+        self._sampling = asyncio.Lock()
+
+    async def sample(self) -> None:
+        """Read every lease once (one sweep at a time: the states stay in order)."""
+        async with self._sampling:
             for index, lease in enumerate(self.leases):
                 state = await lease.current()
                 seen = self.seen[index]
                 if state is not None and (not seen or seen[-1] != state):
                     seen.append(state)
+
+    async def run(self) -> None:
+        while True:
+            await self.sample()
             await asyncio.sleep(0.02)
 
     def takeover(self, shard: int) -> tuple[LeaseState, LeaseState]:
@@ -224,10 +237,12 @@ async def test_killed_shard_owner_is_replaced_by_the_standby(store_url: str, see
             )
             await intents.create(f"i{n}", spec)
 
+        readies: list[Any] = []
+
         def process(owner: str, own: tuple[int, ...]) -> multiprocessing.process.BaseProcess:
-            return spawn.Process(
-                target=_process_main, args=(store_url, server.url, owner, own, SIZE.shards)
-            )
+            readies.append(spawn.Event())
+            args = (store_url, server.url, owner, own, SIZE.shards, readies[-1])
+            return spawn.Process(target=_process_main, args=args)
 
         owners = [process(f"owner{n}", own) for n, own in enumerate(SIZE.owners)]
         standbys = [process(f"standby{n}", ()) for n in range(SIZE.standbys)]
@@ -247,6 +262,8 @@ async def test_killed_shard_owner_is_replaced_by_the_standby(store_url: str, see
             await _until(owners_lead, "the owners to take their shards and place orders", seed)
             for p in standbys:
                 p.start()
+            for ready in readies:  # the standbys contend before owner0 dies
+                await asyncio.get_running_loop().run_in_executor(None, ready.wait, PATIENCE)
             count = SIZE.intents
             for round_ in range(SIZE.rounds):  # the strategy keeps changing intents
                 if round_ % 10 == 9:
@@ -267,6 +284,7 @@ async def test_killed_shard_owner_is_replaced_by_the_standby(store_url: str, see
                 return all((held[i] or "").startswith("standby") for i in killed_shards)
 
             await _until(standby_took_over, "a standby to take the dead owner's shards", seed)
+            await log.sample()  # what standby_took_over saw is in the log too
             for shard in killed_shards:
                 last, taken = log.takeover(shard)
                 since_renewal = taken.acquired_at - (last.expires_at - timedelta(seconds=last.ttl))
@@ -285,6 +303,7 @@ async def test_killed_shard_owner_is_replaced_by_the_standby(store_url: str, see
 
             await _until(lambda: _converged(intents, paper), "the shards to converge", seed)
             held = await shard_holders(store, SIZE.shards, now=datetime.now(UTC))
+            await log.sample()
         finally:
             sampling.cancel()
             for p in owners + standbys:
