@@ -442,3 +442,38 @@ async def test_bench_shards_is_one_command(
     assert await asyncio.to_thread(main, [*args, "--dir", str(tmp_path)]) == 0
     line = json.loads(capsys.readouterr().out)
     assert set(line["seconds"]) == {"1", "2"} and "t1/t2" in line["scaling"]
+
+
+async def test_owner_first_then_the_standby_on_a_clean_stop() -> None:
+    """Started together, the owner takes its shards (the standby waits its grace);
+    when the owner stops it releases them and the standby takes both at once."""
+    symbols = _symbols(2, per_shard=1)
+    paper = PaperExchange(prices={s: [D(100)] for s in symbols}, balances={"USDT": D(10**9)})
+    async with await statekit.open("memory://") as store:
+        for n, symbol in enumerate(symbols):
+            spec = IntentSpec(symbol=symbol, side=OrderSide.BUY, amount=D(1), price=D(50))
+            await IntentStore(store).create(f"i{n}", spec)
+        options: dict[str, Any] = {"shards": 2, "lease_ttl": 30.0, "resync": 0.05}
+        standby = ShardedEngines(store, paper, standby=True, owner="standby", grace=0.2, **options)
+        owner = ShardedEngines(store, paper, own=[0, 1], owner="owner", **options)
+        stop_owner, stop_standby = asyncio.Event(), asyncio.Event()
+        tasks = [
+            asyncio.create_task(standby.run(stop_standby)),
+            asyncio.create_task(owner.run(stop_owner)),
+        ]
+        try:
+
+            async def owned_by(label: str) -> bool:
+                return set((await _owners_of(store, 2)).values()) == {label}
+
+            await _until(lambda: owned_by("owner"), "the owner to take both shards", 0)
+            await asyncio.sleep(0.4)  # past the standby's grace: it contends now
+            assert await owned_by("owner") and standby.held() == []
+            stop_owner.set()  # a clean stop releases: no ttl (30 s) to wait out
+            await _until(lambda: owned_by("standby"), "the standby to take both shards", 0)
+            assert sorted(standby.held()) == [0, 1]
+        finally:
+            stop_owner.set()
+            stop_standby.set()
+            await asyncio.gather(*tasks)
+        assert len(paper.orders) == len(symbols)  # placed once, by the owner
