@@ -29,9 +29,11 @@ import os
 import random
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -184,11 +186,54 @@ class _LeaseLog:
             await self.sample()
             await asyncio.sleep(0.02)
 
-    def takeover(self, shard: int) -> tuple[LeaseState, LeaseState]:
-        """The dead owner's last state of ``shard`` seen, and the standby's first."""
-        seen = self.seen[shard]
-        index = next(i for i, s in enumerate(seen) if s.owner.startswith("standby"))
-        return seen[index - 1], seen[index]
+    def check_takeovers(self, shards: Sequence[int], seed: int) -> None:
+        """Each of ``shards`` went from owner0 to a standby after owner0's lease ran out,
+        within the ttl (plus slack) of its last renewal."""
+        for shard in shards:
+            seen = self.seen[shard]
+            index = next(i for i, s in enumerate(seen) if s.owner.startswith("standby"))
+            last, taken = seen[index - 1], seen[index]
+            since_renewal = taken.acquired_at - (last.expires_at - timedelta(seconds=last.ttl))
+            print(f"shard {shard}: {taken.owner} took it {since_renewal} after the last renewal")
+            assert last.owner == "owner0", f"seed {seed}: shard {shard} was {last.owner}'s"
+            assert taken.acquired_at >= last.expires_at, (
+                f"seed {seed}: shard {shard} was taken before owner0's lease ran out"
+            )
+            assert since_renewal <= timedelta(seconds=LEASE_TTL + SLACK), (
+                f"seed {seed}: shard {shard} taken {since_renewal} after the last renewal"
+            )
+
+    def check_no_early_takeover(self, seed: int) -> None:
+        """No lease of any shard changed hands before it ran out."""
+        for shard, seen in self.seen.items():
+            for before, after in itertools.pairwise(seen):
+                if after.holder != before.holder:
+                    assert after.acquired_at >= before.expires_at, (
+                        f"seed {seed}: shard {shard}: {after.owner} took the lease of "
+                        f"{before.owner} before it ran out"
+                    )
+                    if not before.owner.startswith("owner0"):  # legal: a late renewal
+                        print(f"seed {seed}: {before.owner} lost shard {shard} to {after.owner}")
+
+
+async def _strategy(
+    intents: IntentStore, symbols: Sequence[str], rng: random.Random, *, kill: BaseProcess
+) -> None:
+    """Amend intents (every tenth round: a new one); SIGKILL ``kill`` halfway."""
+    count = SIZE.intents
+    for round_ in range(SIZE.rounds):
+        if round_ % 10 == 9:
+            symbol = symbols[rng.randrange(len(symbols))]
+            spec = IntentSpec(symbol=symbol, side=OrderSide.BUY, amount=D(1), price=D(45))
+            await intents.create(f"i{count}", spec)
+            count += 1
+        else:
+            intent_id = f"i{rng.randrange(count)}"
+            await intents.update(intent_id, price=D(40 + rng.randrange(50)))
+        if round_ == SIZE.rounds // 2:
+            kill.kill()  # SIGKILL: no release, no cleanup, maybe mid-placement
+        await asyncio.sleep(rng.uniform(0, 0.02))
+    kill.join()
 
 
 async def _converged(intents: IntentStore, paper: PaperExchange) -> bool:
@@ -239,7 +284,7 @@ async def test_killed_shard_owner_is_replaced_by_the_standby(store_url: str, see
 
         readies: list[Any] = []
 
-        def process(owner: str, own: tuple[int, ...]) -> multiprocessing.process.BaseProcess:
+        def process(owner: str, own: tuple[int, ...]) -> BaseProcess:
             readies.append(spawn.Event())
             args = (store_url, server.url, owner, own, SIZE.shards, readies[-1])
             return spawn.Process(target=_process_main, args=args)
@@ -264,20 +309,7 @@ async def test_killed_shard_owner_is_replaced_by_the_standby(store_url: str, see
                 p.start()
             for ready in readies:  # the standbys contend before owner0 dies
                 await asyncio.get_running_loop().run_in_executor(None, ready.wait, PATIENCE)
-            count = SIZE.intents
-            for round_ in range(SIZE.rounds):  # the strategy keeps changing intents
-                if round_ % 10 == 9:
-                    symbol = symbols[rng.randrange(len(symbols))]
-                    spec = IntentSpec(symbol=symbol, side=OrderSide.BUY, amount=D(1), price=D(45))
-                    await intents.create(f"i{count}", spec)
-                    count += 1
-                else:
-                    intent_id = f"i{rng.randrange(count)}"
-                    await intents.update(intent_id, price=D(40 + rng.randrange(50)))
-                if round_ == SIZE.rounds // 2:
-                    owners[0].kill()  # SIGKILL: no release, maybe mid-placement
-                await asyncio.sleep(rng.uniform(0, 0.02))
-            owners[0].join()
+            await _strategy(intents, symbols, rng, kill=owners[0])
 
             async def standby_took_over() -> bool:
                 held = await _owners(store)
@@ -285,21 +317,7 @@ async def test_killed_shard_owner_is_replaced_by_the_standby(store_url: str, see
 
             await _until(standby_took_over, "a standby to take the dead owner's shards", seed)
             await log.sample()  # what standby_took_over saw is in the log too
-            for shard in killed_shards:
-                last, taken = log.takeover(shard)
-                since_renewal = taken.acquired_at - (last.expires_at - timedelta(seconds=last.ttl))
-                print(
-                    f"shard {shard}: {taken.owner} took it {since_renewal} after the last renewal"
-                )
-                assert last.owner == "owner0" and taken.owner.startswith("standby"), (
-                    f"seed {seed}: shard {shard} went from {last.owner} to {taken.owner}"
-                )
-                assert taken.acquired_at >= last.expires_at, (
-                    f"seed {seed}: shard {shard} was taken before owner0's lease ran out"
-                )
-                assert since_renewal <= timedelta(seconds=LEASE_TTL + SLACK), (
-                    f"seed {seed}: shard {shard} taken {since_renewal} after the last renewal"
-                )
+            log.check_takeovers(killed_shards, seed)
 
             await _until(lambda: _converged(intents, paper), "the shards to converge", seed)
             held = await shard_holders(store, SIZE.shards, now=datetime.now(UTC))
@@ -313,18 +331,7 @@ async def test_killed_shard_owner_is_replaced_by_the_standby(store_url: str, see
                     p.join()
 
         assert all(h is not None for h in held.values()), f"seed {seed}: unowned shard: {held}"
-        for shard, seen in log.seen.items():  # nobody takes a lease that has not run out
-            for before, after in itertools.pairwise(seen):
-                if after.holder != before.holder:
-                    assert after.acquired_at >= before.expires_at, (
-                        f"seed {seed}: shard {shard}: {after.owner} took the lease of "
-                        f"{before.owner} before it ran out"
-                    )
-        for n, own in enumerate(SIZE.owners[1:], 1):
-            for shard in own:
-                if {s.owner for s in log.seen[shard]} != {f"owner{n}"}:
-                    # Legal (its renewal came late, the lease ran out), but say so.
-                    print(f"seed {seed}: the live owner{n} lost shard {shard} to a standby")
+        log.check_no_early_takeover(seed)
         await _check_orders(intents, paper, seed)
 
 
