@@ -12,7 +12,8 @@ exchange is then asked for its orders: exactly one open order per intent, no
 client order id twice, or the run fails instead of printing.
 
 One JSON line: ``seconds`` per process count, ``shards`` (per process count, each
-shard's own ``[seconds, passes]``: from the signal to its pass in sync), ``scaling``
+shard's own ``[seconds, passes, cpu_seconds]`` from the signal to its pass in sync,
+and ``exchange_cpu``: the exchange process's CPU seconds meanwhile), ``scaling``
 (``t1/t2``, ``t1/t4``: the time with one process over the time with more; 2.0 would
 be linear for 2), the
 store's durability and ``cpus``. Each process has its own event loop and CPU, but
@@ -91,13 +92,19 @@ def _store_url(base: str | None, scratch: Path, processes: int) -> tuple[str, bo
     raise StatekitError(f"shards bench: a store several processes share, not {scheme}://")
 
 
-def _serve_exchange(symbols: list[str], out: Any, stop: Any) -> None:
-    """The exchange process: serve a paper exchange until ``stop`` is set."""
+def _serve_exchange(symbols: list[str], out: Any, go: Any, finished: Any, stop: Any) -> None:
+    """The exchange process: serve a paper exchange until ``stop`` is set; report the
+    CPU seconds it used from ``go`` to ``finished``."""
 
     async def serve() -> None:
+        loop = asyncio.get_running_loop()
         async with PaperExchangeServer(paper_exchange(symbols)) as server:
             out.put(server.url)
-            await asyncio.get_running_loop().run_in_executor(None, stop.wait)
+            await loop.run_in_executor(None, go.wait)
+            cpu = time.process_time()
+            await loop.run_in_executor(None, finished.wait)
+            out.put(("exchange", round(time.process_time() - cpu, 3)))
+            await loop.run_in_executor(None, stop.wait)
 
     asyncio.run(serve())
 
@@ -130,11 +137,11 @@ async def _shard(
         out.put(("ready", index))
         await asyncio.get_running_loop().run_in_executor(None, go.wait)
         try:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             await engines.converge(max_passes=10)
-            took = time.perf_counter() - started
+            took, cpu = time.perf_counter() - started, time.process_time() - cpu
             passes = sum(e.metrics.passes for e in engines.engines.values())
-            out.put(("done", index, round(took, 3), passes))
+            out.put(("done", index, round(took, 3), passes, round(cpu, 3)))
         except (StatekitError, OSError) as exc:
             out.put(("failed", index, f"{type(exc).__name__}: {exc}"))
         finally:
@@ -207,13 +214,13 @@ def _collect(
 
 def _one_count(
     spawn: SpawnContext, bench: ShardsBench, scratch: Path, processes: int
-) -> tuple[float, str, dict[str, list[float]]]:
+) -> tuple[float, str, dict[str, JSON]]:
     """Seconds for ``processes`` shard processes to converge, the store's durability, and
-    each shard's own seconds and passes."""
+    each shard's own ``[seconds, passes, cpu seconds]`` with the exchange's CPU seconds."""
     symbols = symbol_names(bench.symbols)
     url, drop = _store_url(bench.store, scratch, processes)
-    out, stop, go = spawn.Queue(), spawn.Event(), spawn.Event()
-    exchange = spawn.Process(target=_serve_exchange, args=(symbols, out, stop))
+    out, stop, go, finished = spawn.Queue(), spawn.Event(), spawn.Event(), spawn.Event()
+    exchange = spawn.Process(target=_serve_exchange, args=(symbols, out, go, finished, stop))
     shards: list[BaseProcess] = []
     try:
         durability = asyncio.run(_prepare(url, bench, symbols))
@@ -232,10 +239,14 @@ def _one_count(
         go.set()
         done = _collect(out, processes, "done", shards)
         seconds = time.perf_counter() - started
+        finished.set()
+        ((_, exchange_cpu),) = _collect(out, 1, "exchange", [exchange])
         for p in shards:
             p.join(timeout=60)
         asyncio.run(_check(url, exchange_url, bench.intents))
-        return seconds, durability, {str(d[1]): [d[2], d[3]] for d in sorted(done)}
+        each: dict[str, JSON] = {str(d[1]): [d[2], d[3], d[4]] for d in sorted(done)}
+        each["exchange_cpu"] = exchange_cpu
+        return seconds, durability, each
     finally:
         stop.set()
         for p in [*shards, exchange]:
@@ -257,7 +268,7 @@ def run_shards_bench(bench: ShardsBench, scratch: Path) -> Result:
     for processes in bench.processes:
         took, durability, each = _one_count(spawn, bench, scratch, processes)
         seconds[str(processes)] = round(took, 3)
-        shards[str(processes)] = each  # type: ignore[assignment]
+        shards[str(processes)] = each
     first = seconds.get("1")
     scaling = {
         f"t1/t{p}": round(first / t, 3) for p, t in seconds.items() if first and p != "1" and t
