@@ -15,7 +15,8 @@ its latest spec. At the end every shard's lease has a live holder.
 
 ``make test`` runs a CI size (3 shards, 2 owners, 1 standby, a few dozen intents) on
 PostgreSQL; ``make soak`` (``STATEKIT_SOAK=1``) runs 8 shards over 4 owners and 2
-standbys with 600 intents, on PostgreSQL and SQLite. ``STATEKIT_SHARDS_SEED`` replays
+standbys with 600 intents, on PostgreSQL and SQLite, and then kills the standby that
+took over too: the other standby takes its shards. ``STATEKIT_SHARDS_SEED`` replays
 a seed; every assertion prints it.
 """
 
@@ -186,18 +187,24 @@ class _LeaseLog:
             await self.sample()
             await asyncio.sleep(0.02)
 
-    def check_takeovers(self, shards: Sequence[int], seed: int) -> None:
-        """Each of ``shards`` went from owner0 to a standby after owner0's lease ran out,
-        within the ttl (plus slack) of its last renewal."""
+    def check_takeovers(self, shards: Sequence[int], victim: str, seed: int) -> None:
+        """Each of ``shards`` went from ``victim`` (killed) to another standby after the
+        victim's lease ran out, within the ttl (plus slack) of its last renewal."""
         for shard in shards:
             seen = self.seen[shard]
-            index = next(i for i, s in enumerate(seen) if s.owner.startswith("standby"))
+            index = next(
+                i
+                for i in range(1, len(seen))
+                if seen[i - 1].owner == victim and seen[i].owner != victim
+            )
             last, taken = seen[index - 1], seen[index]
             since_renewal = taken.acquired_at - (last.expires_at - timedelta(seconds=last.ttl))
             print(f"shard {shard}: {taken.owner} took it {since_renewal} after the last renewal")
-            assert last.owner == "owner0", f"seed {seed}: shard {shard} was {last.owner}'s"
+            assert taken.owner.startswith("standby"), (
+                f"seed {seed}: shard {shard} went from {victim} to {taken.owner}"
+            )
             assert taken.acquired_at >= last.expires_at, (
-                f"seed {seed}: shard {shard} was taken before owner0's lease ran out"
+                f"seed {seed}: shard {shard} was taken before {victim}'s lease ran out"
             )
             assert since_renewal <= timedelta(seconds=LEASE_TTL + SLACK), (
                 f"seed {seed}: shard {shard} taken {since_renewal} after the last renewal"
@@ -212,8 +219,27 @@ class _LeaseLog:
                         f"seed {seed}: shard {shard}: {after.owner} took the lease of "
                         f"{before.owner} before it ran out"
                     )
-                    if not before.owner.startswith("owner0"):  # legal: a late renewal
-                        print(f"seed {seed}: {before.owner} lost shard {shard} to {after.owner}")
+                    print(f"shard {shard}: {before.owner} -> {after.owner}")
+
+
+async def _kill_a_standby(
+    store: StateStore, standbys: Sequence[BaseProcess], shard: int, log: _LeaseLog, seed: int
+) -> None:
+    """SIGKILL the standby holding ``shard``; another standby takes all it held."""
+    held = await _owners(store)
+    victim = held[shard] or ""
+    taken = [i for i, label in held.items() if label == victim]
+    process = standbys[int(victim.removeprefix("standby"))]
+    process.kill()
+    process.join()
+
+    async def moved() -> bool:
+        now = await _owners(store)
+        return all((now[i] or victim).startswith("standby") and now[i] != victim for i in taken)
+
+    await _until(moved, f"another standby to take the shards of {victim}", seed)
+    await log.sample()
+    log.check_takeovers(taken, victim, seed)
 
 
 async def _strategy(
@@ -317,7 +343,9 @@ async def test_killed_shard_owner_is_replaced_by_the_standby(store_url: str, see
 
             await _until(standby_took_over, "a standby to take the dead owner's shards", seed)
             await log.sample()  # what standby_took_over saw is in the log too
-            log.check_takeovers(killed_shards, seed)
+            log.check_takeovers(killed_shards, "owner0", seed)
+            if len(standbys) > 1:  # the soak: kill the standby that took over, too
+                await _kill_a_standby(store, standbys, killed_shards[0], log, seed)
 
             await _until(lambda: _converged(intents, paper), "the shards to converge", seed)
             held = await shard_holders(store, SIZE.shards, now=datetime.now(UTC))
