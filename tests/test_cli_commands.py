@@ -92,7 +92,7 @@ def test_completion_lists_commands_and_the_lazy_groups() -> None:
 
     assert {"delete", "ls", "prune", "put"} <= set(complete("statekit "))
     assert complete("statekit snap") == ["snapshot"]
-    assert set(complete("statekit reconcile ")) == {"status", "metrics", "plan"}
+    assert set(complete("statekit reconcile ")) == {"status", "metrics", "plan", "run"}
 
 
 # -- put --json and --meta -------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from statekit.bench.harness import (
     BenchConfig,
     positive,
 )
-from statekit.bench.registry import names, run
+from statekit.bench.registry import COMMANDS, command, names, run
 from statekit.errors import StatekitError
 
 __all__ = ["main"]
@@ -88,8 +88,11 @@ async def _main(backend: str, config: BenchConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given and given[0] in COMMANDS:  # a benchmark with options of its own
+        return command(given[0])(given[1:])
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(given)
     if args.name and args.backend and args.name != args.backend:
         parser.error(f"two benchmarks named: {args.name} and --backend {args.backend}")
     backend = args.name or args.backend or "sqlite"

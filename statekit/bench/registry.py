@@ -13,7 +13,7 @@ entry-point group :data:`ENTRY_POINT_GROUP`, e.g. in its pyproject::
 from __future__ import annotations
 
 import tempfile
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from importlib import import_module, metadata
 from pathlib import Path
@@ -21,7 +21,7 @@ from pathlib import Path
 from statekit.bench.harness import BenchConfig, BenchRunner, Result
 from statekit.errors import StatekitError
 
-__all__ = ["BACKENDS", "ENTRY_POINT_GROUP", "names", "run", "runner"]
+__all__ = ["BACKENDS", "COMMANDS", "ENTRY_POINT_GROUP", "command", "names", "run", "runner"]
 
 
 def _builtin(target: str) -> BenchRunner:
@@ -55,8 +55,24 @@ BACKENDS: dict[str, BenchRunner] = {
     "reconcile": _builtin("reconcile:bench_reconcile"),
     # statekit beside the eventsourcing library (the bench-peers extra), SQLite or --url.
     "peers": _builtin("peers:bench_peers"),
+    # Sharded reconcilers in 1, 2, 4 processes against one store (--url, default SQLite).
+    "shards": _builtin("shards:bench_shards"),
 }
 """Built-in backend name -> its benchmark."""
+
+COMMANDS: dict[str, str] = {"shards": "shards:main"}
+"""Built-in benchmarks with a command line of their own: ``python -m statekit.bench
+<name> ...`` hands the rest of the line to this ``module:function`` (``argv -> status``)."""
+
+
+def command(name: str) -> Callable[[Sequence[str]], int]:
+    """The command line of the benchmark ``name`` of :data:`COMMANDS`, imported now."""
+    module, function = COMMANDS[name].split(":")
+    found: Callable[[Sequence[str]], int] = getattr(
+        import_module(f"{__package__}.{module}"), function
+    )
+    return found
+
 
 ENTRY_POINT_GROUP = "statekit.bench"
 """Plugins add their benchmark in this entry-point group, e.g.

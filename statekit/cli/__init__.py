@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = ["app", "main"]
 
-RECONCILE_HELP = "Inspect reconciliation: intents and their status, engine metrics, a dry-run plan."
+RECONCILE_HELP = "Reconciliation: intents and statuses, engine metrics, a dry-run plan, run shards."
 """``statekit.trading.reconcile.cli.HELP``, known before that module is imported."""
 
 

@@ -7,6 +7,8 @@
 - :mod:`~statekit.trading.reconcile.orders`: the built-in ``orders`` reconciler.
 - :mod:`~statekit.trading.reconcile.positions`: the built-in ``positions``
   reconciler (the exchange is the truth).
+- :mod:`~statekit.trading.reconcile.shards`: :class:`ShardedEngines`, hash shards
+  of the intents over several processes with standbys.
 
 docs/reconcile.md explains the model.
 """
@@ -38,6 +40,13 @@ from statekit.trading.reconcile.positions import (
     discrepancies,
 )
 from statekit.trading.reconcile.queue import Backoff, TokenBucket, WorkQueue
+from statekit.trading.reconcile.shards import (
+    ShardedEngines,
+    parse_shards,
+    shard_holders,
+    shard_scope,
+    shard_scopes,
+)
 
 __all__ = [
     "Action",
@@ -61,11 +70,16 @@ __all__ = [
     "Reconciler",
     "Result",
     "Scope",
+    "ShardedEngines",
     "ThrottledConnector",
     "TokenBucket",
     "WorkQueue",
     "discrepancies",
+    "parse_shards",
     "plan_table",
     "prometheus_text",
     "read_metrics",
+    "shard_holders",
+    "shard_scope",
+    "shard_scopes",
 ]

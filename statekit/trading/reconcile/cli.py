@@ -1,5 +1,6 @@
-"""``statekit reconcile``: inspect reconciliation from the shell — every intent with its
-status, the engines' stored metrics, and a dry-run plan (docs/cli.md).
+"""``statekit reconcile``: reconciliation from the shell — every intent with its status,
+the engines' stored metrics, a dry-run plan, and ``run`` (engines for shards of the
+intents, until stopped) (docs/cli.md).
 
 The ``statekit`` command (:mod:`statekit.cli`) mounts :data:`reconcile_app` and imports
 this module only when a reconcile command runs. It hands every command a :class:`Session`
@@ -9,9 +10,11 @@ asks for that shape and never imports the command line's package, which sits abo
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import re
+import signal
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from decimal import Decimal
@@ -38,6 +41,7 @@ from statekit.trading.plugin import ConnectorRegistry
 from statekit.trading.reconcile.engine import ReconcileEngine, plan_table, read_metrics
 from statekit.trading.reconcile.intents import IntentStore
 from statekit.trading.reconcile.metrics import prometheus_text
+from statekit.trading.reconcile.shards import ShardedEngines, parse_shards
 
 if TYPE_CHECKING:
     from statekit.host import PluginHost
@@ -50,7 +54,7 @@ __all__ = ["HELP", "Session", "reconcile_app"]
 
 T = TypeVar("T")
 
-HELP = "Inspect reconciliation: intents and their status, engine metrics, a dry-run plan."
+HELP = "Reconciliation: intents and statuses, engine metrics, a dry-run plan, run shards."
 """What ``statekit --help`` says about the group."""
 
 reconcile_app = typer.Typer(
@@ -392,3 +396,85 @@ def reconcile_plan(
         opts.print_json([dataclasses.asdict(action) for action in actions])
         return
     opts.print(plan_table(actions, title="reconcile plan (dry run: nothing written or sent)"))
+
+
+_CONNECTOR = typer.Option(
+    "--connector", metavar="NAME", help="The exchange connector's name (paper, or a plugin's)."
+)
+_OPTION = typer.Option(
+    "--option", metavar="KEY=VALUE", help="An argument of the connector (repeat it), as for plan."
+)
+
+
+@reconcile_app.command("run")
+def reconcile_run(
+    ctx: typer.Context,
+    connector: Annotated[str, _CONNECTOR],
+    option: Annotated[list[str] | None, _OPTION] = None,
+    shards: Annotated[
+        int, typer.Option("--shards", min=1, help="Hash shards the intents are split into.")
+    ] = 1,
+    own: Annotated[
+        str | None,
+        typer.Option("--own", metavar="I,J", help="The shards this process takes at once."),
+    ] = None,
+    standby: Annotated[
+        bool,
+        typer.Option(
+            "--standby", help="Wait on every other shard's lease; take any that stops renewing."
+        ),
+    ] = False,
+    reconciler: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reconciler", metavar="NAME", help="A reconciler (repeat; default: orders)."
+        ),
+    ] = None,
+    lease_ttl: Annotated[
+        float, typer.Option("--lease-ttl", min=0.1, help="Seconds each shard's lease holds.")
+    ] = 10.0,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Keys at once per shard.")] = 4,
+    owner: Annotated[str, typer.Option("--owner", help="A label stored with each lease.")] = "",
+) -> None:
+    """Run the reconciliation engines of shards of the intents until SIGINT or SIGTERM.
+
+    Shard i of --shards S holds the intents whose symbol hashes to i, under the lease
+    reconcile-shard-i-of-S: one active engine per shard across every process. Give
+    each process --own (its shards) and start one or more with --standby (docs/reconcile.md,
+    "Sharded engines"). With --shards 1 and neither, the process owns the one shard.
+    Exit codes: 0 stopped by a signal (leases released), 1 a bad option or any error.
+    """
+    opts = _session(ctx)
+    with opts.reporting():
+        if own is not None:
+            owned = parse_shards(own, shards)
+        elif shards == 1 and not standby:
+            owned = [0]
+        else:
+            raise ValidationError(f"--shards {shards}: give --own I,J, --standby, or both")
+        host = opts.host()
+        build = _connector_factory(host, connector, option or [])
+
+        async def run(store: StateStore) -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            async with build() as exchange:
+                engines = ShardedEngines(
+                    store,
+                    exchange,
+                    shards=shards,
+                    own=owned,
+                    standby=standby,
+                    owner=owner,
+                    reconcilers=reconciler or None,
+                    host=host,
+                    lease_ttl=lease_ttl,
+                    workers=workers,
+                )
+                role = f"owns {owned}" + (", standby for the rest" if standby else "")
+                typer.echo(f"reconcile run: {shards} shard(s), this process {role}", err=True)
+                await engines.run(stop)
+
+        opts.run(run)
