@@ -55,6 +55,8 @@ BACKENDS: dict[str, BenchRunner] = {
     "reconcile": _builtin("reconcile:bench_reconcile"),
     # statekit beside the eventsourcing library (the bench-peers extra), SQLite or --url.
     "peers": _builtin("peers:bench_peers"),
+    # Many bot processes, in namespaces of their own and in one shared, on --url.
+    "bots": _builtin("bots:bench_bots"),
 }
 """Built-in backend name -> its benchmark."""
 
