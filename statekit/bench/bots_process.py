@@ -52,6 +52,8 @@ class BotSpec:
     :param seconds: run for this long after the go signal...
     :param cycles: ...or run exactly this many cycles (one of the two).
     :param symbol: the instrument its orders and position are in.
+    :param start_at: ``time.time()`` to start at under :func:`run_bot`, so bots in
+        a process pool contend from their first cycle (None: at once).
     """
 
     url: str
@@ -59,6 +61,7 @@ class BotSpec:
     seconds: float | None = None
     cycles: int | None = None
     symbol: str = "BTC-USD"
+    start_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +147,10 @@ class _Bot:
 
 async def _run(spec: BotSpec, ready: Callable[[], None], go: Callable[[], None]) -> BotReport:
     import statekit
+    from statekit.config import load_settings
 
-    async with await statekit.open(spec.url) as store:
+    settings = load_settings(config_file="", env_file="")  # the URL alone, as every bot
+    async with await statekit.open(spec.url, settings=settings) as store:
         bot = _Bot(spec, store)
         ready()
         await asyncio.to_thread(go)
@@ -163,7 +168,12 @@ async def _run(spec: BotSpec, ready: Callable[[], None], go: Callable[[], None])
 
 def run_bot(spec: BotSpec) -> BotReport:
     """Run one bot to the end of its cycles or seconds (for a process pool)."""
-    return asyncio.run(_run(spec, lambda: None, lambda: None))
+
+    def wait() -> None:
+        if spec.start_at is not None:
+            time.sleep(max(0.0, spec.start_at - time.time()))
+
+    return asyncio.run(_run(spec, lambda: None, wait))
 
 
 def bot_process(spec: BotSpec, go: Event, messages: Queue[Any]) -> None:
