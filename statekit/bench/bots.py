@@ -40,6 +40,7 @@ import os
 import platform
 import queue
 import statistics
+import time
 import uuid
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,6 +66,8 @@ __all__ = ["Fleet", "bench_bots", "namespace_url", "run_fleet"]
 
 JOIN_TIMEOUT = 60.0
 """Seconds to wait for a bot that reported its result to exit."""
+POLL = 1.0
+"""Seconds between looks at the bot processes while waiting for their messages."""
 
 
 def namespace_url(base: str | None, namespace: str, scratch: Path) -> str:
@@ -116,16 +119,27 @@ class Fleet:
         ]
 
 
-def _collect(messages: Any, count: int, kind: str, timeout: float) -> list[Any]:
-    """``count`` messages of ``kind`` from the bots; a bot's error raises at once."""
+def _collect(
+    messages: Any, count: int, kind: str, timeout: float, processes: Sequence[Any]
+) -> list[Any]:
+    """``count`` messages of ``kind`` from the bots; a bot's error, or a bot process
+    that died without a word, raises at once."""
     found: list[Any] = []
+    deadline = time.monotonic() + timeout
     while len(found) < count:
         try:
-            what, payload = messages.get(timeout=timeout)
+            what, payload = messages.get(timeout=POLL)
         except queue.Empty:
-            raise StatekitError(
-                f"bots benchmark: {count - len(found)} bots silent for {timeout:.0f} s"
-            ) from None
+            dead = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+            if dead:
+                raise StatekitError(
+                    f"bots benchmark: {len(dead)} bot processes died (exit codes {dead})"
+                ) from None
+            if time.monotonic() > deadline:
+                raise StatekitError(
+                    f"bots benchmark: {count - len(found)} bots silent for {timeout:.0f} s"
+                ) from None
+            continue
         if what == "error":
             raise StatekitError(f"bots benchmark: {payload}")
         if what == kind:
@@ -145,9 +159,9 @@ def run_fleet(specs: Sequence[BotSpec], timeout: float = READY_TIMEOUT) -> list[
     for process in processes:
         process.start()
     try:
-        _collect(messages, len(specs), "ready", timeout)
+        _collect(messages, len(specs), "ready", timeout, processes)
         go.set()
-        reports: list[BotReport] = _collect(messages, len(specs), "done", timeout)
+        reports: list[BotReport] = _collect(messages, len(specs), "done", timeout, processes)
     finally:
         go.set()
         for process in processes:
