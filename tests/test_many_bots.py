@@ -159,7 +159,7 @@ async def _check_isolation(
             seen = await _watched(watches[label], "sentinel")
             assert all(_owned(k, bots) for k in seen), f"seed {seed}: {label} watched {seen[:5]}"
             assert len(seen) == WRITES_PER_CYCLE * cycles, (
-                f"seed {seed}: {label} watched {len(seen)} commits of {4 * cycles}"
+                f"seed {seed}: {label} watched {len(seen)} commits of {WRITES_PER_CYCLE * cycles}"
             )
 
 

@@ -162,8 +162,11 @@ def run_fleet(specs: Sequence[BotSpec], timeout: float = READY_TIMEOUT) -> list[
         _collect(messages, len(specs), "ready", timeout, processes)
         go.set()
         reports: list[BotReport] = _collect(messages, len(specs), "done", timeout, processes)
+    except BaseException:
+        for process in processes:  # the run is void: no bot needs to finish
+            process.terminate()
+        raise
     finally:
-        go.set()
         for process in processes:
             process.join(JOIN_TIMEOUT)
             if process.is_alive():
