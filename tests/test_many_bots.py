@@ -2,9 +2,10 @@
 
 Per engine (SQLite files, the PostgreSQL and Redis test servers, the Redis Cluster
 once ``scripts/servers.sh start redis-cluster`` runs): two bots each alone in a
-namespace and two sharing one, each an OS process of :mod:`statekit.bench.bots_process`
-(orders placed with ``expect=0``, fills and positions saved with compare-and-set, the
-namespace's counter incremented with ``store.update()``). Then:
+namespace and two sharing one (``make soak``: eight and eight), each an OS process of
+:mod:`statekit.bench.bots_process` (orders placed with ``expect=0``, fills and
+positions saved with compare-and-set, the namespace's counter incremented with
+``store.update()``). Then:
 
 - no namespace sees another's keys: its scan holds exactly its bots' keys, another
   namespace's key has no value and no history in it, and a watch started before the
@@ -47,8 +48,13 @@ from statekit.testing import server_url
 
 ENGINES = ["sqlite", "postgres", "redis", "redis_cluster"]
 """Where the bots run: SQLite files, then test servers by their ``scripts/servers.sh`` name."""
-SIZES = [("iso-0", 1), ("iso-1", 1), ("shared", 2)]
-"""Namespaces and their bots: two alone, two sharing one."""
+SOAK = os.environ.get("STATEKIT_SOAK", "").strip() not in {"", "0"}
+"""``make soak``: the issue's size, 8 bots alone and 8 sharing one namespace."""
+ALONE, SHARING = (8, 8) if SOAK else (2, 2)
+SIZES = [(f"iso-{i}", 1) for i in range(ALONE)] + [("shared", SHARING)]
+"""Namespaces and their bots: ``ALONE`` bots each alone, ``SHARING`` bots sharing one."""
+CYCLES = (100, 300) if SOAK else (8, 20)
+"""The range each bot's orders are drawn from (by the seed)."""
 START_DELAY = 0.5
 """Seconds from handing the bots to the pool to their common start."""
 WATCH_TIMEOUT = 30.0
@@ -191,7 +197,7 @@ async def test_bots_in_namespaces_see_and_wipe_only_their_own(
     seed = int(os.environ.get("STATEKIT_BOTS_SEED") or random.randrange(2**32))
     rng = random.Random(seed)
     fleet = Fleet.plan(_base_url(engine, tmp_path), tmp_path, f"{seed:x}", SIZES)
-    cycles = {spec.name: rng.randint(8, 20) for spec in fleet.specs(cycles=1)}
+    cycles = {spec.name: rng.randint(*CYCLES) for spec in fleet.specs(cycles=1)}
     victim = rng.choice(sorted(fleet.namespaces))
     async with _stores(fleet) as stores, AsyncExitStack() as watching:
         watches: dict[str, AsyncIterator[Record]] = {}
