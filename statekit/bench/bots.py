@@ -234,12 +234,11 @@ def _ratio(part: float | None, whole: float) -> JSON:
 async def bench_bots(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, None]:
     """The many-bots benchmark (see the module docstring)."""
     run = uuid.uuid4().hex[:8]
-    alone_fleet = Fleet.plan(config.url, scratch, run, [("alone", 1)])
-    lone = await _measure(alone_fleet, config.seconds)
     sizes = [(f"isolated-{i}", 1) for i in range(config.isolated)] + [("shared", config.shared)]
     fleet = Fleet.plan(config.url, scratch, run, sizes)
     if not fleet.namespaces:
         raise ConfigError("the bots benchmark needs --isolated or --shared above 0", source="cli")
+    lone = await _measure(Fleet.plan(config.url, scratch, run, [("alone", 1)]), config.seconds)
     reports = await _measure(fleet, config.seconds)
     by_name = {r.name: r for r in reports}
     grouped = {label: [by_name[n] for n in names] for label, (_, names) in fleet.namespaces.items()}
