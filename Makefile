@@ -67,7 +67,8 @@ test: lint typecheck pytest
 # Hypothesis examples per backend of the reconcile engine's properties, and 1,000 seeded
 # runs of the idempotency fault campaign; the PostgreSQL pair's contract with read=standby
 # (its multi-process tests too) and 5 promotions under 200 + 200 writes per writer; sharded
-# reconcilers with 8 shards over 4 processes, 2 standbys and 600 intents.
+# reconcilers with 8 shards over 4 processes, 2 standbys and 600 intents; 8 bots alone and
+# 8 sharing a namespace on each engine (tests/test_many_bots.py).
 soak: install
 	scripts/servers.sh start || [ "$${CI:-}" != "true" ]
 	set -a && . .servers/env && set +a && STATEKIT_SOAK=1 $(BIN)/python -m pytest -s \
@@ -75,7 +76,7 @@ soak: install
 	  tests/test_reconcile_properties.py tests/test_fault_campaign.py \
 	  plugins/statekit-postgres/tests/test_standby_contract.py \
 	  plugins/statekit-postgres/tests/test_standby_promotion.py \
-	  tests/test_reconcile_shards.py; \
+	  tests/test_reconcile_shards.py tests/test_many_bots.py; \
 	  status=$$?; scripts/servers.sh stop; exit $$status
 
 # Re-take docs/images/dashboard-*.png (docs/dashboard.md) with the dashboard's browser test.

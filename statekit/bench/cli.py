@@ -19,6 +19,8 @@ from statekit.bench.harness import (
     DEFAULT_ROUNDS,
     DEFAULT_VERSIONS,
     BenchConfig,
+    count,
+    duration,
     positive,
 )
 from statekit.bench.registry import COMMANDS, command, names, run
@@ -71,6 +73,24 @@ def _parser() -> argparse.ArgumentParser:
         help="versions of the long history of the history benchmark (default %(default)s)",
     )
     parser.add_argument(
+        "--isolated",
+        type=count,
+        default=BenchConfig().isolated,
+        help="bots benchmark: processes each in a namespace of its own (default %(default)s)",
+    )
+    parser.add_argument(
+        "--shared",
+        type=count,
+        default=BenchConfig().shared,
+        help="bots benchmark: processes sharing one namespace (default %(default)s)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=duration,
+        default=BenchConfig().seconds,
+        help="bots benchmark: seconds each phase runs (default %(default)s)",
+    )
+    parser.add_argument(
         "--dir",
         type=Path,
         default=None,
@@ -106,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         url=args.url,
         versions=args.versions,
         keys=args.keys,
+        isolated=args.isolated,
+        shared=args.shared,
+        seconds=args.seconds,
     )
     try:
         asyncio.run(_main(backend, config))

@@ -66,6 +66,9 @@ class BenchConfig:
         benchmark uses a namespace of its own there and removes it afterwards.
     :param writers: concurrent writers in a ``concurrent`` workload.
     :param versions: versions of the long history in the ``history`` benchmark.
+    :param isolated: bots of the ``bots`` benchmark each in a namespace of its own.
+    :param shared: bots of the ``bots`` benchmark sharing one namespace.
+    :param seconds: how long the ``bots`` benchmark runs each phase.
     """
 
     n: int = DEFAULT_N
@@ -76,6 +79,9 @@ class BenchConfig:
     url: str | None = None
     writers: int = 8
     versions: int = DEFAULT_VERSIONS
+    isolated: int = 8
+    shared: int = 8
+    seconds: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,4 +235,20 @@ def positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def count(text: str) -> int:
+    """An ``argparse`` type for a count that may be 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def duration(text: str) -> float:
+    """An ``argparse`` type for seconds: a number above 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text}")
     return value

@@ -57,6 +57,8 @@ BACKENDS: dict[str, BenchRunner] = {
     "peers": _builtin("peers:bench_peers"),
     # Sharded reconcilers in 1, 2, 4 processes against one store (--url, default SQLite).
     "shards": _builtin("shards:bench_shards"),
+    # Many bot processes, in namespaces of their own and in one shared, on --url.
+    "bots": _builtin("bots:bench_bots"),
 }
 """Built-in backend name -> its benchmark."""
 
