@@ -41,6 +41,7 @@ from statekit.backend import Capability, Record
 from statekit.bench.bots import Fleet, namespace_url
 from statekit.bench.bots_process import SHARED_KEY, WRITES_PER_CYCLE, BotReport, run_bot
 from statekit.bench.harness import BenchConfig, drop_namespace
+from statekit.bench.servercpu import local_ports, server_processes
 from statekit.config import load_settings
 from statekit.errors import CapabilityError, ConfigError
 from statekit.store import Retention
@@ -230,3 +231,23 @@ async def test_bots_bench_reports_each_namespace_and_the_aggregate(tmp_path: Pat
 def test_bots_bench_refuses_a_store_processes_cannot_share(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="separate processes"):
         namespace_url("memory://", "n", tmp_path)
+
+
+def test_local_ports_reads_every_loopback_host_of_a_url() -> None:
+    assert local_ports("postgresql://u@127.0.0.1:5432,127.0.0.1:5433/db?x=1") == [5432, 5433]
+    assert local_ports("redis+cluster://127.0.0.1:7000,localhost:7001/") == [7000, 7001]
+    assert local_ports("postgresql://u@db.example:5432/db") == []  # not on this machine
+    assert local_ports("sqlite:///x.db") == []
+
+
+@pytest.mark.parametrize("name", ["postgres", "redis"])
+@pytest.mark.asyncio
+async def test_bots_bench_measures_the_servers_cpu_per_write(name: str, tmp_path: Path) -> None:
+    url = server_url(name)
+    pids = server_processes(url)
+    assert pids, f"no process found listening for {url}"
+    config = BenchConfig(url=url, isolated=1, shared=0, seconds=0.3, directory=tmp_path)
+    (result,) = [r async for r in bench.run("bots", config)]
+    for figure in ("server_cpu_s", "server_cpu_us_per_write", "writes_per_server_core_s"):
+        value = result[figure]
+        assert isinstance(value, int | float) and value > 0, (figure, result)

@@ -25,6 +25,13 @@ dropped afterwards); on SQLite a namespace is a file beside the one named
     the median isolated namespace, the shared namespace and the whole run over the
     lone bot: 1.0 per isolated namespace means one more process cost the others
     nothing; the aggregate ratio is how many lone bots the run was worth.
+``server_cpu_s``, ``server_cpu_us_per_write``, ``writes_per_server_core_s`` (also in ``alone``)
+    the CPU the store's server processes spent over the run (found on this machine
+    from the URL's loopback ports, :mod:`statekit.bench.servercpu`; replicas too when
+    the URL names them), per write, and the writes one core takes at that cost: what
+    sizes servers where the clients run out of cores first (docs/scaling.md). Disk
+    waits are not CPU. None when no server process is found (SQLite: the store works
+    inside the bots, in ``bots_cpu_s``; a remote server).
 ``lost_updates``
     always 0: every namespace's shared counter is checked to equal the cycles of
     its bots before the line is printed (a StatekitError otherwise).
@@ -58,14 +65,24 @@ from statekit.bench.bots_process import (
     bot_process,
 )
 from statekit.bench.harness import BenchConfig, Result, drop_namespace
+from statekit.bench.servercpu import server_processes, tree_cpu_seconds
 from statekit.errors import ConfigError, StatekitError
 from statekit.kit import with_options
 from statekit.redact import redact_url
 
-__all__ = ["Fleet", "bench_bots", "namespace_url", "run_fleet"]
+__all__ = [
+    "Fleet",
+    "FleetRun",
+    "bench_bots",
+    "namespace_url",
+    "run_fleet",
+    "server_cost",
+]
 
 JOIN_TIMEOUT = 60.0
 """Seconds to wait for a bot that reported its result to exit."""
+SETTLE = 0.2
+"""Seconds to let a server reap the connections of the bots that exited."""
 POLL = 1.0
 """Seconds between looks at the bot processes while waiting for their messages."""
 
@@ -147,8 +164,24 @@ def _collect(
     return found
 
 
-def run_fleet(specs: Sequence[BotSpec], timeout: float = READY_TIMEOUT) -> list[BotReport]:
-    """Run every bot in a process of its own, started together once all are ready."""
+@dataclass(frozen=True, slots=True)
+class FleetRun:
+    """What :func:`run_fleet` measured: each bot's report, and the CPU seconds the
+    store's server processes spent from the go signal until every bot had closed its
+    store (None: no server process found on this machine, e.g. SQLite)."""
+
+    reports: list[BotReport]
+    server_seconds: float | None
+
+
+def run_fleet(
+    specs: Sequence[BotSpec], timeout: float = READY_TIMEOUT, *, servers: Sequence[int] = ()
+) -> FleetRun:
+    """Run every bot in a process of its own, started together once all are ready.
+
+    :param servers: pids of the store's server processes (:mod:`statekit.bench.servercpu`),
+        whose CPU time over the run is measured.
+    """
     context = multiprocessing.get_context("spawn")
     go = context.Event()
     messages = context.Queue()
@@ -160,6 +193,7 @@ def run_fleet(specs: Sequence[BotSpec], timeout: float = READY_TIMEOUT) -> list[
         process.start()
     try:
         _collect(messages, len(specs), "ready", timeout, processes)
+        before = tree_cpu_seconds(servers)
         go.set()
         reports: list[BotReport] = _collect(messages, len(specs), "done", timeout, processes)
     except BaseException:
@@ -172,7 +206,10 @@ def run_fleet(specs: Sequence[BotSpec], timeout: float = READY_TIMEOUT) -> list[
             if process.is_alive():
                 process.terminate()
                 process.join()
-    return reports
+    # Joined: every bot closed its store, so the server's per-connection processes
+    # (PostgreSQL) have exited and their CPU is in their parent's reaped time.
+    time.sleep(SETTLE)
+    return FleetRun(reports, tree_cpu_seconds(servers) - before if servers else None)
 
 
 def _ms(latencies: Sequence[float], at: int) -> float:
@@ -219,12 +256,33 @@ async def _check_and_drop(fleet: Fleet, reports: Sequence[BotReport]) -> None:
             )
 
 
-async def _measure(fleet: Fleet, seconds: float) -> list[BotReport]:
+async def _measure(fleet: Fleet, seconds: float) -> FleetRun:
     import asyncio
 
-    reports = await asyncio.to_thread(run_fleet, fleet.specs(seconds=seconds))
-    await _check_and_drop(fleet, reports)
-    return reports
+    url = next(iter(fleet.namespaces.values()))[0]
+    servers = server_processes(url)
+    run = await asyncio.to_thread(run_fleet, fleet.specs(seconds=seconds), servers=servers)
+    await _check_and_drop(fleet, run.reports)
+    return run
+
+
+def server_cost(run: FleetRun) -> dict[str, JSON]:
+    """The server processes' CPU per write (replicas and standbys included when the URL
+    names them), and the writes one core of such servers takes at that cost. Disk
+    waits (fsync) are not CPU: a server bound by its disk takes fewer."""
+    writes = sum(r.ops for r in run.reports)
+    if run.server_seconds is None or not writes or run.server_seconds <= 0:
+        return {
+            "server_cpu_s": None,
+            "server_cpu_us_per_write": None,
+            "writes_per_server_core_s": None,
+        }
+    per_write = run.server_seconds / writes
+    return {
+        "server_cpu_s": round(run.server_seconds, 2),
+        "server_cpu_us_per_write": round(1e6 * per_write, 1),
+        "writes_per_server_core_s": round(1 / per_write),
+    }
 
 
 def _ratio(part: float | None, whole: float) -> JSON:
@@ -238,8 +296,9 @@ async def bench_bots(config: BenchConfig, scratch: Path) -> AsyncGenerator[Resul
     fleet = Fleet.plan(config.url, scratch, run, sizes)
     if not fleet.namespaces:
         raise ConfigError("the bots benchmark needs --isolated or --shared above 0", source="cli")
-    lone = await _measure(Fleet.plan(config.url, scratch, run, [("alone", 1)]), config.seconds)
-    reports = await _measure(fleet, config.seconds)
+    lone_run = await _measure(Fleet.plan(config.url, scratch, run, [("alone", 1)]), config.seconds)
+    fleet_run = await _measure(fleet, config.seconds)
+    lone, reports = lone_run.reports, fleet_run.reports
     by_name = {r.name: r for r in reports}
     grouped = {label: [by_name[n] for n in names] for label, (_, names) in fleet.namespaces.items()}
     namespaces: dict[str, JSON] = {label: _summary(bots) for label, bots in grouped.items()}
@@ -254,7 +313,7 @@ async def bench_bots(config: BenchConfig, scratch: Path) -> AsyncGenerator[Resul
         "shared": config.shared,
         "seconds": config.seconds,
         "writes_per_order": WRITES_PER_CYCLE,
-        "alone": _summary(lone),
+        "alone": {**_summary(lone), **server_cost(lone_run)},
         "namespaces": namespaces,
         "aggregate_ops_s": everything["ops_s"],
         "aggregate_orders_s": everything["orders_s"],
@@ -267,6 +326,8 @@ async def bench_bots(config: BenchConfig, scratch: Path) -> AsyncGenerator[Resul
         ),
         "ratio_aggregate_vs_alone": _ratio(_ops_s(reports), alone),
         "lost_updates": 0,
+        "bots_cpu_s": round(sum(r.cpu_seconds for r in reports), 2),
+        **server_cost(fleet_run),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "at": datetime.now(UTC).isoformat(timespec="seconds"),

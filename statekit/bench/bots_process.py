@@ -79,6 +79,7 @@ class BotReport:
     :param seconds: wall time of its cycles.
     :param conflicts: conflicts ``store.update()`` retried on the shared counter.
     :param latencies: seconds of each write, in order.
+    :param cpu_seconds: the bot process's own CPU time over its cycles.
     """
 
     name: str
@@ -86,6 +87,7 @@ class BotReport:
     seconds: float
     conflicts: int
     latencies: tuple[float, ...]
+    cpu_seconds: float = 0.0
 
     @property
     def ops(self) -> int:
@@ -159,7 +161,7 @@ async def _run(spec: BotSpec, ready: Callable[[], None], go: Callable[[], None])
         await store.get(SHARED_KEY)
         ready()
         await asyncio.to_thread(go)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         deadline = started + spec.seconds if spec.seconds is not None else None
         n = 0
         while (spec.cycles is None or n < spec.cycles) and (
@@ -167,8 +169,8 @@ async def _run(spec: BotSpec, ready: Callable[[], None], go: Callable[[], None])
         ):
             await bot.cycle(n)
             n += 1
-        elapsed = time.perf_counter() - started
-    return BotReport(spec.name, n, elapsed, bot.conflicts, tuple(bot.latencies))
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return BotReport(spec.name, n, elapsed, bot.conflicts, tuple(bot.latencies), cpu)
 
 
 def run_bot(spec: BotSpec) -> BotReport:
