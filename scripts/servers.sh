@@ -379,8 +379,13 @@ start_redis_cluster() {
 }
 
 stop_redis_cluster() {
-  local port node
+  local port node pid
   [[ -f "$meta/state_dir" ]] || return 0
+  # All six told at once (each takes a second or two to exit), then waited for.
+  for port in $(redis_cluster_ports); do
+    node="$(state_dir)/redis-cluster/$port"
+    pid=$(pid_alive "$node/redis.pid") && kill "$pid"
+  done
   for port in $(redis_cluster_ports); do
     node="$(state_dir)/redis-cluster/$port"
     [[ -d "$node" ]] && stop_pid "$node/redis.pid" "redis-cluster :$port"
