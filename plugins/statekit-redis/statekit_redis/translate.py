@@ -1,4 +1,4 @@
-"""The one place redis-py's exceptions become statekit's, for the store and the shared cache.
+r"""The one place redis-py's exceptions become statekit's, for the store and the shared cache.
 
 Both run their Redis calls through a :class:`statekit.kit.DriverGuard` built by
 :func:`guard`; what differs between them is only what their Redis user needs
@@ -10,7 +10,8 @@ later" is :class:`~statekit.errors.BackendUnavailable`: a lost or refused
 connection (``ConnectionError``, which covers ``BusyLoadingError`` while the server
 loads its data and ``MaxConnectionsError`` when the pool is exhausted), a timeout,
 ``OSError``, a failover or resharding (``ReadOnlyError``, ``TryAgainError``,
-``ClusterDownError``), a ``BUSY`` (long script) or ``LOADING`` reply. Refused
+``ClusterDownError`` and the other ``ClusterError``\ s, ``SlotNotCoveredError``,
+``MASTERDOWN``), a ``BUSY`` (long script) or ``LOADING`` reply. Refused
 credentials, an ACL refusal, a full server and a key of the wrong type are
 :class:`~statekit.errors.BackendError` saying so; anything else is a BackendError
 with redis-py's text.
@@ -47,7 +48,14 @@ def redis_error(
         return guard.unavailable("no answer in time", exc)
     if isinstance(exc, rex.ConnectionError):
         return guard.unavailable("cannot reach the server or it cannot take the call now", exc)
-    if isinstance(exc, rex.ReadOnlyError | rex.TryAgainError | rex.ClusterDownError):
+    if isinstance(
+        exc,
+        rex.ReadOnlyError
+        | rex.TryAgainError
+        | rex.ClusterError
+        | rex.SlotNotCoveredError
+        | rex.MasterDownError,
+    ):
         return guard.unavailable("a failover or resharding is under way", exc)
     message = str(exc)
     if isinstance(exc, rex.ResponseError) and message.startswith(("BUSY", "LOADING")):

@@ -163,3 +163,16 @@ def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def redis_cluster_url() -> str:
+    """The test Redis Cluster (STATEKIT_TEST_REDIS_CLUSTER_URL, ``scripts/servers.sh start
+    redis-cluster``); fails under CI=true, skips locally."""
+    return server_url("redis_cluster")
+
+
+@pytest.fixture
+def cluster_namespace_url(redis_cluster_url: str) -> Callable[[], str]:
+    """Makes URLs of fresh namespaces on the test cluster."""
+    return lambda: with_namespace(redis_cluster_url, fresh_namespace())
