@@ -1,0 +1,159 @@
+"""Redis Cluster against the test cluster (``scripts/servers.sh start redis-cluster``): a
+namespace's slot moved to another master while writers and a watch run (MOVED/ASK), and
+``wait=N`` refusing an append its replicas did not take."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import pytest
+from redis.cluster import key_slot
+from statekit_redis import RedisBackend
+from statekit_redis.layout import Layout
+from statekit_redis.options import with_namespace
+
+from statekit import BackendUnavailable, ConflictError
+from statekit.backend import Write
+from statekit.testing import fresh_namespace
+
+if TYPE_CHECKING:
+    from conftest import ClusterAdmin
+
+pytestmark = pytest.mark.asyncio
+
+WRITERS = 4
+WRITES = 60
+
+
+def slot_of(namespace: str) -> int:
+    return int(key_slot(Layout(namespace).meta.encode()))
+
+
+def move_slot(cluster: ClusterAdmin, slot: int, seed: int) -> tuple[str, str]:
+    """Move ``slot`` to another master the way redis-cli --cluster reshard does: IMPORTING /
+    MIGRATING, MIGRATE a few keys at a time (so commands meet ASK and TRYAGAIN), then
+    SETSLOT NODE on every master. Returns (from, to) addresses."""
+    rng = random.Random(seed)
+    source = cluster.owner(slot)
+    target = rng.choice([r for r in cluster.nodes() if r["role"] == "master" and r != source])
+    src, dst = cluster.node(source["address"]), cluster.node(target["address"])
+    dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source["id"])
+    src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target["id"])
+    host, _, port = target["address"].rpartition(":")
+    while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 3):
+        src.execute_command("MIGRATE", host, port, "", 0, 5000, "KEYS", *keys)
+        time.sleep(rng.uniform(0.01, 0.05))
+    # The target first, then the source: the other order would send the slot's
+    # commands back and forth between them (MOVED both ways) for a moment.
+    masters = [r["address"] for r in cluster.nodes() if r["role"] == "master"]
+    for address in sorted(masters, key=lambda a: (a != target["address"], a != source["address"])):
+        cluster.node(address).execute_command("CLUSTER SETSLOT", slot, "NODE", target["id"])
+    cluster.wait_for(lambda: cluster.owner(slot)["id"] == target["id"], "the slot move")
+    return source["address"], target["address"]
+
+
+async def write_versions(backend: RedisBackend, key: str, count: int, pause: float) -> int:
+    """Write versions 1..count of ``key``, each expecting the one before (so a retry after
+    BackendUnavailable can never write twice). Returns how many calls were retried."""
+    retried = 0
+    version = 0
+    while version < count:
+        try:
+            await backend.append(
+                [Write(key, {"i": version + 1}, expect=version)], datetime.now(UTC)
+            )
+        except (BackendUnavailable, ConflictError):
+            retried += 1  # TRYAGAIN/ASK limit, or a reply lost: look at what is there
+            try:
+                head = (await backend.latest([key])).get(key)
+            except BackendUnavailable:
+                await asyncio.sleep(0.05)
+                continue  # the append again: its expect stops a second write
+            if head is None or head.version == version:
+                continue
+            assert head.version == version + 1 and head.data == {"i": version + 1}
+        version += 1
+        await asyncio.sleep(pause)
+    return retried
+
+
+async def test_writers_and_a_watch_follow_a_slot_moved_to_another_master(
+    redis_cluster_url: str, cluster: ClusterAdmin, drop: Callable[..., object]
+) -> None:
+    seed = int(os.environ.get("STATEKIT_SEED", random.randrange(1 << 30)))
+    namespace = fresh_namespace()
+    url = with_namespace(redis_cluster_url, namespace)
+    slot = slot_of(namespace)
+    backend = await RedisBackend.open(url)
+    seen: list[tuple[str, int]] = []
+
+    async def watch() -> None:
+        async for record in await backend.watch():
+            seen.append((record.key, record.version))
+            if len(seen) == WRITERS * WRITES:
+                return
+
+    watcher = asyncio.create_task(watch())
+    writers = [
+        asyncio.create_task(write_versions(backend, f"w{n}", WRITES, 0.01)) for n in range(WRITERS)
+    ]
+    try:
+        await asyncio.sleep(0.2)  # the writers are under way
+        moved = await asyncio.to_thread(move_slot, cluster, slot, seed)
+        retried = await asyncio.wait_for(asyncio.gather(*writers), 60)
+        await asyncio.wait_for(watcher, 30)
+        where = f"seed={seed} slot={slot} moved {moved[0]} -> {moved[1]} retried={retried}"
+        print(where)
+        assert cluster.owner(slot)["address"] == moved[1], where
+        for n in range(WRITERS):
+            history = await backend.read(f"w{n}")
+            assert [(r.version, r.data) for r in history] == [
+                (v, {"i": v}) for v in range(1, WRITES + 1)
+            ], where
+        for n in range(WRITERS):  # each commit once, in order per key
+            versions = [v for key, v in seen if key == f"w{n}"]
+            assert versions == list(range(1, WRITES + 1)), where
+    finally:
+        for task in (watcher, *writers):
+            task.cancel()
+        await asyncio.gather(watcher, *writers, return_exceptions=True)
+        await backend.aclose()
+        await drop(url)
+
+
+async def test_wait_refuses_an_append_its_replica_did_not_take(
+    redis_cluster_url: str, cluster: ClusterAdmin, drop: Callable[..., object]
+) -> None:
+    """With the replica stopped (SIGSTOP), ``wait=1`` fails the append after wait_timeout
+    with BackendUnavailable, and without ``wait`` the same append is acknowledged at
+    once although only the master holds it: what a failover then could lose."""
+    namespace = fresh_namespace()
+    url = with_namespace(redis_cluster_url, namespace)
+    master = cluster.owner(slot_of(namespace))
+    replica = cluster.replica_of(master["id"])
+    pid = int(cluster.node(replica["address"]).info("server")["process_id"])
+    plain = await RedisBackend.open(url)
+    waiting = await RedisBackend.open(url + "&wait=1&wait_timeout=0.3")
+    try:
+        await waiting.append([Write("k", 1)], datetime.now(UTC))  # the replica takes it
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(BackendUnavailable, match="only 0 of wait=1 replicas"):
+                await waiting.append([Write("k", 2)], datetime.now(UTC))
+            [record] = await plain.append([Write("k", 3)], datetime.now(UTC))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert record.version == 3  # the refused one is on the master all the same
+        [record] = await waiting.append([Write("k", 4)], datetime.now(UTC))
+        assert record.version == 4
+    finally:
+        await plain.aclose()
+        await waiting.aclose()
+        await drop(url)
