@@ -233,8 +233,7 @@ class ClusterAdmin:
         """Every node reports cluster_state:ok."""
         for row in self.nodes():
             info = self.node(row["address"]).execute_command("CLUSTER INFO")
-            text = info.decode() if isinstance(info, bytes) else info
-            if "cluster_state:ok" not in text:
+            if info.get("cluster_state") != "ok":
                 return False
         return True
 

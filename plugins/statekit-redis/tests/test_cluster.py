@@ -1,17 +1,24 @@
 """Redis Cluster against the test cluster (``scripts/servers.sh start redis-cluster``): a
-namespace's slot moved to another master while writers and a watch run (MOVED/ASK), and
-``wait=N`` refusing an append its replicas did not take."""
+namespace's slot moved to another master while writers and a watch run (MOVED/ASK),
+``wait=N`` refusing an append its replicas did not take, and a manual failover under
+writers of several tasks and processes with ``wait=1``. Seeds are printed in failures
+(``STATEKIT_SEED`` replays one)."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from redis.cluster import key_slot
@@ -27,6 +34,12 @@ if TYPE_CHECKING:
     from conftest import ClusterAdmin
 
 pytestmark = pytest.mark.asyncio
+
+WRITERS_SCRIPT = Path(__file__).with_name("cluster_writers.py")
+_spec = importlib.util.spec_from_file_location("cluster_writers", WRITERS_SCRIPT)
+assert _spec is not None and _spec.loader is not None
+cluster_writers = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cluster_writers)  # the writers' code, run here as tasks too
 
 WRITERS = 4
 WRITES = 60
@@ -157,3 +170,94 @@ async def test_wait_refuses_an_append_its_replica_did_not_take(
         await plain.aclose()
         await waiting.aclose()
         await drop(url)
+
+
+def start_writers(url: str, count: int, seed: int) -> list[subprocess.Popen[str]]:
+    """``count`` writer processes (tests/cluster_writers.py, 2 tasks each), writing."""
+    script = str(WRITERS_SCRIPT)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, script, url, f"p{n}", "2", str(seed + n)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(count)
+    ]
+    for process in processes:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready", "a writer process did not start"
+    return processes
+
+
+def stop_writers(processes: list[subprocess.Popen[str]]) -> tuple[dict[str, list[int]], int]:
+    """Tell the writer processes to stop; their acknowledged writes and failed calls."""
+    acked: dict[str, list[int]] = {}
+    failed = 0
+    for process in processes:
+        out, _ = process.communicate("stop\n", timeout=60)
+        result = json.loads(out.strip().splitlines()[-1])
+        acked.update(result["acked"])
+        failed += result["failed"]
+    return acked, failed
+
+
+def fail_over(cluster: ClusterAdmin, slot: int, to: dict[str, Any]) -> None:
+    """``CLUSTER FAILOVER`` on replica ``to`` of the slot's master; until it serves the slot."""
+    cluster.node(to["address"]).execute_command("CLUSTER FAILOVER")
+    cluster.wait_for(lambda: cluster.owner(slot)["id"] == to["id"], "the failover")
+    cluster.wait_for(cluster.agreed, "cluster_state:ok after the failover")
+
+
+async def test_a_failover_under_writers_loses_no_acknowledged_write(
+    redis_cluster_url: str, cluster: ClusterAdmin, drop: Callable[..., object]
+) -> None:
+    """Writers (3 tasks here, 2 processes of 2 tasks) append with ``wait=1`` while the
+    replica of the namespace's master takes over (``CLUSTER FAILOVER``): every
+    acknowledged write is in the history exactly once and the writers carry on through
+    the switch. The old master takes its role back afterwards (the same topology for the
+    next tests)."""
+    seed = int(os.environ.get("STATEKIT_SEED", random.randrange(1 << 30)))
+    namespace = fresh_namespace()
+    url = with_namespace(redis_cluster_url, namespace) + "&wait=1&wait_timeout=1"
+    slot = slot_of(namespace)
+    master = cluster.owner(slot)
+    replica = cluster.replica_of(master["id"])
+    backend = await RedisBackend.open(url)
+    stop = asyncio.Event()
+    acked: dict[str, list[int]] = {}
+    rng = random.Random(seed)
+    local = [
+        asyncio.create_task(cluster_writers.write(backend, f"l-{n}", stop, rng, acked))
+        for n in range(3)
+    ]
+    processes = await asyncio.to_thread(start_writers, url, 2, seed)
+    try:
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(fail_over, cluster, slot, replica)
+        heads = await backend.latest([*acked, *(f"p{p}-{t}" for p in range(2) for t in range(2))])
+        await asyncio.sleep(0.5)  # the writers carry on on the new master
+        stop.set()
+        failed = sum(await asyncio.gather(*local))
+        others, failed_elsewhere = await asyncio.to_thread(stop_writers, processes)
+        acked.update(others)
+        where = f"seed={seed} slot={slot} {master['address']} -> {replica['address']}"
+        assert len(acked) == 7, where
+        for key, mine in acked.items():
+            stored = [r.data["i"] for r in await backend.read(key)]
+            assert len(stored) == len(set(stored)), f"{where}: {key} has a write twice"
+            lost = set(mine) - set(stored)
+            assert not lost, f"{where}: acknowledged writes of {key} lost: {sorted(lost)}"
+            assert mine and mine[-1] > heads[key].data["i"], f"{where}: {key} stopped"
+        total = sum(map(len, acked.values()))
+        print(f"{where}: {total} acked, {failed} + {failed_elsewhere} (processes) failed calls")
+    finally:
+        stop.set()
+        await asyncio.gather(*local, return_exceptions=True)
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+        await backend.aclose()
+        await drop(url)
+        if cluster.owner(slot)["id"] != master["id"]:
+            await asyncio.to_thread(fail_over, cluster, slot, master)
