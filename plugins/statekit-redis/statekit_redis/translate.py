@@ -11,7 +11,7 @@ connection (``ConnectionError``, which covers ``BusyLoadingError`` while the ser
 loads its data and ``MaxConnectionsError`` when the pool is exhausted), a timeout,
 ``OSError``, a failover or resharding (``ReadOnlyError``, ``TryAgainError``,
 ``ClusterDownError`` and the other ``ClusterError``\ s, ``SlotNotCoveredError``,
-``MASTERDOWN``), a ``BUSY`` (long script) or ``LOADING`` reply. Refused
+``MASTERDOWN``, no node of a cluster reachable), a ``BUSY`` (long script) or ``LOADING`` reply. Refused
 credentials, an ACL refusal, a full server and a key of the wrong type are
 :class:`~statekit.errors.BackendError` saying so; anything else is a BackendError
 with redis-py's text.
@@ -28,7 +28,11 @@ from statekit.kit import DriverGuard
 
 __all__ = ["DRIVER_ERRORS", "guard", "redis_error"]
 
-DRIVER_ERRORS: tuple[type[BaseException], ...] = (rex.RedisError, OSError)
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    rex.RedisError,
+    rex.RedisClusterException,  # not a RedisError: the cluster client's own
+    OSError,
+)
 """What a redis-py call may raise; each is translated by :func:`redis_error`."""
 
 
@@ -46,7 +50,7 @@ def redis_error(
         )
     if isinstance(exc, rex.TimeoutError):
         return guard.unavailable("no answer in time", exc)
-    if isinstance(exc, rex.ConnectionError):
+    if isinstance(exc, rex.ConnectionError | rex.RedisClusterUnreachableError):
         return guard.unavailable("cannot reach the server or it cannot take the call now", exc)
     if isinstance(
         exc,
