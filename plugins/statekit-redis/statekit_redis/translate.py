@@ -11,10 +11,10 @@ connection (``ConnectionError``, which covers ``BusyLoadingError`` while the ser
 loads its data and ``MaxConnectionsError`` when the pool is exhausted), a timeout,
 ``OSError``, a failover or resharding (``ReadOnlyError``, ``TryAgainError``,
 ``ClusterDownError`` and the other ``ClusterError``\ s, ``SlotNotCoveredError``,
-``MASTERDOWN``, no node of a cluster reachable), a ``BUSY`` (long script) or ``LOADING`` reply. Refused
-credentials, an ACL refusal, a full server and a key of the wrong type are
-:class:`~statekit.errors.BackendError` saying so; anything else is a BackendError
-with redis-py's text.
+``MASTERDOWN``; no node of a cluster reachable is a lost connection), a ``BUSY`` (long
+script) or ``LOADING`` reply. Refused credentials, an ACL refusal, a full server and a
+key of the wrong type are :class:`~statekit.errors.BackendError` saying so; anything
+else is a BackendError with redis-py's text.
 """
 
 from __future__ import annotations
