@@ -397,7 +397,7 @@ targets() {
   case "${1:-all}" in
     all) echo postgres redis mongodb influxdb mariadb redis_cluster ;;
     postgres|redis|mongodb|influxdb|mariadb) echo "$1" ;;
-    redis-cluster) echo redis_cluster ;;
+    redis-cluster|redis_cluster) echo redis_cluster ;;
     *) die "unknown server '$1' (postgres, redis, mongodb, influxdb, mariadb, redis-cluster, all)" ;;
   esac
 }
