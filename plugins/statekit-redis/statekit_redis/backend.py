@@ -67,7 +67,7 @@ from statekit_redis.options import (
     DEFAULT_WAIT_TIMEOUT,
     parse_url,
 )
-from statekit_redis.persistence import UNKNOWN, Persistence
+from statekit_redis.persistence import UNKNOWN, Persistence, server_facts
 from statekit_redis.scripts import APPEND, AS_OF, LATEST, PRUNE
 from statekit_redis.translate import DRIVER_ERRORS, guard
 
@@ -116,35 +116,6 @@ def _command_retries(client: Client, kwargs: Mapping[str, Any]) -> int:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-_FACTS: list[tuple[str, ...]] = [
-    ("INFO", "server"),
-    ("INFO", "persistence"),
-    ("INFO", "memory"),
-    *(
-        ("CONFIG GET", name)
-        for name in ("appendonly", "appendfsync", "save", "maxmemory", "maxmemory-policy")
-    ),
-]
-"""The commands that tell a server's version and persistence (CONFIG may be refused)."""
-
-
-def _node_facts(replies: Sequence[Any]) -> tuple[Persistence, dict[str, Any]]:
-    """The persistence and ``INFO server`` of one server from the replies to ``_FACTS``."""
-    server, on_disk, memory, *configs = replies
-    config: dict[str, str] | None = {}
-    for reply in configs:
-        if isinstance(reply, Exception) or config is None:
-            config = None  # CONFIG is disabled or forbidden: managed Redis
-        else:
-            config.update(reply)
-    info = {
-        **({} if isinstance(on_disk, Exception) else on_disk),
-        **({} if isinstance(memory, Exception) else memory),
-    }
-    persistence = Persistence.from_server(config, info or None)
-    return persistence, {} if isinstance(server, Exception) else server
 
 
 class _Follower(CommitFollower[int]):
@@ -298,27 +269,7 @@ class RedisBackend(Backend):
     # -- setup and facts ---------------------------------------------------------------
 
     async def _server_facts(self, client: Client) -> tuple[Persistence, dict[str, Any]]:
-        """The persistence and ``INFO server`` of the server; on a cluster, ``INFO server``
-        of the namespace's master and the persistence of the least durable node (each
-        node keeps its own AOF, and any replica may become the master)."""
-        if not isinstance(client, RedisCluster):
-            pipe = client.pipeline(transaction=False)
-            for command in _FACTS:
-                pipe.execute_command(*command)
-            return _node_facts(await pipe.execute(raise_on_error=False))
-        await client.initialize()  # at once unless a refresh was asked for and is due
-        owner = client.get_node_from_key(self.layout.meta)
-        facts: list[tuple[Persistence, dict[str, Any]]] = []
-        for node in client.get_nodes():
-            replies: list[Any] = []
-            for command in _FACTS:
-                try:
-                    replies.append(await client.execute_command(*command, target_nodes=node))
-                except DRIVER_ERRORS as exc:
-                    replies.append(exc)
-            facts.insert(0 if node is owner else len(facts), _node_facts(replies))
-        weakest = next((f for f in facts if not f[0].durable), facts[0])
-        return weakest[0], facts[0][1]
+        return await server_facts(client, self.layout.meta)
 
     async def _append_script(self, client: Client, keys: list[str], args: list[Any]) -> Any:
         """Run the append script; with ``wait``, then ``WAIT`` on the same connection."""

@@ -7,6 +7,7 @@ writers of several tasks and processes with ``wait=1``. Seeds are printed in fai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -180,6 +181,7 @@ def start_writers(url: str, count: int, seed: int) -> list[subprocess.Popen[str]
             [sys.executable, script, url, f"p{n}", "2", str(seed + n)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
         )
         for n in range(count)
@@ -195,7 +197,8 @@ def stop_writers(processes: list[subprocess.Popen[str]]) -> tuple[dict[str, list
     acked: dict[str, list[int]] = {}
     failed = 0
     for process in processes:
-        out, _ = process.communicate("stop\n", timeout=60)
+        out, err = process.communicate("stop\n", timeout=60)
+        assert process.returncode == 0 and out.strip(), f"a writer process failed: {err}"
         result = json.loads(out.strip().splitlines()[-1])
         acked.update(result["acked"])
         failed += result["failed"]
@@ -203,9 +206,17 @@ def stop_writers(processes: list[subprocess.Popen[str]]) -> tuple[dict[str, list
 
 
 def fail_over(cluster: ClusterAdmin, slot: int, to: dict[str, Any]) -> None:
-    """``CLUSTER FAILOVER`` on replica ``to`` of the slot's master; until it serves the slot."""
-    cluster.node(to["address"]).execute_command("CLUSTER FAILOVER")
-    cluster.wait_for(lambda: cluster.owner(slot)["id"] == to["id"], "the failover")
+    """``CLUSTER FAILOVER`` on replica ``to`` of the slot's master; until it serves the slot.
+
+    A manual failover gives up after 5 s when it wins no election (a master votes for
+    a replica of the same master at most once per 2 x cluster-node-timeout), so it is
+    asked again until it happens."""
+    deadline = time.monotonic() + 60
+    while cluster.owner(slot)["id"] != to["id"]:
+        assert time.monotonic() < deadline, f"no failover to {to['address']} in 60s"
+        cluster.node(to["address"]).execute_command("CLUSTER FAILOVER")
+        with contextlib.suppress(AssertionError):
+            cluster.wait_for(lambda: cluster.owner(slot)["id"] == to["id"], "", timeout=6)
     cluster.wait_for(cluster.agreed, "cluster_state:ok after the failover")
 
 

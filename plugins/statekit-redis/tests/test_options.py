@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 from statekit_redis import Persistence, RedisBackend
 from statekit_redis.options import (
@@ -202,3 +203,15 @@ async def test_an_unreachable_cluster_is_unavailable() -> None:
     with pytest.raises(BackendUnavailable, match="cannot reach") as err:
         await RedisBackend.open("redis+cluster://127.0.0.1:1,127.0.0.1:2/?namespace=x")
     assert not isinstance(err.value, RedisClusterException)
+
+
+@pytest.mark.asyncio
+async def test_a_cluster_client_that_retries_commands_is_refused() -> None:
+    """RedisCluster retries a command after a connection error by default (3 times): an
+    append whose reply was lost would be applied again."""
+    client = RedisCluster(host="127.0.0.1", port=1)
+    try:
+        with pytest.raises(ConfigError, match="does not re-send"):
+            await RedisBackend.from_client(client)
+    finally:
+        await client.aclose()
