@@ -11,8 +11,9 @@ connection (``ConnectionError``, which covers ``BusyLoadingError`` while the ser
 loads its data and ``MaxConnectionsError`` when the pool is exhausted), a timeout,
 ``OSError``, a failover or resharding (``ReadOnlyError``, ``TryAgainError``,
 ``ClusterDownError`` and the other ``ClusterError``\ s, ``SlotNotCoveredError``,
-``MASTERDOWN``; no node of a cluster reachable is a lost connection), a ``BUSY`` (long
-script) or ``LOADING`` reply. Refused credentials, an ACL refusal, a full server and a
+``MASTERDOWN``, ``UNBLOCKED`` to a blocked read when its master became a replica; no
+node of a cluster reachable is a lost connection), a ``BUSY`` (long script) or
+``LOADING`` reply. Refused credentials, an ACL refusal, a full server and a
 key of the wrong type are :class:`~statekit.errors.BackendError` saying so; anything
 else is a BackendError with redis-py's text.
 """
@@ -64,6 +65,10 @@ def redis_error(
     message = str(exc)
     if isinstance(exc, rex.ResponseError) and message.startswith(("BUSY", "LOADING")):
         return guard.unavailable("the server is busy (a long script) or loading its data", exc)
+    if isinstance(exc, rex.ResponseError) and message.startswith("UNBLOCKED"):
+        # A blocked read (watch's XREAD BLOCK) on a master that just became a replica:
+        # reading again goes to the new master (MOVED).
+        return guard.unavailable("the server changed role (a failover) under a blocked read", exc)
     if isinstance(exc, rex.NoPermissionError):
         return guard.failed(f"the Redis user may not run this; {needs}", exc)
     if isinstance(exc, rex.OutOfMemoryError):

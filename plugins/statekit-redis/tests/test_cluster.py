@@ -225,9 +225,10 @@ async def test_a_failover_under_writers_loses_no_acknowledged_write(
 ) -> None:
     """Writers (3 tasks here, 2 processes of 2 tasks) append with ``wait=1`` while the
     replica of the namespace's master takes over (``CLUSTER FAILOVER``): every
-    acknowledged write is in the history exactly once and the writers carry on through
-    the switch. The old master takes its role back afterwards (the same topology for the
-    next tests)."""
+    acknowledged write is in the history exactly once, the writers carry on through
+    the switch, and a watch (blocked in XREAD on the old master) delivers every commit
+    once, in order, from the new one. The old master takes its role back afterwards
+    (the same topology for the next tests)."""
     seed = int(os.environ.get("STATEKIT_SEED", random.randrange(1 << 30)))
     namespace = fresh_namespace()
     url = with_namespace(redis_cluster_url, namespace) + "&wait=1&wait_timeout=1"
@@ -235,6 +236,14 @@ async def test_a_failover_under_writers_loses_no_acknowledged_write(
     master = cluster.owner(slot)
     replica = cluster.replica_of(master["id"])
     backend = await RedisBackend.open(url)
+    seen: list[tuple[str, int]] = []
+
+    async def watch() -> None:
+        async for record in await backend.watch():
+            seen.append((record.key, record.version))
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0.1)
     stop = asyncio.Event()
     acked: dict[str, list[int]] = {}
     rng = random.Random(seed)
@@ -254,8 +263,17 @@ async def test_a_failover_under_writers_loses_no_acknowledged_write(
         acked.update(others)
         where = f"seed={seed} slot={slot} {master['address']} -> {replica['address']}"
         assert len(acked) == 7, where
+        histories = {key: await backend.read(key) for key in acked}
+        total = sum(map(len, histories.values()))
+        for _ in range(600):  # the watch catches up (a hang guard, not a speed bound)
+            if len(seen) >= total:
+                break
+            await asyncio.sleep(0.05)
         for key, mine in acked.items():
-            stored = [r.data["i"] for r in await backend.read(key)]
+            assert [v for k, v in seen if k == key] == [r.version for r in histories[key]], (
+                f"{where}: the watch of {key} missed or repeated a commit"
+            )
+            stored = [r.data["i"] for r in histories[key]]
             assert len(stored) == len(set(stored)), f"{where}: {key} has a write twice"
             lost = set(mine) - set(stored)
             assert not lost, f"{where}: acknowledged writes of {key} lost: {sorted(lost)}"
@@ -264,7 +282,8 @@ async def test_a_failover_under_writers_loses_no_acknowledged_write(
         print(f"{where}: {total} acked, {failed} + {failed_elsewhere} (processes) failed calls")
     finally:
         stop.set()
-        await asyncio.gather(*local, return_exceptions=True)
+        watcher.cancel()
+        await asyncio.gather(watcher, *local, return_exceptions=True)
         for process in processes:
             if process.poll() is None:
                 process.kill()
