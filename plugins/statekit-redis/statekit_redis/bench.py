@@ -17,7 +17,9 @@ version and record it atomically); never statekit's script or layout.
 Durability is the server's on both sides (``appendonly`` / ``appendfsync`` read
 back by the raw client, printed as ``durability``; the run stops if statekit
 reports another). Both sides' keys are deleted afterwards.
-The server is the one of ``--url`` or ``STATEKIT_TEST_REDIS_URL`` (``make bench``).
+The server is the one of ``--url`` or ``STATEKIT_TEST_REDIS_URL`` (``make bench``); a
+``redis+cluster://`` URL measures one namespace (one slot, so one master) of a Redis
+Cluster, both sides through a cluster client.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -37,6 +40,7 @@ import statekit
 from statekit.backend import JSON, Write
 from statekit.bench import BenchConfig, Plan, Result, Workload, measure, server_url
 from statekit_redis.backend import RedisBackend
+from statekit_redis.cluster import Client, open_cluster
 from statekit_redis.options import DEFAULT_CONNECT_TIMEOUT, parse_url, with_namespace
 
 __all__ = ["BATCH_SIZE", "USER_SCRIPT", "RawRedis", "bench", "durability"]
@@ -76,7 +80,7 @@ class RawRedis:
     :param namespace: the hash tag of its keys (one slot, as a cluster needs).
     """
 
-    def __init__(self, client: aioredis.Redis, namespace: str) -> None:
+    def __init__(self, client: Client, namespace: str) -> None:
         self.client = client
         self.script = client.register_script(USER_SCRIPT)
         self.prefix = f"raw:{{{namespace}}}:"
@@ -100,11 +104,17 @@ class RawRedis:
         return int(await self.client.unlink(*names)) if names else 0
 
 
-async def durability(client: aioredis.Redis) -> str:
-    """The server's persistence, read back: ``appendonly=... appendfsync=... save=...``."""
+async def durability(client: Client, key: str = "") -> str:
+    """The server's persistence, read back: ``appendonly=... appendfsync=... save=...``
+    (on a cluster, of the master serving ``key``)."""
     config: dict[Any, Any] = {}
     for name in ("appendonly", "appendfsync", "save"):
-        config.update(await client.config_get(name))
+        if isinstance(client, RedisCluster):
+            await client.initialize()
+            node = client.get_node_from_key(key)
+            config.update(await client.config_get(name, target_nodes=node))
+        else:
+            config.update(await client.config_get(name))
     text = {_text(k): _text(v) for k, v in config.items()}
     return (
         f"appendonly={text['appendonly']} appendfsync={text['appendfsync']} save='{text['save']}'"
@@ -127,15 +137,19 @@ async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, No
         stack.push_async_callback(backend.drop_namespace)  # runs before the store closes
         # The raw client connects exactly as statekit's does.
         options = parse_url(url)
-        client = aioredis.Redis.from_url(
-            options.driver_url,
-            retry=Retry(NoBackoff(), 0),
-            socket_connect_timeout=DEFAULT_CONNECT_TIMEOUT,
-        )
+        client: Client
+        if options.cluster:
+            client = open_cluster(options, socket_connect_timeout=DEFAULT_CONNECT_TIMEOUT)
+        else:
+            client = aioredis.Redis.from_url(
+                options.driver_url,
+                retry=Retry(NoBackoff(), 0),
+                socket_connect_timeout=DEFAULT_CONNECT_TIMEOUT,
+            )
         stack.push_async_callback(client.aclose)
         raw = RawRedis(client, theirs)
         stack.push_async_callback(raw.drop)
-        read_back = await durability(client)
+        read_back = await durability(client, backend.layout.meta)
         if read_back != backend.persistence.describe():
             raise RuntimeError(
                 f"raw side runs {read_back}, statekit {backend.persistence.describe()}"
@@ -143,7 +157,8 @@ async def bench(config: BenchConfig, scratch: Path) -> AsyncGenerator[Result, No
 
         detail: dict[str, JSON] = {
             "durability": read_back,
-            "server": f"redis {backend.server_version}",
+            "server": f"redis {backend.server_version}"
+            + (" cluster (one namespace: one slot)" if options.cluster else ""),
             "keys": config.keys,
         }
         plan = Plan([f"bench/{i}" for i in range(config.keys)])

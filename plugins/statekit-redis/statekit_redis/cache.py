@@ -8,7 +8,9 @@ an entry never goes back to an older version. The namespace is the store's id (o
 per primary, chosen by the core) unless the URL names one; the ``c:`` part keeps
 entries apart from a Redis *store* of the same namespace.
 
-URL: ``redis[s]://[[user]:password@]host[:port][/db][?namespace=...]`` plus redis-py's
+URL: ``redis[s]://[[user]:password@]host[:port][/db][?namespace=...]`` or
+``redis[s]+cluster://host1:port1[,host2:port2...][?namespace=...]`` (a Redis Cluster: the
+``{<namespace>}`` hash tag keeps a cache's entries in one slot) plus redis-py's
 connection options (:mod:`statekit_redis.options`); no ``log_max``.
 """
 
@@ -20,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Self, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -27,6 +30,7 @@ from statekit.backend import JSON, Health, Record
 from statekit.errors import ConfigError
 from statekit.kit import stored
 from statekit.tiered import SharedCache
+from statekit_redis.cluster import Client, open_cluster
 from statekit_redis.layout import check_namespace, decode, record_text, tail
 from statekit_redis.options import parse_url
 from statekit_redis.scripts import CACHE_PUT
@@ -70,14 +74,19 @@ class RedisCache(SharedCache):
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         *,
         namespace: str,
         ttl: float,
         owns_client: bool = False,
         url: str | None = None,
     ) -> None:
-        if client.connection_pool.connection_kwargs.get("decode_responses"):
+        kwargs = (
+            client.get_connection_kwargs()
+            if isinstance(client, RedisCluster)
+            else client.connection_pool.connection_kwargs
+        )
+        if kwargs.get("decode_responses"):
             raise ConfigError("statekit-redis needs a client with decode_responses=False")
         if ttl <= 0:
             raise ConfigError(f"redis cache ttl={ttl!r}: give a number of seconds > 0")
@@ -105,13 +114,19 @@ class RedisCache(SharedCache):
         down does not stop the store from opening. The URL's ``namespace`` option, when
         given, wins over ``namespace``."""
         options = parse_url(url, options=frozenset({"namespace"}))
-        kwargs: dict[str, Any] = {"retry": Retry(NoBackoff(), 0)}
+        kwargs: dict[str, Any] = {}
         for option in ("socket_connect_timeout", "socket_timeout"):
             if option not in options.named:
                 kwargs[option] = CACHE_TIMEOUT
+        client: Client
         try:
-            client = aioredis.Redis.from_url(options.driver_url, **kwargs)
-        except ValueError as exc:  # redis-py refused an option's value
+            if options.cluster:
+                client = open_cluster(options, **kwargs)
+            else:
+                client = aioredis.Redis.from_url(
+                    options.driver_url, retry=Retry(NoBackoff(), 0), **kwargs
+                )
+        except (ValueError, TypeError) as exc:  # redis-py refused an option's value
             raise ConfigError(
                 f"bad redis URL option in {options.shown!r}: {exc}", source="cache.shared_url"
             ) from exc
@@ -127,7 +142,7 @@ class RedisCache(SharedCache):
             await client.aclose()
             raise
 
-    async def _run(self, call: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    async def _run(self, call: Callable[[Client], Awaitable[T]]) -> T:
         with self.guard.calls():  # BackendError once closed; redis-py errors translated
             return await call(self._client)
 
@@ -181,8 +196,9 @@ class RedisCache(SharedCache):
     async def drop_namespace(self) -> int:
         """Delete every entry of this namespace (for tests and tools). Returns how many."""
 
-        async def drop(client: aioredis.Redis) -> int:
+        async def drop(client: Client) -> int:
             deleted = 0
+            # On a cluster SCAN goes to every master: the entries' slot is on one of them.
             async for name in client.scan_iter(match=self.prefix + "*", count=PAGE):
                 deleted += int(await client.unlink(name))
             return deleted

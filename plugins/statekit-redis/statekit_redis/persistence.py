@@ -16,16 +16,26 @@ Redis holds data in memory; durability is the server's persistence settings:
 
 ``CONFIG`` is often disabled on managed Redis. Then ``INFO persistence`` tells
 whether AOF is on; the snapshot schedule stays unknown.
+
+On Redis Cluster each node keeps its own AOF and any replica may become its slot's
+master, so :func:`server_facts` reads every node and reports the least durable one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio.cluster import RedisCluster
 
 from statekit.backend import JSON
+from statekit_redis.translate import DRIVER_ERRORS
 
-__all__ = ["UNKNOWN", "Persistence"]
+if TYPE_CHECKING:
+    from statekit_redis.cluster import Client
+
+__all__ = ["FACTS", "UNKNOWN", "Persistence", "node_facts", "server_facts"]
 
 UNKNOWN = "unknown"
 
@@ -135,3 +145,56 @@ class Persistence:
     def describe(self) -> str:
         """One line, e.g. ``appendonly=yes appendfsync=everysec save=''``."""
         return f"appendonly={self.appendonly} appendfsync={self.appendfsync} save={self.save!r}"
+
+
+FACTS: list[tuple[str, ...]] = [
+    ("INFO", "server"),
+    ("INFO", "persistence"),
+    ("INFO", "memory"),
+    *(
+        ("CONFIG GET", name)
+        for name in ("appendonly", "appendfsync", "save", "maxmemory", "maxmemory-policy")
+    ),
+]
+"""The commands that tell a server's version and persistence (CONFIG may be refused)."""
+
+
+def node_facts(replies: Sequence[Any]) -> tuple[Persistence, dict[str, Any]]:
+    """The persistence and ``INFO server`` of one server from the replies to ``FACTS``."""
+    server, on_disk, memory, *configs = replies
+    config: dict[str, str] | None = {}
+    for reply in configs:
+        if isinstance(reply, Exception) or config is None:
+            config = None  # CONFIG is disabled or forbidden: managed Redis
+        else:
+            config.update(reply)
+    info = {
+        **({} if isinstance(on_disk, Exception) else on_disk),
+        **({} if isinstance(memory, Exception) else memory),
+    }
+    persistence = Persistence.from_server(config, info or None)
+    return persistence, {} if isinstance(server, Exception) else server
+
+
+async def server_facts(client: Client, key: str) -> tuple[Persistence, dict[str, Any]]:
+    """The persistence and ``INFO server`` of the server; on a cluster, ``INFO server``
+    of the master serving ``key`` and the persistence of the least durable node (each
+    node keeps its own AOF, and any replica may become the master)."""
+    if not isinstance(client, RedisCluster):
+        pipe = client.pipeline(transaction=False)
+        for command in FACTS:
+            pipe.execute_command(*command)
+        return node_facts(await pipe.execute(raise_on_error=False))
+    await client.initialize()  # at once unless a refresh was asked for and is due
+    owner = client.get_node_from_key(key)
+    facts: list[tuple[Persistence, dict[str, Any]]] = []
+    for node in client.get_nodes():
+        replies: list[Any] = []
+        for command in FACTS:
+            try:
+                replies.append(await client.execute_command(*command, target_nodes=node))
+            except DRIVER_ERRORS as exc:
+                replies.append(exc)
+        facts.insert(0 if node is owner else len(facts), node_facts(replies))
+    weakest = next((f for f in facts if not f[0].durable), facts[0])
+    return weakest[0], facts[0][1]

@@ -1,4 +1,5 @@
-"""The statekit plugin: serves ``redis://`` and ``rediss://`` (TLS) store and shared-cache URLs."""
+"""The statekit plugin: serves ``redis://``, ``rediss://`` (TLS) and their Redis Cluster forms
+``redis+cluster://`` and ``rediss+cluster://``, as store and shared-cache URLs."""
 
 from __future__ import annotations
 
@@ -12,17 +13,19 @@ __all__ = ["statekit_register_backends", "statekit_register_caches"]
 
 @hookimpl
 def statekit_register_backends(registry: BackendRegistry) -> None:
-    """``redis://`` and ``rediss://`` (TLS) URLs open a :class:`RedisBackend`."""
+    """``redis://``, ``rediss://`` (TLS) and ``redis[s]+cluster://`` URLs open a
+    :class:`RedisBackend`."""
     from statekit_redis.backend import RedisBackend
 
-    registry.add("redis", RedisBackend)
-    registry.add("rediss", RedisBackend)
+    for scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+        registry.add(scheme, RedisBackend)
 
 
 @hookimpl
 def statekit_register_caches(registry: SchemeRegistry[Any]) -> None:
-    """``cache.shared_url = redis[s]://...`` shares a tiered store's heads: :class:`RedisCache`."""
+    """``cache.shared_url = redis[s][+cluster]://...`` shares a tiered store's heads:
+    :class:`RedisCache`."""
     from statekit_redis.cache import RedisCache
 
-    registry.add("redis", RedisCache)
-    registry.add("rediss", RedisCache)
+    for scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+        registry.add(scheme, RedisCache)

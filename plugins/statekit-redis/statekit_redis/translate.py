@@ -1,4 +1,4 @@
-"""The one place redis-py's exceptions become statekit's, for the store and the shared cache.
+r"""The one place redis-py's exceptions become statekit's, for the store and the shared cache.
 
 Both run their Redis calls through a :class:`statekit.kit.DriverGuard` built by
 :func:`guard`; what differs between them is only what their Redis user needs
@@ -10,10 +10,12 @@ later" is :class:`~statekit.errors.BackendUnavailable`: a lost or refused
 connection (``ConnectionError``, which covers ``BusyLoadingError`` while the server
 loads its data and ``MaxConnectionsError`` when the pool is exhausted), a timeout,
 ``OSError``, a failover or resharding (``ReadOnlyError``, ``TryAgainError``,
-``ClusterDownError``), a ``BUSY`` (long script) or ``LOADING`` reply. Refused
-credentials, an ACL refusal, a full server and a key of the wrong type are
-:class:`~statekit.errors.BackendError` saying so; anything else is a BackendError
-with redis-py's text.
+``ClusterDownError`` and the other ``ClusterError``\ s, ``SlotNotCoveredError``,
+``MASTERDOWN``, ``UNBLOCKED`` to a blocked read when its master became a replica; no
+node of a cluster reachable is a lost connection), a ``BUSY`` (long script) or
+``LOADING`` reply. Refused credentials, an ACL refusal, a full server and a
+key of the wrong type are :class:`~statekit.errors.BackendError` saying so; anything
+else is a BackendError with redis-py's text.
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ from statekit.kit import DriverGuard
 
 __all__ = ["DRIVER_ERRORS", "guard", "redis_error"]
 
-DRIVER_ERRORS: tuple[type[BaseException], ...] = (rex.RedisError, OSError)
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    rex.RedisError,
+    rex.RedisClusterException,  # not a RedisError: the cluster client's own
+    OSError,
+)
 """What a redis-py call may raise; each is translated by :func:`redis_error`."""
 
 
@@ -45,13 +51,24 @@ def redis_error(
         )
     if isinstance(exc, rex.TimeoutError):
         return guard.unavailable("no answer in time", exc)
-    if isinstance(exc, rex.ConnectionError):
+    if isinstance(exc, rex.ConnectionError | rex.RedisClusterUnreachableError):
         return guard.unavailable("cannot reach the server or it cannot take the call now", exc)
-    if isinstance(exc, rex.ReadOnlyError | rex.TryAgainError | rex.ClusterDownError):
+    if isinstance(
+        exc,
+        rex.ReadOnlyError
+        | rex.TryAgainError
+        | rex.ClusterError
+        | rex.SlotNotCoveredError
+        | rex.MasterDownError,
+    ):
         return guard.unavailable("a failover or resharding is under way", exc)
     message = str(exc)
     if isinstance(exc, rex.ResponseError) and message.startswith(("BUSY", "LOADING")):
         return guard.unavailable("the server is busy (a long script) or loading its data", exc)
+    if isinstance(exc, rex.ResponseError) and message.startswith("UNBLOCKED"):
+        # A blocked read (watch's XREAD BLOCK) on a master that just became a replica:
+        # reading again goes to the new master (MOVED).
+        return guard.unavailable("the server changed role (a failover) under a blocked read", exc)
     if isinstance(exc, rex.NoPermissionError):
         return guard.failed(f"the Redis user may not run this; {needs}", exc)
     if isinstance(exc, rex.OutOfMemoryError):

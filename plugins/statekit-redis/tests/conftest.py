@@ -10,10 +10,14 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
+import redis
 import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from statekit_redis import RedisBackend
 from statekit_redis.options import parse_url, with_namespace
 
@@ -163,3 +167,78 @@ def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def redis_cluster_url() -> str:
+    """The test Redis Cluster (STATEKIT_TEST_REDIS_CLUSTER_URL, ``scripts/servers.sh start
+    redis-cluster``); fails under CI=true, skips locally."""
+    return server_url("redis_cluster")
+
+
+@pytest.fixture
+def cluster_namespace_url(redis_cluster_url: str) -> Callable[[], str]:
+    """Makes URLs of fresh namespaces on the test cluster."""
+    return lambda: with_namespace(redis_cluster_url, fresh_namespace())
+
+
+class ClusterAdmin:
+    """The test cluster's nodes, for moving slots and failing over (plain redis-py calls)."""
+
+    def __init__(self, url: str) -> None:
+        self.seeds = parse_url(url).seeds
+
+    def node(self, address: str) -> redis.Redis:
+        host, _, port = address.rpartition(":")
+        return redis.Redis(host=host, port=int(port), retry=Retry(NoBackoff(), 0))
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """``CLUSTER NODES`` as rows: id, address, role, master (id or -), slots [(lo, hi)]."""
+        for host, port in self.seeds:
+            try:
+                found = self.node(f"{host}:{port}").execute_command("CLUSTER NODES")
+                break
+            except redis.ConnectionError:
+                continue
+        return [
+            {
+                "id": row["node_id"],
+                "address": address,
+                "role": "master" if "master" in row["flags"] else "replica",
+                "master": row["master_id"],
+                "slots": [(int(s[0]), int(s[-1])) for s in row["slots"] if s[0].isdigit()],
+                "failed": "fail" in row["flags"],
+            }
+            for address, row in found.items()
+        ]
+
+    def owner(self, slot: int) -> dict[str, Any]:
+        """The master serving ``slot`` (as the first seed that answers reports it)."""
+        for row in self.nodes():
+            if row["role"] == "master" and any(lo <= slot <= hi for lo, hi in row["slots"]):
+                return row
+        raise AssertionError(f"no master serves slot {slot}")
+
+    def replica_of(self, master_id: str) -> dict[str, Any]:
+        return next(row for row in self.nodes() if row["master"] == master_id)
+
+    def wait_for(self, check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"cluster: {what} did not happen in {timeout}s")
+            time.sleep(0.05)
+
+    def agreed(self) -> bool:
+        """Every node reports cluster_state:ok."""
+        for row in self.nodes():
+            info = self.node(row["address"]).execute_command("CLUSTER INFO")
+            if info.get("cluster_state") != "ok":
+                return False
+        return True
+
+
+@pytest.fixture
+def cluster(redis_cluster_url: str) -> ClusterAdmin:
+    """The test cluster's admin handle (CLUSTER commands on its nodes)."""
+    return ClusterAdmin(redis_cluster_url)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 from statekit_redis import Persistence, RedisBackend
 from statekit_redis.options import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -54,6 +56,13 @@ def test_statekit_options_are_stripped_and_driver_options_kept() -> None:
         ("redis:///0", "no host"),
         ("redis://h:notaport/0", "malformed"),
         ("http://h/0", "redis://"),
+        ("redis://h1:1,h2:2/0", "redis+cluster://"),
+        ("redis+cluster://h1:1,h2:2/1", "database 0"),
+        ("redis+cluster://h1:1,:2/", "is not host:port"),
+        ("redis+cluster://h1:1/?wait=-1", "wait"),
+        ("redis+cluster://h1:1/?wait=x", "wait"),
+        ("redis+cluster://h1:1/?wait=1&wait_timeout=0", "wait_timeout"),
+        ("redis+cluster://h1:1/?wait=1&wait_timeout=soon", "wait_timeout"),
     ],
 )
 def test_bad_urls_are_config_errors(url: str, fragment: str) -> None:
@@ -91,10 +100,22 @@ def test_with_namespace_replaces_only_the_namespace() -> None:
     assert parse_url(url).driver_url == "redis://h/1?socket_timeout=2"
 
 
+def test_a_cluster_url_names_its_seeds_and_keeps_the_options_for_redis_py() -> None:
+    options = parse_url(
+        "redis+cluster://u:pw@h1:7000,h2:7001/?namespace=n&wait=1&wait_timeout=0.5&socket_timeout=2"
+    )
+    assert options.cluster and options.seeds == (("h1", 7000), ("h2", 7001))
+    assert (options.namespace, options.wait, options.wait_timeout) == ("n", 1, 0.5)
+    assert options.driver_url == "redis://u:pw@h1:7000?socket_timeout=2"
+    assert "pw" not in options.shown
+    plain = parse_url("redis://h/0")
+    assert not plain.cluster and plain.wait == 0
+
+
 def test_plugin_serves_redis_and_rediss() -> None:
     host = PluginHost()
-    assert host.backend_class("redis") is RedisBackend
-    assert host.backend_class("rediss") is RedisBackend
+    for scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+        assert host.backend_class(scheme) is RedisBackend
     (info,) = [i for i in host.plugins() if i.name == "redis"]
     assert info.distribution == "statekit-redis"
     assert info.error is None
@@ -175,3 +196,22 @@ def test_eviction_of_statekit_keys_is_not_durable(
     assert bool(persistence.warnings()) is not durable
     if not durable:
         assert "evicts keys" in persistence.warnings()[0]
+
+
+@pytest.mark.asyncio
+async def test_an_unreachable_cluster_is_unavailable() -> None:
+    with pytest.raises(BackendUnavailable, match="cannot reach") as err:
+        await RedisBackend.open("redis+cluster://127.0.0.1:1,127.0.0.1:2/?namespace=x")
+    assert not isinstance(err.value, RedisClusterException)
+
+
+@pytest.mark.asyncio
+async def test_a_cluster_client_that_retries_commands_is_refused() -> None:
+    """RedisCluster retries a command after a connection error by default (3 times): an
+    append whose reply was lost would be applied again."""
+    client = RedisCluster(host="127.0.0.1", port=1)
+    try:
+        with pytest.raises(ConfigError, match="does not re-send"):
+            await RedisBackend.from_client(client)
+    finally:
+        await client.aclose()
