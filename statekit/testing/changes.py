@@ -5,8 +5,6 @@ only what changed around and after it, whoever wrote it."""
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
@@ -15,6 +13,7 @@ from statekit.errors import StatekitError
 from statekit.store import StateStore
 from statekit.testing import _workers
 from statekit.testing._capabilities import needs, needs_url
+from statekit.testing._pool import lined_up
 
 __all__ = ["ChangesContract"]
 
@@ -91,16 +90,13 @@ class ChangesContract:
         backend_url = needs_url(store, backend_url)
         await store.put("chg/before", 1)
         since = await store.position()
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(2, mp_context=context) as pool:
-            await asyncio.gather(
-                *(
-                    asyncio.wrap_future(
-                        pool.submit(_workers.put_many, backend_url, f"chg/p{i}/", 5)
-                    )
-                    for i in range(2)
-                )
+        pool, _ = await lined_up(2)
+        await asyncio.gather(
+            *(
+                asyncio.wrap_future(pool.submit(_workers.put_many, backend_url, f"chg/p{i}/", 5))
+                for i in range(2)
             )
+        )
         expected = [f"chg/p{i}/{n}" for i in range(2) for n in range(5)]
         assert await store.changed(since, "chg/p") == expected
         assert "chg/before" not in await store.changed(since, "chg/")

@@ -4,11 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
-from time import time
 from typing import Protocol
 
 import pytest
@@ -19,6 +16,7 @@ from statekit.store import StateStore
 from statekit.testing import _workers
 from statekit.testing._capabilities import needs
 from statekit.testing._guard import GuardedBackend
+from statekit.testing._pool import lined_up
 
 __all__ = ["DurabilityContract", "ServerControl"]
 
@@ -67,23 +65,20 @@ class DurabilityContract:
 
             await asyncio.gather(*(worker() for _ in range(PROCESSES)))
         else:
-            start_at = time() + 2.0
-            with ProcessPoolExecutor(
-                PROCESSES, mp_context=multiprocessing.get_context("spawn")
-            ) as pool:
-                futures = [
-                    asyncio.wrap_future(
-                        pool.submit(
-                            _workers.increment,
-                            backend_url,
-                            "shared",
-                            self.increments_per_process,
-                            start_at,
-                        )
+            pool, start_at = await lined_up(PROCESSES)
+            futures = [
+                asyncio.wrap_future(
+                    pool.submit(
+                        _workers.increment,
+                        backend_url,
+                        "shared",
+                        self.increments_per_process,
+                        start_at,
                     )
-                    for _ in range(PROCESSES)
-                ]
-                done = await asyncio.gather(*futures)
+                )
+                for _ in range(PROCESSES)
+            ]
+            done = await asyncio.gather(*futures)
             assert sum(done) == PROCESSES * self.increments_per_process
         final = await store.get("shared")
         total = PROCESSES * self.increments_per_process

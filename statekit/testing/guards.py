@@ -4,8 +4,6 @@ another key must have, checked atomically with the writes, never written."""
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from time import time
 
 import pytest
@@ -15,6 +13,7 @@ from statekit.errors import ConflictError, ValidationError
 from statekit.store import StateStore
 from statekit.testing import _workers
 from statekit.testing._capabilities import needs, needs_url
+from statekit.testing._pool import lined_up
 
 __all__ = ["GuardContract"]
 
@@ -128,24 +127,23 @@ class GuardContract:
         needs(store, Capability.GUARDED_APPEND, Capability.ATOMIC_BATCH, Capability.HISTORY)
         backend_url = needs_url(store, backend_url)
         await store.put("guard/g", "holder-1")
-        start_at = time() + 2.0
-        with ProcessPoolExecutor(RACERS, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [
-                asyncio.wrap_future(
-                    pool.submit(
-                        _workers.guarded_appends, backend_url, "guard/log", "guard/g", 1, start_at
-                    )
+        pool, start_at = await lined_up(RACERS)
+        futures = [
+            asyncio.wrap_future(
+                pool.submit(
+                    _workers.guarded_appends, backend_url, "guard/log", "guard/g", 1, start_at
                 )
-                for _ in range(RACERS)
-            ]
-            deadline = time() + 60
-            while await store.get("guard/log") is None and time() < deadline:
-                if any(f.done() for f in futures):
-                    break  # a process failed: its error shows below
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.2)  # the processes append meanwhile
-            await store.batch(
-                [Write("guard/g", "holder-2", expect=1), Write("guard/log", {"bump": True})]
             )
-            landed = sum(await asyncio.gather(*futures))
+            for _ in range(RACERS)
+        ]
+        deadline = time() + 60
+        while await store.get("guard/log") is None and time() < deadline:
+            if any(f.done() for f in futures):
+                break  # a process failed: its error shows below
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # the processes append meanwhile
+        await store.batch(
+            [Write("guard/g", "holder-2", expect=1), Write("guard/log", {"bump": True})]
+        )
+        landed = sum(await asyncio.gather(*futures))
         await self._bump_and_check(store, landed)

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import multiprocessing
 import random
-from concurrent.futures import ProcessPoolExecutor
 from time import time
 
 import pytest
@@ -27,6 +25,7 @@ from statekit.backend import MICROSECOND, Capability, Record, Write
 from statekit.store import StateStore
 from statekit.testing import _workers
 from statekit.testing._capabilities import needs, needs_url
+from statekit.testing._pool import lined_up
 
 __all__ = ["TimeOrderContract", "assert_true_history"]
 
@@ -125,30 +124,27 @@ class TimeOrderContract:
         backend_url = needs_url(store, backend_url)
         import statekit
 
-        start_at = time() + 2.0
         async with await statekit.open(backend_url) as second:
+            pool, start_at = await lined_up(PROCESSES)
 
             async def local(other: StateStore, tag: str) -> None:
                 await asyncio.sleep(max(0.0, start_at - time()))
                 for n in range(PUTS_PER_PROCESS):
                     await other.put("time/shared", {"by": tag, "n": n})
 
-            with ProcessPoolExecutor(
-                PROCESSES, mp_context=multiprocessing.get_context("spawn")
-            ) as pool:
-                futures = [
-                    asyncio.wrap_future(
-                        pool.submit(
-                            _workers.put_one,
-                            backend_url,
-                            "time/shared",
-                            PUTS_PER_PROCESS,
-                            start_at,
-                        )
+            futures = [
+                asyncio.wrap_future(
+                    pool.submit(
+                        _workers.put_one,
+                        backend_url,
+                        "time/shared",
+                        PUTS_PER_PROCESS,
+                        start_at,
                     )
-                    for _ in range(PROCESSES)
-                ]
-                await asyncio.gather(local(store, "this"), local(second, "second"), *futures)
+                )
+                for _ in range(PROCESSES)
+            ]
+            await asyncio.gather(local(store, "this"), local(second, "second"), *futures)
         seen = await assert_true_history(store, "time/shared")
         assert seen == (PROCESSES + 2) * PUTS_PER_PROCESS
 
