@@ -34,10 +34,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from datetime import datetime
 from typing import Any, Self, TypeVar
 
-import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from statekit.backend import (
     ANY,
@@ -59,7 +56,7 @@ from statekit.errors import (
     StatekitError,
 )
 from statekit.kit import CommitFollower, appended
-from statekit_redis.cluster import Client, open_cluster, run_and_wait
+from statekit_redis.cluster import Client, open_client, run_and_wait
 from statekit_redis.layout import LAYOUT_VERSION, Layout, check_namespace, decode, tail
 from statekit_redis.options import (
     DEFAULT_LOG_MAX,
@@ -215,18 +212,7 @@ class RedisBackend(Backend):
         kwargs: dict[str, Any] = {}
         if options.connect_timeout is not None:
             kwargs["socket_connect_timeout"] = options.connect_timeout
-        client: Client
-        try:
-            if options.cluster:
-                client = open_cluster(options, **kwargs)
-            else:
-                client = aioredis.Redis.from_url(
-                    options.driver_url, retry=Retry(NoBackoff(), 0), **kwargs
-                )
-        except (ValueError, TypeError) as exc:  # redis-py refused an option's value
-            raise ConfigError(
-                f"bad redis URL option in {options.shown!r}: {exc}", source="url"
-            ) from exc
+        client = open_client(options, source="url", **kwargs)
         try:
             backend = cls(
                 client,

@@ -21,16 +21,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Self, TypeVar
 
-import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from statekit.backend import JSON, Health, Record
 from statekit.errors import ConfigError
 from statekit.kit import stored
 from statekit.tiered import SharedCache
-from statekit_redis.cluster import Client, open_cluster
+from statekit_redis.cluster import Client, open_client
 from statekit_redis.layout import check_namespace, decode, record_text, tail
 from statekit_redis.options import parse_url
 from statekit_redis.scripts import CACHE_PUT
@@ -118,18 +115,7 @@ class RedisCache(SharedCache):
         for option in ("socket_connect_timeout", "socket_timeout"):
             if option not in options.named:
                 kwargs[option] = CACHE_TIMEOUT
-        client: Client
-        try:
-            if options.cluster:
-                client = open_cluster(options, **kwargs)
-            else:
-                client = aioredis.Redis.from_url(
-                    options.driver_url, retry=Retry(NoBackoff(), 0), **kwargs
-                )
-        except (ValueError, TypeError) as exc:  # redis-py refused an option's value
-            raise ConfigError(
-                f"bad redis URL option in {options.shown!r}: {exc}", source="cache.shared_url"
-            ) from exc
+        client = open_client(options, source="cache.shared_url", **kwargs)
         try:
             return cls(
                 client,

@@ -29,9 +29,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
+from statekit.errors import ConfigError
 from statekit_redis.options import RedisOptions
 
-__all__ = ["Client", "facts_nodes", "open_cluster", "run_and_wait"]
+__all__ = ["Client", "facts_nodes", "open_client", "open_cluster", "run_and_wait"]
 
 Client = aioredis.Redis | RedisCluster
 """A client of one server or of a cluster."""
@@ -57,6 +58,19 @@ def open_cluster(options: RedisOptions, **kwargs: Any) -> RedisCluster:
         ssl=ssl,
         **{**driver, **kwargs},
     )
+
+
+def open_client(options: RedisOptions, *, source: str, **kwargs: Any) -> Client:
+    """A client of the URL's server or cluster with no command retries; a ConfigError
+    naming ``source`` (where the URL came from) when redis-py refuses an option's value."""
+    try:
+        if options.cluster:
+            return open_cluster(options, **kwargs)
+        return aioredis.Redis.from_url(options.driver_url, retry=Retry(NoBackoff(), 0), **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"bad redis URL option in {options.shown!r}: {exc}", source=source
+        ) from exc
 
 
 def facts_nodes(client: RedisCluster) -> list[ClusterNode]:

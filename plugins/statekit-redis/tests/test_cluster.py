@@ -2,7 +2,8 @@
 namespace's slot moved to another master while writers and a watch run (MOVED/ASK),
 ``wait=N`` refusing an append its replicas did not take, and a manual failover under
 writers of several tasks and processes with ``wait=1``. Seeds are printed in failures
-(``STATEKIT_SEED`` replays one)."""
+(``STATEKIT_SEED`` replays one). The gate runs one failover and one slot move; ``make
+soak`` (``STATEKIT_SOAK=1``) runs 5 of each, each with its own seed."""
 
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ _spec.loader.exec_module(cluster_writers)  # the writers' code, run here as task
 
 WRITERS = 4
 WRITES = 60
+SOAK = os.environ.get("STATEKIT_SOAK", "").strip() not in {"", "0"}
+ROUNDS = range(5 if SOAK else 1)
+"""Failovers (and slot moves) per run: the gate's CI size, or make soak's."""
 
 
 def slot_of(namespace: str) -> int:
@@ -98,8 +102,9 @@ async def write_versions(backend: RedisBackend, key: str, count: int, pause: flo
     return retried
 
 
+@pytest.mark.parametrize("round_", ROUNDS)
 async def test_writers_and_a_watch_follow_a_slot_moved_to_another_master(
-    redis_cluster_url: str, cluster: ClusterAdmin, drop: Callable[..., object]
+    round_: int, redis_cluster_url: str, cluster: ClusterAdmin, drop: Callable[..., object]
 ) -> None:
     seed = int(os.environ.get("STATEKIT_SEED", random.randrange(1 << 30)))
     namespace = fresh_namespace()
@@ -220,8 +225,9 @@ def fail_over(cluster: ClusterAdmin, slot: int, to: dict[str, Any]) -> None:
     cluster.wait_for(cluster.agreed, "cluster_state:ok after the failover")
 
 
+@pytest.mark.parametrize("round_", ROUNDS)
 async def test_a_failover_under_writers_loses_no_acknowledged_write(
-    redis_cluster_url: str, cluster: ClusterAdmin, drop: Callable[..., object]
+    round_: int, redis_cluster_url: str, cluster: ClusterAdmin, drop: Callable[..., object]
 ) -> None:
     """Writers (3 tasks here, 2 processes of 2 tasks) append with ``wait=1`` while the
     replica of the namespace's master takes over (``CLUSTER FAILOVER``): every
