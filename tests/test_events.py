@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -20,6 +19,7 @@ from statekit.backend import Capability, Record, Write
 from statekit.backends.memory import MemoryBackend
 from statekit.errors import HistoryUnavailable
 from statekit.store import Retention
+from statekit.testing._pool import worker_pool
 from statekit.trading import Order, OrderStatus, Position, TradingState
 from statekit.trading.events import (
     Aggregate,
@@ -301,13 +301,10 @@ async def test_processes_appending_to_one_order_lose_and_duplicate_nothing(
 ) -> None:
     events = EventStore(store, snapshot_every=7)
     await events.append(ORDER, [placed("1000")])
-    ctx = multiprocessing.get_context("spawn")
-    processes = [ctx.Process(target=_append_in_process, args=(store_url, n, 10)) for n in range(4)]
-    for p in processes:
-        p.start()
-    for p in processes:
-        await asyncio.to_thread(p.join, 120)
-        assert p.exitcode == 0
+    pool = worker_pool()  # four warm processes of their own, each opening the store
+    await asyncio.gather(
+        *(asyncio.wrap_future(pool.submit(_append_in_process, store_url, n, 10)) for n in range(4))
+    )
     await check_stream(events, 41, 40)
     history = await store.history("events/order/o-1", limit=100, newest_first=False)
     writers = [r.meta.get("by") for r in history[1:]]

@@ -15,7 +15,7 @@ of replayed chunks commit and lose their answer. Then, read from the primary:
 - the three keys of each batch have the same history (batches stay whole);
 - no journal rejected anything, and every journal drained.
 
-``make test`` runs 25 outages on PostgreSQL and 25 on Redis; ``make soak`` (``STATEKIT_SOAK=1``)
+``make test`` runs 12 outages on PostgreSQL and 12 on Redis; ``make soak`` (``STATEKIT_SOAK=1``)
 runs 150 on each.
 """
 
@@ -43,7 +43,7 @@ from statekit.testing import fresh_namespace, server_control, server_url
 
 WRITER = Path(__file__).with_name("fallback_campaign_writer.py")
 SOAK = os.environ.get("STATEKIT_SOAK", "").strip() not in {"", "0"}
-OUTAGES = int(os.environ.get("STATEKIT_CAMPAIGN_OUTAGES", "0")) or (150 if SOAK else 25)
+OUTAGES = int(os.environ.get("STATEKIT_CAMPAIGN_OUTAGES", "0")) or (150 if SOAK else 12)
 WRITERS = 3
 LOSE = 0.05  # share of replayed chunks whose answer is lost after the commit
 

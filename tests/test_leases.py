@@ -27,6 +27,7 @@ from statekit import (
 from statekit.backend import Record
 from statekit.backends.memory import MemoryBackend
 from statekit.testing._capabilities import needs
+from statekit.testing._pool import worker_pool
 from statekit.trading.leases import KEEP_VERSIONS, LEASE_KIND, Lease, LeaseState
 
 TTL = 5.0
@@ -550,17 +551,11 @@ def _contend_in_process(url: str, worker: str, tasks: int) -> None:
 def test_concurrent_acquirers_hold_one_at_a_time(store_url: str) -> None:
     """Tasks in this process and in two others take the lease in turns; the journal of
     their fenced writes shows strictly increasing tokens and holds never interleaved."""
-    ctx = multiprocessing.get_context("spawn")
-    processes = [
-        ctx.Process(target=_contend_in_process, args=(store_url, f"process-{n}", 2))
-        for n in range(2)
-    ]
-    for p in processes:
-        p.start()
+    pool = worker_pool()  # two warm processes of their own, each opening the store
+    futures = [pool.submit(_contend_in_process, store_url, f"process-{n}", 2) for n in range(2)]
     asyncio.run(_contend(store_url, "parent", 2))
-    for p in processes:
-        p.join(PROCESS_JOIN)
-        assert p.exitcode == 0
+    for future in futures:
+        future.result(PROCESS_JOIN)
 
     async def journal() -> tuple[list[Record], bool]:
         async with await statekit.open(store_url) as store:

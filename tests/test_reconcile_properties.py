@@ -31,7 +31,7 @@ A dry run changes nothing; a fenced-off engine changes nothing; a pass with noth
 to do writes nothing. The engine bugs the machine found have regression tests at the
 end.
 
-``make test`` runs 50 examples of 40 steps per backend; ``make soak`` (``STATEKIT_SOAK=1``)
+``make test`` runs 30 examples of 40 steps per backend; ``make soak`` (``STATEKIT_SOAK=1``)
 runs 150. ``STATEKIT_RECONCILE_EXAMPLES`` and ``STATEKIT_RECONCILE_STEPS`` set any size.
 Each run starts from a random seed, printed with any failure;
 ``STATEKIT_RECONCILE_SEED`` runs that seed again.
@@ -1007,7 +1007,7 @@ class PostgresReconcile(ReconcileMachine):
 
 
 PROPERTY_SETTINGS = settings(
-    max_examples=int(os.environ.get("STATEKIT_RECONCILE_EXAMPLES", "150" if SOAK else "50")),
+    max_examples=int(os.environ.get("STATEKIT_RECONCILE_EXAMPLES", "150" if SOAK else "30")),
     stateful_step_count=int(os.environ.get("STATEKIT_RECONCILE_STEPS", "40")),
     deadline=None,
     database=None,

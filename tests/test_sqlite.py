@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import sqlite3
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,27 +13,26 @@ from statekit.backends.sqlite import SqliteBackend
 from statekit.config import Settings
 from statekit.errors import BackendError, ConfigError
 from statekit.testing import _workers
+from statekit.testing._pool import worker_pool
 
 
 @pytest.mark.asyncio
 async def test_several_processes_write_one_file(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/shared.db"
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(4, mp_context=ctx) as pool:
-        futures = [
-            asyncio.wrap_future(pool.submit(_workers.put_many, url, f"p{n}/", 100))
-            for n in range(4)
-        ]
-        # and this process writes the same keys' neighbours at the same time
-        async with await statekit.open(url) as store:
-            for i in range(100):
-                await store.put(f"main/{i}", i)
-            await asyncio.gather(*futures)
-            keys = [r.key async for r in store.scan()]
-            assert len(keys) == 500
-            health = await store.health()
-            assert health.detail["journal_mode"] == "wal"
-            assert health.detail["synchronous"] == "FULL"
+    pool = worker_pool()
+    futures = [
+        asyncio.wrap_future(pool.submit(_workers.put_many, url, f"p{n}/", 100)) for n in range(4)
+    ]
+    # and this process writes the same keys' neighbours at the same time
+    async with await statekit.open(url) as store:
+        for i in range(100):
+            await store.put(f"main/{i}", i)
+        await asyncio.gather(*futures)
+        keys = [r.key async for r in store.scan()]
+        assert len(keys) == 500
+        health = await store.health()
+        assert health.detail["journal_mode"] == "wal"
+        assert health.detail["synchronous"] == "FULL"
 
 
 @pytest.mark.asyncio
@@ -43,9 +40,7 @@ async def test_watch_sees_commits_of_another_process(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/watched.db"
     store = await statekit.open(url + "?poll_interval=0.01")
     async with store, store.watch("w/") as changes:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-            await asyncio.wrap_future(pool.submit(_workers.put_many, url, "w/", 30))
+        await asyncio.wrap_future(worker_pool().submit(_workers.put_many, url, "w/", 30))
         got = []
         async for record in changes:
             got.append((record.key, record.data))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -18,6 +17,7 @@ from statekit.backend import JSON
 from statekit.backends.memory import MemoryBackend
 from statekit.config import Settings
 from statekit.registry import ValidatorRegistry
+from statekit.testing._pool import worker_pool
 from statekit.trading import (
     Balance,
     Direction,
@@ -284,13 +284,9 @@ def _save_in_process(url: str, n: int) -> None:
 
 def test_processes_saving_at_once_leave_one_whole_state(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    ctx = multiprocessing.get_context("spawn")
-    processes = [ctx.Process(target=_save_in_process, args=(url, n)) for n in range(1, 5)]
-    for p in processes:
-        p.start()
-    for p in processes:
-        p.join(120)
-        assert p.exitcode == 0
+    pool = worker_pool()  # four warm processes of their own, each opening the store
+    for future in [pool.submit(_save_in_process, url, n) for n in range(1, 5)]:
+        future.result(120)
 
     async def check() -> None:
         async with await statekit.open(url) as store:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
@@ -18,6 +17,7 @@ from statekit.backend import Guard, Record, Write
 from statekit.backends.memory import MemoryBackend
 from statekit.compat.legacy_state import LegacyState
 from statekit.config import load_settings
+from statekit.testing._pool import worker_pool
 from statekit.trading import Balance, Position, TradingState
 
 
@@ -335,13 +335,9 @@ def _save_books_in_process(url: str, n: int) -> None:
 
 def test_processes_saving_again_and_again_leave_one_whole_state(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    ctx = multiprocessing.get_context("spawn")
-    processes = [ctx.Process(target=_save_books_in_process, args=(url, n)) for n in (1, 2, 3)]
-    for p in processes:
-        p.start()
-    for p in processes:
-        p.join(120)
-        assert p.exitcode == 0
+    pool = worker_pool()  # three warm processes of their own, each opening the store
+    for future in [pool.submit(_save_books_in_process, url, n) for n in (1, 2, 3)]:
+        future.result(120)
 
     async def check() -> None:
         async with await statekit.open(url) as store:
