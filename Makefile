@@ -68,14 +68,15 @@ test: lint typecheck pytest
 # runs of the idempotency fault campaign; 5 promotions of the PostgreSQL pair under
 # 200 + 200 writes per writer; 5 Redis Cluster failovers and 5 slot moves under writers;
 # sharded reconcilers with 8 shards over 4 processes, 2 standbys and 600 intents; 8 bots
-# alone and 8 sharing a namespace on each engine (tests/test_many_bots.py).
+# alone and 8 sharing a namespace on each engine (tests/test_many_bots.py); 50 SIGKILLed
+# writers of the file backend.
 soak: install
 	scripts/servers.sh start || [ "$${CI:-}" != "true" ]
 	set -a && . .servers/env && set +a && STATEKIT_SOAK=1 $(BIN)/python -m pytest -s \
 	  tests/test_reconcile_soak.py tests/test_fallback_campaign.py \
 	  tests/test_reconcile_properties.py tests/test_fault_campaign.py \
 	  plugins/statekit-postgres/tests/test_standby_promotion.py \
-	  plugins/statekit-redis/tests/test_cluster.py \
+	  plugins/statekit-redis/tests/test_cluster.py plugins/statekit-file/tests/test_crash.py \
 	  tests/test_reconcile_shards.py tests/test_many_bots.py; \
 	  status=$$?; scripts/servers.sh stop; exit $$status
 
