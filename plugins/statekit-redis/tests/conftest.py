@@ -219,8 +219,18 @@ class ClusterAdmin:
                 return row
         raise AssertionError(f"no master serves slot {slot}")
 
-    def replica_of(self, master_id: str) -> dict[str, Any]:
-        return next(row for row in self.nodes() if row["master"] == master_id)
+    def replica_of(self, master_id: str, timeout: float = 30) -> dict[str, Any]:
+        """A replica of the master, once the first seed that answers lists one: right
+        after a failover (or the fail-back of the test before) the nodes' views of who
+        replicates whom settle over a few cluster-bus rounds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for row in self.nodes():
+                if row["master"] == master_id and not row["failed"]:
+                    return row
+            if time.monotonic() > deadline:
+                raise AssertionError(f"cluster: no replica of {master_id} in {timeout}s")
+            time.sleep(0.05)
 
     def wait_for(self, check: Callable[[], bool], what: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
