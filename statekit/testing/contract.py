@@ -44,6 +44,7 @@ from statekit.testing.durability import DurabilityContract, ServerControl, _bump
 from statekit.testing.guards import GuardContract
 from statekit.testing.history import TimeOrderContract
 from statekit.testing.inputs import BadInputContract
+from statekit.testing.namespaces import NamespaceContract
 from statekit.testing.outage import OutageContract
 from statekit.testing.snapshots import SnapshotContract
 
@@ -71,6 +72,7 @@ class BackendContract(
     GuardContract,
     ChangesContract,
     SnapshotContract,
+    NamespaceContract,
 ):
     """Contract tests for a :class:`statekit.backend.Backend`.
 
