@@ -28,7 +28,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,8 @@ import pytest_asyncio
 import statekit
 from statekit import StateStore
 from statekit.testing import fresh_namespace, in_ci, server_url
+from statekit.trading.exchange import ExchangeOrder
+from statekit.trading.reconcile import IntentStatus, IntentStore
 
 REPO = Path(__file__).resolve().parents[1]
 PIP_TIMEOUT = 600
@@ -247,3 +249,30 @@ def venv(tmp_path: Path) -> Venv:
         [sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=120
     )
     return Venv(path)
+
+
+async def assert_one_open_order_per_intent(
+    intents: IntentStore, orders: Sequence[ExchangeOrder], where: str = ""
+) -> dict[str, IntentStatus]:
+    """What a reconciliation that converged leaves at the exchange (the reconcile
+    failover and shard tests judge by it): no client order id placed twice, each
+    intent with exactly one open order, matching its latest spec, and no order at the
+    exchange outside some intent's legs. The statuses read."""
+    client_ids = [o.client_order_id for o in orders]
+    assert len(client_ids) == len(set(client_ids)), f"{where}an order was placed twice"
+    statuses = await intents.statuses()
+    by_client_id = {o.client_order_id: o for o in orders}
+    for intent in await intents.all():
+        live = [
+            by_client_id[leg.client_order_id]
+            for leg in statuses[intent.id].legs
+            if leg.client_order_id in by_client_id
+            and not by_client_id[leg.client_order_id].status.final
+        ]
+        assert len(live) == 1, f"{where}{intent.id}: {len(live)} open orders"
+        assert (live[0].price, live[0].amount) == (intent.spec.price, intent.spec.amount), (
+            f"{where}{intent.id}: the open order is not its latest spec"
+        )
+    tracked = {leg.client_order_id for s in statuses.values() for leg in s.legs}
+    assert set(client_ids) <= tracked, f"{where}an order at the exchange belongs to nobody"
+    return statuses

@@ -34,6 +34,8 @@ from statekit.trading.idempotency.entries import KEY_PREFIX
 from statekit.trading.leases import Lease
 from statekit.trading.reconcile import IntentSpec, IntentStore, ReconcileEngine
 
+from .conftest import assert_one_open_order_per_intent
+
 pytestmark = pytest.mark.asyncio
 
 D = Decimal
@@ -135,23 +137,8 @@ async def test_killed_engine_is_replaced_without_double_placement(store_url: str
                     process.join()
 
         orders = paper.orders
-        client_ids = [o.client_order_id for o in orders]
-        assert len(client_ids) == len(set(client_ids)), "an order was placed twice"
-        statuses = await intents.statuses()
-        by_client_id = {o.client_order_id: o for o in orders}
-        for intent in await intents.all():
-            status = statuses[intent.id]
-            live = [
-                by_client_id[leg.client_order_id]
-                for leg in status.legs
-                if leg.client_order_id in by_client_id
-                and not by_client_id[leg.client_order_id].status.final
-            ]
-            assert len(live) == 1, f"{intent.id}: {len(live)} open orders"
-            assert (live[0].price, live[0].amount) == (intent.spec.price, intent.spec.amount)
         # Every order at the exchange belongs to one intent's legs: nothing untracked.
-        tracked = {leg.client_order_id for s in statuses.values() for leg in s.legs}
-        assert set(client_ids) <= tracked
+        await assert_one_open_order_per_intent(intents, orders)
         assert all(o.filled == 0 for o in orders)  # nothing crossed: no fill to explain
         # b took the lease over from a holder that never released it (it was killed).
         history = await store.history("lease/reconcile-default", limit=100_000)
@@ -249,17 +236,6 @@ async def test_killed_after_a_batch_reservation_nothing_is_placed_twice(
                     process.join()
 
         client_ids = [o.client_order_id for o in paper.orders]
-        assert len(client_ids) == len(set(client_ids)), "an order was placed twice"
         for cid in reserved:
             assert client_ids.count(cid) == 1, f"{cid}: reserved, then placed once by b"
-        statuses = await intents.statuses()
-        by_client_id = {o.client_order_id: o for o in paper.orders}
-        for intent in await intents.all():
-            live = [
-                by_client_id[leg.client_order_id]
-                for leg in statuses[intent.id].legs
-                if leg.client_order_id in by_client_id
-                and not by_client_id[leg.client_order_id].status.final
-            ]
-            assert len(live) == 1, f"{intent.id}: {len(live)} open orders"
-            assert live[0].price == intent.spec.price
+        await assert_one_open_order_per_intent(intents, paper.orders)

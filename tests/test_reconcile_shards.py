@@ -57,6 +57,8 @@ from statekit.trading.reconcile import (
     shard_scopes,
 )
 
+from .conftest import assert_one_open_order_per_intent
+
 pytestmark = pytest.mark.asyncio
 
 D = Decimal
@@ -274,24 +276,7 @@ async def _converged(intents: IntentStore, paper: PaperExchange) -> bool:
 
 
 async def _check_orders(intents: IntentStore, paper: PaperExchange, seed: int) -> None:
-    orders = paper.orders
-    client_ids = [o.client_order_id for o in orders]
-    assert len(client_ids) == len(set(client_ids)), f"seed {seed}: an order was placed twice"
-    statuses = await intents.statuses()
-    by_client_id = {o.client_order_id: o for o in orders}
-    for intent in await intents.all():
-        live = [
-            by_client_id[leg.client_order_id]
-            for leg in statuses[intent.id].legs
-            if leg.client_order_id in by_client_id
-            and not by_client_id[leg.client_order_id].status.final
-        ]
-        assert len(live) == 1, f"seed {seed}: {intent.id}: {len(live)} open orders"
-        assert (live[0].price, live[0].amount) == (intent.spec.price, intent.spec.amount), (
-            f"seed {seed}: {intent.id}: the open order is not its latest spec"
-        )
-    tracked = {leg.client_order_id for s in statuses.values() for leg in s.legs}
-    assert set(client_ids) <= tracked, f"seed {seed}: an order at the exchange belongs to nobody"
+    await assert_one_open_order_per_intent(intents, paper.orders, f"seed {seed}: ")
 
 
 async def test_killed_shard_owner_is_replaced_by_the_standby(store_url: str, seed: int) -> None:
